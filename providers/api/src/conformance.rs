@@ -13,10 +13,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::{
-    Credential, CredentialShape, MintRequest, Provider, ProviderError, RenewRequest,
-    RevokeRequest,
-};
+use crate::{Credential, CredentialShape, MintRequest, Provider, ProviderError, RenewRequest, RevokeRequest};
 
 /// Checks a credential against the provider's real peer.
 #[async_trait]

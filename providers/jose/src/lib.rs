@@ -17,8 +17,8 @@
 use jsonwebtoken::crypto::{CryptoProvider, JwtSigner, JwtVerifier, KeyUtils};
 use jsonwebtoken::errors::{Error, ErrorKind, Result};
 use jsonwebtoken::jwk::{EllipticCurve, ThumbprintHash};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use jsonwebtoken::signature;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use jsonwebtoken::{AlgorithmFamily, DecodingKeyKind};
 use ring::rand::SystemRandom;
 use ring::signature::{self as sig, KeyPair};

@@ -29,8 +29,8 @@ fn every_asymmetric_algorithm_round_trips_through_its_jwk() {
         let decoding = DecodingKey::from_jwk(&jwk).unwrap();
         let mut validation = Validation::new(algorithm);
         validation.set_audience(&["writ"]);
-        let data = decode::<Value>(&token, &decoding, &validation)
-            .unwrap_or_else(|e| panic!("{algorithm:?}: {e}"));
+        let data =
+            decode::<Value>(&token, &decoding, &validation).unwrap_or_else(|e| panic!("{algorithm:?}: {e}"));
         assert_eq!(data.claims["sub"], "agent");
     }
 }

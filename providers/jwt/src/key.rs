@@ -48,9 +48,7 @@ impl SigningKey {
     pub fn generate(algorithm: SigningAlgorithm) -> Result<Self, String> {
         let rng = SystemRandom::new();
         let document = match algorithm {
-            SigningAlgorithm::ES256 => {
-                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-            }
+            SigningAlgorithm::ES256 => EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng),
             SigningAlgorithm::EdDSA => Ed25519KeyPair::generate_pkcs8(&rng),
         }
         .map_err(|_| "key generation failed".to_string())?;
@@ -59,11 +57,12 @@ impl SigningKey {
 
     /// Reads a PKCS#8 key, PEM (`-----BEGIN PRIVATE KEY-----`) or DER.
     pub fn load(algorithm: SigningAlgorithm, path: &Path) -> Result<Self, String> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| format!("cannot read signing key {}: {e}", path.display()))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read signing key {}: {e}", path.display()))?;
         let der = match std::str::from_utf8(&bytes) {
-            Ok(text) if text.contains("-----BEGIN") => pem_body(text)
-                .ok_or_else(|| format!("{}: not a PKCS#8 PEM private key", path.display()))?,
+            Ok(text) if text.contains("-----BEGIN") => {
+                pem_body(text).ok_or_else(|| format!("{}: not a PKCS#8 PEM private key", path.display()))?
+            }
             _ => bytes,
         };
         Self::from_pkcs8(algorithm, &der).map_err(|e| format!("{}: {e}", path.display()))
@@ -71,12 +70,9 @@ impl SigningKey {
 
     pub fn from_pkcs8(algorithm: SigningAlgorithm, der: &[u8]) -> Result<Self, String> {
         let valid = match algorithm {
-            SigningAlgorithm::ES256 => EcdsaKeyPair::from_pkcs8(
-                &ECDSA_P256_SHA256_FIXED_SIGNING,
-                der,
-                &SystemRandom::new(),
-            )
-            .is_ok(),
+            SigningAlgorithm::ES256 => {
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der, &SystemRandom::new()).is_ok()
+            }
             SigningAlgorithm::EdDSA => Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).is_ok(),
         };
         if !valid {
@@ -112,10 +108,8 @@ impl SigningKey {
 /// documents that also carry the public key. Both start with the same header
 /// shape and the seed at the same offset, so re-wrap the seed as v1.
 fn ed25519_v1(der: &[u8]) -> Result<Vec<u8>, String> {
-    const V1_HEADER: [u8; 16] = [
-        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
-        0x20,
-    ];
+    const V1_HEADER: [u8; 16] =
+        [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
     const SEED_TAIL: [u8; 11] = [0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
     let seed = der
         .get(5..48)

@@ -22,9 +22,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 use writ_provider_api::{
-    Credential, CredentialShape, Minted, MintRequest, Provider, ProviderDescription,
-    ProviderError, RenewRequest, Renewed, RevocationHandle, RevokeRequest, RoleDescription,
-    TokenAuthority, VerifiedToken,
+    Credential, CredentialShape, MintRequest, Minted, Provider, ProviderDescription, ProviderError,
+    RenewRequest, Renewed, RevocationHandle, RevokeRequest, RoleDescription, TokenAuthority, VerifiedToken,
 };
 
 pub use config::{JwtConfig, RoleConfig};

@@ -1,0 +1,162 @@
+//! Conversions between the domain model and the wire types.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use prost_types::Timestamp;
+use secrecy::ExposeSecret;
+use tonic::Status;
+use writ_provider_api::{Credential, CredentialShape};
+
+use super::proto;
+use crate::model::{Lease, LeaseState, Sighting, Task, TaskContext, TaskState};
+use crate::providers::ProviderRegistry;
+
+pub fn timestamp(at: DateTime<Utc>) -> Timestamp {
+    Timestamp { seconds: at.timestamp(), nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0) }
+}
+
+pub fn from_timestamp(field: &str, at: &Timestamp) -> Result<DateTime<Utc>, Status> {
+    let nanos =
+        u32::try_from(at.nanos).map_err(|_| Status::invalid_argument(format!("{field}: negative nanos")))?;
+    DateTime::from_timestamp(at.seconds, nanos)
+        .ok_or_else(|| Status::invalid_argument(format!("{field} is out of range")))
+}
+
+pub fn from_duration(field: &str, duration: &prost_types::Duration) -> Result<Duration, Status> {
+    let seconds = u64::try_from(duration.seconds);
+    let nanos = u32::try_from(duration.nanos);
+    match (seconds, nanos) {
+        (Ok(seconds), Ok(nanos)) if nanos < 1_000_000_000 => Ok(Duration::new(seconds, nanos)),
+        _ => Err(Status::invalid_argument(format!("{field} must be a non-negative duration"))),
+    }
+}
+
+pub fn duration(duration: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(duration.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+pub fn lease_state(state: LeaseState) -> proto::LeaseState {
+    match state {
+        LeaseState::Pending => proto::LeaseState::Pending,
+        LeaseState::Active => proto::LeaseState::Active,
+        LeaseState::Revoking => proto::LeaseState::Revoking,
+        LeaseState::Revoked => proto::LeaseState::Revoked,
+        LeaseState::Failed => proto::LeaseState::Failed,
+    }
+}
+
+pub fn from_lease_state(state: proto::LeaseState) -> Option<LeaseState> {
+    match state {
+        proto::LeaseState::Unspecified => None,
+        proto::LeaseState::Pending => Some(LeaseState::Pending),
+        proto::LeaseState::Active => Some(LeaseState::Active),
+        proto::LeaseState::Revoking => Some(LeaseState::Revoking),
+        proto::LeaseState::Revoked => Some(LeaseState::Revoked),
+        proto::LeaseState::Failed => Some(LeaseState::Failed),
+    }
+}
+
+pub fn lease(lease: &Lease, providers: &ProviderRegistry) -> proto::Lease {
+    let shape = providers.get(&lease.provider).map(|p| match p.description.shape {
+        CredentialShape::Revocable => proto::CredentialShape::Revocable,
+        CredentialShape::ExpiryOnly => proto::CredentialShape::ExpiryOnly,
+    });
+    let revocation = lease.revocation.as_ref();
+    proto::Lease {
+        lease_id: lease.id.to_string(),
+        agent: lease.agent.clone(),
+        task_id: lease.task_id.clone(),
+        provider: lease.provider.clone(),
+        role: lease.role.clone(),
+        scopes: lease.scopes.clone(),
+        tool: lease.tool.clone(),
+        state: lease_state(lease.state).into(),
+        shape: shape.unwrap_or(proto::CredentialShape::Unspecified).into(),
+        created_at: Some(timestamp(lease.created_at)),
+        issued_at: lease.issued_at.map(timestamp),
+        expires_at: Some(timestamp(lease.expires_at)),
+        revocation_reason: revocation.map(|r| r.reason.as_str().to_string()).unwrap_or_default(),
+        revocation_attempts: revocation.map_or(0, |r| r.attempts),
+        revocation_error: revocation.and_then(|r| r.last_error.clone()).unwrap_or_default(),
+        revoked_at: revocation.and_then(|r| r.completed_at).map(timestamp),
+    }
+}
+
+/// The one place a secret leaves Writ: into the response to the agent.
+pub fn credential(credential: &Credential) -> proto::Credential {
+    use proto::credential::Kind;
+    let kind = match credential {
+        Credential::BearerToken { token, token_type } => Kind::BearerToken(proto::BearerToken {
+            token: token.expose_secret().to_string(),
+            token_type: token_type.clone(),
+        }),
+        Credential::Password { username, password, connection } => Kind::Password(proto::Password {
+            username: username.clone(),
+            password: password.expose_secret().to_string(),
+            connection: connection.clone().into_iter().collect(),
+        }),
+        Credential::AwsSession { access_key_id, secret_access_key, session_token } => {
+            Kind::AwsSession(proto::AwsSession {
+                access_key_id: access_key_id.clone(),
+                secret_access_key: secret_access_key.expose_secret().to_string(),
+                session_token: session_token.expose_secret().to_string(),
+            })
+        }
+    };
+    proto::Credential { kind: Some(kind) }
+}
+
+pub fn task_context(context: &TaskContext) -> proto::TaskContext {
+    proto::TaskContext {
+        purpose: context.purpose.clone(),
+        environment: context.environment.clone(),
+        data_classification: context.data_classification.clone(),
+        ticket: context.ticket.clone(),
+        labels: context.labels.clone().into_iter().collect(),
+    }
+}
+
+pub fn from_task_context(context: Option<proto::TaskContext>) -> TaskContext {
+    let context = context.unwrap_or_default();
+    TaskContext {
+        purpose: context.purpose,
+        environment: context.environment,
+        data_classification: context.data_classification,
+        ticket: context.ticket,
+        labels: context.labels.into_iter().collect(),
+    }
+}
+
+pub fn task(task: &Task) -> proto::Task {
+    let closed = task.closed.as_ref();
+    proto::Task {
+        task_id: task.id.clone(),
+        agent: task.agent.clone(),
+        context: Some(task_context(&task.context)),
+        state: match task.state {
+            TaskState::Open => proto::TaskState::Open,
+            TaskState::Closed => proto::TaskState::Closed,
+        }
+        .into(),
+        created_at: Some(timestamp(task.created_at)),
+        created_by: task.created_by.clone(),
+        deadline: Some(timestamp(task.deadline)),
+        closed_at: closed.map(|c| timestamp(c.at)),
+        closed_by: closed.map(|c| c.by.clone()).unwrap_or_default(),
+        close_reason: closed.map(|c| c.reason.as_str().to_string()).unwrap_or_default(),
+    }
+}
+
+pub fn sighting(sighting: &Sighting) -> proto::Sighting {
+    proto::Sighting {
+        issuer: sighting.issuer.clone(),
+        subject: sighting.subject.clone(),
+        first_seen: Some(timestamp(sighting.first_seen)),
+        last_seen: Some(timestamp(sighting.last_seen)),
+        count: sighting.count,
+    }
+}

@@ -1,0 +1,51 @@
+//! The gRPC surface: one thin service per audience.
+//!
+//! Each handler validates its input, calls the [`Broker`](crate::domain::Broker)
+//! and maps the outcome. Authentication happens before any handler runs, in
+//! [`auth::AuthLayer`]; errors become `Status` only here, in
+//! [`status`], so every code and message is decided in one place.
+
+pub mod admin;
+pub mod auth;
+pub mod convert;
+pub mod credentials;
+pub mod tasks;
+
+use tonic::{Code, Status};
+
+use crate::domain::Error;
+use crate::identity::AuthError;
+
+pub use auth::{AuthLayer, Authenticator, Caller};
+
+/// The generated code of `proto/writ/v1/writ.proto`.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod proto {
+    tonic::include_proto!("writ.v1");
+
+    /// For gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("writ_descriptor");
+}
+
+/// The one mapping from domain errors to gRPC statuses.
+pub fn status(error: Error) -> Status {
+    let code = match &error {
+        Error::InvalidArgument(_) => Code::InvalidArgument,
+        Error::NotFound(_) => Code::NotFound,
+        Error::AlreadyExists(_) => Code::AlreadyExists,
+        Error::PermissionDenied(_) => Code::PermissionDenied,
+        Error::FailedPrecondition(_) => Code::FailedPrecondition,
+        Error::Unavailable(_) => Code::Unavailable,
+        Error::Internal(_) => Code::Internal,
+    };
+    Status::new(code, error.to_string())
+}
+
+/// Authentication failures: the caller's token is the problem, except when
+/// the issuer's keys cannot be fetched.
+pub fn auth_status(error: &AuthError) -> Status {
+    match error {
+        AuthError::IssuerUnavailable(_) => Status::unavailable(error.to_string()),
+        _ => Status::unauthenticated(error.to_string()),
+    }
+}

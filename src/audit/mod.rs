@@ -1,0 +1,293 @@
+//! Evidence: an append-only, hash-chained JSON-lines audit log.
+//!
+//! Every decision, issuance, renewal, release, revocation and task change
+//! is one line: who, what, which task, which policies, the outcome. Lines
+//! never hold secrets; lease (credential) ids appear only as keyed hashes,
+//! so the log can be shared without handing out handles to live
+//! credentials, while whoever holds the audit key can still find a lease.
+//!
+//! Each line carries `prev`, the SHA-256 of the line before it, so any
+//! edit, deletion or reordering breaks the chain ([`verify_file`]).
+//!
+//! Writes are group-committed by one writer thread: callers wait until their
+//! line is on disk (`fdatasync`). If a write fails, the log refuses every
+//! later write until Writ restarts, and issuance stops with it (fail closed).
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use chrono::{DateTime, Utc};
+use ring::{digest, hmac};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+/// The most lines one commit writes.
+const MAX_BATCH: usize = 1024;
+/// How far back from the end of the file to look for the chain head.
+const TAIL_WINDOW: u64 = 64 * 1024;
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum AuditError {
+    #[error("audit log unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// One event, before it is stamped, hashed and chained.
+#[derive(Clone, Debug, Default)]
+pub struct AuditEvent {
+    pub event: &'static str,
+    pub actor: String,
+    pub outcome: &'static str,
+    pub agent: Option<String>,
+    pub task: Option<String>,
+    pub provider: Option<String>,
+    pub role: Option<String>,
+    pub tool: Option<String>,
+    pub lease: Option<Uuid>,
+    pub reason: Option<String>,
+    pub policies: Vec<String>,
+    pub details: Option<Value>,
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    seq: u64,
+    ts: DateTime<Utc>,
+    prev: &'a str,
+    event: &'a str,
+    actor: &'a str,
+    outcome: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provider: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    policies: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<&'a Value>,
+}
+
+struct Job {
+    at: DateTime<Utc>,
+    event: AuditEvent,
+    done: oneshot::Sender<Result<(), AuditError>>,
+}
+
+/// Handle to the audit log. Cheap to clone.
+#[derive(Clone)]
+pub struct AuditLog {
+    jobs: mpsc::Sender<Job>,
+    key: Arc<hmac::Key>,
+    /// Set after the first failed write; every later write is refused.
+    broken: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog").field("broken", &self.broken.load(Ordering::Relaxed)).finish()
+    }
+}
+
+impl AuditLog {
+    /// Opens (or creates) the log, finds the chain head and starts the
+    /// writer thread. The thread ends when every handle is dropped.
+    pub fn open(path: &Path, key: &[u8]) -> Result<Self, AuditError> {
+        if key.len() < 32 {
+            return Err(AuditError::Unavailable("the audit key must be at least 32 bytes".into()));
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| unavailable(path, e))?;
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| unavailable(path, e))?;
+        let (seq, head) = chain_head(&mut file).map_err(|e| unavailable(path, e))?;
+        let key = Arc::new(hmac::Key::new(hmac::HMAC_SHA256, key));
+        let broken = Arc::new(AtomicBool::new(false));
+        let (jobs, receiver) = mpsc::channel(8192);
+        let writer =
+            Writer { path: path.to_path_buf(), file, seq, head, key: key.clone(), broken: broken.clone() };
+        std::thread::Builder::new()
+            .name("writ-audit-writer".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(|e| unavailable(path, e))?;
+        Ok(Self { jobs, key, broken })
+    }
+
+    /// Appends one event and waits until it is durable.
+    pub async fn record(&self, at: DateTime<Utc>, event: AuditEvent) -> Result<(), AuditError> {
+        if self.broken.load(Ordering::Acquire) {
+            return Err(AuditError::Unavailable("an earlier write failed".into()));
+        }
+        let (done, wait) = oneshot::channel();
+        self.jobs
+            .send(Job { at, event, done })
+            .await
+            .map_err(|_| AuditError::Unavailable("the audit writer stopped".into()))?;
+        wait.await.map_err(|_| AuditError::Unavailable("the audit writer stopped".into()))?
+    }
+
+    /// Appends one event from a background worker: a failure is logged, not
+    /// returned, because the work it records (a revocation) must go on.
+    pub async fn record_or_log(&self, at: DateTime<Utc>, event: AuditEvent) {
+        let name = event.event;
+        if let Err(error) = self.record(at, event).await {
+            tracing::error!(%error, event = name, "audit record lost");
+        }
+    }
+
+    /// Whether the log accepts writes.
+    pub fn is_healthy(&self) -> bool {
+        !self.broken.load(Ordering::Acquire) && !self.jobs.is_closed()
+    }
+
+    /// The keyed hash that stands for a lease id in the log.
+    pub fn lease_hash(&self, lease_id: Uuid) -> String {
+        lease_hash(&self.key, lease_id)
+    }
+}
+
+fn lease_hash(key: &hmac::Key, lease_id: Uuid) -> String {
+    let tag = hmac::sign(key, lease_id.as_bytes());
+    format!("hmac-sha256:{}", hex::encode(&tag.as_ref()[..16]))
+}
+
+fn unavailable(path: &Path, error: impl std::fmt::Display) -> AuditError {
+    AuditError::Unavailable(format!("{}: {error}", path.display()))
+}
+
+struct Writer {
+    path: PathBuf,
+    file: File,
+    seq: u64,
+    head: String,
+    key: Arc<hmac::Key>,
+    broken: Arc<AtomicBool>,
+}
+
+impl Writer {
+    fn run(mut self, mut receiver: mpsc::Receiver<Job>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while let Some(first) = receiver.blocking_recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            let outcome = self.write(&batch);
+            if outcome.is_err() {
+                self.broken.store(true, Ordering::Release);
+            }
+            for job in batch.drain(..) {
+                let _ = job.done.send(outcome.clone());
+            }
+        }
+    }
+
+    fn write(&mut self, batch: &[Job]) -> Result<(), AuditError> {
+        if self.broken.load(Ordering::Acquire) {
+            return Err(AuditError::Unavailable("an earlier write failed".into()));
+        }
+        let (mut seq, mut head) = (self.seq, self.head.clone());
+        let mut buffer = Vec::with_capacity(batch.len() * 256);
+        for job in batch {
+            seq += 1;
+            let event = &job.event;
+            let line = Line {
+                seq,
+                ts: job.at,
+                prev: &head,
+                event: event.event,
+                actor: &event.actor,
+                outcome: event.outcome,
+                agent: event.agent.as_deref(),
+                task: event.task.as_deref(),
+                provider: event.provider.as_deref(),
+                role: event.role.as_deref(),
+                tool: event.tool.as_deref(),
+                lease: event.lease.map(|id| lease_hash(&self.key, id)),
+                reason: event.reason.as_deref(),
+                policies: &event.policies,
+                details: event.details.as_ref(),
+            };
+            let text = serde_json::to_string(&line).map_err(|e| unavailable(&self.path, e))?;
+            head = hex::encode(digest::digest(&digest::SHA256, text.as_bytes()));
+            buffer.extend_from_slice(text.as_bytes());
+            buffer.push(b'\n');
+        }
+        self.file.write_all(&buffer).map_err(|e| unavailable(&self.path, e))?;
+        self.file.sync_data().map_err(|e| unavailable(&self.path, e))?;
+        self.seq = seq;
+        self.head = head;
+        Ok(())
+    }
+}
+
+/// The sequence number and hash of the last line, reading only the tail.
+fn chain_head(file: &mut File) -> std::io::Result<(u64, String)> {
+    let length = file.seek(SeekFrom::End(0))?;
+    if length == 0 {
+        return Ok((0, GENESIS.to_string()));
+    }
+    let start = length.saturating_sub(TAIL_WINDOW);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = String::new();
+    file.read_to_string(&mut tail)?;
+    let last = tail.trim_end_matches('\n').rsplit('\n').next().unwrap_or_default();
+    if !tail.ends_with('\n') {
+        return Err(std::io::Error::other("the last audit line is incomplete; repair the log"));
+    }
+    let seq = serde_json::from_str::<Value>(last)
+        .ok()
+        .and_then(|value| value.get("seq").and_then(Value::as_u64))
+        .ok_or_else(|| std::io::Error::other("the last audit line is not a record"))?;
+    Ok((seq, hex::encode(digest::digest(&digest::SHA256, last.as_bytes()))))
+}
+
+/// Checks a whole log: every line parses, sequence numbers run without a
+/// gap, and each `prev` is the hash of the line before. Returns the number
+/// of records.
+pub fn verify_file(path: &Path) -> Result<u64, String> {
+    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut head = GENESIS.to_string();
+    let mut count = 0u64;
+    for (index, line) in BufReader::new(file).lines().enumerate() {
+        let number = index + 1;
+        let line = line.map_err(|e| format!("line {number}: {e}"))?;
+        let value: Value =
+            serde_json::from_str(&line).map_err(|e| format!("line {number}: not JSON: {e}"))?;
+        if value.get("prev").and_then(Value::as_str) != Some(head.as_str()) {
+            return Err(format!("line {number}: chain broken (prev does not match the line before)"));
+        }
+        if value.get("seq").and_then(Value::as_u64) != Some(count + 1) {
+            return Err(format!("line {number}: sequence number out of order"));
+        }
+        head = hex::encode(digest::digest(&digest::SHA256, line.as_bytes()));
+        count += 1;
+    }
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests;

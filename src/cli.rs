@@ -1,0 +1,450 @@
+//! The command line: `serve`, `dev`, `token`, and client commands that call
+//! Writ's gRPC API as a workflow engine, an agent or an operator would.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+use crate::api::convert;
+use crate::api::proto;
+use crate::clock::SystemClock;
+use crate::config::Config;
+
+#[derive(Parser, Debug)]
+#[command(name = "writ", version, about = "Just-in-time credentials for AI agents")]
+pub struct Cli {
+    /// Log filter, e.g. `info` or `writ=debug`.
+    #[arg(long, env = "WRIT_LOG", default_value = "info", global = true)]
+    pub log: String,
+    /// Log as JSON lines (for production).
+    #[arg(long, env = "WRIT_LOG_JSON", global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve with a configuration file.
+    Serve {
+        #[arg(long, short, env = "WRIT_CONFIG", default_value = "writ.toml")]
+        config: PathBuf,
+    },
+    /// A complete local setup: embedded store, keys, a development issuer.
+    Dev {
+        #[arg(long, default_value = ".writ-dev")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        listen: std::net::SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:7071")]
+        http_listen: std::net::SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:7072")]
+        issuer_listen: std::net::SocketAddr,
+    },
+    /// Print a development workload token: `agent`, `workflow`, `operator`,
+    /// or any other subject (which Writ will record as a sighting).
+    Token {
+        #[arg(long, default_value = ".writ-dev")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:7072")]
+        issuer_listen: std::net::SocketAddr,
+        #[arg(long, default_value = "1h", value_parser = humantime_serde::re::humantime::parse_duration)]
+        ttl: Duration,
+        who: String,
+    },
+    /// Open, close and inspect tasks (role `workflow`).
+    #[command(subcommand)]
+    Task(TaskCommand),
+    /// Ask for credentials as an agent.
+    Issue {
+        #[command(flatten)]
+        client: ClientArgs,
+        task_id: String,
+        #[arg(long)]
+        tool: String,
+        /// `provider/role[:scope,scope…][@ttl]`, e.g. `tokens/orders-read:orders:read@5m`.
+        #[arg(long = "grant", required = true)]
+        grants: Vec<String>,
+    },
+    /// Extend a lease, as its agent.
+    Renew {
+        #[command(flatten)]
+        client: ClientArgs,
+        lease_id: String,
+        #[arg(long, value_parser = humantime_serde::re::humantime::parse_duration)]
+        ttl: Option<Duration>,
+    },
+    /// Give a lease back early, as its agent.
+    Release {
+        #[command(flatten)]
+        client: ClientArgs,
+        lease_id: String,
+    },
+    /// List leases (role `operator`).
+    Leases {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long)]
+        task: Option<String>,
+        #[arg(long)]
+        agent: Option<String>,
+    },
+    /// List identities that called without being registered (role `operator`).
+    Sightings {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Audit log tools.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TaskCommand {
+    Start {
+        #[command(flatten)]
+        client: ClientArgs,
+        task_id: String,
+        #[arg(long)]
+        agent: String,
+        #[arg(long, default_value = "")]
+        purpose: String,
+        #[arg(long, default_value = "")]
+        environment: String,
+        #[arg(long, default_value = "")]
+        classification: String,
+        #[arg(long, default_value = "")]
+        ticket: String,
+        /// `key=value`, repeatable.
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        #[arg(long, default_value = "1h", value_parser = humantime_serde::re::humantime::parse_duration)]
+        deadline_in: Duration,
+    },
+    Close {
+        #[command(flatten)]
+        client: ClientArgs,
+        task_id: String,
+    },
+    Get {
+        #[command(flatten)]
+        client: ClientArgs,
+        task_id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Check that an audit log's hash chain is unbroken.
+    Verify { path: PathBuf },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ClientArgs {
+    #[arg(long, env = "WRIT_ENDPOINT", default_value = "http://127.0.0.1:7070")]
+    pub endpoint: String,
+    /// The caller's workload token.
+    #[arg(long, env = "WRIT_TOKEN", hide_env_values = true)]
+    pub token: String,
+}
+
+pub fn init_logging(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cli.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config } => serve(config).await,
+        Command::Dev { data_dir, listen, http_listen, issuer_listen } => {
+            crate::dev::run(crate::dev::DevOptions { data_dir, listen, http_listen, issuer_listen }).await
+        }
+        Command::Token { data_dir, issuer_listen, ttl, who } => {
+            let options = crate::dev::DevOptions {
+                data_dir: data_dir.clone(),
+                listen: issuer_listen,
+                http_listen: issuer_listen,
+                issuer_listen,
+            };
+            let key = data_dir.join("dev-issuer.pk8");
+            if !key.exists() {
+                bail!(
+                    "{} does not exist: run `writ dev --data-dir {}` first",
+                    key.display(),
+                    data_dir.display()
+                );
+            }
+            let issuer = crate::dev::DevIssuer::load_or_create(&crate::dev::issuer_url(&options), &key)?;
+            let subject = match who.as_str() {
+                "agent" => crate::dev::AGENT_SUBJECT,
+                "workflow" => crate::dev::WORKFLOW_SUBJECT,
+                "operator" => crate::dev::OPERATOR_SUBJECT,
+                other => other,
+            };
+            println!("{}", issuer.mint(subject, crate::dev::AUDIENCE, ttl, chrono::Utc::now())?);
+            Ok(())
+        }
+        Command::Task(command) => task(command).await,
+        Command::Issue { client, task_id, tool, grants } => issue(client, task_id, tool, grants).await,
+        Command::Renew { client, lease_id, ttl } => {
+            let mut service =
+                proto::credential_service_client::CredentialServiceClient::new(connect(&client).await?);
+            let request = proto::RenewRequest { lease_id, ttl: ttl.map(convert::duration) };
+            let response = service.renew(authorized(&client, request)?).await?.into_inner();
+            response.lease.iter().for_each(print_lease);
+            if let Some(credential) = response.credential {
+                print_credential(&credential);
+            }
+            Ok(())
+        }
+        Command::Release { client, lease_id } => {
+            let mut service =
+                proto::credential_service_client::CredentialServiceClient::new(connect(&client).await?);
+            let response =
+                service.release(authorized(&client, proto::ReleaseRequest { lease_id })?).await?.into_inner();
+            response.lease.iter().for_each(print_lease);
+            Ok(())
+        }
+        Command::Leases { client, task, agent } => {
+            let mut service = proto::admin_service_client::AdminServiceClient::new(connect(&client).await?);
+            let mut page_token = String::new();
+            loop {
+                let request = proto::ListLeasesRequest {
+                    agent: agent.clone().unwrap_or_default(),
+                    task_id: task.clone().unwrap_or_default(),
+                    page_token: page_token.clone(),
+                    ..Default::default()
+                };
+                let response = service.list_leases(authorized(&client, request)?).await?.into_inner();
+                response.leases.iter().for_each(print_lease);
+                if response.next_page_token.is_empty() {
+                    return Ok(());
+                }
+                page_token = response.next_page_token;
+            }
+        }
+        Command::Sightings { client } => {
+            let mut service = proto::admin_service_client::AdminServiceClient::new(connect(&client).await?);
+            let response =
+                service.list_sightings(authorized(&client, proto::ListSightingsRequest::default())?).await?;
+            for sighting in response.into_inner().sightings {
+                println!("{}  {}  seen {} times", sighting.issuer, sighting.subject, sighting.count);
+            }
+            Ok(())
+        }
+        Command::Audit(AuditCommand::Verify { path }) => {
+            let count = crate::audit::verify_file(&path).map_err(anyhow::Error::msg)?;
+            println!("{}: {count} records, hash chain intact", path.display());
+            Ok(())
+        }
+    }
+}
+
+async fn serve(path: PathBuf) -> anyhow::Result<()> {
+    let config = Config::load(&path)?;
+    let grpc = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("binding {}", config.server.listen))?;
+    let http = tokio::net::TcpListener::bind(config.server.http_listen)
+        .await
+        .with_context(|| format!("binding {}", config.server.http_listen))?;
+    let app = crate::server::App::build(&config, Arc::new(SystemClock)).await?;
+    tracing::info!(grpc = %config.server.listen, http = %config.server.http_listen, "writ serving");
+    app.serve(grpc, http, crate::shutdown_signal()).await
+}
+
+async fn connect(client: &ClientArgs) -> anyhow::Result<Channel> {
+    Channel::from_shared(client.endpoint.clone())
+        .context("invalid endpoint")?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {}", client.endpoint))
+}
+
+fn authorized<T>(client: &ClientArgs, message: T) -> anyhow::Result<tonic::Request<T>> {
+    let mut request = tonic::Request::new(message);
+    let value: MetadataValue<_> =
+        format!("Bearer {}", client.token).parse().context("the token is not ASCII")?;
+    request.metadata_mut().insert("authorization", value);
+    Ok(request)
+}
+
+async fn task(command: TaskCommand) -> anyhow::Result<()> {
+    match command {
+        TaskCommand::Start {
+            client,
+            task_id,
+            agent,
+            purpose,
+            environment,
+            classification,
+            ticket,
+            labels,
+            deadline_in,
+        } => {
+            let labels = labels
+                .iter()
+                .map(|label| {
+                    label
+                        .split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .context("labels are key=value")
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let deadline = chrono::Utc::now() + chrono::Duration::from_std(deadline_in)?;
+            let request = proto::StartTaskRequest {
+                task_id,
+                agent,
+                context: Some(proto::TaskContext {
+                    purpose,
+                    environment,
+                    data_classification: classification,
+                    ticket,
+                    labels,
+                }),
+                deadline: Some(convert::timestamp(deadline)),
+            };
+            let mut service = proto::task_service_client::TaskServiceClient::new(connect(&client).await?);
+            let task = service.start_task(authorized(&client, request)?).await?.into_inner().task;
+            if let Some(task) = task {
+                println!(
+                    "task {} opened for {} until {}",
+                    task.task_id,
+                    task.agent,
+                    format_time(task.deadline.as_ref())
+                );
+            }
+            Ok(())
+        }
+        TaskCommand::Close { client, task_id } => {
+            let mut service = proto::task_service_client::TaskServiceClient::new(connect(&client).await?);
+            let response = service
+                .close_task(authorized(&client, proto::CloseTaskRequest { task_id: task_id.clone() })?)
+                .await?
+                .into_inner();
+            println!(
+                "task {task_id} closed: {} leases revoked, {} still retrying",
+                response.revoked, response.retrying
+            );
+            Ok(())
+        }
+        TaskCommand::Get { client, task_id } => {
+            let mut service = proto::task_service_client::TaskServiceClient::new(connect(&client).await?);
+            let response =
+                service.get_task(authorized(&client, proto::GetTaskRequest { task_id })?).await?.into_inner();
+            if let Some(task) = response.task {
+                let state = proto::TaskState::try_from(task.state).map(|s| s.as_str_name()).unwrap_or("?");
+                println!(
+                    "task {} for {}: {state}, deadline {}",
+                    task.task_id,
+                    task.agent,
+                    format_time(task.deadline.as_ref())
+                );
+            }
+            response.leases.iter().for_each(print_lease);
+            Ok(())
+        }
+    }
+}
+
+/// Parses `provider/role[:scope,scope…][@ttl]`.
+pub fn parse_grant(text: &str) -> anyhow::Result<proto::GrantRequest> {
+    let (rest, ttl) = match text.rsplit_once('@') {
+        Some((rest, ttl)) => (
+            rest,
+            Some(
+                humantime_serde::re::humantime::parse_duration(ttl)
+                    .with_context(|| format!("ttl {ttl:?}"))?,
+            ),
+        ),
+        None => (text, None),
+    };
+    let (target, scopes) = match rest.split_once(':') {
+        Some((target, scopes)) => {
+            (target, scopes.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+        }
+        None => (rest, Vec::new()),
+    };
+    let (provider, role) = target
+        .split_once('/')
+        .with_context(|| format!("grant {text:?} is not provider/role[:scopes][@ttl]"))?;
+    Ok(proto::GrantRequest {
+        provider: provider.into(),
+        role: role.into(),
+        scopes,
+        ttl: ttl.map(convert::duration),
+    })
+}
+
+async fn issue(client: ClientArgs, task_id: String, tool: String, grants: Vec<String>) -> anyhow::Result<()> {
+    let grants = grants.iter().map(|g| parse_grant(g)).collect::<anyhow::Result<_>>()?;
+    let mut service = proto::credential_service_client::CredentialServiceClient::new(connect(&client).await?);
+    let response = service
+        .issue(authorized(&client, proto::IssueRequest { task_id, tool, grants })?)
+        .await?
+        .into_inner();
+    for issued in response.credentials {
+        issued.lease.iter().for_each(print_lease);
+        for notice in &issued.notices {
+            println!("  note: {notice}");
+        }
+        if let Some(credential) = &issued.credential {
+            print_credential(credential);
+        }
+    }
+    Ok(())
+}
+
+fn format_time(at: Option<&prost_types::Timestamp>) -> String {
+    at.and_then(|at| convert::from_timestamp("", at).ok())
+        .map(|at| at.to_rfc3339())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn print_lease(lease: &proto::Lease) {
+    let state = proto::LeaseState::try_from(lease.state).map(|s| s.as_str_name()).unwrap_or("?");
+    println!(
+        "lease {}  {}/{}  task {}  agent {}  {}  expires {}{}",
+        lease.lease_id,
+        lease.provider,
+        lease.role,
+        lease.task_id,
+        lease.agent,
+        state.trim_start_matches("LEASE_STATE_").to_lowercase(),
+        format_time(lease.expires_at.as_ref()),
+        if lease.revocation_error.is_empty() {
+            String::new()
+        } else {
+            format!("  last error: {}", lease.revocation_error)
+        },
+    );
+}
+
+/// Prints the credential: this is the agent's own terminal.
+fn print_credential(credential: &proto::Credential) {
+    match &credential.kind {
+        Some(proto::credential::Kind::BearerToken(token)) => {
+            println!("  {} {}", token.token_type, token.token)
+        }
+        Some(proto::credential::Kind::Password(password)) => {
+            println!("  user {} password {}", password.username, password.password)
+        }
+        Some(proto::credential::Kind::AwsSession(session)) => println!(
+            "  AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} AWS_SESSION_TOKEN={}",
+            session.access_key_id, session.secret_access_key, session.session_token
+        ),
+        None => println!("  (no credential)"),
+    }
+}

@@ -1,0 +1,405 @@
+//! Configuration: one TOML file, unknown fields refused, a few environment
+//! overrides, validated before any port is bound. See
+//! `docs/configuration.md` for every field.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::store::StoreConfig;
+
+/// Environment variables that override the file.
+pub const ENV_LISTEN: &str = "WRIT_LISTEN";
+pub const ENV_HTTP_LISTEN: &str = "WRIT_HTTP_LISTEN";
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub store: StoreConfig,
+    pub audit: AuditConfig,
+    pub sealing: SealingConfig,
+    pub policy: PolicyConfig,
+    #[serde(default)]
+    pub revocation: RevocationConfig,
+    #[serde(default, rename = "issuers")]
+    pub issuers: Vec<IssuerConfig>,
+    #[serde(default)]
+    pub agents: Vec<AgentConfig>,
+    #[serde(default)]
+    pub services: Vec<ServiceConfig>,
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// gRPC address.
+    pub listen: SocketAddr,
+    /// HTTP address for the token providers' JWKS and introspection.
+    pub http_listen: SocketAddr,
+    /// The `aud` every workload token must carry.
+    pub audience: String,
+    /// How long shutdown waits for in-flight requests.
+    #[serde(with = "humantime_serde", default = "defaults::shutdown_grace")]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Workload tokens longer than this are refused unread.
+    #[serde(default = "defaults::max_token_bytes")]
+    pub max_token_bytes: usize,
+    /// Tolerance for `exp`, `nbf` and `iat` against Writ's clock.
+    #[serde(with = "humantime_serde", default = "defaults::clock_leeway")]
+    pub clock_leeway: Duration,
+    /// The furthest deadline a task may have.
+    #[serde(with = "humantime_serde", default = "defaults::max_task_lifetime")]
+    pub max_task_lifetime: Duration,
+    #[serde(default = "defaults::max_grants")]
+    pub max_grants_per_request: usize,
+    /// How long `CloseTask` waits for revocations before it answers.
+    #[serde(with = "humantime_serde", default = "defaults::close_wait")]
+    pub close_wait: Duration,
+    /// Minimum time between two JWKS refreshes of one issuer caused by an
+    /// unknown `kid`.
+    #[serde(with = "humantime_serde", default = "defaults::jwks_refresh_interval")]
+    pub jwks_refresh_interval: Duration,
+    /// How long fetched JWKS are trusted before they are fetched again.
+    #[serde(with = "humantime_serde", default = "defaults::jwks_max_age")]
+    pub jwks_max_age: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_token_bytes: defaults::max_token_bytes(),
+            clock_leeway: defaults::clock_leeway(),
+            max_task_lifetime: defaults::max_task_lifetime(),
+            max_grants_per_request: defaults::max_grants(),
+            close_wait: defaults::close_wait(),
+            jwks_refresh_interval: defaults::jwks_refresh_interval(),
+            jwks_max_age: defaults::jwks_max_age(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// JSON-lines file, appended to.
+    pub path: PathBuf,
+    /// 32+ random bytes keying the hashes that stand in for credential ids.
+    pub key_file: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealingConfig {
+    /// The first key seals; every key opens. Each file holds 32 raw bytes.
+    pub keys: Vec<SealingKeyConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealingKeyConfig {
+    pub id: String,
+    pub file: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Cedar policy files, or directories of `*.cedar` files.
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationConfig {
+    /// First retry delay; doubled per attempt, with jitter.
+    #[serde(with = "humantime_serde", default = "defaults::min_backoff")]
+    pub min_backoff: Duration,
+    #[serde(with = "humantime_serde", default = "defaults::max_backoff")]
+    pub max_backoff: Duration,
+    /// How long a worker owns a claimed revocation before another may retry.
+    #[serde(with = "humantime_serde", default = "defaults::claim_timeout")]
+    pub claim_timeout: Duration,
+    /// Revocations in flight at once.
+    #[serde(default = "defaults::revocation_concurrency")]
+    pub concurrency: usize,
+    /// A pending lease older than this is treated as abandoned and revoked.
+    #[serde(with = "humantime_serde", default = "defaults::pending_timeout")]
+    pub pending_timeout: Duration,
+    /// Longest a background worker sleeps before it looks again.
+    #[serde(with = "humantime_serde", default = "defaults::poll_interval")]
+    pub poll_interval: Duration,
+}
+
+impl Default for RevocationConfig {
+    fn default() -> Self {
+        Self {
+            min_backoff: defaults::min_backoff(),
+            max_backoff: defaults::max_backoff(),
+            claim_timeout: defaults::claim_timeout(),
+            concurrency: defaults::revocation_concurrency(),
+            pending_timeout: defaults::pending_timeout(),
+            poll_interval: defaults::poll_interval(),
+        }
+    }
+}
+
+/// A trusted issuer of workload identity tokens.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// Compared exactly with the token's `iss`.
+    pub issuer: String,
+    /// Where the keys are; when absent, OIDC discovery at
+    /// `<issuer>/.well-known/openid-configuration` names it.
+    pub jwks_url: Option<String>,
+    /// A subset of RS256, PS256, ES256, EdDSA; all four when absent.
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+}
+
+/// How an identity is recognised: an exact subject, or claim values.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityMatch {
+    pub issuer: String,
+    pub subject: Option<String>,
+    /// Every listed claim must equal the given string.
+    #[serde(default)]
+    pub claims: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub name: String,
+    pub owner: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default = "defaults::risk_tier")]
+    pub risk_tier: String,
+    pub identity: IdentityMatch,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceRole {
+    /// Opens and closes tasks.
+    Workflow,
+    /// Lists leases and sightings.
+    Operator,
+    /// Introspects tokens Writ signed.
+    ResourceServer,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub roles: Vec<ServiceRole>,
+    pub identity: IdentityMatch,
+}
+
+/// `[providers.<name>]`: a `kind` and the settings that kind reads.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ProviderConfig {
+    pub kind: String,
+    #[serde(flatten)]
+    pub settings: toml::Table,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads, applies environment overrides, resolves relative paths
+    /// against the file's directory, and validates.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let mut config: Config = toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        config.apply_env()?;
+        if let Some(base) = path.parent() {
+            config.resolve_paths(base);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply_env(&mut self) -> Result<(), ConfigError> {
+        if let Ok(value) = std::env::var(ENV_LISTEN) {
+            self.server.listen =
+                value.parse().map_err(|e| ConfigError::Invalid(format!("{ENV_LISTEN}={value:?}: {e}")))?;
+        }
+        if let Ok(value) = std::env::var(ENV_HTTP_LISTEN) {
+            self.server.http_listen = value
+                .parse()
+                .map_err(|e| ConfigError::Invalid(format!("{ENV_HTTP_LISTEN}={value:?}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Makes relative paths relative to the configuration file.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |path: &mut PathBuf| {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        };
+        resolve(&mut self.audit.path);
+        resolve(&mut self.audit.key_file);
+        self.sealing.keys.iter_mut().for_each(|key| resolve(&mut key.file));
+        self.policy.paths.iter_mut().for_each(resolve);
+        let StoreConfig::Embedded { path } = &mut self.store;
+        resolve(path);
+        for provider in self.providers.values_mut() {
+            for field in ["key_file"] {
+                if let Some(toml::Value::String(value)) = provider.settings.get_mut(field)
+                    && Path::new(value.as_str()).is_relative()
+                {
+                    *value = base.join(&*value).display().to_string();
+                }
+            }
+        }
+    }
+
+    /// Checks what can be checked without touching the network or disk.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        if self.server.audience.trim().is_empty() {
+            return invalid("server.audience must not be empty".into());
+        }
+        if self.sealing.keys.is_empty() {
+            return invalid("sealing.keys needs at least one key".into());
+        }
+        if self.policy.paths.is_empty() {
+            return invalid("policy.paths needs at least one file or directory".into());
+        }
+        if self.limits.max_token_bytes < 256 {
+            return invalid("limits.max_token_bytes must be at least 256".into());
+        }
+        if self.revocation.concurrency == 0 {
+            return invalid("revocation.concurrency must be at least 1".into());
+        }
+        if self.revocation.min_backoff.is_zero() || self.revocation.min_backoff > self.revocation.max_backoff
+        {
+            return invalid("revocation.min_backoff must be within (0, max_backoff]".into());
+        }
+        let mut issuers = std::collections::HashSet::new();
+        for issuer in &self.issuers {
+            if !issuers.insert(issuer.issuer.as_str()) {
+                return invalid(format!("issuer {:?} is listed twice", issuer.issuer));
+            }
+            for algorithm in &issuer.algorithms {
+                if crate::identity::parse_algorithm(algorithm).is_none() {
+                    return invalid(format!(
+                        "issuer {:?}: algorithm {algorithm:?} is not one of RS256, PS256, ES256, EdDSA",
+                        issuer.issuer
+                    ));
+                }
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        let identities = self
+            .agents
+            .iter()
+            .map(|agent| (&agent.name, &agent.identity))
+            .chain(self.services.iter().map(|service| (&service.name, &service.identity)));
+        for (name, identity) in identities {
+            if name.trim().is_empty() || !names.insert(name.as_str()) {
+                return invalid(format!("principal name {name:?} is empty or used twice"));
+            }
+            if !issuers.contains(identity.issuer.as_str()) {
+                return invalid(format!(
+                    "principal {name:?} names issuer {:?}, which is not in [[issuers]]",
+                    identity.issuer
+                ));
+            }
+            if identity.subject.is_none() && identity.claims.is_empty() {
+                return invalid(format!("principal {name:?} needs identity.subject or identity.claims"));
+            }
+        }
+        for service in &self.services {
+            if service.roles.is_empty() {
+                return invalid(format!("service {:?} has no roles", service.name));
+            }
+        }
+        for name in self.providers.keys() {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return invalid(format!("provider name {name:?} must be letters, digits, - or _"));
+            }
+        }
+        Ok(())
+    }
+}
+
+mod defaults {
+    use std::time::Duration;
+
+    pub fn shutdown_grace() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn max_token_bytes() -> usize {
+        8 * 1024
+    }
+    pub fn clock_leeway() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn max_task_lifetime() -> Duration {
+        Duration::from_secs(24 * 3600)
+    }
+    pub fn max_grants() -> usize {
+        8
+    }
+    pub fn close_wait() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn jwks_refresh_interval() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn jwks_max_age() -> Duration {
+        Duration::from_secs(3600)
+    }
+    pub fn min_backoff() -> Duration {
+        Duration::from_millis(500)
+    }
+    pub fn max_backoff() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn claim_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn revocation_concurrency() -> usize {
+        64
+    }
+    pub fn pending_timeout() -> Duration {
+        Duration::from_secs(120)
+    }
+    pub fn poll_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn risk_tier() -> String {
+        "medium".into()
+    }
+}

@@ -1,0 +1,517 @@
+//! Credentials: issue, renew, release.
+//!
+//! Issuing follows the lease lifecycle so that no credential ever exists
+//! that Writ does not track:
+//!
+//! 1. validate every grant and decide every grant by policy (nothing is
+//!    written for a request that will be refused);
+//! 2. record the decision and a *pending* lease (the intent, with the
+//!    provider's deterministic revocation handle, sealed) — durably;
+//! 3. mint at the provider;
+//! 4. mark the lease *active* (durably), record the issuance, and only then
+//!    hand the credential out.
+//!
+//! A failure after 2 queues the lease for revocation; a crash after 2 leaves
+//! a pending lease the sweeper revokes by its handle.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use uuid::Uuid;
+use writ_provider_api::{Credential, MintRequest, ProviderError, RenewRequest, RevokeRequest};
+
+use super::{Broker, Error};
+use crate::audit::AuditEvent;
+use crate::model::{Lease, LeaseState, RevocationReason, Task};
+use crate::policy::{Decision, GrantFacts, RoleFacts};
+use crate::principals::Agent;
+use crate::providers::Registered;
+
+const MAX_TOOL_LEN: usize = 256;
+const MAX_SCOPES: usize = 32;
+
+/// One grant an agent asks for.
+#[derive(Clone, Debug)]
+pub struct GrantRequest {
+    pub provider: String,
+    pub role: String,
+    pub scopes: Vec<String>,
+    pub ttl: Option<Duration>,
+}
+
+#[derive(Clone, Debug)]
+pub struct IssueRequest {
+    pub task_id: String,
+    pub tool: String,
+    pub grants: Vec<GrantRequest>,
+}
+
+/// One credential handed out, with its lease.
+#[derive(Debug)]
+pub struct Issued {
+    pub lease: Lease,
+    pub credential: Credential,
+    pub notices: Vec<String>,
+}
+
+/// The outcome of a renewal.
+#[derive(Debug)]
+pub struct Renewal {
+    pub lease: Lease,
+    pub credential: Option<Credential>,
+    pub notices: Vec<String>,
+}
+
+/// A grant that passed validation, with its lifetime settled.
+struct Planned<'a> {
+    grant: &'a GrantRequest,
+    provider: &'a Registered,
+    expires_at: DateTime<Utc>,
+    notices: Vec<String>,
+    policies: Vec<String>,
+}
+
+impl Broker {
+    /// Issues every grant of the request, or none.
+    pub async fn issue(
+        &self,
+        agent: &Agent,
+        request: IssueRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Issued>, Error> {
+        let task = self.task_for(agent, &request.task_id, now).await?;
+        validate_tool(&request.tool)?;
+        if request.grants.is_empty() {
+            return Err(Error::InvalidArgument("grants must name at least one grant".into()));
+        }
+        if request.grants.len() > self.limits.max_grants_per_request {
+            return Err(Error::InvalidArgument(format!(
+                "at most {} grants per request",
+                self.limits.max_grants_per_request
+            )));
+        }
+        if !self.audit.is_healthy() {
+            return Err(crate::audit::AuditError::Unavailable("the audit log refuses writes".into()).into());
+        }
+        let mut planned = Vec::with_capacity(request.grants.len());
+        for grant in &request.grants {
+            planned.push(self.plan(&task, grant, now)?);
+        }
+        for plan in &mut planned {
+            plan.policies = self.authorize("issue", agent, &task, &request.tool, plan, now).await?;
+        }
+        let mut issued = Vec::with_capacity(planned.len());
+        for plan in planned {
+            match self.mint(agent, &task, &request.tool, plan, now).await {
+                Ok(one) => issued.push(one),
+                Err(error) => {
+                    // All or nothing: take back what this request already got.
+                    let ids: Vec<Uuid> = issued.iter().map(|one: &Issued| one.lease.id).collect();
+                    if !ids.is_empty() {
+                        self.store.request_revocation(&ids, RevocationReason::MintFailed, now).await?;
+                        self.revocations.wake();
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        Ok(issued)
+    }
+
+    /// The task, if it is open and bound to this agent.
+    async fn task_for(&self, agent: &Agent, task_id: &str, now: DateTime<Utc>) -> Result<Task, Error> {
+        super::tasks::validate_task_id(task_id)?;
+        let not_yours = || Error::NotFound(format!("task {task_id:?} not found for agent {:?}", agent.name));
+        let task = self.store.get_task(task_id).await?.ok_or_else(not_yours)?;
+        // Another agent's task is reported as missing: its existence is not
+        // this agent's business.
+        if task.agent != agent.name {
+            return Err(not_yours());
+        }
+        if !task.is_open_at(now) {
+            return Err(Error::FailedPrecondition(format!("task {task_id:?} is closed")));
+        }
+        Ok(task)
+    }
+
+    fn plan<'a>(
+        &'a self,
+        task: &Task,
+        grant: &'a GrantRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Planned<'a>, Error> {
+        let provider = self
+            .providers
+            .get(&grant.provider)
+            .ok_or_else(|| Error::NotFound(format!("provider {:?} is not configured", grant.provider)))?;
+        let role = provider.role(&grant.role).ok_or_else(|| {
+            Error::NotFound(format!("provider {:?} has no role {:?}", grant.provider, grant.role))
+        })?;
+        if grant.scopes.len() > MAX_SCOPES {
+            return Err(Error::InvalidArgument(format!("at most {MAX_SCOPES} scopes per grant")));
+        }
+        if let Some(scope) = grant.scopes.iter().find(|scope| !role.scopes.contains(scope)) {
+            return Err(Error::InvalidArgument(format!(
+                "role {:?} of provider {:?} does not offer scope {scope:?}",
+                grant.role, grant.provider
+            )));
+        }
+        let mut notices = Vec::new();
+        let (expires_at, clamped) = lifetime(grant.ttl, role, task.deadline, now)?;
+        notices.extend(clamped);
+        Ok(Planned { grant, provider, expires_at, notices, policies: Vec::new() })
+    }
+
+    /// Decides one grant and records the decision. A denial is an error.
+    async fn authorize(
+        &self,
+        action: &str,
+        agent: &Agent,
+        task: &Task,
+        tool: &str,
+        plan: &Planned<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>, Error> {
+        let facts = GrantFacts {
+            action,
+            agent,
+            task,
+            role: RoleFacts {
+                provider: &plan.grant.provider,
+                role: &plan.grant.role,
+                shape: plan.provider.shape_name(),
+            },
+            tool,
+            scopes: &plan.grant.scopes,
+            ttl_seconds: (plan.expires_at - now).num_seconds(),
+            now,
+        };
+        let decision = self.policy.decide(&facts).map_err(|error| {
+            tracing::error!(%error, "policy evaluation failed");
+            Error::Internal("policy evaluation failed".into())
+        })?;
+        let (outcome, policies) = match &decision {
+            Decision::Allow { policies } => ("allow", policies.clone()),
+            Decision::Deny { policies } => ("deny", policies.clone()),
+        };
+        self.audit
+            .record(
+                now,
+                AuditEvent {
+                    event: "decision",
+                    actor: agent.name.clone(),
+                    outcome,
+                    agent: Some(agent.name.clone()),
+                    task: Some(task.id.clone()),
+                    provider: Some(plan.grant.provider.clone()),
+                    role: Some(plan.grant.role.clone()),
+                    tool: Some(tool.to_string()),
+                    reason: Some(action.to_string()),
+                    policies: policies.clone(),
+                    details: Some(json!({ "scopes": plan.grant.scopes, "ttl_seconds": facts.ttl_seconds })),
+                    ..AuditEvent::default()
+                },
+            )
+            .await?;
+        match decision {
+            Decision::Allow { policies } => Ok(policies),
+            Decision::Deny { policies } if policies.is_empty() => Err(Error::PermissionDenied(format!(
+                "no policy permits agent {:?} to {action} {}/{}",
+                agent.name, plan.grant.provider, plan.grant.role
+            ))),
+            Decision::Deny { policies } => {
+                Err(Error::PermissionDenied(format!("denied by policy {}", policies.join(", "))))
+            }
+        }
+    }
+
+    async fn mint(
+        &self,
+        agent: &Agent,
+        task: &Task,
+        tool: &str,
+        plan: Planned<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Issued, Error> {
+        let grant = plan.grant;
+        let lease_id = Uuid::now_v7();
+        let intent = plan.provider.provider.intent(lease_id, &grant.role).map_err(provider_error)?;
+        let lease = Lease {
+            id: lease_id,
+            agent: agent.name.clone(),
+            task_id: task.id.clone(),
+            provider: grant.provider.clone(),
+            role: grant.role.clone(),
+            scopes: grant.scopes.clone(),
+            tool: tool.to_string(),
+            state: LeaseState::Pending,
+            created_at: now,
+            issued_at: None,
+            expires_at: plan.expires_at,
+            handle: self.seal(lease_id, &intent)?,
+            revocation: None,
+        };
+        self.store.insert_pending(lease, now).await?;
+
+        let request = MintRequest {
+            lease_id,
+            agent: agent.name.clone(),
+            owner: agent.owner.clone(),
+            task_id: task.id.clone(),
+            role: grant.role.clone(),
+            scopes: grant.scopes.clone(),
+            issued_at: now,
+            expires_at: plan.expires_at,
+        };
+        let minted = match plan.provider.provider.mint(&request).await {
+            Ok(minted) => minted,
+            Err(error) => {
+                self.store.request_revocation(&[lease_id], RevocationReason::MintFailed, now).await?;
+                self.revocations.wake();
+                self.audit
+                    .record_or_log(
+                        now,
+                        AuditEvent {
+                            event: "issue_failed",
+                            actor: agent.name.clone(),
+                            outcome: "error",
+                            agent: Some(agent.name.clone()),
+                            task: Some(task.id.clone()),
+                            provider: Some(grant.provider.clone()),
+                            role: Some(grant.role.clone()),
+                            lease: Some(lease_id),
+                            reason: Some(error.to_string()),
+                            ..AuditEvent::default()
+                        },
+                    )
+                    .await;
+                return Err(provider_error(error));
+            }
+        };
+        let expires_at = minted.expires_at.min(plan.expires_at);
+        let sealed = self.seal(lease_id, &minted.handle)?;
+        let lease = match self.store.activate(lease_id, expires_at, sealed, now).await {
+            Ok(lease) => lease,
+            Err(error) => {
+                // The lease is queued for revocation already (its task was
+                // closed meanwhile) or the store failed; either way the
+                // credential must not leave. Make sure it is queued.
+                let _ = self.store.request_revocation(&[lease_id], RevocationReason::MintFailed, now).await;
+                self.revocations.wake();
+                return Err(error.into());
+            }
+        };
+        let issued = self
+            .audit
+            .record(
+                now,
+                AuditEvent {
+                    event: "issued",
+                    actor: agent.name.clone(),
+                    outcome: "ok",
+                    agent: Some(agent.name.clone()),
+                    task: Some(task.id.clone()),
+                    provider: Some(grant.provider.clone()),
+                    role: Some(grant.role.clone()),
+                    tool: Some(tool.to_string()),
+                    lease: Some(lease_id),
+                    policies: plan.policies,
+                    details: Some(
+                        json!({ "scopes": grant.scopes, "expires_at": expires_at, "notices": plan.notices }),
+                    ),
+                    ..AuditEvent::default()
+                },
+            )
+            .await;
+        if let Err(error) = issued {
+            self.store.request_revocation(&[lease_id], RevocationReason::MintFailed, now).await?;
+            self.revocations.wake();
+            return Err(error.into());
+        }
+        Ok(Issued { lease, credential: minted.credential, notices: plan.notices })
+    }
+
+    fn seal(
+        &self,
+        lease_id: Uuid,
+        handle: &writ_provider_api::RevocationHandle,
+    ) -> Result<crate::model::SealedHandle, Error> {
+        self.sealer.seal(lease_id, handle).map_err(|error| {
+            tracing::error!(%error, "cannot seal a revocation handle");
+            Error::Internal("cannot seal the revocation handle".into())
+        })
+    }
+
+    /// The agent's own lease, or NOT_FOUND.
+    async fn own_lease(&self, agent: &Agent, lease_id: &str) -> Result<Lease, Error> {
+        let id = Uuid::parse_str(lease_id)
+            .map_err(|_| Error::InvalidArgument(format!("lease_id {lease_id:?} is not a UUID")))?;
+        match self.store.get_lease(id).await? {
+            Some(lease) if lease.agent == agent.name => Ok(lease),
+            _ => Err(Error::NotFound(format!("lease {id} not found for agent {:?}", agent.name))),
+        }
+    }
+
+    /// Extends a live lease within its role's and task's limits.
+    pub async fn renew(
+        &self,
+        agent: &Agent,
+        lease_id: &str,
+        ttl: Option<Duration>,
+        now: DateTime<Utc>,
+    ) -> Result<Renewal, Error> {
+        let lease = self.own_lease(agent, lease_id).await?;
+        if lease.state != LeaseState::Active || lease.expires_at <= now {
+            return Err(Error::FailedPrecondition(format!(
+                "lease {} is {} and cannot be renewed",
+                lease.id,
+                if lease.state == LeaseState::Active { "expired" } else { lease.state.as_str() }
+            )));
+        }
+        let task = self.task_for(agent, &lease.task_id, now).await?;
+        let grant = GrantRequest {
+            provider: lease.provider.clone(),
+            role: lease.role.clone(),
+            scopes: lease.scopes.clone(),
+            ttl,
+        };
+        let mut plan = self.plan(&task, &grant, now)?;
+        plan.policies = self.authorize("renew", agent, &task, &lease.tool, &plan, now).await?;
+        let handle = self.sealer.open(lease.id, &lease.handle).map_err(|error| {
+            tracing::error!(%error, lease = %lease.id, "cannot open a revocation handle");
+            Error::Internal("cannot open the lease's revocation handle".into())
+        })?;
+        let request = RenewRequest {
+            mint: MintRequest {
+                lease_id: lease.id,
+                agent: agent.name.clone(),
+                owner: agent.owner.clone(),
+                task_id: task.id.clone(),
+                role: lease.role.clone(),
+                scopes: lease.scopes.clone(),
+                issued_at: now,
+                expires_at: plan.expires_at,
+            },
+            handle,
+        };
+        let renewed = plan.provider.provider.renew(&request).await.map_err(provider_error)?;
+        let expires_at = renewed.expires_at.min(plan.expires_at);
+        let lease = self.store.extend(lease.id, expires_at).await?;
+        self.audit
+            .record(
+                now,
+                AuditEvent {
+                    event: "renewed",
+                    actor: agent.name.clone(),
+                    outcome: "ok",
+                    agent: Some(agent.name.clone()),
+                    task: Some(task.id.clone()),
+                    provider: Some(lease.provider.clone()),
+                    role: Some(lease.role.clone()),
+                    lease: Some(lease.id),
+                    policies: plan.policies,
+                    details: Some(json!({ "expires_at": expires_at })),
+                    ..AuditEvent::default()
+                },
+            )
+            .await?;
+        Ok(Renewal { lease, credential: renewed.credential, notices: plan.notices })
+    }
+
+    /// Gives a lease back; it is queued for revocation at once.
+    pub async fn release(&self, agent: &Agent, lease_id: &str, now: DateTime<Utc>) -> Result<Lease, Error> {
+        let lease = self.own_lease(agent, lease_id).await?;
+        let moved = self.store.request_revocation(&[lease.id], RevocationReason::Released, now).await?;
+        if !moved.is_empty() {
+            self.revocations.wake();
+            self.audit
+                .record_or_log(
+                    now,
+                    AuditEvent {
+                        event: "released",
+                        actor: agent.name.clone(),
+                        outcome: "ok",
+                        agent: Some(agent.name.clone()),
+                        task: Some(lease.task_id.clone()),
+                        provider: Some(lease.provider.clone()),
+                        role: Some(lease.role.clone()),
+                        lease: Some(lease.id),
+                        ..AuditEvent::default()
+                    },
+                )
+                .await;
+        }
+        self.store
+            .get_lease(lease.id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("lease {} not found", lease.id)))
+    }
+
+    /// Revokes one lease at its provider: the revocation worker's step.
+    pub(crate) async fn revoke_at_provider(&self, lease: &Lease) -> Result<(), String> {
+        let provider = self
+            .providers
+            .get(&lease.provider)
+            .ok_or_else(|| format!("provider {:?} is no longer configured", lease.provider))?;
+        let handle = self.sealer.open(lease.id, &lease.handle).map_err(|e| e.to_string())?;
+        let request = RevokeRequest { lease_id: lease.id, role: lease.role.clone(), handle };
+        provider.provider.revoke(&request).await.map_err(|e| e.to_string())
+    }
+}
+
+/// Settles a grant's expiry: the asked TTL (or the role's default), clamped
+/// to the role's maximum and the task's deadline. Notices say what changed.
+fn lifetime(
+    ttl: Option<Duration>,
+    role: &writ_provider_api::RoleDescription,
+    deadline: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(DateTime<Utc>, Vec<String>), Error> {
+    let mut notices = Vec::new();
+    let asked = match ttl {
+        Some(ttl) if ttl.is_zero() => return Err(Error::InvalidArgument("ttl must be positive".into())),
+        Some(ttl) => ttl,
+        None => role.default_ttl,
+    };
+    let mut ttl = asked;
+    if ttl > role.max_ttl {
+        ttl = role.max_ttl;
+        notices.push(format!("ttl clamped to the role maximum of {}s", role.max_ttl.as_secs()));
+    }
+    let remaining = (deadline - now).to_std().unwrap_or_default();
+    if ttl > remaining {
+        ttl = remaining;
+        notices.push(format!("ttl clamped to the task deadline ({}s left)", remaining.as_secs()));
+    }
+    if ttl < role.min_ttl {
+        return Err(Error::FailedPrecondition(format!(
+            "the task has {}s left, less than the role's minimum credential lifetime of {}s",
+            remaining.as_secs(),
+            role.min_ttl.as_secs()
+        )));
+    }
+    let ttl =
+        chrono::Duration::from_std(ttl).map_err(|_| Error::InvalidArgument("ttl is too large".into()))?;
+    Ok((now + ttl, notices))
+}
+
+fn validate_tool(tool: &str) -> Result<(), Error> {
+    if tool.is_empty() || tool.len() > MAX_TOOL_LEN || tool.chars().any(char::is_control) {
+        return Err(Error::InvalidArgument(format!(
+            "tool must name the tool about to be called (1 to {MAX_TOOL_LEN} printable characters)"
+        )));
+    }
+    Ok(())
+}
+
+fn provider_error(error: ProviderError) -> Error {
+    match error {
+        ProviderError::Unavailable(_) => Error::Unavailable(format!("{error}; nothing was issued")),
+        ProviderError::Refused(message) => Error::FailedPrecondition(message),
+        ProviderError::Failed(_) => {
+            tracing::error!(%error, "provider failed");
+            Error::FailedPrecondition(format!("{error}; an operator must fix the provider"))
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The broker: the rules of Writ, independent of gRPC.
+//!
+//! [`Broker`] owns the parts (store, providers, policy, audit, sealer) and
+//! implements the exchanges: tasks ([`tasks`]), credentials ([`grants`]),
+//! and the read-only views operators use. Every method takes `now` from its
+//! caller. Errors are [`Error`]s whose variants match the gRPC codes they
+//! become; their messages are safe to show the caller.
+
+mod grants;
+mod tasks;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::audit::{AuditError, AuditLog};
+use crate::config::Limits;
+use crate::model::{Lease, Sighting};
+use crate::policy::PolicyEngine;
+use crate::principals::Directory;
+use crate::providers::ProviderRegistry;
+use crate::revocation::RevocationQueue;
+use crate::sealer::Sealer;
+use crate::store::{LeaseFilter, LeaseStore, StoreError};
+
+pub use grants::{GrantRequest, IssueRequest, Issued, Renewal};
+pub use tasks::{CloseOutcome, StartTask};
+
+/// A domain failure. Each variant is one gRPC status code.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or damaged data; the message is generic, details are logged.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for Error {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(_) => {
+                tracing::warn!(%error, "lease store unavailable");
+                Self::Unavailable("the lease store is unavailable; nothing was issued or changed".into())
+            }
+            StoreError::TaskExists(_) => Self::AlreadyExists(error.to_string()),
+            StoreError::TaskNotFound(_) | StoreError::LeaseNotFound(_) => Self::NotFound(error.to_string()),
+            StoreError::TaskClosed(_) | StoreError::LeaseState { .. } => {
+                Self::FailedPrecondition(error.to_string())
+            }
+            StoreError::Corrupt(_) => {
+                tracing::error!(%error, "lease store data is corrupt");
+                Self::Internal("internal error in the lease store".into())
+            }
+        }
+    }
+}
+
+impl From<AuditError> for Error {
+    fn from(error: AuditError) -> Self {
+        tracing::error!(%error, "audit log unavailable");
+        Self::Unavailable("the audit log cannot be written; Writ refuses to act without evidence".into())
+    }
+}
+
+/// Writ's domain core. Shared by the gRPC services and the workers.
+pub struct Broker {
+    pub(crate) store: Arc<dyn LeaseStore>,
+    pub(crate) providers: ProviderRegistry,
+    pub(crate) policy: PolicyEngine,
+    pub(crate) directory: Directory,
+    pub(crate) audit: AuditLog,
+    pub(crate) sealer: Sealer,
+    pub(crate) limits: Limits,
+    pub(crate) revocations: Arc<RevocationQueue>,
+}
+
+/// The parts a broker is made of.
+pub struct Parts {
+    pub store: Arc<dyn LeaseStore>,
+    pub providers: ProviderRegistry,
+    pub policy: PolicyEngine,
+    pub directory: Directory,
+    pub audit: AuditLog,
+    pub sealer: Sealer,
+    pub limits: Limits,
+}
+
+impl Broker {
+    pub fn new(parts: Parts) -> Self {
+        Self {
+            store: parts.store,
+            providers: parts.providers,
+            policy: parts.policy,
+            directory: parts.directory,
+            audit: parts.audit,
+            sealer: parts.sealer,
+            limits: parts.limits,
+            revocations: Arc::new(RevocationQueue::default()),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn LeaseStore> {
+        &self.store
+    }
+
+    pub fn directory(&self) -> &Directory {
+        &self.directory
+    }
+
+    pub fn providers(&self) -> &ProviderRegistry {
+        &self.providers
+    }
+
+    pub fn revocations(&self) -> &Arc<RevocationQueue> {
+        &self.revocations
+    }
+
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// Records a call from an identity that matched no principal.
+    pub async fn record_sighting(
+        &self,
+        issuer: &str,
+        subject: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        Ok(self.store.record_sighting(issuer, subject, now).await?)
+    }
+
+    pub async fn list_sightings(&self, limit: usize) -> Result<Vec<Sighting>, Error> {
+        Ok(self.store.list_sightings(limit).await?)
+    }
+
+    pub async fn list_leases(
+        &self,
+        filter: &LeaseFilter,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Lease>, Error> {
+        Ok(self.store.list_leases(filter, after, limit).await?)
+    }
+
+    /// Whether Writ can issue now: the store answers and the audit log
+    /// accepts writes.
+    pub async fn ready(&self) -> bool {
+        self.audit.is_healthy() && self.store.health().await.is_ok()
+    }
+}

@@ -1,0 +1,108 @@
+//! HTTP endpoints of providers that sign their own tokens:
+//!
+//! - `GET /providers/<name>/jwks.json`: the public keys, so resource
+//!   servers can verify tokens offline;
+//! - `POST /providers/<name>/introspect`: RFC 7662 token introspection.
+//!   A token is active only if its signature and lifetime check out *and*
+//!   its lease is still active, so a revocation is visible at once. The
+//!   caller must present a workload token of a service with the
+//!   `resource_server` role (RFC 7662 §2.1 requires the endpoint to be
+//!   protected).
+
+use std::sync::Arc;
+
+use axum::extract::{Form, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::api::{Authenticator, Caller};
+use crate::clock::Clock;
+use crate::config::ServiceRole;
+use crate::domain::Broker;
+use crate::model::LeaseState;
+
+#[derive(Clone)]
+struct Shared {
+    broker: Arc<Broker>,
+    authenticator: Arc<Authenticator>,
+    clock: Arc<dyn Clock>,
+}
+
+pub fn router(broker: Arc<Broker>, authenticator: Arc<Authenticator>, clock: Arc<dyn Clock>) -> Router {
+    Router::new()
+        .route("/providers/{name}/jwks.json", get(jwks))
+        .route("/providers/{name}/introspect", post(introspect))
+        .with_state(Shared { broker, authenticator, clock })
+}
+
+fn error(status: StatusCode, code: &str, description: &str) -> Response {
+    (status, Json(json!({ "error": code, "error_description": description }))).into_response()
+}
+
+async fn jwks(State(shared): State<Shared>, Path(name): Path<String>) -> Response {
+    match shared.broker.providers().get(&name).and_then(|p| p.provider.token_authority()) {
+        Some(authority) => {
+            ([(axum::http::header::CACHE_CONTROL, "public, max-age=300")], Json(authority.jwks()))
+                .into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, "not_found", "no token provider by that name"),
+    }
+}
+
+#[derive(Deserialize)]
+struct IntrospectionForm {
+    token: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    token_type_hint: Option<String>,
+}
+
+async fn introspect(
+    State(shared): State<Shared>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<IntrospectionForm>,
+) -> Response {
+    let token = match crate::api::auth::bearer(&headers) {
+        Ok(token) => token,
+        Err(e) => return error(StatusCode::UNAUTHORIZED, "invalid_client", &e.to_string()),
+    };
+    match shared.authenticator.principal(token).await {
+        Ok(Caller::Service(service)) if service.roles.contains(&ServiceRole::ResourceServer) => {}
+        Ok(_) => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "invalid_client",
+                "introspection needs the resource_server role",
+            );
+        }
+        Err(status) => return error(StatusCode::UNAUTHORIZED, "invalid_client", status.message()),
+    }
+    let Some(authority) = shared.broker.providers().get(&name).and_then(|p| p.provider.token_authority())
+    else {
+        return error(StatusCode::NOT_FOUND, "not_found", "no token provider by that name");
+    };
+    let now = shared.clock.now();
+    let inactive = || Json(json!({ "active": false })).into_response();
+    let Ok(verified) = authority.verify(&form.token, now) else {
+        return inactive();
+    };
+    let lease = match shared.broker.store().get_lease(verified.lease_id).await {
+        Ok(Some(lease)) => lease,
+        Ok(None) => return inactive(),
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", &e.to_string()),
+    };
+    if lease.state != LeaseState::Active || lease.expires_at <= now || lease.provider != name {
+        return inactive();
+    }
+    let mut body = verified.claims;
+    body.insert("active".into(), Value::Bool(true));
+    body.insert("token_type".into(), Value::String("Bearer".into()));
+    // The lease's expiry wins over the token's when a renewal moved it.
+    body.insert("exp".into(), json!(lease.expires_at.timestamp()));
+    Json(Value::Object(body)).into_response()
+}

@@ -1,0 +1,222 @@
+//! Workload identity: verifying the caller's OIDC JWT.
+//!
+//! A token is checked in a fixed order, cheapest first, and the first
+//! failure is reported with a message a person can act on:
+//! size → header and algorithm allow-list → trusted issuer (exact `iss`) →
+//! key (by `kid`, from the issuer's JWKS) → signature, `aud` → `exp`, `nbf`,
+//! `iat` against the caller-supplied `now`, with a small leeway.
+//!
+//! JOSE parsing and claim checks are `jsonwebtoken`'s, the signature
+//! primitives `ring`'s (see the `writ-jose` crate). Keys are cached per
+//! issuer by [`jwks::IssuerKeys`].
+
+pub mod jwks;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Validation};
+use serde_json::{Map, Value};
+
+use crate::config::{IssuerConfig, Limits};
+use jwks::{IssuerKeys, KeyError};
+
+/// The algorithms Writ accepts, whatever an issuer is configured with.
+pub const ALLOWED_ALGORITHMS: [Algorithm; 4] =
+    [Algorithm::RS256, Algorithm::PS256, Algorithm::ES256, Algorithm::EdDSA];
+
+pub fn parse_algorithm(name: &str) -> Option<Algorithm> {
+    ALLOWED_ALGORITHMS.into_iter().find(|algorithm| format!("{algorithm:?}") == name)
+}
+
+/// A verified workload identity.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Identity {
+    pub issuer: String,
+    pub subject: String,
+    pub claims: Map<String, Value>,
+}
+
+/// Why a token was refused. Messages never quote the token.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing credentials: send `authorization: Bearer <workload JWT>`")]
+    Missing,
+    #[error("malformed token: {0}")]
+    Malformed(String),
+    #[error("token is larger than the {0}-byte limit")]
+    TooLarge(usize),
+    #[error("algorithm {0:?} is not allowed; use one of RS256, PS256, ES256, EdDSA")]
+    Algorithm(String),
+    #[error("issuer {0:?} is not trusted")]
+    UntrustedIssuer(String),
+    #[error("no key {0:?} in the issuer's JWKS")]
+    UnknownKey(String),
+    #[error("token signature is invalid")]
+    BadSignature,
+    #[error("token audience does not include {0:?}")]
+    WrongAudience(String),
+    #[error("token is missing the required claim {0:?}")]
+    MissingClaim(String),
+    #[error("token expired")]
+    Expired,
+    #[error("token is not valid yet (nbf)")]
+    NotYetValid,
+    #[error("token was issued in the future (iat)")]
+    IssuedInFuture,
+    /// The issuer's keys could not be fetched: not the caller's fault.
+    #[error("cannot fetch the keys of issuer {0:?}; try again later")]
+    IssuerUnavailable(String),
+}
+
+/// Verifies workload tokens against the trusted issuers.
+pub struct Verifier {
+    audience: String,
+    max_token_bytes: usize,
+    leeway: Duration,
+    issuers: HashMap<String, Arc<IssuerKeys>>,
+}
+
+impl Verifier {
+    pub fn new(audience: &str, limits: &Limits, issuers: &[IssuerConfig]) -> Result<Self, String> {
+        writ_jose::install()?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(2))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("cannot build the JWKS HTTP client: {e}"))?;
+        let issuers = issuers
+            .iter()
+            .map(|config| {
+                let keys = IssuerKeys::new(config, limits, http.clone())?;
+                Ok((config.issuer.clone(), Arc::new(keys)))
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Self {
+            audience: audience.to_string(),
+            max_token_bytes: limits.max_token_bytes,
+            leeway: limits.clock_leeway,
+            issuers,
+        })
+    }
+
+    /// Fetches every issuer's keys once, so the first request does not wait
+    /// and a misconfigured issuer shows up in the start-up log.
+    pub async fn warm_up(&self) -> Vec<(String, String)> {
+        let mut failures = Vec::new();
+        for (issuer, keys) in &self.issuers {
+            if let Err(error) = keys.refresh().await {
+                failures.push((issuer.clone(), error.to_string()));
+            }
+        }
+        failures
+    }
+
+    pub async fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Identity, AuthError> {
+        if token.len() > self.max_token_bytes {
+            return Err(AuthError::TooLarge(self.max_token_bytes));
+        }
+        let (header, payload) = split_unverified(token)?;
+        let algorithm_name = header
+            .get("alg")
+            .and_then(Value::as_str)
+            .ok_or_else(|| AuthError::Malformed("header has no alg".into()))?;
+        let algorithm = parse_algorithm(algorithm_name)
+            .ok_or_else(|| AuthError::Algorithm(algorithm_name.to_string()))?;
+        let issuer_name = payload
+            .get("iss")
+            .and_then(Value::as_str)
+            .ok_or_else(|| AuthError::MissingClaim("iss".into()))?;
+        let issuer = self
+            .issuers
+            .get(issuer_name)
+            .ok_or_else(|| AuthError::UntrustedIssuer(issuer_name.to_string()))?;
+        if !issuer.allows(algorithm) {
+            return Err(AuthError::Algorithm(algorithm_name.to_string()));
+        }
+        let kid = header.get("kid").and_then(Value::as_str);
+        let key = issuer.key(kid, algorithm).await.map_err(|error| match error {
+            KeyError::Unknown(kid) => AuthError::UnknownKey(kid),
+            KeyError::Fetch(_) => AuthError::IssuerUnavailable(issuer_name.to_string()),
+        })?;
+
+        let mut validation = Validation::new(algorithm);
+        validation.set_issuer(&[issuer_name]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        // Lifetimes are checked below against `now`, not the system clock.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation)
+            .map_err(|error| self.explain(error))?;
+        let claims = data.claims;
+        self.check_lifetime(&claims, now)?;
+        let subject = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .filter(|sub| !sub.is_empty())
+            .ok_or_else(|| AuthError::MissingClaim("sub".into()))?
+            .to_string();
+        Ok(Identity { issuer: issuer_name.to_string(), subject, claims })
+    }
+
+    fn explain(&self, error: jsonwebtoken::errors::Error) -> AuthError {
+        match error.kind() {
+            ErrorKind::InvalidSignature => AuthError::BadSignature,
+            ErrorKind::InvalidAudience => AuthError::WrongAudience(self.audience.clone()),
+            ErrorKind::MissingRequiredClaim(claim) => AuthError::MissingClaim(claim.clone()),
+            ErrorKind::InvalidIssuer => AuthError::Malformed("issuer mismatch".into()),
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidKeyFormat => {
+                AuthError::Malformed("the key does not fit the token's algorithm".into())
+            }
+            other => AuthError::Malformed(format!("{other:?}")),
+        }
+    }
+
+    fn check_lifetime(&self, claims: &Map<String, Value>, now: DateTime<Utc>) -> Result<(), AuthError> {
+        let leeway = i64::try_from(self.leeway.as_secs()).unwrap_or(i64::MAX);
+        let now = now.timestamp();
+        let number = |name: &str| claims.get(name).and_then(Value::as_i64);
+        let exp = number("exp").ok_or_else(|| AuthError::MissingClaim("exp".into()))?;
+        if now > exp.saturating_add(leeway) {
+            return Err(AuthError::Expired);
+        }
+        if number("nbf").is_some_and(|nbf| now.saturating_add(leeway) < nbf) {
+            return Err(AuthError::NotYetValid);
+        }
+        if number("iat").is_some_and(|iat| iat > now.saturating_add(leeway)) {
+            return Err(AuthError::IssuedInFuture);
+        }
+        Ok(())
+    }
+}
+
+/// Reads header and payload without verifying anything, to pick the issuer
+/// and key. Nothing read here is trusted until the signature checks out.
+type Claims = Map<String, Value>;
+
+fn split_unverified(token: &str) -> Result<(Claims, Claims), AuthError> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(AuthError::Malformed("a JWT has three dot-separated parts".into()));
+    };
+    let decode = |part: &str, what: &str| -> Result<Claims, AuthError> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(part)
+            .map_err(|_| AuthError::Malformed(format!("{what} is not base64url")))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|_| AuthError::Malformed(format!("{what} is not a JSON object")))
+    };
+    Ok((decode(header, "header")?, decode(payload, "payload")?))
+}
+
+#[cfg(test)]
+mod tests;

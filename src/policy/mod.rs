@@ -1,0 +1,190 @@
+//! Policy as code: Cedar policies, checked against Writ's schema, evaluated
+//! for every grant at request time.
+//!
+//! The principal is the agent, the action `issue` or `renew`, the resource
+//! the provider role, and the context the task (with its labels as tags),
+//! the tool, the scopes, the clamped TTL and the time. The default is deny.
+//! Each policy should carry an `@id("…")` annotation: decisions name the
+//! policies that decided by that id (a policy without one is named after its
+//! file and position). Policy text is never shown to agents.
+//!
+//! The loaded set sits behind a lock so a later live reload can swap it;
+//! a set that fails to parse or validate is refused whole.
+
+mod request;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use cedar_policy::{
+    Authorizer, Decision as CedarDecision, PolicyId, PolicySet, Schema, ValidationMode, Validator,
+};
+
+pub use request::{GrantFacts, RoleFacts};
+
+const SCHEMA: &str = include_str!("writ.cedarschema");
+
+/// The outcome of one authorization.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Permitted by the named policies.
+    Allow { policies: Vec<String> },
+    /// Denied: by the named `forbid` policies, or (empty) because no policy
+    /// permits.
+    Deny { policies: Vec<String> },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("cannot read policy {path}: {message}")]
+    Read { path: PathBuf, message: String },
+    #[error("policy {path} does not parse: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("policies do not fit the schema: {0}")]
+    Invalid(String),
+    #[error("policy request could not be built: {0}")]
+    Request(String),
+}
+
+/// One validated policy set, with the schema it was checked against.
+struct Loaded {
+    policies: PolicySet,
+}
+
+pub struct PolicyEngine {
+    schema: Schema,
+    authorizer: Authorizer,
+    /// The active set; replaced whole on reload.
+    current: RwLock<Arc<Loaded>>,
+}
+
+impl std::fmt::Debug for PolicyEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PolicyEngine")
+    }
+}
+
+impl PolicyEngine {
+    /// Loads every `*.cedar` file under `paths` and validates the set.
+    pub fn load(paths: &[PathBuf]) -> Result<Self, PolicyError> {
+        let schema = schema()?;
+        let policies = load_set(paths, &schema)?;
+        Ok(Self {
+            schema,
+            authorizer: Authorizer::new(),
+            current: RwLock::new(Arc::new(Loaded { policies })),
+        })
+    }
+
+    /// Builds an engine from policy text, for tests and benchmarks.
+    pub fn from_text(text: &str) -> Result<Self, PolicyError> {
+        let schema = schema()?;
+        let policies = parse_file(Path::new("<inline>"), text)?;
+        validate(&policies, &schema)?;
+        Ok(Self {
+            schema,
+            authorizer: Authorizer::new(),
+            current: RwLock::new(Arc::new(Loaded { policies })),
+        })
+    }
+
+    /// The number of policies in force.
+    pub fn len(&self) -> usize {
+        self.loaded().policies.policies().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn loaded(&self) -> Arc<Loaded> {
+        self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// Decides one grant.
+    pub fn decide(&self, facts: &GrantFacts<'_>) -> Result<Decision, PolicyError> {
+        let (request, entities) = facts.build(&self.schema)?;
+        let loaded = self.loaded();
+        let response = self.authorizer.is_authorized(&request, &loaded.policies, &entities);
+        let diagnostics = response.diagnostics();
+        if let Some(error) = diagnostics.errors().next() {
+            // An erroring policy is skipped by Cedar; the schema check makes
+            // this rare, but the operator should know.
+            tracing::warn!(error = %error, "a policy failed to evaluate");
+        }
+        let mut policies: Vec<String> = diagnostics.reason().map(PolicyId::to_string).collect();
+        policies.sort();
+        Ok(match response.decision() {
+            CedarDecision::Allow => Decision::Allow { policies },
+            CedarDecision::Deny => Decision::Deny { policies },
+        })
+    }
+}
+
+fn schema() -> Result<Schema, PolicyError> {
+    Schema::from_cedarschema_str(SCHEMA)
+        .map(|(schema, _warnings)| schema)
+        .map_err(|e| PolicyError::Invalid(format!("built-in schema: {e}")))
+}
+
+fn load_set(paths: &[PathBuf], schema: &Schema) -> Result<PolicySet, PolicyError> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let entries = std::fs::read_dir(path)
+                .map_err(|e| PolicyError::Read { path: path.clone(), message: e.to_string() })?;
+            let mut found: Vec<PathBuf> = entries
+                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                .filter(|file| file.extension().is_some_and(|ext| ext == "cedar"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    let mut set = PolicySet::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| PolicyError::Read { path: file.clone(), message: e.to_string() })?;
+        for policy in parse_file(&file, &text)?.policies() {
+            set.add(policy.clone()).map_err(|e| PolicyError::Parse {
+                path: file.clone(),
+                message: format!("{e} (is an @id used twice?)"),
+            })?;
+        }
+    }
+    validate(&set, schema)?;
+    Ok(set)
+}
+
+/// Parses one file and renames each policy after its `@id` annotation.
+fn parse_file(path: &Path, text: &str) -> Result<PolicySet, PolicyError> {
+    let parse_error = |message: String| PolicyError::Parse { path: path.into(), message };
+    let parsed: PolicySet =
+        text.parse().map_err(|e: cedar_policy::ParseErrors| parse_error(e.to_string()))?;
+    if parsed.templates().next().is_some() {
+        return Err(parse_error("policy templates are not supported".into()));
+    }
+    let file = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut named = PolicySet::new();
+    for (index, policy) in parsed.policies().enumerate() {
+        let id = policy.annotation("id").map(str::to_string).unwrap_or_else(|| format!("{file}#{index}"));
+        named
+            .add(policy.new_id(PolicyId::new(&id)))
+            .map_err(|e| parse_error(format!("policy {id:?}: {e}")))?;
+    }
+    Ok(named)
+}
+
+fn validate(set: &PolicySet, schema: &Schema) -> Result<(), PolicyError> {
+    let result = Validator::new(schema.clone()).validate(set, ValidationMode::Strict);
+    if result.validation_passed() {
+        return Ok(());
+    }
+    let errors: Vec<String> = result.validation_errors().map(|e| e.to_string()).collect();
+    Err(PolicyError::Invalid(errors.join("; ")))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,116 @@
+use chrono::TimeZone;
+
+use super::*;
+use crate::model::{Task, TaskContext, TaskState};
+use crate::principals::Agent;
+
+const POLICIES: &str = include_str!("../dev/example.cedar");
+
+fn agent(name: &str) -> Agent {
+    Agent {
+        name: name.into(),
+        owner: "o@example.com".into(),
+        description: String::new(),
+        risk_tier: "low".into(),
+    }
+}
+
+fn task(environment: &str, classification: &str) -> Task {
+    let now = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
+    Task {
+        id: "t-1".into(),
+        agent: "demo-agent".into(),
+        context: TaskContext {
+            environment: environment.into(),
+            data_classification: classification.into(),
+            labels: [("team".to_string(), "billing".to_string())].into(),
+            ..TaskContext::default()
+        },
+        state: TaskState::Open,
+        created_at: now,
+        created_by: "wf".into(),
+        deadline: now + chrono::Duration::hours(1),
+        closed: None,
+    }
+}
+
+fn decide(engine: &PolicyEngine, agent: &Agent, task: &Task, role: &str, tool: &str) -> Decision {
+    let facts = GrantFacts {
+        action: "issue",
+        agent,
+        task,
+        role: RoleFacts { provider: "tokens", role, shape: "revocable" },
+        tool,
+        scopes: &[],
+        ttl_seconds: 300,
+        now: task.created_at,
+    };
+    engine.decide(&facts).unwrap()
+}
+
+use chrono::Utc;
+
+#[test]
+fn permits_name_the_deciding_policy() {
+    let engine = PolicyEngine::from_text(POLICIES).unwrap();
+    let decision =
+        decide(&engine, &agent("demo-agent"), &task("dev", "internal"), "orders-read", "orders.lookup");
+    assert_eq!(decision, Decision::Allow { policies: vec!["demo-agent-reads-orders".into()] });
+}
+
+#[test]
+fn default_is_deny_with_no_policy_named() {
+    let engine = PolicyEngine::from_text(POLICIES).unwrap();
+    let decision = decide(&engine, &agent("other-agent"), &task("dev", "internal"), "orders-read", "x");
+    assert_eq!(decision, Decision::Deny { policies: vec![] });
+    let wrong_tool =
+        decide(&engine, &agent("demo-agent"), &task("dev", "internal"), "orders-admin", "orders.lookup");
+    assert_eq!(wrong_tool, Decision::Deny { policies: vec![] });
+}
+
+#[test]
+fn forbid_overrides_permit_and_is_named() {
+    let engine = PolicyEngine::from_text(POLICIES).unwrap();
+    let decision = decide(&engine, &agent("demo-agent"), &task("dev", "restricted"), "orders-read", "x");
+    assert_eq!(decision, Decision::Deny { policies: vec!["no-restricted-data".into()] });
+}
+
+#[test]
+fn task_labels_are_tags_and_time_is_in_context() {
+    let text = r#"
+        @id("billing-team-business-hours")
+        permit (principal, action == Writ::Action::"issue", resource in Writ::Provider::"tokens")
+        when {
+          context.task.hasTag("team") && context.task.getTag("team") == "billing" &&
+          context.now.hour_utc >= 9 && context.now.hour_utc < 17 && context.ttl_seconds <= 900
+        };
+    "#;
+    let engine = PolicyEngine::from_text(text).unwrap();
+    let decision = decide(&engine, &agent("any"), &task("prod", "internal"), "orders-read", "x");
+    assert_eq!(decision, Decision::Allow { policies: vec!["billing-team-business-hours".into()] });
+    let mut night = task("prod", "internal");
+    night.created_at = Utc.with_ymd_and_hms(2026, 1, 1, 3, 0, 0).unwrap();
+    assert_eq!(
+        decide(&engine, &agent("any"), &night, "orders-read", "x"),
+        Decision::Deny { policies: vec![] }
+    );
+}
+
+#[test]
+fn policies_that_do_not_fit_the_schema_are_refused() {
+    let typo = r#"permit (principal, action, resource) when { context.task.enviroment == "dev" };"#;
+    assert!(matches!(PolicyEngine::from_text(typo), Err(PolicyError::Invalid(_))));
+    let garbage = "permit (principal, action, resource";
+    assert!(matches!(PolicyEngine::from_text(garbage), Err(PolicyError::Parse { .. })));
+}
+
+#[test]
+fn files_and_directories_load_and_duplicate_ids_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.cedar"), POLICIES).unwrap();
+    std::fs::write(dir.path().join("ignored.txt"), "not cedar").unwrap();
+    let engine = PolicyEngine::load(&[dir.path().to_path_buf()]).unwrap();
+    assert_eq!(engine.len(), 4);
+    std::fs::write(dir.path().join("b.cedar"), POLICIES).unwrap();
+    assert!(PolicyEngine::load(&[dir.path().to_path_buf()]).is_err());
+}

@@ -1,0 +1,223 @@
+//! The revocation queue and its worker.
+//!
+//! Every path that ends a lease (close, deadline, expiry, release, a failed
+//! issue, an abandoned pending lease) only moves the lease to *revoking* in
+//! the store. This one worker then claims due revocations, calls the
+//! provider, and records the outcome. A failure is retried with exponential
+//! backoff and jitter, forever: a revocation is never dropped. A claim that
+//! is never finished (the process died) lapses and is taken again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::AuditEvent;
+use crate::clock::Clock;
+use crate::config::RevocationConfig;
+use crate::domain::Broker;
+use crate::model::Lease;
+use crate::store::RevocationOutcome;
+
+/// Signals between the code that queues revocations and the worker.
+#[derive(Debug)]
+pub struct RevocationQueue {
+    /// Wakes the worker when something was queued.
+    wake: Notify,
+    /// Bumped after every finished batch, so callers (CloseTask) can wait
+    /// for progress instead of polling.
+    progress: watch::Sender<u64>,
+}
+
+impl Default for RevocationQueue {
+    fn default() -> Self {
+        Self { wake: Notify::new(), progress: watch::Sender::new(0) }
+    }
+}
+
+impl RevocationQueue {
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.progress.subscribe()
+    }
+
+    fn finished_batch(&self) {
+        self.progress.send_modify(|count| *count = count.wrapping_add(1));
+    }
+}
+
+/// The delay before retry number `attempts` (1-based): doubling from
+/// `min`, capped at `max`, then scaled by a random factor in [0.5, 1.0] so
+/// that many failures do not retry in lockstep.
+pub fn backoff(attempts: u32, min: Duration, max: Duration, jitter: f64) -> Duration {
+    let exponent = attempts.saturating_sub(1).min(30);
+    let base = min.saturating_mul(1u32 << exponent).min(max);
+    base.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+}
+
+const BATCH: usize = 256;
+
+/// Runs until `shutdown` is cancelled.
+pub async fn run(
+    broker: Arc<Broker>,
+    clock: Arc<dyn Clock>,
+    config: RevocationConfig,
+    shutdown: CancellationToken,
+) {
+    tracing::info!("revocation worker started");
+    let queue = broker.revocations().clone();
+    loop {
+        let now = clock.now();
+        let claim_until = now + chrono::Duration::from_std(config.claim_timeout).unwrap_or_default();
+        let claimed = match broker.store().claim_revocations(now, claim_until, BATCH).await {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                tracing::warn!(%error, "cannot claim revocations; retrying");
+                if sleep_or_stop(&shutdown, &queue, config.poll_interval).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        if claimed.is_empty() {
+            let pause = next_pause(&broker, clock.as_ref(), config.poll_interval).await;
+            if sleep_or_stop(&shutdown, &queue, pause).await {
+                break;
+            }
+            continue;
+        }
+        let full = claimed.len() == BATCH;
+        let outcomes = revoke_all(&broker, claimed, &config, clock.as_ref()).await;
+        let now = clock.now();
+        if let Err(error) = broker.store().finish_revocations(&outcomes, now).await {
+            // The claims lapse and the revocations run again: revoking is
+            // idempotent, so nothing is lost by repeating.
+            tracing::warn!(%error, "cannot record revocation outcomes; they will be retried");
+        }
+        queue.finished_batch();
+        if !full && shutdown.is_cancelled() {
+            break;
+        }
+    }
+    tracing::info!("revocation worker stopped");
+}
+
+async fn revoke_all(
+    broker: &Arc<Broker>,
+    claimed: Vec<Lease>,
+    config: &RevocationConfig,
+    clock: &dyn Clock,
+) -> Vec<RevocationOutcome> {
+    let limit = Arc::new(tokio::sync::Semaphore::new(config.concurrency));
+    let mut running = JoinSet::new();
+    for lease in claimed {
+        let broker = broker.clone();
+        let limit = limit.clone();
+        running.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let result = broker.revoke_at_provider(&lease).await;
+            (lease, result)
+        });
+    }
+    let mut outcomes = Vec::new();
+    while let Some(joined) = running.join_next().await {
+        let Ok((lease, result)) = joined else {
+            tracing::error!("a revocation task panicked; its claim will lapse and it will run again");
+            continue;
+        };
+        let now = clock.now();
+        outcomes.push(outcome(broker, &lease, result, config, now).await);
+    }
+    outcomes
+}
+
+async fn outcome(
+    broker: &Broker,
+    lease: &Lease,
+    result: Result<(), String>,
+    config: &RevocationConfig,
+    now: DateTime<Utc>,
+) -> RevocationOutcome {
+    let revocation = lease.revocation.as_ref();
+    let attempts = revocation.map_or(1, |r| r.attempts.max(1));
+    let reason = revocation.map(|r| r.reason.as_str().to_string());
+    let event = |name: &'static str, outcome: &'static str, details| AuditEvent {
+        event: name,
+        actor: "writ".into(),
+        outcome,
+        agent: Some(lease.agent.clone()),
+        task: Some(lease.task_id.clone()),
+        provider: Some(lease.provider.clone()),
+        role: Some(lease.role.clone()),
+        lease: Some(lease.id),
+        reason: reason.clone(),
+        details: Some(details),
+        ..AuditEvent::default()
+    };
+    match result {
+        Ok(()) => {
+            broker.audit().record_or_log(now, event("revoked", "ok", json!({ "attempts": attempts }))).await;
+            RevocationOutcome::Done { lease_id: lease.id }
+        }
+        Err(error) => {
+            let delay = backoff(attempts, config.min_backoff, config.max_backoff, fastrand::f64());
+            let next_attempt_at = now + chrono::Duration::from_std(delay).unwrap_or_default();
+            tracing::warn!(lease = %lease.id, provider = %lease.provider, attempts, %error, retry_in = ?delay, "revocation failed; will retry");
+            broker
+                .audit()
+                .record_or_log(
+                    now,
+                    event(
+                        "revocation_retry",
+                        "error",
+                        json!({ "attempts": attempts, "error": error, "next_attempt_at": next_attempt_at }),
+                    ),
+                )
+                .await;
+            RevocationOutcome::Retry { lease_id: lease.id, next_attempt_at, error }
+        }
+    }
+}
+
+/// How long to sleep when there is nothing to do: until the next thing
+/// falls due, at most `poll`.
+pub(crate) async fn next_pause(broker: &Broker, clock: &dyn Clock, poll: Duration) -> Duration {
+    match broker.store().next_due().await {
+        Ok(Some(due)) => {
+            (due - clock.now()).to_std().unwrap_or_default().clamp(Duration::from_millis(5), poll)
+        }
+        _ => poll,
+    }
+}
+
+/// Sleeps for `pause`, or less if woken. Returns true if shutdown began.
+async fn sleep_or_stop(shutdown: &CancellationToken, queue: &RevocationQueue, pause: Duration) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => true,
+        () = queue.wake.notified() => false,
+        () = tokio::time::sleep(pause) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_jitters() {
+        let (min, max) = (Duration::from_millis(500), Duration::from_secs(60));
+        assert_eq!(backoff(1, min, max, 1.0), Duration::from_millis(500));
+        assert_eq!(backoff(2, min, max, 1.0), Duration::from_secs(1));
+        assert_eq!(backoff(4, min, max, 1.0), Duration::from_secs(4));
+        assert_eq!(backoff(20, min, max, 1.0), max);
+        assert_eq!(backoff(u32::MAX, min, max, 1.0), max);
+        assert_eq!(backoff(1, min, max, 0.0), Duration::from_millis(250));
+    }
+}

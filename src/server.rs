@@ -1,0 +1,264 @@
+//! Wiring: build every part from configuration, serve gRPC and HTTP, run
+//! the background workers, and shut everything down in order.
+//!
+//! Start-up is split into named steps ([`App::build`]) so a failure says
+//! which part could not start. Nothing here reads every lease: start-up
+//! time does not grow with the store.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+
+use crate::api::proto::admin_service_server::AdminServiceServer;
+use crate::api::proto::credential_service_server::CredentialServiceServer;
+use crate::api::proto::task_service_server::TaskServiceServer;
+use crate::api::{self, AuthLayer, Authenticator};
+use crate::audit::AuditLog;
+use crate::clock::Clock;
+use crate::config::{Config, RevocationConfig};
+use crate::domain::{Broker, Parts};
+use crate::identity::Verifier;
+use crate::policy::PolicyEngine;
+use crate::principals::Directory;
+use crate::providers::ProviderRegistry;
+use crate::sealer::Sealer;
+
+/// A built, not yet serving, Writ.
+pub struct App {
+    broker: Arc<Broker>,
+    authenticator: Arc<Authenticator>,
+    clock: Arc<dyn Clock>,
+    revocation: RevocationConfig,
+    shutdown_grace: std::time::Duration,
+}
+
+impl App {
+    pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let policy = PolicyEngine::load(&config.policy.paths).context("loading policies")?;
+        tracing::info!(policies = policy.len(), "policies loaded");
+        let providers = ProviderRegistry::from_config(&config.providers)
+            .map_err(anyhow::Error::msg)
+            .context("building providers")?;
+        let sealer = load_sealer(config).context("loading sealing keys")?;
+        let audit_key = std::fs::read(&config.audit.key_file)
+            .with_context(|| format!("reading the audit key {}", config.audit.key_file.display()))?;
+        let audit = AuditLog::open(&config.audit.path, &audit_key).context("opening the audit log")?;
+        let store = crate::store::open(&config.store).await.context("opening the lease store")?;
+        let verifier = Verifier::new(&config.server.audience, &config.limits, &config.issuers)
+            .map_err(anyhow::Error::msg)
+            .context("configuring token verification")?;
+        for (issuer, error) in verifier.warm_up().await {
+            tracing::warn!(%issuer, %error, "issuer keys not fetched at start-up; will retry on demand");
+        }
+        let broker = Arc::new(Broker::new(Parts {
+            store,
+            providers,
+            policy,
+            directory: Directory::new(&config.agents, &config.services),
+            audit,
+            sealer,
+            limits: config.limits.clone(),
+        }));
+        let authenticator = Arc::new(Authenticator::new(verifier, broker.clone(), clock.clone()));
+        Ok(Self {
+            broker,
+            authenticator,
+            clock,
+            revocation: config.revocation.clone(),
+            shutdown_grace: config.server.shutdown_grace,
+        })
+    }
+
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// Serves until `shutdown` completes, then drains requests (up to the
+    /// grace period) and stops the workers.
+    pub async fn serve(
+        self,
+        grpc: TcpListener,
+        http: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let stop = CancellationToken::new();
+        let mut workers = Workers::new();
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        workers.spawn("revocation-worker", &stop, {
+            let (broker, clock, config) = (self.broker.clone(), self.clock.clone(), self.revocation.clone());
+            move |token| crate::revocation::run(broker, clock, config, token)
+        });
+        workers.spawn("expiry-sweeper", &stop, {
+            let (broker, clock, config) = (self.broker.clone(), self.clock.clone(), self.revocation.clone());
+            move |token| crate::sweeper::run(broker, clock, config, token)
+        });
+        workers.spawn("health-watch", &stop, {
+            let broker = self.broker.clone();
+            move |token| watch_health(broker, health_reporter, token)
+        });
+
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(api::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("building gRPC reflection")?;
+        let grpc_server = Server::builder()
+            .layer(AuthLayer::new(self.authenticator.clone()))
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(CredentialServiceServer::new(api::credentials::Credentials::new(
+                self.broker.clone(),
+                self.clock.clone(),
+            )))
+            .add_service(TaskServiceServer::new(api::tasks::Tasks::new(
+                self.broker.clone(),
+                self.clock.clone(),
+            )))
+            .add_service(AdminServiceServer::new(api::admin::Admin::new(self.broker.clone())))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stop.clone().cancelled_owned());
+        let http_router =
+            crate::http::router(self.broker.clone(), self.authenticator.clone(), self.clock.clone());
+        let http_server =
+            axum::serve(http, http_router).with_graceful_shutdown(stop.clone().cancelled_owned());
+
+        let grace = self.shutdown_grace;
+        let trigger = stop.clone();
+        let signal = tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining requests");
+            trigger.cancel();
+        });
+        let servers = async {
+            tokio::try_join!(async { grpc_server.await.context("gRPC server") }, async {
+                http_server.await.context("HTTP server")
+            })
+        };
+        let served = tokio::select! {
+            result = servers => result.map(|_| ()),
+            () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(?grace, "requests still running after the grace period; stopping anyway");
+                Ok(())
+            }
+        };
+        stop.cancel();
+        signal.abort();
+        workers.stop().await;
+        tracing::info!("stopped");
+        served
+    }
+}
+
+fn load_sealer(config: &Config) -> anyhow::Result<Sealer> {
+    let keys = config
+        .sealing
+        .keys
+        .iter()
+        .map(|key| {
+            let bytes =
+                std::fs::read(&key.file).with_context(|| format!("reading sealing key {:?}", key.id))?;
+            Ok((key.id.clone(), bytes))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Sealer::new(keys)?)
+}
+
+/// Reports NOT_SERVING while Writ cannot issue (store or audit down).
+async fn watch_health(
+    broker: Arc<Broker>,
+    reporter: tonic_health::server::HealthReporter,
+    stop: CancellationToken,
+) {
+    const SERVICES: [&str; 4] =
+        ["", "writ.v1.CredentialService", "writ.v1.TaskService", "writ.v1.AdminService"];
+    loop {
+        let status = if broker.ready().await {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        for service in SERVICES {
+            reporter.set_service_status(service, status).await;
+        }
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+        }
+    }
+    for service in SERVICES {
+        reporter.set_service_status(service, tonic_health::ServingStatus::NotServing).await;
+    }
+}
+
+/// The background workers, by name, and the token that stops them.
+struct Workers {
+    handles: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+impl Workers {
+    fn new() -> Self {
+        Self { handles: Vec::new() }
+    }
+
+    fn spawn<F, Fut>(&mut self, name: &'static str, stop: &CancellationToken, start: F)
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        use tracing::Instrument as _;
+        let future = start(stop.clone()).instrument(tracing::info_span!("worker", name));
+        self.handles.push((name, tokio::spawn(future)));
+    }
+
+    async fn stop(self) {
+        for (name, handle) in self.handles {
+            if let Err(error) = handle.await {
+                tracing::error!(worker = name, %error, "worker ended abnormally");
+            }
+        }
+    }
+}
+
+/// A Writ serving in the background: for `writ dev`, tests and benchmarks.
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub broker: Arc<Broker>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Binds both listeners (port 0 picks free ports) and starts serving.
+    pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let grpc = TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("binding {}", config.server.listen))?;
+        let http = TcpListener::bind(config.server.http_listen)
+            .await
+            .with_context(|| format!("binding {}", config.server.http_listen))?;
+        let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
+        let app = App::build(config, clock).await?;
+        let broker = app.broker().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(app.serve(grpc, http, async move {
+            let _ = stopped.await;
+        }));
+        Ok(Self { grpc_addr, http_addr, broker, stop: Some(stop), task })
+    }
+
+    /// Shuts down gracefully and waits until everything has stopped.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        drop(self.broker);
+        (&mut self.task).await.context("server task")?
+    }
+}

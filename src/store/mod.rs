@@ -1,0 +1,222 @@
+//! Where tasks, leases, the revocation queue and sightings are kept.
+//!
+//! [`LeaseStore`] is the one interface the domain uses; implementations are
+//! chosen by configuration ([`open`]) and nothing else branches on them.
+//! Every method is one atomic change: either all of it is durable when it
+//! returns `Ok`, or none of it happened. The state rules a change depends on
+//! (a task is still open, a lease is still pending) are checked inside that
+//! same change, so concurrent callers and replicas cannot race past them.
+//!
+//! All times come from the caller: the store never reads the clock.
+
+#[doc(hidden)]
+pub mod conformance;
+mod embedded;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::model::{Lease, LeaseState, RevocationReason, SealedHandle, Sighting, Task};
+
+pub use embedded::EmbeddedStore;
+
+/// Why a store operation did not happen. Every variant means nothing changed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached or written: retry later.
+    #[error("lease store unavailable: {0}")]
+    Unavailable(String),
+    #[error("task {0:?} already exists")]
+    TaskExists(String),
+    #[error("task {0:?} not found")]
+    TaskNotFound(String),
+    /// The task is closed, or its deadline has passed.
+    #[error("task {0:?} is closed")]
+    TaskClosed(String),
+    #[error("lease {0} not found")]
+    LeaseNotFound(Uuid),
+    /// The lease is not in the state the change needs.
+    #[error("lease {id} is {}", state.as_str())]
+    LeaseState { id: Uuid, state: LeaseState },
+    /// Stored data could not be read back: a bug or a damaged store.
+    #[error("lease store data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Which leases to list.
+#[derive(Clone, Debug, Default)]
+pub struct LeaseFilter {
+    pub agent: Option<String>,
+    pub task_id: Option<String>,
+    pub state: Option<LeaseState>,
+}
+
+impl LeaseFilter {
+    pub fn matches(&self, lease: &Lease) -> bool {
+        self.agent.as_ref().is_none_or(|agent| *agent == lease.agent)
+            && self.task_id.as_ref().is_none_or(|task| *task == lease.task_id)
+            && self.state.is_none_or(|state| state == lease.state)
+    }
+}
+
+/// What [`LeaseStore::close_task`] did.
+#[derive(Clone, Debug)]
+pub struct ClosedTask {
+    pub task: Task,
+    /// Leases moved to revoking by this close.
+    pub revoking: Vec<Uuid>,
+}
+
+/// What [`LeaseStore::sweep`] queued for revocation.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Swept {
+    /// Active leases whose expiry passed.
+    pub expired: Vec<Uuid>,
+    /// Pending leases older than the cutoff: an issue that never finished.
+    pub abandoned: Vec<Uuid>,
+}
+
+/// The result of one revocation attempt, reported back to the queue.
+#[derive(Clone, Debug)]
+pub enum RevocationOutcome {
+    /// Revoked at the provider: the lease becomes revoked (or failed, for a
+    /// mint that failed).
+    Done { lease_id: Uuid },
+    /// Not yet: try again at `next_attempt_at`.
+    Retry { lease_id: Uuid, next_attempt_at: DateTime<Utc>, error: String },
+}
+
+/// The one storage interface of the domain. Object-safe.
+#[async_trait]
+pub trait LeaseStore: Send + Sync + 'static {
+    /// Records a new open task. Fails with `TaskExists` if the id is taken.
+    async fn create_task(&self, task: Task) -> Result<(), StoreError>;
+
+    async fn get_task(&self, task_id: &str) -> Result<Option<Task>, StoreError>;
+
+    /// Closes an open task and moves each of its pending and active leases
+    /// to revoking (due at `now`) with `reason`. Closing a closed task
+    /// changes nothing and returns it with an empty `revoking`.
+    async fn close_task(
+        &self,
+        task_id: &str,
+        by: &str,
+        reason: RevocationReason,
+        now: DateTime<Utc>,
+    ) -> Result<ClosedTask, StoreError>;
+
+    /// Open tasks whose deadline is at or before `now`, oldest first.
+    async fn overdue_tasks(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>, StoreError>;
+
+    /// Every lease of a task, oldest first.
+    async fn task_leases(&self, task_id: &str) -> Result<Vec<Lease>, StoreError>;
+
+    /// Records a pending lease (the intent, before the provider mints). Fails
+    /// with `TaskNotFound`, or `TaskClosed` if the task is closed or its
+    /// deadline is at or before `now`.
+    async fn insert_pending(&self, lease: Lease, now: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Marks a pending lease active with its real expiry and handle. If the
+    /// lease is no longer pending (its task was closed meanwhile) the handle
+    /// is still stored, so the queued revocation uses it, and the call fails
+    /// with `LeaseState`: the credential must not be handed out.
+    async fn activate(
+        &self,
+        lease_id: Uuid,
+        expires_at: DateTime<Utc>,
+        handle: SealedHandle,
+        now: DateTime<Utc>,
+    ) -> Result<Lease, StoreError>;
+
+    /// Moves an active lease's expiry. Fails with `LeaseState` otherwise.
+    async fn extend(&self, lease_id: Uuid, expires_at: DateTime<Utc>) -> Result<Lease, StoreError>;
+
+    async fn get_lease(&self, lease_id: Uuid) -> Result<Option<Lease>, StoreError>;
+
+    /// Leases matching `filter`, in id order, starting after `after`.
+    async fn list_leases(
+        &self,
+        filter: &LeaseFilter,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Lease>, StoreError>;
+
+    /// Moves pending or active leases to revoking, due at `now`. Leases in
+    /// other states are left alone. Returns the ids it moved.
+    async fn request_revocation(
+        &self,
+        lease_ids: &[Uuid],
+        reason: RevocationReason,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Uuid>, StoreError>;
+
+    /// Queues for revocation, up to `limit` of each: active leases expiring
+    /// at or before `now` (reason `Expired`), and pending leases created
+    /// before `pending_before` (reason `Abandoned`).
+    async fn sweep(
+        &self,
+        now: DateTime<Utc>,
+        pending_before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Swept, StoreError>;
+
+    /// Claims up to `limit` revoking leases due at or before `now` by moving
+    /// their next attempt to `claim_until`, so no other worker takes them
+    /// until then; a claim that lapses is taken again. Counts the attempt.
+    async fn claim_revocations(
+        &self,
+        now: DateTime<Utc>,
+        claim_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Lease>, StoreError>;
+
+    /// Records the outcomes of claimed revocations.
+    async fn finish_revocations(
+        &self,
+        outcomes: &[RevocationOutcome],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// The earliest time anything falls due: an active lease's expiry, a
+    /// revocation's next attempt, an open task's deadline. `None` if nothing
+    /// is scheduled. Lets background workers sleep until there is work.
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Counts a call from an identity that matched no principal.
+    async fn record_sighting(
+        &self,
+        issuer: &str,
+        subject: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Sightings, most recently seen first.
+    async fn list_sightings(&self, limit: usize) -> Result<Vec<Sighting>, StoreError>;
+
+    /// Whether the store can serve reads and writes now.
+    async fn health(&self) -> Result<(), StoreError>;
+}
+
+/// Store selection, from configuration.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StoreConfig {
+    /// A redb database file under `path`: durable, one process.
+    Embedded { path: std::path::PathBuf },
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self::Embedded { path: "writ-data/leases.redb".into() }
+    }
+}
+
+/// Opens the configured store.
+pub async fn open(config: &StoreConfig) -> Result<Arc<dyn LeaseStore>, StoreError> {
+    match config {
+        StoreConfig::Embedded { path } => Ok(Arc::new(EmbeddedStore::open(path).await?)),
+    }
+}
