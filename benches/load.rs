@@ -1,1 +1,184 @@
-fn main() {}
+//! A bounded gRPC load generator: issues credentials against a real Writ at
+//! a given concurrency for a given time and prints throughput and latency
+//! percentiles.
+//!
+//! By default it starts Writ in-process (the `writ dev` configuration on an
+//! embedded store in a temporary directory, with a development issuer) on
+//! its own runtime. Both share this machine's cores, as they would on one
+//! host.
+//!
+//! ```text
+//! cargo bench --bench load -- [--concurrency 64] [--seconds 10] [--warmup 2]
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tonic::transport::{Channel, Endpoint};
+use writ::api::proto;
+use writ::api::proto::credential_service_client::CredentialServiceClient;
+use writ::api::proto::task_service_client::TaskServiceClient;
+use writ::clock::SystemClock;
+use writ::dev::{DevIssuer, DevOptions};
+use writ::server::Running;
+
+struct Options {
+    concurrency: usize,
+    seconds: u64,
+    warmup: u64,
+    connections: usize,
+}
+
+fn options() -> Options {
+    let mut options = Options { concurrency: 64, seconds: 10, warmup: 2, connections: 4 };
+    let args: Vec<String> = std::env::args().collect();
+    let mut index = 1;
+    while index < args.len() {
+        let value = args.get(index + 1).and_then(|v| v.parse::<u64>().ok());
+        match (args[index].as_str(), value) {
+            ("--concurrency", Some(v)) => options.concurrency = usize::try_from(v).unwrap_or(64),
+            ("--seconds", Some(v)) => options.seconds = v,
+            ("--warmup", Some(v)) => options.warmup = v,
+            ("--connections", Some(v)) => options.connections = usize::try_from(v).unwrap_or(4).max(1),
+            _ => {
+                index += 1;
+                continue;
+            }
+        }
+        index += 2;
+    }
+    options
+}
+
+fn authed<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+fn main() {
+    let options = options();
+    // Writ gets its own runtime, the load generator another.
+    let server_rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let client_rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (running, issuer) = server_rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dev = DevOptions {
+            data_dir: dir.path().to_path_buf(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            http_listen: "127.0.0.1:0".parse().unwrap(),
+            issuer_listen: listener.local_addr().unwrap(),
+        };
+        let config = writ::dev::prepare(&dev).unwrap();
+        let issuer = Arc::new(
+            DevIssuer::load_or_create(&writ::dev::issuer_url(&dev), &dir.path().join("dev-issuer.pk8"))
+                .unwrap(),
+        );
+        let router = issuer.router();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        (Running::start(&config, Arc::new(SystemClock)).await.unwrap(), issuer)
+    });
+    let endpoint = format!("http://{}", running.grpc_addr);
+    let now = chrono::Utc::now();
+    let agent = issuer.mint(writ::dev::AGENT_SUBJECT, "writ", Duration::from_secs(3600), now).unwrap();
+    let workflow = issuer.mint(writ::dev::WORKFLOW_SUBJECT, "writ", Duration::from_secs(3600), now).unwrap();
+
+    let (count, histogram, elapsed, errors) = client_rt.block_on(async {
+        let channels: Vec<Channel> = futures_channels(&endpoint, options.connections).await;
+        let start = proto::StartTaskRequest {
+            task_id: "load-1".into(),
+            agent: "demo-agent".into(),
+            context: Some(proto::TaskContext { environment: "dev".into(), ..Default::default() }),
+            deadline: Some(writ::api::convert::timestamp(now + chrono::Duration::minutes(30))),
+        };
+        TaskServiceClient::new(channels[0].clone()).start_task(authed(&workflow, start)).await.unwrap();
+        let request = proto::IssueRequest {
+            task_id: "load-1".into(),
+            tool: "orders.lookup".into(),
+            grants: vec![proto::GrantRequest {
+                provider: "tokens".into(),
+                role: "orders-read".into(),
+                scopes: vec!["orders:read".into()],
+                ttl: Some(prost_types::Duration { seconds: 300, nanos: 0 }),
+            }],
+        };
+        println!("warming up for {}s", options.warmup);
+        drive(&channels, &agent, &request, options.concurrency, Duration::from_secs(options.warmup)).await;
+        println!(
+            "measuring {} concurrent callers for {}s over {} connections",
+            options.concurrency, options.seconds, options.connections
+        );
+        let started = Instant::now();
+        let (count, histogram, errors) =
+            drive(&channels, &agent, &request, options.concurrency, Duration::from_secs(options.seconds))
+                .await;
+        (count, histogram, started.elapsed(), errors)
+    });
+    let throughput = count as f64 / elapsed.as_secs_f64();
+    let ms = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
+    println!("issued {count} credentials in {:.2}s ({errors} errors)", elapsed.as_secs_f64());
+    println!("throughput  {throughput:.0} issuances/s");
+    println!(
+        "latency     p50 {:.2} ms   p99 {:.2} ms   p99.9 {:.2} ms   max {:.2} ms",
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+        histogram.max() as f64 / 1000.0
+    );
+    server_rt.block_on(async { running.stop().await.unwrap() });
+}
+
+async fn futures_channels(endpoint: &str, connections: usize) -> Vec<Channel> {
+    let mut channels = Vec::new();
+    for _ in 0..connections {
+        channels.push(Endpoint::from_shared(endpoint.to_string()).unwrap().connect().await.unwrap());
+    }
+    channels
+}
+
+async fn drive(
+    channels: &[Channel],
+    token: &str,
+    request: &proto::IssueRequest,
+    concurrency: usize,
+    duration: Duration,
+) -> (u64, Histogram<u64>, u64) {
+    let deadline = Instant::now() + duration;
+    let mut workers = tokio::task::JoinSet::new();
+    for worker in 0..concurrency {
+        let mut client = CredentialServiceClient::new(channels[worker % channels.len()].clone());
+        let (token, request) = (token.to_string(), request.clone());
+        workers.spawn(async move {
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            let (mut count, mut errors) = (0u64, 0u64);
+            while Instant::now() < deadline {
+                let began = Instant::now();
+                match client.issue(authed(&token, request.clone())).await {
+                    Ok(_) => {
+                        count += 1;
+                        histogram.record(began.elapsed().as_micros() as u64).unwrap();
+                    }
+                    Err(status) => {
+                        errors += 1;
+                        if errors == 1 {
+                            eprintln!("first error: {status:?}");
+                        }
+                    }
+                }
+            }
+            (count, histogram, errors)
+        });
+    }
+    let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    let (mut count, mut errors) = (0, 0);
+    while let Some(Ok((c, h, e))) = workers.join_next().await {
+        count += c;
+        errors += e;
+        total.add(h).unwrap();
+    }
+    (count, total, errors)
+}

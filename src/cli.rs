@@ -253,13 +253,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
+    let app = crate::server::App::build(&config, Arc::new(SystemClock)).await?;
     let grpc = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("binding {}", config.server.listen))?;
     let http = tokio::net::TcpListener::bind(config.server.http_listen)
         .await
         .with_context(|| format!("binding {}", config.server.http_listen))?;
-    let app = crate::server::App::build(&config, Arc::new(SystemClock)).await?;
     tracing::info!(grpc = %config.server.listen, http = %config.server.http_listen, "writ serving");
     app.serve(grpc, http, crate::shutdown_signal()).await
 }

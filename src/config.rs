@@ -125,7 +125,8 @@ pub struct PolicyConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RevocationConfig {
-    /// First retry delay; doubled per attempt, with jitter.
+    /// Base retry delay, doubled per attempt; each delay is then scaled by a
+    /// random factor in [0.5, 1] (jitter).
     #[serde(with = "humantime_serde", default = "defaults::min_backoff")]
     pub min_backoff: Duration,
     #[serde(with = "humantime_serde", default = "defaults::max_backoff")]
@@ -298,6 +299,23 @@ impl Config {
         }
         if self.limits.max_token_bytes < 256 {
             return invalid("limits.max_token_bytes must be at least 256".into());
+        }
+        let durations = [
+            ("limits.max_task_lifetime", self.limits.max_task_lifetime),
+            ("limits.jwks_refresh_interval", self.limits.jwks_refresh_interval),
+            ("revocation.claim_timeout", self.revocation.claim_timeout),
+            ("revocation.pending_timeout", self.revocation.pending_timeout),
+        ];
+        if let Some((name, _)) = durations.iter().find(|(_, value)| value.as_secs() < 1) {
+            return invalid(format!("{name} must be at least 1s"));
+        }
+        if self.revocation.poll_interval < Duration::from_millis(10) {
+            return invalid("revocation.poll_interval must be at least 10ms".into());
+        }
+        let mut key_ids = std::collections::HashSet::new();
+        if let Some(key) = self.sealing.keys.iter().find(|key| key.id.is_empty() || !key_ids.insert(&key.id))
+        {
+            return invalid(format!("sealing key id {:?} is empty or used twice", key.id));
         }
         if self.revocation.concurrency == 0 {
             return invalid("revocation.concurrency must be at least 1".into());

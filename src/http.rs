@@ -65,8 +65,11 @@ async fn introspect(
     State(shared): State<Shared>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    Form(form): Form<IntrospectionForm>,
+    form: Result<Form<IntrospectionForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
+    let Ok(Form(form)) = form else {
+        return error(StatusCode::BAD_REQUEST, "invalid_request", "send the token as form field `token`");
+    };
     let token = match crate::api::auth::bearer(&headers) {
         Ok(token) => token,
         Err(e) => return error(StatusCode::UNAUTHORIZED, "invalid_client", &e.to_string()),
@@ -79,6 +82,9 @@ async fn introspect(
                 "invalid_client",
                 "introspection needs the resource_server role",
             );
+        }
+        Err(status) if status.code() == tonic::Code::Unavailable => {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", status.message());
         }
         Err(status) => return error(StatusCode::UNAUTHORIZED, "invalid_client", status.message()),
     }

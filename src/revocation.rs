@@ -191,7 +191,7 @@ async fn outcome(
 pub(crate) async fn next_pause(broker: &Broker, clock: &dyn Clock, poll: Duration) -> Duration {
     match broker.store().next_due().await {
         Ok(Some(due)) => {
-            (due - clock.now()).to_std().unwrap_or_default().clamp(Duration::from_millis(5), poll)
+            (due - clock.now()).to_std().unwrap_or_default().max(Duration::from_millis(5)).min(poll)
         }
         _ => poll,
     }

@@ -237,6 +237,7 @@ pub struct Running {
 impl Running {
     /// Binds both listeners (port 0 picks free ports) and starts serving.
     pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let app = App::build(config, clock).await?;
         let grpc = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;
@@ -244,7 +245,6 @@ impl Running {
             .await
             .with_context(|| format!("binding {}", config.server.http_listen))?;
         let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
-        let app = App::build(config, clock).await?;
         let broker = app.broker().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(app.serve(grpc, http, async move {

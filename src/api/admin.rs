@@ -37,6 +37,7 @@ impl AdminService for Admin {
         &self,
         request: Request<proto::ListLeasesRequest>,
     ) -> Result<Response<proto::ListLeasesResponse>, Status> {
+        super::auth::caller(&request)?;
         let request = request.into_inner();
         let limit = page_size(request.page_size)?;
         let after = match request.page_token.as_str() {
@@ -70,6 +71,7 @@ impl AdminService for Admin {
         &self,
         request: Request<proto::ListSightingsRequest>,
     ) -> Result<Response<proto::ListSightingsResponse>, Status> {
+        super::auth::caller(&request)?;
         let limit = page_size(request.get_ref().page_size)?;
         let sightings = self.broker.list_sightings(limit).await.map_err(status)?;
         Ok(Response::new(proto::ListSightingsResponse {

@@ -59,6 +59,8 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Result<Caller, Status> {
 pub enum Audience {
     Agents,
     Role(ServiceRole),
+    /// A `writ.` service this version does not know: refused.
+    Unknown,
 }
 
 impl Audience {
@@ -69,6 +71,8 @@ impl Audience {
             "writ.v1.CredentialService" => Some(Self::Agents),
             "writ.v1.TaskService" => Some(Self::Role(ServiceRole::Workflow)),
             "writ.v1.AdminService" => Some(Self::Role(ServiceRole::Operator)),
+            // Fail closed: a Writ service missing above is never open.
+            name if name.starts_with("writ.") => Some(Self::Unknown),
             _ => None,
         }
     }
@@ -96,6 +100,9 @@ impl Authenticator {
         headers: &http::HeaderMap,
         audience: Audience,
     ) -> Result<Caller, Status> {
+        if audience == Audience::Unknown {
+            return Err(Status::unimplemented("no such Writ service"));
+        }
         let token = bearer(headers).map_err(|e| super::auth_status(&e))?;
         let caller = self.principal(token).await?;
         match (&caller, audience) {
@@ -115,6 +122,7 @@ impl Authenticator {
                 service.name,
                 role_name(role)
             ))),
+            (_, Audience::Unknown) => Err(Status::unimplemented("no such Writ service")),
         }
     }
 
@@ -241,6 +249,7 @@ mod tests {
             Some(Audience::Role(ServiceRole::Operator))
         );
         assert_eq!(Audience::of("/grpc.health.v1.Health/Check"), None);
+        assert_eq!(Audience::of("/writ.v2.AdminService/ListLeases"), Some(Audience::Unknown));
     }
 
     #[test]

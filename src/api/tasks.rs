@@ -68,6 +68,7 @@ impl TaskService for Tasks {
         &self,
         request: Request<proto::GetTaskRequest>,
     ) -> Result<Response<proto::GetTaskResponse>, Status> {
+        caller(&request)?;
         let (task, leases) = self.broker.get_task(&request.get_ref().task_id).await.map_err(status)?;
         let providers = self.broker.providers();
         Ok(Response::new(proto::GetTaskResponse {

@@ -43,6 +43,11 @@ impl JwtConfig {
             return Err("at least one role is required".into());
         }
         for (name, role) in &self.roles {
+            let valid_name =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !valid_name {
+                return Err(format!("role {name:?}: names are letters, digits and -_."));
+            }
             if role.audience.trim().is_empty() {
                 return Err(format!("role {name:?}: audience must not be empty"));
             }

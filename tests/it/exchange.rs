@@ -1,0 +1,138 @@
+//! The core exchange: issue → verify with the published JWKS → close the
+//! task → introspection says inactive.
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{DecodingKey, Validation};
+use serde_json::Value;
+use writ::api::proto;
+
+use crate::harness::{self, authed, bearer};
+
+#[tokio::test]
+async fn issue_verify_close_and_introspect() {
+    let h = harness::start().await;
+    h.open_task("exchange-1", "demo-agent", 600).await;
+    let issued = h.issue_orders_read("exchange-1", 120).await.unwrap();
+    let lease = issued.lease.clone().unwrap();
+    assert_eq!(lease.state, proto::LeaseState::Active as i32);
+    assert_eq!(lease.shape, proto::CredentialShape::Revocable as i32);
+    let token = bearer(&issued);
+
+    // A resource server verifies offline with the published JWKS.
+    let jwks: JwkSet =
+        reqwest::get(h.http_url("/providers/tokens/jwks.json")).await.unwrap().json().await.unwrap();
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    let jwk = jwks.find(header.kid.as_deref().unwrap()).expect("the token's key is published");
+    let mut validation = Validation::new(header.alg);
+    validation.set_audience(&["orders-api"]);
+    validation.validate_exp = false;
+    let claims = jsonwebtoken::decode::<Value>(&token, &DecodingKey::from_jwk(jwk).unwrap(), &validation)
+        .unwrap()
+        .claims;
+    assert_eq!(claims["jti"], lease.lease_id.as_str());
+    assert_eq!(claims["sub"], "demo-agent");
+    assert_eq!(claims["writ_task"], "exchange-1");
+    assert_eq!(claims["scope"], "orders:read");
+    let exp = claims["exp"].as_i64().unwrap();
+    assert_eq!(exp - claims["iat"].as_i64().unwrap(), 120);
+
+    // The independent implementation agrees.
+    let verified = crate::peers::jose_verify(
+        &h.http_url("/providers/tokens/jwks.json"),
+        claims["iss"].as_str().unwrap(),
+        "orders-api",
+        &token,
+    )
+    .await;
+    assert_eq!(verified["jti"], lease.lease_id.as_str());
+
+    let active = h.introspect(&token).await;
+    assert_eq!(active["active"], true, "{active}");
+    assert_eq!(active["sub"], "demo-agent");
+
+    let closed = h
+        .tasks()
+        .await
+        .close_task(authed(&h.workflow(), proto::CloseTaskRequest { task_id: "exchange-1".into() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((closed.revoked, closed.retrying), (1, 0));
+    assert_eq!(closed.task.unwrap().state, proto::TaskState::Closed as i32);
+    assert_eq!(h.introspect(&token).await, serde_json::json!({ "active": false }));
+    let revoked = h.lease(&lease.lease_id).await;
+    assert_eq!(revoked.state, proto::LeaseState::Revoked as i32);
+    assert_eq!(revoked.revocation_reason, "task_closed");
+
+    // A closed task refuses issuance.
+    let refused = h.issue_orders_read("exchange-1", 60).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+
+    // Evidence: every step is in the audit log, without the token or lease id.
+    let lines = h.audit_lines();
+    let events: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
+    for expected in ["task_started", "decision", "issued", "task_closed", "revoked"] {
+        assert!(events.contains(&expected), "{expected} missing from {events:?}");
+    }
+    let text = std::fs::read_to_string(&h.config.audit.path).unwrap();
+    assert!(!text.contains(&token) && !text.contains(&lease.lease_id));
+    assert!(writ::audit::verify_file(&h.config.audit.path).is_ok());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn bad_grants_get_precise_errors_and_change_nothing() {
+    let h = harness::start().await;
+    h.open_task("bad-1", "demo-agent", 600).await;
+    let cases = [
+        (harness::issue_request("bad-1", "no-such-role", &[], 60), tonic::Code::NotFound, "no role"),
+        (
+            harness::issue_request("bad-1", "orders-read", &["orders:delete"], 60),
+            tonic::Code::InvalidArgument,
+            "scope",
+        ),
+        (harness::issue_request("bad-1", "orders-read", &[], 0), tonic::Code::InvalidArgument, "ttl"),
+        (
+            harness::issue_request("bad-1", "orders-admin", &["orders:write"], 60),
+            tonic::Code::PermissionDenied,
+            "no policy permits",
+        ),
+        (harness::issue_request("no-such-task", "orders-read", &[], 60), tonic::Code::NotFound, "not found"),
+        (harness::issue_request("", "orders-read", &[], 60), tonic::Code::InvalidArgument, "task_id"),
+    ];
+    for (request, code, text) in cases {
+        let status = h.credentials().await.issue(authed(&h.agent(), request)).await.unwrap_err();
+        assert_eq!(status.code(), code, "{status:?}");
+        assert!(status.message().contains(text), "{:?} should mention {text:?}", status.message());
+    }
+    let mut no_tool = harness::issue_request("bad-1", "orders-read", &[], 60);
+    no_tool.tool.clear();
+    let status = h.credentials().await.issue(authed(&h.agent(), no_tool)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    let leases = h
+        .admin()
+        .await
+        .list_leases(authed(&h.operator(), proto::ListLeasesRequest::default()))
+        .await
+        .unwrap();
+    assert!(leases.into_inner().leases.is_empty(), "nothing was issued");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn ttl_is_clamped_to_role_maximum_and_task_deadline() {
+    let h = harness::start().await;
+    h.open_task("clamp-1", "demo-agent", 3600).await;
+    let issued = h.issue_orders_read("clamp-1", 7200).await.unwrap();
+    let lease = issued.lease.unwrap();
+    let ttl = lease.expires_at.unwrap().seconds - lease.issued_at.unwrap().seconds;
+    assert_eq!(ttl, 900, "clamped to the role's 15m maximum");
+    assert!(issued.notices.iter().any(|n| n.contains("role maximum")), "{:?}", issued.notices);
+
+    h.open_task("clamp-2", "demo-agent", 100).await;
+    let issued = h.issue_orders_read("clamp-2", 600).await.unwrap();
+    let lease = issued.lease.unwrap();
+    assert_eq!(lease.expires_at.unwrap().seconds - lease.issued_at.unwrap().seconds, 100);
+    assert!(issued.notices.iter().any(|n| n.contains("deadline")), "{:?}", issued.notices);
+    h.stop().await;
+}

@@ -1,0 +1,156 @@
+//! Workload identity at the gRPC edge: bad tokens are refused with a clear
+//! UNAUTHENTICATED and leave no trace; unknown identities become sightings;
+//! each API admits only its own audience.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::json;
+use writ::api::proto;
+use writ::clock::Clock;
+use writ::dev::DevIssuer;
+
+use crate::harness::{self, authed};
+
+fn b64(value: &serde_json::Value) -> String {
+    URL_SAFE_NO_PAD.encode(value.to_string())
+}
+
+#[tokio::test]
+async fn bad_tokens_are_unauthenticated_and_record_nothing() {
+    let h = harness::start().await;
+    h.open_task("id-1", "demo-agent", 600).await;
+    let now = h.clock.now();
+    let issuer = h.issuer.issuer().to_string();
+    let valid = h.agent();
+    let (header, _, signature) = {
+        let mut parts = valid.split('.');
+        (
+            parts.next().unwrap().to_string(),
+            parts.next().unwrap().to_string(),
+            parts.next().unwrap().to_string(),
+        )
+    };
+    let claims = json!({ "iss": issuer, "sub": writ::dev::AGENT_SUBJECT, "aud": "writ", "exp": now.timestamp() + 600 });
+
+    // HS256 keyed with the issuer's own public key (the classic confusion).
+    let public_key = h.issuer.jwks().to_string();
+    let hs_message = format!("{}.{}", b64(&json!({ "alg": "HS256", "kid": h.issuer.kid() })), b64(&claims));
+    let hs_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, public_key.as_bytes());
+    let hs_token =
+        format!("{hs_message}.{}", URL_SAFE_NO_PAD.encode(ring::hmac::sign(&hs_key, hs_message.as_bytes())));
+
+    let impostor = DevIssuer::generate(&issuer).unwrap();
+    let cases = [
+        ("wrong audience", h.issuer.mint(writ::dev::AGENT_SUBJECT, "not-writ", Duration::from_secs(600), now).unwrap(), "audience"),
+        (
+            "expired",
+            h.issuer
+                .mint_with(writ::dev::AGENT_SUBJECT, "writ", Duration::from_secs(600), now, json!({ "exp": now.timestamp() - 3600, "iat": now.timestamp() - 7200, "nbf": now.timestamp() - 7200 }))
+                .unwrap(),
+            "expired",
+        ),
+        ("alg none", format!("{}.{}.", b64(&json!({ "alg": "none" })), b64(&claims)), "\"none\" is not allowed"),
+        ("HS256 with the public key", hs_token, "\"HS256\" is not allowed"),
+        ("unknown kid", impostor.mint(writ::dev::AGENT_SUBJECT, "writ", Duration::from_secs(600), now).unwrap(), "no key"),
+        ("tampered payload", format!("{header}.{}.{signature}", b64(&json!({ "iss": issuer, "sub": "agent:other", "aud": "writ", "exp": now.timestamp() + 600 }))), "signature"),
+        ("garbage", "not-a-jwt".to_string(), "malformed"),
+    ];
+    for (name, token, text) in cases {
+        let status = h.issue_with(&token).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated, "{name}: {status:?}");
+        assert!(status.message().contains(text), "{name}: {:?} should mention {text:?}", status.message());
+    }
+    let missing = h
+        .credentials()
+        .await
+        .issue(tonic::Request::new(harness::issue_request("id-1", "orders-read", &[], 60)))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::Unauthenticated);
+    assert!(missing.message().contains("Bearer"));
+
+    let sightings = h
+        .admin()
+        .await
+        .list_sightings(authed(&h.operator(), proto::ListSightingsRequest::default()))
+        .await
+        .unwrap();
+    assert!(sightings.into_inner().sightings.is_empty(), "refused tokens are not sightings");
+    let leases = h
+        .admin()
+        .await
+        .list_leases(authed(&h.operator(), proto::ListLeasesRequest::default()))
+        .await
+        .unwrap();
+    assert!(leases.into_inner().leases.is_empty());
+    assert!(h.audit_lines().iter().all(|line| line["event"] == "task_started"), "no decision was recorded");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_identity_becomes_a_sighting() {
+    let h = harness::start().await;
+    let rogue = h.token("agent:shadow");
+    for _ in 0..2 {
+        let status = h.issue_with(&rogue).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::PermissionDenied);
+        assert!(status.message().contains("not registered"), "{status:?}");
+    }
+    h.advance(5);
+    let status = h.issue_with(&h.token("agent:shadow")).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    let sightings = h
+        .admin()
+        .await
+        .list_sightings(authed(&h.operator(), proto::ListSightingsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .sightings;
+    assert_eq!(sightings.len(), 1);
+    let sighting = &sightings[0];
+    assert_eq!(
+        (sighting.subject.as_str(), sighting.issuer.as_str(), sighting.count),
+        ("agent:shadow", h.issuer.issuer(), 3)
+    );
+    assert_eq!(sighting.last_seen.unwrap().seconds - sighting.first_seen.unwrap().seconds, 5);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn each_api_admits_only_its_audience() {
+    let h = harness::start().await;
+    let start =
+        proto::StartTaskRequest { task_id: "aud-1".into(), agent: "demo-agent".into(), ..Default::default() };
+    let status = h.tasks().await.start_task(authed(&h.agent(), start)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    assert!(status.message().contains("workflow role"), "{status:?}");
+    let status = h
+        .admin()
+        .await
+        .list_leases(authed(&h.agent(), proto::ListLeasesRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    let status = h
+        .admin()
+        .await
+        .list_leases(authed(&h.workflow(), proto::ListLeasesRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    assert!(status.message().contains("operator"), "{status:?}");
+    let status = h.issue_with(&h.workflow()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    assert!(status.message().contains("not an agent"), "{status:?}");
+    h.stop().await;
+}
+
+impl harness::Harness {
+    pub async fn issue_with(&self, token: &str) -> Result<proto::IssueResponse, tonic::Status> {
+        let request = harness::issue_request("id-1", "orders-read", &["orders:read"], 60);
+        self.credentials().await.issue(authed(token, request)).await.map(tonic::Response::into_inner)
+    }
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests over gRPC against a real Writ: one test binary, one
+//! module per area. `harness` starts Writ; `peers` starts the npm
+//! `oidc-provider` issuer and the `jose` verifier.
+
+mod exchange;
+mod harness;
+mod identity;
+mod lifecycle;
+mod oidc;
+mod peers;
