@@ -154,3 +154,56 @@ impl harness::Harness {
         self.credentials().await.issue(authed(token, request)).await.map(tonic::Response::into_inner)
     }
 }
+
+#[tokio::test]
+async fn an_unreachable_issuer_is_unavailable_not_unauthenticated() {
+    let down = "http://127.0.0.1:9".to_string();
+    let issuer_url = down.clone();
+    let h = harness::start_with(Box::new(move |config, _| {
+        config.issuers.push(writ::config::IssuerConfig {
+            issuer: issuer_url,
+            jwks_url: None,
+            algorithms: vec![],
+        });
+    }))
+    .await;
+    let unreachable = DevIssuer::generate(&down).unwrap();
+    let token = unreachable.mint("agent:demo", "writ", Duration::from_secs(600), h.clock.now()).unwrap();
+    let status = h.issue_with(&token).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("try again later"), "{status:?}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn health_reports_serving_and_unknown_services_are_refused() {
+    let h = harness::start().await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", h.grpc_addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let mut serving = false;
+    for _ in 0..40 {
+        let request = tonic_health::pb::HealthCheckRequest { service: "writ.v1.CredentialService".into() };
+        if let Ok(response) = health.check(request).await {
+            if response.into_inner().status
+                == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+            {
+                serving = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(serving, "health reports SERVING");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<proto::ListLeasesRequest, proto::ListLeasesResponse>::default();
+    let path = http::uri::PathAndQuery::from_static("/writ.v2.AdminService/ListLeases");
+    let status =
+        grpc.unary(tonic::Request::new(proto::ListLeasesRequest::default()), path, codec).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    h.stop().await;
+}

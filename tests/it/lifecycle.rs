@@ -168,3 +168,48 @@ async fn after_a_restart_leases_are_kept_and_later_revoked() {
     );
     h.stop().await;
 }
+
+/// A revocation that cannot be done is retried, stays visible on the lease,
+/// survives restarts, and completes once the cause is fixed. Here the cause
+/// is a sealing key an operator retired too early.
+#[tokio::test]
+async fn a_failing_revocation_is_retried_visibly_until_it_succeeds() {
+    let mut h = harness::start().await;
+    h.open_task("retry-1", "demo-agent", 3600).await;
+    let lease_id = h.issue_orders_read("retry-1", 600).await.unwrap().lease.unwrap().lease_id;
+
+    let original_keys = h.config.sealing.keys.clone();
+    let replacement = h.config.sealing.keys[0].file.with_file_name("sealing-2.key");
+    std::fs::write(&replacement, [9u8; 32]).unwrap();
+    h.config.sealing.keys = vec![writ::config::SealingKeyConfig { id: "dev-2".into(), file: replacement }];
+    h.restart().await;
+
+    let closed = h
+        .tasks()
+        .await
+        .close_task(authed(&h.workflow(), proto::CloseTaskRequest { task_id: "retry-1".into() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((closed.revoked, closed.retrying), (0, 1), "the revocation is still being retried");
+    let mut lease = h.lease(&lease_id).await;
+    for _ in 0..100 {
+        if lease.revocation_attempts >= 2 {
+            break;
+        }
+        h.advance(1);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        lease = h.lease(&lease_id).await;
+    }
+    assert_eq!(lease.state, proto::LeaseState::Revoking as i32);
+    assert!(lease.revocation_attempts >= 2, "retried: {lease:?}");
+    assert!(lease.revocation_error.contains("dev-1"), "the error is visible: {lease:?}");
+    assert!(h.audit_lines().iter().any(|line| line["event"] == "revocation_retry"));
+
+    h.config.sealing.keys.extend(original_keys);
+    h.restart().await;
+    h.advance(1);
+    let revoked = h.wait_for_state(&lease_id, proto::LeaseState::Revoked).await;
+    assert_eq!(revoked.revocation_reason, "task_closed");
+    h.stop().await;
+}
