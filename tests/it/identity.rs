@@ -187,13 +187,10 @@ async fn health_reports_serving_and_unknown_services_are_refused() {
     let mut serving = false;
     for _ in 0..40 {
         let request = tonic_health::pb::HealthCheckRequest { service: "writ.v1.CredentialService".into() };
-        if let Ok(response) = health.check(request).await {
-            if response.into_inner().status
-                == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-            {
-                serving = true;
-                break;
-            }
+        let status = health.check(request).await.map(|response| response.into_inner().status).ok();
+        if status == Some(tonic_health::pb::health_check_response::ServingStatus::Serving as i32) {
+            serving = true;
+            break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
