@@ -12,7 +12,6 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
@@ -122,7 +121,12 @@ impl App {
                 self.clock.clone(),
             )))
             .add_service(AdminServiceServer::new(api::admin::Admin::new(self.broker.clone())))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stop.clone().cancelled_owned());
+            // Small request/response messages: without TCP_NODELAY, Nagle and
+            // delayed ACKs add ~40 ms to every call.
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
+                stop.clone().cancelled_owned(),
+            );
         let http_router =
             crate::http::router(self.broker.clone(), self.authenticator.clone(), self.clock.clone());
         let http_server =

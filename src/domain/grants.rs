@@ -98,12 +98,26 @@ impl Broker {
         for grant in &request.grants {
             planned.push(self.plan(&task, grant, now)?);
         }
+        // Decide every grant before minting any; a request with one denied
+        // grant mints nothing. Allowed decisions are recorded together with
+        // their pending lease, a denial at once.
+        let mut evidence = Vec::with_capacity(planned.len());
         for plan in &mut planned {
-            plan.policies = self.authorize("issue", agent, &task, &request.tool, plan, now).await?;
+            let (decision, event) = self.decide("issue", agent, &task, &request.tool, plan, now)?;
+            evidence.push(event);
+            match decision {
+                Decision::Allow { policies } => plan.policies = policies,
+                Decision::Deny { policies } => {
+                    for event in evidence {
+                        self.audit.record(now, event).await?;
+                    }
+                    return Err(denial("issue", agent, plan.grant, &policies));
+                }
+            }
         }
         let mut issued = Vec::with_capacity(planned.len());
-        for plan in planned {
-            match self.mint(agent, &task, &request.tool, plan, now).await {
+        for (plan, decision) in planned.into_iter().zip(evidence) {
+            match self.mint(agent, &task, &request.tool, plan, decision, now).await {
                 Ok(one) => issued.push(one),
                 Err(error) => {
                     // All or nothing: take back what this request already got.
@@ -163,16 +177,17 @@ impl Broker {
         Ok(Planned { grant, provider, expires_at, notices, policies: Vec::new() })
     }
 
-    /// Decides one grant and records the decision. A denial is an error.
-    async fn authorize(
+    /// Decides one grant by policy. Returns the decision and its evidence,
+    /// not yet recorded.
+    fn decide(
         &self,
-        action: &str,
+        action: &'static str,
         agent: &Agent,
         task: &Task,
         tool: &str,
         plan: &Planned<'_>,
         now: DateTime<Utc>,
-    ) -> Result<Vec<String>, Error> {
+    ) -> Result<(Decision, AuditEvent), Error> {
         let facts = GrantFacts {
             action,
             agent,
@@ -195,34 +210,38 @@ impl Broker {
             Decision::Allow { policies } => ("allow", policies.clone()),
             Decision::Deny { policies } => ("deny", policies.clone()),
         };
-        self.audit
-            .record(
-                now,
-                AuditEvent {
-                    event: "decision",
-                    actor: agent.name.clone(),
-                    outcome,
-                    agent: Some(agent.name.clone()),
-                    task: Some(task.id.clone()),
-                    provider: Some(plan.grant.provider.clone()),
-                    role: Some(plan.grant.role.clone()),
-                    tool: Some(tool.to_string()),
-                    reason: Some(action.to_string()),
-                    policies: policies.clone(),
-                    details: Some(json!({ "scopes": plan.grant.scopes, "ttl_seconds": facts.ttl_seconds })),
-                    ..AuditEvent::default()
-                },
-            )
-            .await?;
+        let event = AuditEvent {
+            event: "decision",
+            actor: agent.name.clone(),
+            outcome,
+            agent: Some(agent.name.clone()),
+            task: Some(task.id.clone()),
+            provider: Some(plan.grant.provider.clone()),
+            role: Some(plan.grant.role.clone()),
+            tool: Some(tool.to_string()),
+            reason: Some(action.to_string()),
+            policies,
+            details: Some(json!({ "scopes": plan.grant.scopes, "ttl_seconds": facts.ttl_seconds })),
+            ..AuditEvent::default()
+        };
+        Ok((decision, event))
+    }
+
+    /// Decides one grant and records the decision. A denial is an error.
+    async fn authorize(
+        &self,
+        action: &'static str,
+        agent: &Agent,
+        task: &Task,
+        tool: &str,
+        plan: &Planned<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>, Error> {
+        let (decision, event) = self.decide(action, agent, task, tool, plan, now)?;
+        self.audit.record(now, event).await?;
         match decision {
             Decision::Allow { policies } => Ok(policies),
-            Decision::Deny { policies } if policies.is_empty() => Err(Error::PermissionDenied(format!(
-                "no policy permits agent {:?} to {action} {}/{}",
-                agent.name, plan.grant.provider, plan.grant.role
-            ))),
-            Decision::Deny { policies } => {
-                Err(Error::PermissionDenied(format!("denied by policy {}", policies.join(", "))))
-            }
+            Decision::Deny { policies } => Err(denial(action, agent, plan.grant, &policies)),
         }
     }
 
@@ -232,6 +251,7 @@ impl Broker {
         task: &Task,
         tool: &str,
         plan: Planned<'_>,
+        decision: AuditEvent,
         now: DateTime<Utc>,
     ) -> Result<Issued, Error> {
         let grant = plan.grant;
@@ -252,7 +272,16 @@ impl Broker {
             handle: self.seal(lease_id, &intent)?,
             revocation: None,
         };
-        self.store.insert_pending(lease, now).await?;
+        // The decision's evidence and the lease's intent are written in
+        // parallel; both must be durable before anything is minted.
+        let (recorded, inserted) =
+            tokio::join!(self.audit.record(now, decision), self.store.insert_pending(lease, now));
+        inserted?;
+        if let Err(error) = recorded {
+            self.store.request_revocation(&[lease_id], RevocationReason::MintFailed, now).await?;
+            self.revocations.wake();
+            return Err(error.into());
+        }
 
         let request = MintRequest {
             lease_id,
@@ -291,44 +320,58 @@ impl Broker {
         };
         let expires_at = minted.expires_at.min(plan.expires_at);
         let sealed = self.seal(lease_id, &minted.handle)?;
-        let lease = match self.store.activate(lease_id, expires_at, sealed, now).await {
-            Ok(lease) => lease,
-            Err(error) => {
-                // The lease is queued for revocation already (its task was
-                // closed meanwhile) or the store failed; either way the
-                // credential must not leave. Make sure it is queued.
-                let _ = self.store.request_revocation(&[lease_id], RevocationReason::MintFailed, now).await;
-                self.revocations.wake();
-                return Err(error.into());
-            }
+        let issued = AuditEvent {
+            event: "issued",
+            actor: agent.name.clone(),
+            outcome: "ok",
+            agent: Some(agent.name.clone()),
+            task: Some(task.id.clone()),
+            provider: Some(grant.provider.clone()),
+            role: Some(grant.role.clone()),
+            tool: Some(tool.to_string()),
+            lease: Some(lease_id),
+            policies: plan.policies,
+            details: Some(
+                json!({ "scopes": grant.scopes, "expires_at": expires_at, "notices": plan.notices }),
+            ),
+            ..AuditEvent::default()
         };
-        let issued = self
-            .audit
-            .record(
-                now,
-                AuditEvent {
-                    event: "issued",
-                    actor: agent.name.clone(),
-                    outcome: "ok",
-                    agent: Some(agent.name.clone()),
-                    task: Some(task.id.clone()),
-                    provider: Some(grant.provider.clone()),
-                    role: Some(grant.role.clone()),
-                    tool: Some(tool.to_string()),
-                    lease: Some(lease_id),
-                    policies: plan.policies,
-                    details: Some(
-                        json!({ "scopes": grant.scopes, "expires_at": expires_at, "notices": plan.notices }),
-                    ),
-                    ..AuditEvent::default()
-                },
-            )
-            .await;
-        if let Err(error) = issued {
-            self.store.request_revocation(&[lease_id], RevocationReason::MintFailed, now).await?;
+        // Activation and its evidence are written in parallel; the credential
+        // leaves only if both are durable.
+        let (activated, recorded) = tokio::join!(
+            self.store.activate(lease_id, expires_at, sealed, now),
+            self.audit.record(now, issued)
+        );
+        let failure = match (&activated, &recorded) {
+            (Ok(_), Ok(())) => None,
+            (Err(error), _) => Some(Error::from(error.clone())),
+            (_, Err(error)) => Some(Error::from(error.clone())),
+        };
+        if let Some(error) = failure {
+            // The lease may be queued for revocation already (its task was
+            // closed meanwhile); either way the credential must not leave.
+            let _ = self.store.request_revocation(&[lease_id], RevocationReason::MintFailed, now).await;
             self.revocations.wake();
-            return Err(error.into());
+            if recorded.is_ok() {
+                self.audit
+                    .record_or_log(
+                        now,
+                        AuditEvent {
+                            event: "issue_aborted",
+                            actor: agent.name.clone(),
+                            outcome: "error",
+                            agent: Some(agent.name.clone()),
+                            task: Some(task.id.clone()),
+                            lease: Some(lease_id),
+                            reason: Some(error.to_string()),
+                            ..AuditEvent::default()
+                        },
+                    )
+                    .await;
+            }
+            return Err(error);
         }
+        let lease = activated?;
         Ok(Issued { lease, credential: minted.credential, notices: plan.notices })
     }
 
@@ -457,6 +500,18 @@ impl Broker {
         let handle = self.sealer.open(lease.id, &lease.handle).map_err(|e| e.to_string())?;
         let request = RevokeRequest { lease_id: lease.id, role: lease.role.clone(), handle };
         provider.provider.revoke(&request).await.map_err(|e| e.to_string())
+    }
+}
+
+/// The error a denied agent sees: which policies decided, never their text.
+fn denial(action: &str, agent: &Agent, grant: &GrantRequest, policies: &[String]) -> Error {
+    if policies.is_empty() {
+        Error::PermissionDenied(format!(
+            "no policy permits agent {:?} to {action} {}/{}",
+            agent.name, grant.provider, grant.role
+        ))
+    } else {
+        Error::PermissionDenied(format!("denied by policy {}", policies.join(", ")))
     }
 }
 

@@ -74,12 +74,19 @@ pub enum AuthError {
     IssuerUnavailable(String),
 }
 
+/// The most verified tokens remembered at once.
+const VERIFIED_CACHE_SIZE: usize = 16_384;
+
 /// Verifies workload tokens against the trusted issuers.
 pub struct Verifier {
     audience: String,
     max_token_bytes: usize,
     leeway: Duration,
     issuers: HashMap<String, Arc<IssuerKeys>>,
+    /// Tokens whose signature and claims already checked out, by SHA-256:
+    /// agents reuse one token for many calls, and a signature check costs
+    /// far more than a hash. Lifetimes are still checked on every call.
+    verified: std::sync::Mutex<HashMap<[u8; 32], Identity>>,
 }
 
 impl Verifier {
@@ -103,6 +110,7 @@ impl Verifier {
             max_token_bytes: limits.max_token_bytes,
             leeway: limits.clock_leeway,
             issuers,
+            verified: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -122,6 +130,33 @@ impl Verifier {
         if token.len() > self.max_token_bytes {
             return Err(AuthError::TooLarge(self.max_token_bytes));
         }
+        let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+        let mut key = [0u8; 32];
+        key.copy_from_slice(digest.as_ref());
+        let remembered = self.remembered().get(&key).cloned();
+        if let Some(identity) = remembered {
+            self.check_lifetime(&identity.claims, now)?;
+            return Ok(identity);
+        }
+        let identity = self.verify_fully(token, now).await?;
+        let mut verified = self.remembered();
+        if verified.len() >= VERIFIED_CACHE_SIZE {
+            // Forget what can no longer be used, or everything if that is not
+            // enough: the cache only saves work.
+            verified.retain(|_, identity| self.check_lifetime(&identity.claims, now).is_ok());
+            if verified.len() >= VERIFIED_CACHE_SIZE {
+                verified.clear();
+            }
+        }
+        verified.insert(key, identity.clone());
+        Ok(identity)
+    }
+
+    fn remembered(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Identity>> {
+        self.verified.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn verify_fully(&self, token: &str, now: DateTime<Utc>) -> Result<Identity, AuthError> {
         let (header, payload) = split_unverified(token)?;
         let algorithm_name = header
             .get("alg")

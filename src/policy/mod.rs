@@ -44,6 +44,8 @@ pub enum PolicyError {
     Invalid(String),
     #[error("policy request could not be built: {0}")]
     Request(String),
+    #[error("a policy failed to evaluate: {0}")]
+    Evaluation(String),
 }
 
 /// One validated policy set, with the schema it was checked against.
@@ -108,9 +110,10 @@ impl PolicyEngine {
         let response = self.authorizer.is_authorized(&request, &loaded.policies, &entities);
         let diagnostics = response.diagnostics();
         if let Some(error) = diagnostics.errors().next() {
-            // An erroring policy is skipped by Cedar; the schema check makes
-            // this rare, but the operator should know.
-            tracing::warn!(error = %error, "a policy failed to evaluate");
+            // Cedar skips a policy that fails to evaluate. A skipped `forbid`
+            // could turn into an allow, so any error fails closed.
+            tracing::error!(error = %error, "a policy failed to evaluate; denying");
+            return Err(PolicyError::Evaluation(error.to_string()));
         }
         let mut policies: Vec<String> = diagnostics.reason().map(PolicyId::to_string).collect();
         policies.sort();
