@@ -23,7 +23,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn token_verification(c: &mut Criterion) {
     let rt = runtime();
-    let (verifier, token) = rt.block_on(async {
+    let (verifier, token, issuer) = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let issuer = DevIssuer::generate(&url).unwrap();
@@ -33,10 +33,18 @@ fn token_verification(c: &mut Criterion) {
         let verifier = Verifier::new("writ", &Limits::default(), &[config]).unwrap();
         assert!(verifier.warm_up().await.is_empty());
         let token = issuer.mint("agent:bench", "writ", Duration::from_secs(3600), Utc::now()).unwrap();
-        (verifier, token)
+        (verifier, token, issuer)
     });
-    c.bench_function("verify workload token (ES256, cached JWKS)", |b| {
+    c.bench_function("verify workload token (ES256, seen before)", |b| {
         b.to_async(&rt).iter(|| async { verifier.verify(&token, Utc::now()).await.unwrap() })
+    });
+    let verifier = &verifier;
+    c.bench_function("verify workload token (ES256, first sight: signature checked)", |b| {
+        b.to_async(&rt).iter_batched(
+            || issuer.mint("agent:bench", "writ", Duration::from_secs(3600), Utc::now()).unwrap(),
+            |fresh| async move { verifier.verify(&fresh, Utc::now()).await.unwrap() },
+            criterion::BatchSize::SmallInput,
+        )
     });
 }
 
