@@ -204,3 +204,38 @@ async fn health_reports_serving_and_unknown_services_are_refused() {
     assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
     h.stop().await;
 }
+
+#[tokio::test]
+async fn reflection_lists_writ_services_without_a_token() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let h = harness::start().await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", h.grpc_addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("expected a service list, got {response:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|service| service.name).collect();
+    for expected in
+        ["writ.v1.CredentialService", "writ.v1.TaskService", "writ.v1.AdminService", "grpc.health.v1.Health"]
+    {
+        assert!(names.iter().any(|name| name == expected), "{expected} in {names:?}");
+    }
+    h.stop().await;
+}
