@@ -66,6 +66,10 @@ pub struct Limits {
     pub max_task_lifetime: Duration,
     #[serde(default = "defaults::max_grants")]
     pub max_grants_per_request: usize,
+    /// The longest Writ waits for one provider call (mint, renew, revoke);
+    /// a call that takes longer counts as the provider being unavailable.
+    #[serde(with = "humantime_serde", default = "defaults::provider_timeout")]
+    pub provider_timeout: Duration,
     /// How long `CloseTask` waits for revocations before it answers.
     #[serde(with = "humantime_serde", default = "defaults::close_wait")]
     pub close_wait: Duration,
@@ -85,6 +89,7 @@ impl Default for Limits {
             clock_leeway: defaults::clock_leeway(),
             max_task_lifetime: defaults::max_task_lifetime(),
             max_grants_per_request: defaults::max_grants(),
+            provider_timeout: defaults::provider_timeout(),
             close_wait: defaults::close_wait(),
             jwks_refresh_interval: defaults::jwks_refresh_interval(),
             jwks_max_age: defaults::jwks_max_age(),
@@ -309,6 +314,27 @@ impl Config {
         if let Some((name, _)) = durations.iter().find(|(_, value)| value.as_secs() < 1) {
             return invalid(format!("{name} must be at least 1s"));
         }
+        // Upper bounds keep every `now + duration` far from overflow.
+        const DAY: u64 = 24 * 3600;
+        let bounded = [
+            ("limits.max_task_lifetime", self.limits.max_task_lifetime, 366 * DAY),
+            ("limits.clock_leeway", self.limits.clock_leeway, 3600),
+            ("limits.provider_timeout", self.limits.provider_timeout, 3600),
+            ("limits.close_wait", self.limits.close_wait, 3600),
+            ("limits.jwks_refresh_interval", self.limits.jwks_refresh_interval, DAY),
+            ("limits.jwks_max_age", self.limits.jwks_max_age, 30 * DAY),
+            ("revocation.max_backoff", self.revocation.max_backoff, DAY),
+            ("revocation.claim_timeout", self.revocation.claim_timeout, DAY),
+            ("revocation.pending_timeout", self.revocation.pending_timeout, DAY),
+            ("revocation.poll_interval", self.revocation.poll_interval, 3600),
+            ("server.shutdown_grace", self.server.shutdown_grace, 3600),
+        ];
+        if let Some((name, _, max)) = bounded.iter().find(|(_, value, max)| value.as_secs() > *max) {
+            return invalid(format!("{name} must be at most {max}s"));
+        }
+        if self.limits.provider_timeout.is_zero() {
+            return invalid("limits.provider_timeout must be positive".into());
+        }
         if self.revocation.poll_interval < Duration::from_millis(10) {
             return invalid("revocation.poll_interval must be at least 10ms".into());
         }
@@ -389,6 +415,9 @@ mod defaults {
     }
     pub fn max_grants() -> usize {
         8
+    }
+    pub fn provider_timeout() -> Duration {
+        Duration::from_secs(10)
     }
     pub fn close_wait() -> Duration {
         Duration::from_secs(2)

@@ -120,6 +120,12 @@ pub struct Revocation {
     pub next_attempt_at: DateTime<Utc>,
     pub last_error: Option<String>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// Bumped whenever the handle to revoke changes after the revocation
+    /// was queued (a mint that finished late). An outcome reported for an
+    /// older generation is stale and ignored, so a revocation that raced a
+    /// late mint runs again with the real handle.
+    #[serde(default)]
+    pub generation: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

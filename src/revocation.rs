@@ -147,6 +147,7 @@ async fn outcome(
 ) -> RevocationOutcome {
     let revocation = lease.revocation.as_ref();
     let attempts = revocation.map_or(1, |r| r.attempts.max(1));
+    let generation = revocation.map_or(0, |r| r.generation);
     let reason = revocation.map(|r| r.reason.as_str().to_string());
     let event = |name: &'static str, outcome: &'static str, details| AuditEvent {
         event: name,
@@ -164,7 +165,7 @@ async fn outcome(
     match result {
         Ok(()) => {
             broker.audit().record_or_log(now, event("revoked", "ok", json!({ "attempts": attempts }))).await;
-            RevocationOutcome::Done { lease_id: lease.id }
+            RevocationOutcome::Done { lease_id: lease.id, generation }
         }
         Err(error) => {
             let delay = backoff(attempts, config.min_backoff, config.max_backoff, fastrand::f64());
@@ -181,7 +182,7 @@ async fn outcome(
                     ),
                 )
                 .await;
-            RevocationOutcome::Retry { lease_id: lease.id, next_attempt_at, error }
+            RevocationOutcome::Retry { lease_id: lease.id, generation, next_attempt_at, error }
         }
     }
 }

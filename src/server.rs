@@ -88,7 +88,7 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let stop = CancellationToken::new();
-        let mut workers = Workers::new();
+        let workers = Workers::default();
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         workers.spawn("revocation-worker", &stop, {
             let (broker, clock, config) = (self.broker.clone(), self.clock.clone(), self.revocation.clone());
@@ -99,8 +99,8 @@ impl App {
             move |token| crate::sweeper::run(broker, clock, config, token)
         });
         workers.spawn("health-watch", &stop, {
-            let broker = self.broker.clone();
-            move |token| watch_health(broker, health_reporter, token)
+            let (broker, workers) = (self.broker.clone(), workers.clone());
+            move |token| watch_health(broker, workers, health_reporter, token)
         });
 
         let reflection = tonic_reflection::server::Builder::configure()
@@ -173,16 +173,22 @@ fn load_sealer(config: &Config) -> anyhow::Result<Sealer> {
     Ok(Sealer::new(keys)?)
 }
 
-/// Reports NOT_SERVING while Writ cannot issue (store or audit down).
+/// Reports NOT_SERVING while Writ cannot issue (store or audit down) or a
+/// background worker has died (revocations would silently stop).
 async fn watch_health(
     broker: Arc<Broker>,
+    workers: Workers,
     reporter: tonic_health::server::HealthReporter,
     stop: CancellationToken,
 ) {
     const SERVICES: [&str; 4] =
         ["", "writ.v1.CredentialService", "writ.v1.TaskService", "writ.v1.AdminService"];
     loop {
-        let status = if broker.ready().await {
+        let workers_alive = workers.all_running();
+        if !workers_alive {
+            tracing::error!("a background worker stopped unexpectedly; reporting NOT_SERVING");
+        }
+        let status = if workers_alive && broker.ready().await {
             tonic_health::ServingStatus::Serving
         } else {
             tonic_health::ServingStatus::NotServing
@@ -200,28 +206,38 @@ async fn watch_health(
     }
 }
 
-/// The background workers, by name, and the token that stops them.
+/// The background workers, by name. Shared with the health watch, which
+/// reports NOT_SERVING if one of them ends before shutdown.
+#[derive(Clone, Default)]
 struct Workers {
-    handles: Vec<(&'static str, JoinHandle<()>)>,
+    handles: Arc<std::sync::Mutex<Handles>>,
 }
 
+type Handles = Vec<(&'static str, JoinHandle<()>)>;
+
 impl Workers {
-    fn new() -> Self {
-        Self { handles: Vec::new() }
+    fn handles(&self) -> std::sync::MutexGuard<'_, Handles> {
+        self.handles.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn spawn<F, Fut>(&mut self, name: &'static str, stop: &CancellationToken, start: F)
+    fn spawn<F, Fut>(&self, name: &'static str, stop: &CancellationToken, start: F)
     where
         F: FnOnce(CancellationToken) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
         use tracing::Instrument as _;
         let future = start(stop.clone()).instrument(tracing::info_span!("worker", name));
-        self.handles.push((name, tokio::spawn(future)));
+        self.handles().push((name, tokio::spawn(future)));
+    }
+
+    /// Whether every worker is still running.
+    fn all_running(&self) -> bool {
+        self.handles().iter().all(|(_, handle)| !handle.is_finished())
     }
 
     async fn stop(self) {
-        for (name, handle) in self.handles {
+        let handles = std::mem::take(&mut *self.handles());
+        for (name, handle) in handles {
             if let Err(error) = handle.await {
                 tracing::error!(worker = name, %error, "worker ended abnormally");
             }

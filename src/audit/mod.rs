@@ -250,14 +250,23 @@ fn chain_head(file: &mut File) -> std::io::Result<(u64, String)> {
     if length == 0 {
         return Ok((0, GENESIS.to_string()));
     }
+    // Read bytes, not text: the window may start inside a multi-byte
+    // character of an earlier line. Only the last line is decoded.
     let start = length.saturating_sub(TAIL_WINDOW);
     file.seek(SeekFrom::Start(start))?;
-    let mut tail = String::new();
-    file.read_to_string(&mut tail)?;
-    let last = tail.trim_end_matches('\n').rsplit('\n').next().unwrap_or_default();
-    if !tail.ends_with('\n') {
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail)?;
+    if tail.last() != Some(&b'\n') {
         return Err(std::io::Error::other("the last audit line is incomplete; repair the log"));
     }
+    let body = &tail[..tail.len() - 1];
+    let last = match body.iter().rposition(|byte| *byte == b'\n') {
+        Some(newline) => &body[newline + 1..],
+        None if start == 0 => body,
+        None => return Err(std::io::Error::other("the last audit line is longer than the tail window")),
+    };
+    let last =
+        std::str::from_utf8(last).map_err(|_| std::io::Error::other("the last audit line is not UTF-8"))?;
     let seq = serde_json::from_str::<Value>(last)
         .ok()
         .and_then(|value| value.get("seq").and_then(Value::as_u64))

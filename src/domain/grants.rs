@@ -30,6 +30,7 @@ use crate::providers::Registered;
 
 const MAX_TOOL_LEN: usize = 256;
 const MAX_SCOPES: usize = 32;
+const MAX_NAME_LEN: usize = 128;
 
 /// One grant an agent asks for.
 #[derive(Clone, Debug)]
@@ -155,6 +156,11 @@ impl Broker {
         grant: &'a GrantRequest,
         now: DateTime<Utc>,
     ) -> Result<Planned<'a>, Error> {
+        if grant.provider.len() > MAX_NAME_LEN || grant.role.len() > MAX_NAME_LEN {
+            return Err(Error::InvalidArgument(format!(
+                "provider and role names are at most {MAX_NAME_LEN} bytes"
+            )));
+        }
         let provider = self
             .providers
             .get(&grant.provider)
@@ -162,8 +168,10 @@ impl Broker {
         let role = provider.role(&grant.role).ok_or_else(|| {
             Error::NotFound(format!("provider {:?} has no role {:?}", grant.provider, grant.role))
         })?;
-        if grant.scopes.len() > MAX_SCOPES {
-            return Err(Error::InvalidArgument(format!("at most {MAX_SCOPES} scopes per grant")));
+        if grant.scopes.len() > MAX_SCOPES || grant.scopes.iter().any(|scope| scope.len() > MAX_NAME_LEN) {
+            return Err(Error::InvalidArgument(format!(
+                "at most {MAX_SCOPES} scopes per grant, each at most {MAX_NAME_LEN} bytes"
+            )));
         }
         if let Some(scope) = grant.scopes.iter().find(|scope| !role.scopes.contains(scope)) {
             return Err(Error::InvalidArgument(format!(
@@ -293,7 +301,7 @@ impl Broker {
             issued_at: now,
             expires_at: plan.expires_at,
         };
-        let minted = match plan.provider.provider.mint(&request).await {
+        let minted = match self.call_provider(plan.provider.provider.mint(&request)).await {
             Ok(minted) => minted,
             Err(error) => {
                 self.store.request_revocation(&[lease_id], RevocationReason::MintFailed, now).await?;
@@ -438,7 +446,8 @@ impl Broker {
             },
             handle,
         };
-        let renewed = plan.provider.provider.renew(&request).await.map_err(provider_error)?;
+        let renewed =
+            self.call_provider(plan.provider.provider.renew(&request)).await.map_err(provider_error)?;
         let expires_at = renewed.expires_at.min(plan.expires_at);
         let lease = self.store.extend(lease.id, expires_at).await?;
         self.audit
@@ -499,7 +508,20 @@ impl Broker {
             .ok_or_else(|| format!("provider {:?} is no longer configured", lease.provider))?;
         let handle = self.sealer.open(lease.id, &lease.handle).map_err(|e| e.to_string())?;
         let request = RevokeRequest { lease_id: lease.id, role: lease.role.clone(), handle };
-        provider.provider.revoke(&request).await.map_err(|e| e.to_string())
+        self.call_provider(provider.provider.revoke(&request)).await.map_err(|e| e.to_string())
+    }
+
+    /// Bounds a provider call by `limits.provider_timeout`: a hung provider
+    /// is an unavailable one, and must not hold a request or the
+    /// revocation worker forever.
+    async fn call_provider<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, ProviderError>>,
+    ) -> Result<T, ProviderError> {
+        let limit = self.limits.provider_timeout;
+        tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+            Err(ProviderError::Unavailable(format!("no answer within {}s", limit.as_secs_f32())))
+        })
     }
 }
 
@@ -565,8 +587,9 @@ fn provider_error(error: ProviderError) -> Error {
         ProviderError::Unavailable(_) => Error::Unavailable(format!("{error}; nothing was issued")),
         ProviderError::Refused(message) => Error::FailedPrecondition(message),
         ProviderError::Failed(_) => {
+            // The detail is for operators, not agents.
             tracing::error!(%error, "provider failed");
-            Error::FailedPrecondition(format!("{error}; an operator must fix the provider"))
+            Error::Internal("the provider failed; an operator has to fix it".into())
         }
     }
 }

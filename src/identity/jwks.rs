@@ -17,6 +17,9 @@ use tokio::sync::{Mutex, RwLock};
 
 use crate::config::{IssuerConfig, Limits};
 
+/// The largest discovery or JWKS document Writ reads.
+const MAX_DOCUMENT: usize = 256 * 1024;
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum KeyError {
     #[error("no key {0:?}")]
@@ -143,12 +146,22 @@ impl IssuerKeys {
     }
 
     async fn get_json(&self, url: &str) -> Result<Value, KeyError> {
-        let response =
-            self.http.get(url).send().await.map_err(|e| KeyError::Fetch(format!("GET {url}: {e}")))?;
+        let fail = |message: String| KeyError::Fetch(format!("GET {url}: {message}"));
+        let mut response = self.http.get(url).send().await.map_err(|e| fail(e.to_string()))?;
         if !response.status().is_success() {
-            return Err(KeyError::Fetch(format!("GET {url}: HTTP {}", response.status())));
+            return Err(fail(format!("HTTP {}", response.status())));
         }
-        response.json().await.map_err(|e| KeyError::Fetch(format!("GET {url}: {e}")))
+        // Read at most MAX_DOCUMENT bytes: a key set is small, and an issuer
+        // (or whatever a discovery document points at) must not be able to
+        // make Writ buffer without bound.
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| fail(e.to_string()))? {
+            if body.len() + chunk.len() > MAX_DOCUMENT {
+                return Err(fail(format!("the document is larger than {MAX_DOCUMENT} bytes")));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        serde_json::from_slice(&body).map_err(|e| fail(format!("not JSON: {e}")))
     }
 }
 
@@ -188,7 +201,15 @@ fn parse_jwks(document: &Value) -> Result<KeySet, KeyError> {
         }
         let Ok(jwk) = serde_json::from_value::<Jwk>(entry.clone()) else { continue };
         let Ok(key) = DecodingKey::from_jwk(&jwk) else { continue };
-        let algorithm = entry.get("alg").and_then(Value::as_str).and_then(super::parse_algorithm);
+        // A key pinned to an algorithm Writ does not accept is not used at
+        // all, rather than loosened to any algorithm of its family.
+        let algorithm = match entry.get("alg").and_then(Value::as_str) {
+            None => None,
+            Some(name) => match super::parse_algorithm(name) {
+                Some(algorithm) => Some(algorithm),
+                None => continue,
+            },
+        };
         let cached = CachedKey { key, algorithm };
         match entry.get("kid").and_then(Value::as_str) {
             Some(kid) => {

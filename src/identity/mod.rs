@@ -74,8 +74,13 @@ pub enum AuthError {
     IssuerUnavailable(String),
 }
 
-/// The most verified tokens remembered at once.
-const VERIFIED_CACHE_SIZE: usize = 16_384;
+/// The most verified tokens remembered at once (each at most
+/// `max_token_bytes` of claims: 4,096 × 8 KiB = 32 MiB at worst).
+const VERIFIED_CACHE_SIZE: usize = 4_096;
+/// How long a verified token is remembered. Bounds how long a token signed
+/// with a key the issuer has since withdrawn keeps working without a new
+/// signature check.
+const VERIFIED_CACHE_AGE: Duration = Duration::from_secs(60);
 
 /// Verifies workload tokens against the trusted issuers.
 pub struct Verifier {
@@ -86,7 +91,7 @@ pub struct Verifier {
     /// Tokens whose signature and claims already checked out, by SHA-256:
     /// agents reuse one token for many calls, and a signature check costs
     /// far more than a hash. Lifetimes are still checked on every call.
-    verified: std::sync::Mutex<HashMap<[u8; 32], Identity>>,
+    verified: std::sync::Mutex<HashMap<[u8; 32], (std::time::Instant, Identity)>>,
 }
 
 impl Verifier {
@@ -134,7 +139,9 @@ impl Verifier {
         let mut key = [0u8; 32];
         key.copy_from_slice(digest.as_ref());
         let remembered = self.remembered().get(&key).cloned();
-        if let Some(identity) = remembered {
+        if let Some((verified_at, identity)) = remembered
+            && verified_at.elapsed() < VERIFIED_CACHE_AGE
+        {
             self.check_lifetime(&identity.claims, now)?;
             return Ok(identity);
         }
@@ -143,16 +150,19 @@ impl Verifier {
         if verified.len() >= VERIFIED_CACHE_SIZE {
             // Forget what can no longer be used, or everything if that is not
             // enough: the cache only saves work.
-            verified.retain(|_, identity| self.check_lifetime(&identity.claims, now).is_ok());
+            verified.retain(|_, (verified_at, identity)| {
+                verified_at.elapsed() < VERIFIED_CACHE_AGE
+                    && self.check_lifetime(&identity.claims, now).is_ok()
+            });
             if verified.len() >= VERIFIED_CACHE_SIZE {
                 verified.clear();
             }
         }
-        verified.insert(key, identity.clone());
+        verified.insert(key, (std::time::Instant::now(), identity.clone()));
         Ok(identity)
     }
 
-    fn remembered(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Identity>> {
+    fn remembered(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (std::time::Instant, Identity)>> {
         self.verified.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 

@@ -210,7 +210,10 @@ async fn activate_after_close(store: Store) {
     let late = pending(&store, 2, "t2", t(0)).await;
     store.request_revocation(&[late], RevocationReason::TaskClosed, t(30)).await.unwrap();
     store.claim_revocations(t(30), t(90), 10).await.unwrap();
-    store.finish_revocations(&[super::RevocationOutcome::Done { lease_id: late }], t(31)).await.unwrap();
+    store
+        .finish_revocations(&[super::RevocationOutcome::Done { lease_id: late, generation: 0 }], t(31))
+        .await
+        .unwrap();
     assert_eq!(lease_of(&store, late).await.state, LeaseState::Revoked);
     let err = store.activate(late, t(900), handle("minted", 2), t(32)).await.unwrap_err();
     assert_eq!(err, StoreError::LeaseState { id: late, state: LeaseState::Revoked });
@@ -219,6 +222,29 @@ async fn activate_after_close(store: Store) {
     let claimed = store.claim_revocations(t(32), t(90), 10).await.unwrap();
     assert_eq!(ids(&claimed), vec![late]);
     assert_eq!(claimed[0].handle, handle("minted", 2));
+
+    // Or be under way when the mint returns: the attempt with the intent
+    // handle reports done, but it is stale, and the lease is revoked again
+    // with the real handle.
+    open_task(&store, "t3").await;
+    let racing = pending(&store, 3, "t3", t(0)).await;
+    store.request_revocation(&[racing], RevocationReason::TaskClosed, t(40)).await.unwrap();
+    let in_flight = store.claim_revocations(t(40), t(100), 10).await.unwrap();
+    let generation = in_flight[0].revocation.as_ref().unwrap().generation;
+    assert_eq!(in_flight[0].handle, lease(3, "t3", t(0)).handle, "the attempt uses the intent handle");
+    store.activate(racing, t(900), handle("minted", 3), t(41)).await.unwrap_err();
+    let stale = [super::RevocationOutcome::Done { lease_id: racing, generation }];
+    store.finish_revocations(&stale, t(42)).await.unwrap();
+    let still = lease_of(&store, racing).await;
+    assert_eq!(still.state, LeaseState::Revoking, "a stale outcome does not finish the revocation");
+    let again = store.claim_revocations(t(42), t(100), 10).await.unwrap();
+    assert_eq!(ids(&again), vec![racing], "due again at once");
+    assert_eq!(again[0].handle, handle("minted", 3));
+    let fresh = again[0].revocation.as_ref().unwrap().generation;
+    assert_ne!(fresh, generation);
+    let done = [super::RevocationOutcome::Done { lease_id: racing, generation: fresh }];
+    store.finish_revocations(&done, t(43)).await.unwrap();
+    assert_eq!(lease_of(&store, racing).await.state, LeaseState::Revoked);
 }
 
 async fn extend(store: Store) {

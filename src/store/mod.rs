@@ -84,9 +84,25 @@ pub struct Swept {
 pub enum RevocationOutcome {
     /// Revoked at the provider: the lease becomes revoked (or failed, for a
     /// mint that failed).
-    Done { lease_id: Uuid },
+    Done { lease_id: Uuid, generation: u32 },
     /// Not yet: try again at `next_attempt_at`.
-    Retry { lease_id: Uuid, next_attempt_at: DateTime<Utc>, error: String },
+    Retry { lease_id: Uuid, generation: u32, next_attempt_at: DateTime<Utc>, error: String },
+}
+
+impl RevocationOutcome {
+    pub fn lease_id(&self) -> Uuid {
+        match self {
+            Self::Done { lease_id, .. } | Self::Retry { lease_id, .. } => *lease_id,
+        }
+    }
+
+    /// The [`crate::model::Revocation::generation`] the attempt was made
+    /// for; an outcome for another generation is ignored.
+    pub fn generation(&self) -> u32 {
+        match self {
+            Self::Done { generation, .. } | Self::Retry { generation, .. } => *generation,
+        }
+    }
 }
 
 /// The one storage interface of the domain. Object-safe.
@@ -121,8 +137,10 @@ pub trait LeaseStore: Send + Sync + 'static {
 
     /// Marks a pending lease active with its real expiry and handle. If the
     /// lease is no longer pending (its task was closed meanwhile) the handle
-    /// is still stored, so the queued revocation uses it, and the call fails
-    /// with `LeaseState`: the credential must not be handed out.
+    /// is still stored, the revocation is due again at `now` under a new
+    /// generation (so an attempt already under way with the old handle does
+    /// not count), and the call fails with `LeaseState`: the credential must
+    /// not be handed out.
     async fn activate(
         &self,
         lease_id: Uuid,
@@ -173,7 +191,9 @@ pub trait LeaseStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Lease>, StoreError>;
 
-    /// Records the outcomes of claimed revocations.
+    /// Records the outcomes of claimed revocations. An outcome for a lease
+    /// that is no longer revoking, or for an older revocation generation,
+    /// is ignored.
     async fn finish_revocations(
         &self,
         outcomes: &[RevocationOutcome],

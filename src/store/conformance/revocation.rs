@@ -96,10 +96,11 @@ pub(super) async fn finish_revocations(store: Store) {
     assert_eq!(store.claim_revocations(t(10), t(70), 10).await.unwrap().len(), 3);
 
     let outcomes = [
-        RevocationOutcome::Done { lease_id: done },
-        RevocationOutcome::Done { lease_id: mint_failed },
+        RevocationOutcome::Done { lease_id: done, generation: 0 },
+        RevocationOutcome::Done { lease_id: mint_failed, generation: 0 },
         RevocationOutcome::Retry {
             lease_id: retried,
+            generation: 0,
             next_attempt_at: t(200),
             error: "provider down".into(),
         },
@@ -123,10 +124,10 @@ pub(super) async fn finish_revocations(store: Store) {
     assert_eq!(ids(&claimed), vec![retried], "finished revocations are never claimed again");
     assert_eq!(claimed[0].revocation.as_ref().unwrap().attempts, 2);
 
-    let repeat = [RevocationOutcome::Done { lease_id: done }];
+    let repeat = [RevocationOutcome::Done { lease_id: done, generation: 0 }];
     store.finish_revocations(&repeat, t(30)).await.expect("a repeated outcome is accepted");
     assert_eq!(lease_of(&store, done).await, revoked, "a repeated outcome changes nothing");
-    let unknown = [RevocationOutcome::Done { lease_id: lease_id(99) }];
+    let unknown = [RevocationOutcome::Done { lease_id: lease_id(99), generation: 0 }];
     let err = store.finish_revocations(&unknown, t(30)).await.unwrap_err();
     assert_eq!(err, StoreError::LeaseNotFound(lease_id(99)));
 }
@@ -146,7 +147,10 @@ pub(super) async fn next_due(store: Store) {
     assert_eq!(store.next_due().await.unwrap(), Some(t(300)), "a queued revocation");
     store.claim_revocations(t(300), t(400), 10).await.unwrap();
     assert_eq!(store.next_due().await.unwrap(), Some(t(400)), "a claimed revocation's lapse");
-    store.finish_revocations(&[RevocationOutcome::Done { lease_id: revoked }], t(310)).await.unwrap();
+    store
+        .finish_revocations(&[RevocationOutcome::Done { lease_id: revoked, generation: 0 }], t(310))
+        .await
+        .unwrap();
     assert_eq!(store.next_due().await.unwrap(), Some(t(500)));
 
     store.close_task("t", "engine", RevocationReason::TaskClosed, t(450)).await.unwrap();
@@ -154,7 +158,7 @@ pub(super) async fn next_due(store: Store) {
     let claimed = store.claim_revocations(t(450), t(460), 10).await.unwrap();
     assert_eq!(sorted(ids(&claimed)), vec![live, lease_id(2)]);
     let outcomes: Vec<_> =
-        claimed.iter().map(|lease| RevocationOutcome::Done { lease_id: lease.id }).collect();
+        claimed.iter().map(|lease| RevocationOutcome::Done { lease_id: lease.id, generation: 0 }).collect();
     store.finish_revocations(&outcomes, t(455)).await.unwrap();
     assert_eq!(store.next_due().await.unwrap(), None, "nothing left to do");
 }

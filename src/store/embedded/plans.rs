@@ -104,17 +104,24 @@ pub(super) fn activate(
             Planned::done(updated.clone(), vec![Change::lease(Some(lease), updated)?])
         }
         // Closed meanwhile: the credential exists at the provider now, and
-        // the queued revocation must use its real handle.
-        LeaseState::Revoking => Ok(Planned {
-            reply: Err(StoreError::LeaseState { id: lease_id, state: lease.state }),
-            changes: vec![Change::lease(Some(lease), updated)?],
-        }),
+        // the queued revocation must use its real handle, even if an attempt
+        // with the intent handle is under way (its outcome becomes stale).
+        LeaseState::Revoking => {
+            let revocation = revocation_of(&mut updated)?;
+            revocation.generation = revocation.generation.wrapping_add(1);
+            revocation.next_attempt_at = now;
+            Ok(Planned {
+                reply: Err(StoreError::LeaseState { id: lease_id, state: lease.state }),
+                changes: vec![Change::lease(Some(lease), updated)?],
+            })
+        }
         // The revocation finished (with the intent handle) before the mint
         // returned: the credential that now exists must be revoked too, so
         // queue the lease again with its real handle.
         LeaseState::Revoked | LeaseState::Failed => {
             updated.state = LeaseState::Revoking;
             let revocation = revocation_of(&mut updated)?;
+            revocation.generation = revocation.generation.wrapping_add(1);
             revocation.next_attempt_at = now;
             revocation.completed_at = None;
             Ok(Planned {
@@ -228,9 +235,7 @@ pub(super) fn finish_revocations(
     let mut touched: HashMap<Uuid, (Lease, Lease)> = HashMap::new();
     let mut order = Vec::new();
     for outcome in outcomes {
-        let lease_id = match outcome {
-            RevocationOutcome::Done { lease_id } | RevocationOutcome::Retry { lease_id, .. } => *lease_id,
-        };
+        let lease_id = outcome.lease_id();
         let lease = match touched.entry(lease_id) {
             Entry::Occupied(entry) => &mut entry.into_mut().1,
             Entry::Vacant(entry) => {
@@ -239,7 +244,7 @@ pub(super) fn finish_revocations(
                 &mut entry.insert((lease.clone(), lease)).1
             }
         };
-        if lease.state != LeaseState::Revoking {
+        if lease.state != LeaseState::Revoking || revocation_of(lease)?.generation != outcome.generation() {
             continue;
         }
         let failed_mint = revocation_of(lease)?.reason == RevocationReason::MintFailed;
@@ -310,6 +315,7 @@ fn to_revoking(lease: Lease, reason: RevocationReason, now: DateTime<Utc>) -> Re
         next_attempt_at: now,
         last_error: None,
         completed_at: None,
+        generation: 0,
     });
     Change::lease(Some(lease), revoking)
 }
