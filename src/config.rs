@@ -280,7 +280,7 @@ impl Config {
         let StoreConfig::Embedded { path } = &mut self.store;
         resolve(path);
         for provider in self.providers.values_mut() {
-            for field in ["key_file"] {
+            for field in ["key_file", "token_file"] {
                 if let Some(toml::Value::String(value)) = provider.settings.get_mut(field)
                     && Path::new(value.as_str()).is_relative()
                 {

@@ -36,10 +36,12 @@ pub struct ProviderRegistry {
 impl ProviderRegistry {
     /// Builds every configured provider. Fails on the first that cannot be
     /// built, naming it.
-    pub fn from_config(configs: &std::collections::BTreeMap<String, ProviderConfig>) -> Result<Self, String> {
+    pub async fn from_config(
+        configs: &std::collections::BTreeMap<String, ProviderConfig>,
+    ) -> Result<Self, String> {
         let mut registry = Self::default();
         for (name, config) in configs {
-            let provider = build(config).map_err(|e| format!("provider {name:?}: {e}"))?;
+            let provider = build(config).await.map_err(|e| format!("provider {name:?}: {e}"))?;
             registry.insert(name, provider);
         }
         Ok(registry)
@@ -59,15 +61,20 @@ impl ProviderRegistry {
     }
 }
 
-fn build(config: &ProviderConfig) -> Result<Arc<dyn Provider>, String> {
+async fn build(config: &ProviderConfig) -> Result<Arc<dyn Provider>, String> {
     let settings = toml::Value::Table(config.settings.clone());
+    let parse_error = |e: toml::de::Error| e.to_string();
     match config.kind.as_str() {
         writ_provider_jwt::KIND => {
-            let settings: writ_provider_jwt::JwtConfig =
-                settings.try_into().map_err(|e: toml::de::Error| e.to_string())?;
+            let settings: writ_provider_jwt::JwtConfig = settings.try_into().map_err(parse_error)?;
             let key = writ_provider_jwt::SigningKey::load(settings.algorithm, &settings.key_file)?;
             Ok(Arc::new(writ_provider_jwt::JwtProvider::new(settings, &key)?))
         }
-        other => Err(format!("unknown provider kind {other:?}; known kinds: jwt")),
+        writ_provider_external::KIND => {
+            let settings: writ_provider_external::ExternalConfig =
+                settings.try_into().map_err(parse_error)?;
+            Ok(Arc::new(writ_provider_external::ExternalProvider::connect(settings).await?))
+        }
+        other => Err(format!("unknown provider kind {other:?}; known kinds: jwt, external")),
     }
 }

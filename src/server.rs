@@ -43,6 +43,7 @@ impl App {
         let policy = PolicyEngine::load(&config.policy.paths).context("loading policies")?;
         tracing::info!(policies = policy.len(), "policies loaded");
         let providers = ProviderRegistry::from_config(&config.providers)
+            .await
             .map_err(anyhow::Error::msg)
             .context("building providers")?;
         let sealer = load_sealer(config).context("loading sealing keys")?;

@@ -136,3 +136,40 @@ async fn ttl_is_clamped_to_role_maximum_and_task_deadline() {
     assert!(issued.notices.iter().any(|n| n.contains("deadline")), "{:?}", issued.notices);
     h.stop().await;
 }
+
+/// A provider in another process and another language (the example Python
+/// plugin) is configured like any other and goes through the same lease
+/// lifecycle: issued, then revoked at the plugin when the task closes.
+#[tokio::test]
+async fn an_external_provider_is_used_through_the_same_lifecycle() {
+    let plugin = crate::peers::PythonPlugin::start();
+    let endpoint = plugin.endpoint.clone();
+    let h = harness::start_with(Box::new(move |config, dir| {
+        let settings: toml::Table = toml::from_str(&format!("endpoint = {endpoint:?}")).unwrap();
+        config.providers.insert("reports".into(), writ::config::ProviderConfig { kind: "external".into(), settings });
+        let policy = r#"
+            @id("demo-agent-reads-reports")
+            permit (principal == Writ::Agent::"demo-agent", action == Writ::Action::"issue", resource == Writ::Role::"reports/reports-read");
+        "#;
+        std::fs::write(dir.join("policies/reports.cedar"), policy).unwrap();
+    }))
+    .await;
+    h.open_task("ext-1", "demo-agent", 600).await;
+    let mut request = harness::issue_request("ext-1", "reports-read", &["reports:read"], 60);
+    request.grants[0].provider = "reports".into();
+    let issued = h.credentials().await.issue(authed(&h.agent(), request)).await.unwrap().into_inner();
+    let lease = issued.credentials[0].lease.clone().unwrap();
+    assert_eq!(lease.provider, "reports");
+    assert!(!bearer(&issued.credentials[0]).is_empty());
+    let closed = h
+        .tasks()
+        .await
+        .close_task(authed(&h.workflow(), proto::CloseTaskRequest { task_id: "ext-1".into() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((closed.revoked, closed.retrying), (1, 0));
+    assert_eq!(h.lease(&lease.lease_id).await.state, proto::LeaseState::Revoked as i32);
+    h.stop().await;
+    drop(plugin);
+}

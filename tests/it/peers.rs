@@ -98,3 +98,51 @@ impl OidcProvider {
         response["access_token"].as_str().unwrap_or_else(|| panic!("no token: {response}")).to_string()
     }
 }
+
+/// The example external provider (Python, grpcio), killed on drop.
+pub struct PythonPlugin {
+    pub endpoint: String,
+    _child: std::process::Child,
+}
+
+impl PythonPlugin {
+    pub fn start() -> Self {
+        use std::io::BufRead as _;
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/external_provider");
+        let importable = || {
+            std::process::Command::new("python3")
+                .args(["-c", "import grpc, grpc_tools"])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|status| status.success())
+        };
+        if !importable() {
+            let status = std::process::Command::new("python3")
+                .args(["-m", "pip", "install", "-q", "-r"])
+                .arg(dir.join("requirements.txt"))
+                .status()
+                .expect("python3 runs");
+            assert!(status.success() && importable(), "cannot install the Python plugin's requirements");
+        }
+        let mut child = std::process::Command::new("python3")
+            .arg(dir.join("provider.py"))
+            .args(["0", "--exit-on-stdin-eof"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 starts");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let ready: Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("plugin ready line: {line:?}"));
+        Self { endpoint: format!("http://127.0.0.1:{}", ready["port"]), _child: child }
+    }
+}
+
+impl Drop for PythonPlugin {
+    fn drop(&mut self) {
+        let _ = self._child.kill();
+        let _ = self._child.wait();
+    }
+}
