@@ -154,8 +154,15 @@ pub struct ClientArgs {
 }
 
 pub fn init_logging(cli: &Cli) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // tokio-postgres logs statement text at debug, and provider DDL holds
+    // password verifiers: keep it at info unless asked for by name.
+    let directives = if cli.log.contains("tokio_postgres") {
+        cli.log.clone()
+    } else {
+        format!("{},tokio_postgres=info", cli.log)
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=info"));
     use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -219,12 +219,21 @@ pub struct ServiceConfig {
     pub identity: IdentityMatch,
 }
 
-/// `[providers.<name>]`: a `kind` and the settings that kind reads.
-#[derive(Clone, Debug, Deserialize)]
+/// `[providers.<name>]`: a `kind` and the settings that kind reads. The
+/// settings may hold secrets (a connection string with a password), so
+/// `Debug` shows only their names.
+#[derive(Clone, Deserialize)]
 pub struct ProviderConfig {
     pub kind: String,
     #[serde(flatten)]
     pub settings: toml::Table,
+}
+
+impl std::fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let fields: Vec<&String> = self.settings.keys().collect();
+        f.debug_struct("ProviderConfig").field("kind", &self.kind).field("settings", &fields).finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -280,7 +289,7 @@ impl Config {
         let StoreConfig::Embedded { path } = &mut self.store;
         resolve(path);
         for provider in self.providers.values_mut() {
-            for field in ["key_file", "token_file"] {
+            for field in ["key_file", "token_file", "admin_password_file"] {
                 if let Some(toml::Value::String(value)) = provider.settings.get_mut(field)
                     && Path::new(value.as_str()).is_relative()
                 {

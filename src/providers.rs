@@ -75,6 +75,11 @@ async fn build(config: &ProviderConfig) -> Result<Arc<dyn Provider>, String> {
                 settings.try_into().map_err(parse_error)?;
             Ok(Arc::new(writ_provider_external::ExternalProvider::connect(settings).await?))
         }
-        other => Err(format!("unknown provider kind {other:?}; known kinds: jwt, external")),
+        writ_provider_postgres::KIND => {
+            let settings: writ_provider_postgres::PostgresConfig =
+                settings.try_into().map_err(parse_error)?;
+            Ok(Arc::new(writ_provider_postgres::PostgresProvider::new(settings)?))
+        }
+        other => Err(format!("unknown provider kind {other:?}; known kinds: jwt, external, postgres")),
     }
 }

@@ -1,0 +1,356 @@
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer};
+
+use crate::sql::{self, ROLE_PLACEHOLDER};
+
+/// `[providers.<name>]` with `kind = "postgres"`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// How Writ logs in as its own admin role: libpq `key=value` pairs or a
+    /// `postgres://` URL. Secret, since it may hold the admin password.
+    #[serde(deserialize_with = "secret_string")]
+    pub admin_connection: SecretString,
+    /// A file holding the admin password, so that the configuration need not.
+    /// Surrounding whitespace (a trailing newline) is ignored.
+    #[serde(default)]
+    pub admin_password_file: Option<PathBuf>,
+    /// Connection hints handed to agents with each credential, over the
+    /// `host`, `port` and `dbname` of `admin_connection` (set them when
+    /// agents reach the database by another address).
+    #[serde(default)]
+    pub connection: BTreeMap<String, String>,
+    /// Further databases where a minted role may come to own objects or
+    /// hold privileges; revocation runs `REASSIGN OWNED`/`DROP OWNED` in
+    /// each, besides the database of `admin_connection`.
+    #[serde(default)]
+    pub cleanup_databases: Vec<String>,
+    /// Who inherits what a revoked role owned; the admin role if unset.
+    #[serde(default)]
+    pub reassign_owned_to: Option<String>,
+    /// Admin connections per database.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// How long opening an admin connection, or waiting for a free one, may take.
+    #[serde(with = "humantime_serde", default = "default_connect_timeout")]
+    pub connect_timeout: Duration,
+    /// `statement_timeout` of the admin sessions, so a lock held elsewhere
+    /// cannot stall a mint or revocation forever.
+    #[serde(with = "humantime_serde", default = "default_statement_timeout")]
+    pub statement_timeout: Duration,
+    pub roles: BTreeMap<String, RoleConfig>,
+}
+
+/// One role: the grants every credential gets and the scopes an agent may
+/// ask for on top.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleConfig {
+    /// Statements run for every credential, in order, in the transaction
+    /// that creates the login; `{{role}}` stands for the quoted role name.
+    #[serde(default)]
+    pub grants: Vec<String>,
+    /// Named grant sets, applied after `grants` only when asked for.
+    #[serde(default)]
+    pub scopes: BTreeMap<String, Vec<String>>,
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+    #[serde(with = "humantime_serde", default = "default_ttl")]
+    pub default_ttl: Duration,
+}
+
+fn default_ttl() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_pool_size() -> usize {
+    4
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_statement_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn secret_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SecretString, D::Error> {
+    String::deserialize(deserializer).map(SecretString::from)
+}
+
+impl fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("admin_connection", &"<redacted>")
+            .field("admin_password_file", &self.admin_password_file)
+            .field("connection", &self.connection)
+            .field("cleanup_databases", &self.cleanup_databases)
+            .field("reassign_owned_to", &self.reassign_owned_to)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("roles", &self.roles)
+            .finish()
+    }
+}
+
+impl PostgresConfig {
+    /// Checks everything that can be checked without the database. Error
+    /// messages never repeat `admin_connection`.
+    pub fn validate(&self) -> Result<(), String> {
+        let admin = self.admin_pg_config()?;
+        if admin.get_user().is_none_or(str::is_empty) {
+            return Err("admin_connection must name a user".into());
+        }
+        if admin.get_hosts().is_empty() && admin.get_hostaddrs().is_empty() {
+            return Err("admin_connection must name a host".into());
+        }
+        if self.admin_password_file.is_some() && admin.get_password().is_some() {
+            return Err("give the admin password in admin_connection or admin_password_file, not both".into());
+        }
+        if self.pool_size == 0 {
+            return Err("pool_size must be at least 1".into());
+        }
+        if self.connect_timeout.is_zero() {
+            return Err("connect_timeout must be positive".into());
+        }
+        if self.statement_timeout < Duration::from_secs(1) {
+            return Err("statement_timeout must be at least 1s".into());
+        }
+        if let Some(key) = self.connection.keys().find(|key| key.trim().is_empty()) {
+            return Err(format!("connection hint {key:?}: names must not be empty"));
+        }
+        let mut databases = BTreeSet::new();
+        for database in &self.cleanup_databases {
+            sql::quote_ident(database).map_err(|e| format!("cleanup_databases {database:?}: {e}"))?;
+            if !databases.insert(database) || admin.get_dbname() == Some(database.as_str()) {
+                return Err(format!("cleanup_databases {database:?}: listed twice"));
+            }
+        }
+        if let Some(target) = &self.reassign_owned_to {
+            sql::quote_ident(target).map_err(|e| format!("reassign_owned_to {target:?}: {e}"))?;
+        }
+        if self.roles.is_empty() {
+            return Err("at least one role is required".into());
+        }
+        self.roles.iter().try_for_each(|(name, role)| role.validate(name))
+    }
+
+    /// The admin connection settings, without the password file applied.
+    pub(crate) fn admin_pg_config(&self) -> Result<tokio_postgres::Config, String> {
+        // The parser's message may quote part of the string, which may be
+        // the password: say only that it did not parse.
+        tokio_postgres::Config::from_str(self.admin_connection.expose_secret()).map_err(|_| {
+            "admin_connection is not a valid connection string (libpq key=value pairs or a postgres:// URL)"
+                .to_string()
+        })
+    }
+}
+
+impl RoleConfig {
+    fn validate(&self, name: &str) -> Result<(), String> {
+        let valid_name =
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !valid_name {
+            return Err(format!("role {name:?}: names are letters, digits and -_."));
+        }
+        if self.max_ttl < Duration::from_secs(1) {
+            return Err(format!("role {name:?}: max_ttl must be at least 1s"));
+        }
+        if self.default_ttl < Duration::from_secs(1) || self.default_ttl > self.max_ttl {
+            return Err(format!("role {name:?}: default_ttl must be within [1s, max_ttl]"));
+        }
+        for (index, statement) in self.grants.iter().enumerate() {
+            validate_statement(statement).map_err(|e| format!("role {name:?}: grants[{index}]: {e}"))?;
+        }
+        for (scope, statements) in &self.scopes {
+            if scope.is_empty() || scope.chars().any(char::is_whitespace) {
+                return Err(format!("role {name:?}: scope {scope:?} must be one non-empty word"));
+            }
+            if statements.is_empty() {
+                return Err(format!("role {name:?}: scope {scope:?} has no statements"));
+            }
+            for (index, statement) in statements.iter().enumerate() {
+                validate_statement(statement)
+                    .map_err(|e| format!("role {name:?}: scopes.{scope}[{index}]: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A grant template is one statement that names the minted role through
+/// the only placeholder there is. Each is sent on its own through the
+/// extended query protocol, which runs at most one statement; refusing `;`
+/// as well makes a pasted script fail here, at start-up, and not halfway
+/// through a mint.
+fn validate_statement(statement: &str) -> Result<(), String> {
+    if statement.trim().is_empty() {
+        return Err("a statement must not be empty".into());
+    }
+    if statement.contains('\0') {
+        return Err("a statement must not contain a NUL character".into());
+    }
+    if statement.contains(';') {
+        return Err("one statement each, without ';'".into());
+    }
+    let rest = statement.replace(ROLE_PLACEHOLDER, "");
+    if rest.contains("{{") || rest.contains("}}") {
+        return Err(format!("the only placeholder is {ROLE_PLACEHOLDER}"));
+    }
+    if rest.len() == statement.len() {
+        return Err(format!("a statement must name the minted role as {ROLE_PLACEHOLDER}"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example of `docs/providers/postgres.md`, as Writ reads it.
+    const EXAMPLE: &str = r#"
+[providers.analytics]
+kind = "postgres"
+admin_connection = "host=db.internal.example port=5432 user=writ_admin password=adm1n-s3cret dbname=analytics"
+cleanup_databases = ["reporting"]
+pool_size = 4
+connect_timeout = "5s"
+statement_timeout = "30s"
+
+[providers.analytics.connection]
+host = "analytics-db.example.com"
+
+[providers.analytics.roles.reader]
+grants = [
+    "GRANT CONNECT ON DATABASE analytics TO {{role}}",
+    "GRANT USAGE ON SCHEMA app TO {{role}}",
+    "GRANT SELECT ON ALL TABLES IN SCHEMA app TO {{role}}",
+]
+max_ttl = "1h"
+default_ttl = "15m"
+
+[providers.analytics.roles.reader.scopes]
+write = ["GRANT INSERT, UPDATE ON ALL TABLES IN SCHEMA app TO {{role}}"]
+"#;
+
+    /// Parses the example the way Writ does: `kind` belongs to Writ's own
+    /// table, the rest to the provider.
+    fn example_table() -> toml::Table {
+        let document: toml::Table = toml::from_str(EXAMPLE).unwrap();
+        let mut table = document["providers"]["analytics"].as_table().unwrap().clone();
+        assert_eq!(table.remove("kind").unwrap().as_str(), Some(crate::KIND));
+        table
+    }
+
+    fn example() -> PostgresConfig {
+        toml::Value::Table(example_table()).try_into().unwrap()
+    }
+
+    #[test]
+    fn the_documented_example_parses_and_validates() {
+        let config = example();
+        config.validate().unwrap();
+        assert_eq!(config.roles["reader"].grants.len(), 3);
+        assert_eq!(config.roles["reader"].max_ttl, Duration::from_secs(3600));
+        assert_eq!(config.pool_size, 4);
+        assert_eq!(config.statement_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn debug_output_and_errors_hide_the_admin_password() {
+        let config = example();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("s3cret"), "{printed}");
+
+        let mut unparsable = example();
+        unparsable.admin_connection = SecretString::from("host=db password='s3cret".to_string());
+        let error = unparsable.validate().unwrap_err();
+        assert!(error.contains("admin_connection") && !error.contains("s3cret"), "{error}");
+        unparsable.admin_connection = SecretString::from("host=db s3cret=x".to_string());
+        let error = unparsable.validate().unwrap_err();
+        assert!(!error.contains("s3cret"), "{error}");
+
+        let mut twice = example();
+        twice.admin_password_file = Some("/etc/writ/pg.password".into());
+        let error = twice.validate().unwrap_err();
+        assert!(error.contains("not both") && !error.contains("s3cret"), "{error}");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let mut table = example_table();
+        table.insert("admin_url".into(), "postgres://x".into());
+        let error = toml::Value::Table(table).try_into::<PostgresConfig>().unwrap_err();
+        assert!(error.to_string().contains("admin_url"), "{error}");
+    }
+
+    #[test]
+    fn templates_are_checked_when_the_configuration_loads() {
+        let cases = [
+            ("", "must not be empty"),
+            ("   ", "must not be empty"),
+            ("GRANT SELECT ON t TO {{role}}; DROP TABLE t", "without ';'"),
+            ("GRANT SELECT ON t TO {{role}};", "without ';'"),
+            ("GRANT SELECT ON t TO {{ role }}", "only placeholder"),
+            ("GRANT SELECT ON t TO {{name}}", "only placeholder"),
+            ("GRANT SELECT ON t TO {{role}} -- {{", "only placeholder"),
+            ("GRANT SELECT ON t TO PUBLIC", "must name the minted role"),
+            ("GRANT SELECT ON t TO {{role}}\0", "NUL"),
+        ];
+        for (statement, expected) in cases {
+            let mut config = example();
+            config.roles.get_mut("reader").unwrap().grants.push(statement.into());
+            let error = config.validate().unwrap_err();
+            assert!(error.contains(expected) && error.contains("grants[3]"), "{statement:?}: {error}");
+
+            let mut config = example();
+            config.roles.get_mut("reader").unwrap().scopes.insert("extra".into(), vec![statement.into()]);
+            let error = config.validate().unwrap_err();
+            assert!(error.contains(expected) && error.contains("scopes.extra[0]"), "{statement:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn inconsistent_settings_are_refused() {
+        type Breaks = fn(&mut PostgresConfig);
+        let checks: [(Breaks, &str); 10] = [
+            (|c| c.roles.clear(), "at least one role"),
+            (|c| c.roles.get_mut("reader").unwrap().default_ttl = Duration::from_secs(7200), "default_ttl"),
+            (|c| c.roles.get_mut("reader").unwrap().max_ttl = Duration::ZERO, "max_ttl"),
+            (
+                |c| _ = c.roles.get_mut("reader").unwrap().scopes.insert("two words".into(), vec![]),
+                "one non-empty word",
+            ),
+            (
+                |c| _ = c.roles.get_mut("reader").unwrap().scopes.insert("empty".into(), vec![]),
+                "no statements",
+            ),
+            (|c| c.pool_size = 0, "pool_size"),
+            (|c| c.cleanup_databases.push("analytics".into()), "listed twice"),
+            (|c| c.reassign_owned_to = Some("a\0b".into()), "NUL"),
+            (|c| c.admin_connection = SecretString::from("dbname=app".to_string()), "must name a user"),
+            (
+                |c| c.admin_connection = SecretString::from("user=writ dbname=app".to_string()),
+                "must name a host",
+            ),
+        ];
+        for (breaks, expected) in checks {
+            let mut config = example();
+            breaks(&mut config);
+            let error = config.validate().unwrap_err();
+            assert!(error.contains(expected), "expected {expected:?}: {error}");
+        }
+        let mut renamed = example();
+        let role = renamed.roles.remove("reader").unwrap();
+        renamed.roles.insert("bad name".into(), role);
+        assert!(renamed.validate().unwrap_err().contains("letters, digits"));
+    }
+}

@@ -1,0 +1,256 @@
+//! A throw-away database on the local PostgreSQL server for each test, an
+//! admin role with only the privileges `docs/providers/postgres.md` asks
+//! for, and ways to look at the roles the provider makes.
+//!
+//! The server is `WRIT_TEST_POSTGRES` (a libpq connection string for a
+//! superuser), by default `host=127.0.0.1 port=5432 user=postgres
+//! dbname=postgres`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use ring::{digest, hmac, pbkdf2};
+use secrecy::SecretString;
+use tokio_postgres::{Client, NoTls};
+use uuid::Uuid;
+
+use crate::{PostgresConfig, PostgresProvider, RoleConfig};
+
+fn server() -> String {
+    std::env::var("WRIT_TEST_POSTGRES")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=postgres".into())
+}
+
+/// Connects with `settings` layered over the test server's.
+pub async fn connect(settings: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(&format!("{} {settings}", server()), NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// `CREATE DATABASE` from one template, one at a time: PostgreSQL refuses a
+/// copy of a template while another session uses it.
+static CREATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A database with schema `app` (table `items`, two rows) that minted roles
+/// may be granted, schema `private` (table `secrets`) that they may not,
+/// no `CONNECT` for `PUBLIC`, and an admin role set up as
+/// `docs/providers/postgres.md` says: no superuser, `CREATEROLE`, plus
+/// what it must pass on, with `GRANT OPTION`.
+pub struct TestDb {
+    pub name: String,
+    /// The admin role; a test may also make `<admin>_heir`.
+    pub admin: String,
+}
+
+impl TestDb {
+    pub async fn create() -> Self {
+        let id = Uuid::now_v7().simple().to_string();
+        let db = Self { name: format!("writ_pg_{id}"), admin: format!("writ_admin_{id}") };
+        {
+            let _one_at_a_time = CREATING.lock().await;
+            let superuser = connect("").await.expect("the test PostgreSQL server is reachable");
+            // Separately: CREATE DATABASE cannot run in the implicit
+            // transaction of a multi-statement query.
+            superuser.batch_execute(&format!("CREATE ROLE \"{}\" LOGIN CREATEROLE", db.admin)).await.unwrap();
+            superuser.batch_execute(&format!("CREATE DATABASE \"{}\"", db.name)).await.unwrap();
+        }
+        db.superuser()
+            .await
+            .batch_execute(&format!(
+                "CREATE SCHEMA app;
+                 CREATE TABLE app.items (id int PRIMARY KEY, name text NOT NULL);
+                 INSERT INTO app.items VALUES (1, 'one'), (2, 'two');
+                 CREATE SCHEMA private;
+                 CREATE TABLE private.secrets (value text);
+                 INSERT INTO private.secrets VALUES ('hidden');
+                 REVOKE CONNECT ON DATABASE \"{1}\" FROM PUBLIC;
+                 GRANT CONNECT ON DATABASE \"{1}\" TO \"{0}\" WITH GRANT OPTION;
+                 GRANT USAGE, CREATE ON SCHEMA app TO \"{0}\" WITH GRANT OPTION;
+                 GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA app TO \"{0}\" WITH GRANT OPTION;",
+                db.admin, db.name
+            ))
+            .await
+            .unwrap();
+        db
+    }
+
+    /// A superuser session in the test database.
+    pub async fn superuser(&self) -> Client {
+        connect(&format!("dbname={}", self.name)).await.unwrap()
+    }
+
+    pub fn admin_connection(&self) -> String {
+        format!("host=127.0.0.1 port=5432 user={} dbname={}", self.admin, self.name)
+    }
+
+    pub fn config(&self) -> PostgresConfig {
+        config(&self.admin_connection(), &self.name)
+    }
+
+    pub fn provider(&self) -> Arc<PostgresProvider> {
+        Arc::new(PostgresProvider::new(self.config()).unwrap())
+    }
+
+    /// The role as the catalog has it, if it exists.
+    pub async fn role(&self, name: &str) -> Option<RoleState> {
+        let row = self
+            .superuser()
+            .await
+            .query_opt(
+                "SELECT rolcanlogin, rolvaliduntil > now(),
+                        (extract(epoch FROM rolvaliduntil) * 1000000)::int8, rolpassword
+                 FROM pg_authid WHERE rolname = $1",
+                &[&name],
+            )
+            .await
+            .unwrap()?;
+        Some(RoleState {
+            can_login: row.get(0),
+            valid_now: row.get::<_, Option<bool>>(1).unwrap_or(false),
+            valid_until_micros: row.get(2),
+            verifier: row.get::<_, Option<String>>(3).unwrap_or_default(),
+        })
+    }
+
+    /// Logs in as `username` with `password` where `connection` says.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        connection: &BTreeMap<String, String>,
+    ) -> Result<Client, tokio_postgres::Error> {
+        let settings = format!(
+            "host={} port={} dbname={} user={username} password={password}",
+            connection["host"], connection["port"], connection["dbname"]
+        );
+        let (client, connection) = tokio_postgres::connect(&settings, NoTls).await?;
+        tokio::spawn(connection);
+        Ok(client)
+    }
+}
+
+/// Role `reader`: read `app`; scope `write`: insert into its tables and
+/// create new ones.
+pub fn config(admin_connection: &str, dbname: &str) -> PostgresConfig {
+    let mut scopes = BTreeMap::new();
+    scopes.insert(
+        "write".to_string(),
+        vec![
+            "GRANT INSERT ON ALL TABLES IN SCHEMA app TO {{role}}".to_string(),
+            "GRANT CREATE ON SCHEMA app TO {{role}}".to_string(),
+        ],
+    );
+    let mut roles = BTreeMap::new();
+    roles.insert(
+        "reader".to_string(),
+        RoleConfig {
+            grants: vec![
+                format!("GRANT CONNECT ON DATABASE \"{dbname}\" TO {{{{role}}}}"),
+                "GRANT USAGE ON SCHEMA app TO {{role}}".into(),
+                "GRANT SELECT ON ALL TABLES IN SCHEMA app TO {{role}}".into(),
+            ],
+            scopes,
+            max_ttl: Duration::from_secs(3600),
+            default_ttl: Duration::from_secs(900),
+        },
+    );
+    PostgresConfig {
+        admin_connection: SecretString::from(admin_connection.to_string()),
+        admin_password_file: None,
+        connection: BTreeMap::new(),
+        cleanup_databases: Vec::new(),
+        reassign_owned_to: None,
+        pool_size: 1,
+        connect_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(10),
+        roles,
+    }
+}
+
+pub struct RoleState {
+    pub can_login: bool,
+    /// `rolvaliduntil > now()`.
+    pub valid_now: bool,
+    pub valid_until_micros: Option<i64>,
+    /// `rolpassword`: the SCRAM-SHA-256 verifier.
+    pub verifier: String,
+}
+
+/// Whether `verifier` (`SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`)
+/// was made from `password` (RFC 5802). The local server trusts every
+/// connection from 127.0.0.1, so logging in proves nothing about the
+/// password; this does.
+pub fn scram_matches(verifier: &str, password: &str) -> bool {
+    let parsed = (|| {
+        let (parameters, keys) = verifier.strip_prefix("SCRAM-SHA-256$")?.split_once('$')?;
+        let (iterations, salt) = parameters.split_once(':')?;
+        let (stored_key, server_key) = keys.split_once(':')?;
+        Some((
+            iterations.parse::<std::num::NonZeroU32>().ok()?,
+            STANDARD.decode(salt).ok()?,
+            stored_key,
+            server_key,
+        ))
+    })();
+    let Some((iterations, salt, stored_key, server_key)) = parsed else { return false };
+    let mut salted = [0u8; 32];
+    pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, iterations, &salt, password.as_bytes(), &mut salted);
+    let key = hmac::Key::new(hmac::HMAC_SHA256, &salted);
+    let client_key = hmac::sign(&key, b"Client Key");
+    STANDARD.encode(digest::digest(&digest::SHA256, client_key.as_ref())) == stored_key
+        && STANDARD.encode(hmac::sign(&key, b"Server Key")) == server_key
+}
+
+impl Drop for TestDb {
+    /// Drops the database, its admin and any role a failed test left behind,
+    /// on a thread of its own so it also runs while a test panics.
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let admin = self.admin.clone();
+        let teardown = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                // Roles Writ minted that still hold privileges or objects
+                // here; none if the database was never made.
+                let mut leftovers = Vec::new();
+                if let Ok(in_db) = connect(&format!("dbname={name}")).await {
+                    leftovers = in_db
+                        .query(
+                            "SELECT DISTINCT rolname FROM pg_shdepend d JOIN pg_roles r ON r.oid = d.refobjid
+                         WHERE d.refclassid = 'pg_authid'::regclass
+                           AND d.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+                           AND rolname ~ '^writ_[0-9a-f]{32}$'",
+                            &[],
+                        )
+                        .await
+                        .unwrap()
+                        .iter()
+                        .map(|row| row.get::<_, String>(0))
+                        .collect();
+                }
+                let superuser = connect("").await.unwrap();
+                superuser
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .await
+                    .unwrap();
+                for role in leftovers.iter().chain([&admin, &format!("{admin}_heir")]) {
+                    superuser
+                        .execute(
+                            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE usename = $1",
+                            &[role],
+                        )
+                        .await
+                        .unwrap();
+                    superuser.batch_execute(&format!("DROP ROLE IF EXISTS \"{role}\"")).await.unwrap();
+                }
+            });
+        });
+        if teardown.join().is_err() && !std::thread::panicking() {
+            panic!("dropping the test database {} failed", self.name);
+        }
+    }
+}
