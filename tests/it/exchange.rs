@@ -140,11 +140,8 @@ async fn ttl_is_clamped_to_role_maximum_and_task_deadline() {
 /// A provider in another process and another language (the example Python
 /// plugin) is configured like any other and goes through the same lease
 /// lifecycle: issued, then revoked at the plugin when the task closes.
-#[tokio::test]
-async fn an_external_provider_is_used_through_the_same_lifecycle() {
-    let plugin = crate::peers::PythonPlugin::start();
-    let endpoint = plugin.endpoint.clone();
-    let h = harness::start_with(Box::new(move |config, dir| {
+async fn with_reports_provider(endpoint: String) -> harness::Harness {
+    harness::start_with(Box::new(move |config, dir| {
         let settings: toml::Table = toml::from_str(&format!("endpoint = {endpoint:?}")).unwrap();
         config.providers.insert("reports".into(), writ::config::ProviderConfig { kind: "external".into(), settings });
         let policy = r#"
@@ -153,14 +150,24 @@ async fn an_external_provider_is_used_through_the_same_lifecycle() {
         "#;
         std::fs::write(dir.join("policies/reports.cedar"), policy).unwrap();
     }))
-    .await;
-    h.open_task("ext-1", "demo-agent", 600).await;
-    let mut request = harness::issue_request("ext-1", "reports-read", &["reports:read"], 60);
+    .await
+}
+
+async fn issue_report_token(h: &harness::Harness, task_id: &str) -> proto::Lease {
+    let mut request = harness::issue_request(task_id, "reports-read", &["reports:read"], 60);
     request.grants[0].provider = "reports".into();
     let issued = h.credentials().await.issue(authed(&h.agent(), request)).await.unwrap().into_inner();
-    let lease = issued.credentials[0].lease.clone().unwrap();
-    assert_eq!(lease.provider, "reports");
     assert!(!bearer(&issued.credentials[0]).is_empty());
+    issued.credentials[0].lease.clone().unwrap()
+}
+
+#[tokio::test]
+async fn an_external_provider_is_used_through_the_same_lifecycle() {
+    let plugin = crate::peers::PythonPlugin::start();
+    let h = with_reports_provider(plugin.endpoint.clone()).await;
+    h.open_task("ext-1", "demo-agent", 600).await;
+    let lease = issue_report_token(&h, "ext-1").await;
+    assert_eq!(lease.provider, "reports");
     let closed = h
         .tasks()
         .await
@@ -172,4 +179,47 @@ async fn an_external_provider_is_used_through_the_same_lifecycle() {
     assert_eq!(h.lease(&lease.lease_id).await.state, proto::LeaseState::Revoked as i32);
     h.stop().await;
     drop(plugin);
+}
+
+/// A provider that goes away mid-run: minting fails cleanly, revocations are
+/// retried (visibly) and complete once the provider is back.
+#[tokio::test]
+async fn revocations_wait_for_a_provider_that_went_away() {
+    let plugin = crate::peers::PythonPlugin::start();
+    let port = plugin.port();
+    let h = with_reports_provider(plugin.endpoint.clone()).await;
+    h.open_task("ext-down", "demo-agent", 600).await;
+    let lease = issue_report_token(&h, "ext-down").await;
+    drop(plugin);
+
+    let mut request = harness::issue_request("ext-down", "reports-read", &["reports:read"], 60);
+    request.grants[0].provider = "reports".into();
+    let status = h.credentials().await.issue(authed(&h.agent(), request)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+
+    let closed = h
+        .tasks()
+        .await
+        .close_task(authed(&h.workflow(), proto::CloseTaskRequest { task_id: "ext-down".into() }))
+        .await
+        .unwrap()
+        .into_inner();
+    // Both the live lease and the failed mint's pending lease (cleaned up by
+    // its intent handle, in case the plugin created something) wait for it.
+    assert_eq!((closed.revoked, closed.retrying), (0, 2), "{closed:?}");
+    let waiting = h.lease(&lease.lease_id).await;
+    assert_eq!(waiting.state, proto::LeaseState::Revoking as i32);
+    assert!(!waiting.revocation_error.is_empty(), "the error is visible: {waiting:?}");
+
+    let _back = crate::peers::PythonPlugin::start_on(port);
+    h.advance(5);
+    let revoked = h.wait_for_state(&lease.lease_id, proto::LeaseState::Revoked).await;
+    assert_eq!(revoked.revocation_reason, "task_closed");
+    let request = proto::ListLeasesRequest { task_id: "ext-down".into(), ..Default::default() };
+    let leases =
+        h.admin().await.list_leases(authed(&h.operator(), request)).await.unwrap().into_inner().leases;
+    let failed = leases.iter().find(|other| other.lease_id != lease.lease_id).unwrap();
+    let failed = h.wait_for_state(&failed.lease_id, proto::LeaseState::Failed).await;
+    assert_eq!(failed.revocation_reason, "mint_failed");
+    h.stop().await;
 }

@@ -107,6 +107,11 @@ pub struct PythonPlugin {
 
 impl PythonPlugin {
     pub fn start() -> Self {
+        Self::start_on(0)
+    }
+
+    /// Starts the plugin on `port` (0 picks a free one).
+    pub fn start_on(port: u16) -> Self {
         use std::io::BufRead as _;
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/external_provider");
         let importable = || {
@@ -126,7 +131,7 @@ impl PythonPlugin {
         }
         let mut child = std::process::Command::new("python3")
             .arg(dir.join("provider.py"))
-            .args(["0", "--exit-on-stdin-eof"])
+            .args([port.to_string().as_str(), "--exit-on-stdin-eof"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -137,6 +142,10 @@ impl PythonPlugin {
         let ready: Value =
             serde_json::from_str(&line).unwrap_or_else(|_| panic!("plugin ready line: {line:?}"));
         Self { endpoint: format!("http://127.0.0.1:{}", ready["port"]), _child: child }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.endpoint.rsplit(':').next().and_then(|port| port.parse().ok()).unwrap()
     }
 }
 
