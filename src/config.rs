@@ -286,8 +286,9 @@ impl Config {
         resolve(&mut self.audit.key_file);
         self.sealing.keys.iter_mut().for_each(|key| resolve(&mut key.file));
         self.policy.paths.iter_mut().for_each(resolve);
-        let StoreConfig::Embedded { path } = &mut self.store;
-        resolve(path);
+        if let StoreConfig::Embedded { path } = &mut self.store {
+            resolve(path);
+        }
         for provider in self.providers.values_mut() {
             for field in ["key_file", "token_file", "admin_password_file"] {
                 if let Some(toml::Value::String(value)) = provider.settings.get_mut(field)
@@ -304,6 +305,9 @@ impl Config {
         let invalid = |message: String| Err(ConfigError::Invalid(message));
         if self.server.audience.trim().is_empty() {
             return invalid("server.audience must not be empty".into());
+        }
+        if let StoreConfig::Redis(redis) = &self.store {
+            redis.validate().map_err(|e| ConfigError::Invalid(format!("store: {e}")))?;
         }
         if self.sealing.keys.is_empty() {
             return invalid("sealing.keys needs at least one key".into());

@@ -12,6 +12,7 @@
 #[doc(hidden)]
 pub mod conformance;
 mod embedded;
+mod redis;
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ use uuid::Uuid;
 
 use crate::model::{Lease, LeaseState, RevocationReason, SealedHandle, Sighting, Task};
 
+pub use self::redis::{RedisConfig, RedisStore};
 pub use embedded::EmbeddedStore;
 
 /// Why a store operation did not happen. Every variant means nothing changed.
@@ -226,6 +228,8 @@ pub trait LeaseStore: Send + Sync + 'static {
 pub enum StoreConfig {
     /// A redb database file under `path`: durable, one process.
     Embedded { path: std::path::PathBuf },
+    /// Redis or Redis Cluster, shared by any number of Writ replicas.
+    Redis(RedisConfig),
 }
 
 impl Default for StoreConfig {
@@ -238,5 +242,6 @@ impl Default for StoreConfig {
 pub async fn open(config: &StoreConfig) -> Result<Arc<dyn LeaseStore>, StoreError> {
     match config {
         StoreConfig::Embedded { path } => Ok(Arc::new(EmbeddedStore::open(path).await?)),
+        StoreConfig::Redis(config) => Ok(Arc::new(RedisStore::open(config).await?)),
     }
 }

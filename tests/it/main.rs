@@ -8,3 +8,7 @@ mod identity;
 mod lifecycle;
 mod oidc;
 mod peers;
+#[path = "../support/redis.rs"]
+#[allow(dead_code)]
+mod redis_support;
+mod replicas;

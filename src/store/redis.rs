@@ -1,0 +1,376 @@
+//! The Redis lease store: shared by any number of stateless Writ replicas,
+//! on one Redis node or a Redis Cluster.
+//!
+//! Each operation is one Lua script (`redis/lua/`) that checks the state
+//! rules and then writes the rows and every index entry they move, run
+//! atomically by Redis; two replicas cannot both pass a check, and a
+//! revocation claimed by one is hidden from the other. All of a namespace's
+//! keys share one hash tag (layout in `redis/keys.rs`), so every script
+//! stays in one slot. Reads of one key are plain `GET`s; reads that walk
+//! an index are scripts too, so they see one consistent moment.
+//!
+//! Every call is bounded ([`RedisConfig::operation_timeout`]): with Redis
+//! down, calls fail `Unavailable` within about that long, and work again
+//! once it is back, without a restart. Opening the store loads nothing, so
+//! start-up does not grow with the number of leases.
+//!
+//! What Redis itself must provide: `maxmemory-policy noeviction` (an
+//! evicting Redis would silently drop leases), and persistence (AOF) and
+//! replication as durable as the deployment needs: "written" here means
+//! acknowledged by the primary.
+//!
+//! One caveat the embedded store does not have: a call that times out may
+//! still have been applied by Redis. It is reported `Unavailable` all the
+//! same; the operations are safe to retry (a repeated insert is refused
+//! with `LeaseState`, repeated revocations and outcomes change nothing).
+
+mod config;
+mod connection;
+mod keys;
+mod reply;
+mod scripts;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use redis::{Script, ScriptInvocation, Value};
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+pub use self::config::RedisConfig;
+use self::connection::Connection;
+use self::keys::{Keys, lease_id, member};
+use self::reply::{Reply, decode, encode, limit as limit_arg, millis, time};
+use self::scripts::Scripts;
+use super::{ClosedTask, LeaseFilter, LeaseStore, RevocationOutcome, StoreError, Swept};
+use crate::model::{Lease, RevocationReason, SealedHandle, Sighting, Task, TaskClosure, TaskState};
+
+/// A [`LeaseStore`] in Redis.
+pub struct RedisStore {
+    /// Multiplexed and self-healing, shared by every call.
+    connection: Connection,
+    keys: Keys,
+    scripts: Scripts,
+}
+
+impl RedisStore {
+    /// Connects and checks that the namespace's node takes writes
+    /// ([`LeaseStore::health`]). Fails `Unavailable` if the configuration
+    /// is invalid or Redis cannot be used now.
+    pub async fn open(config: &RedisConfig) -> Result<Self, StoreError> {
+        config.validate().map_err(|message| StoreError::Unavailable(format!("redis store: {message}")))?;
+        let store = Self {
+            connection: Connection::open(config).await?,
+            keys: Keys::new(&config.namespace),
+            scripts: Scripts::new(),
+        };
+        store.health().await?;
+        Ok(store)
+    }
+
+    /// A call of `script`, with the namespace prefix as its only key.
+    fn script<'a>(&'a self, script: &'a Script) -> ScriptInvocation<'a> {
+        let mut call = script.prepare_invoke();
+        call.key(self.keys.prefix());
+        call
+    }
+
+    async fn invoke(&self, call: &ScriptInvocation<'_>) -> Result<Value, StoreError> {
+        self.connection.invoke(call).await
+    }
+
+    /// Runs `activate` or `extend`: the lease as changed, or why not.
+    async fn lease_answer(&self, lease_id: Uuid, call: &ScriptInvocation<'_>) -> Result<Lease, StoreError> {
+        let mut reply = Reply::parse(self.invoke(call).await?)?;
+        match reply.status() {
+            "ok" => decode("lease", &reply.bytes()?),
+            "lease_not_found" => Err(StoreError::LeaseNotFound(lease_id)),
+            "lease_state" => Err(StoreError::LeaseState { id: lease_id, state: reply.state()? }),
+            _ => Err(reply.unexpected()),
+        }
+    }
+
+    /// Runs a read script that answers with a list of JSON rows.
+    async fn rows<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        call: &ScriptInvocation<'_>,
+    ) -> Result<Vec<T>, StoreError> {
+        reply::list(self.invoke(call).await?)?.iter().map(|row| decode(what, row)).collect()
+    }
+}
+
+#[async_trait]
+impl LeaseStore for RedisStore {
+    async fn create_task(&self, task: Task) -> Result<(), StoreError> {
+        let json = encode("task", &task)?;
+        let open = if task.state == TaskState::Open { "1" } else { "0" };
+        let mut call = self.script(&self.scripts.create_task);
+        call.arg(&task.id).arg(json).arg(millis(task.deadline)).arg(open);
+        let reply = Reply::parse(self.invoke(&call).await?)?;
+        match reply.status() {
+            "ok" => Ok(()),
+            "task_exists" => Err(StoreError::TaskExists(task.id)),
+            _ => Err(reply.unexpected()),
+        }
+    }
+
+    async fn get_task(&self, task_id: &str) -> Result<Option<Task>, StoreError> {
+        let row = self.connection.get(self.keys.task(task_id)).await?;
+        row.map(|row| decode("task", &row)).transpose()
+    }
+
+    async fn close_task(
+        &self,
+        task_id: &str,
+        by: &str,
+        reason: RevocationReason,
+        now: DateTime<Utc>,
+    ) -> Result<ClosedTask, StoreError> {
+        let closure = encode("task closure", &TaskClosure { at: now, by: by.to_owned(), reason })?;
+        let mut call = self.script(&self.scripts.close_task);
+        call.arg(task_id).arg(closure).arg(reason.as_str()).arg(time(now)).arg(millis(now));
+        let mut reply = Reply::parse(self.invoke(&call).await?)?;
+        match reply.status() {
+            "ok" => Ok(ClosedTask {
+                task: decode("task", &reply.bytes()?)?,
+                revoking: keys::lease_ids(reply.list()?)?,
+            }),
+            "task_not_found" => Err(StoreError::TaskNotFound(task_id.to_owned())),
+            _ => Err(reply.unexpected()),
+        }
+    }
+
+    async fn overdue_tasks(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut call = self.script(&self.scripts.overdue_tasks);
+        call.arg(time(now)).arg(millis(now)).arg(limit_arg(limit));
+        let ids = reply::list(self.invoke(&call).await?)?;
+        ids.into_iter()
+            .map(|id| String::from_utf8(id).map_err(|_| StoreError::Corrupt("a task id is not UTF-8".into())))
+            .collect()
+    }
+
+    async fn task_leases(&self, task_id: &str) -> Result<Vec<Lease>, StoreError> {
+        let mut call = self.script(&self.scripts.task_leases);
+        call.arg(task_id);
+        let mut leases: Vec<Lease> = self.rows("lease", &call).await?;
+        leases.sort_by_key(|lease| (lease.created_at, lease.id));
+        Ok(leases)
+    }
+
+    async fn insert_pending(&self, lease: Lease, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let json = encode("lease", &lease)?;
+        let mut call = self.script(&self.scripts.insert_pending);
+        call.arg(&member(lease.id)[..])
+            .arg(json)
+            .arg(&lease.task_id)
+            .arg(&lease.agent)
+            .arg(lease.state.as_str())
+            .arg(millis(lease.created_at))
+            .arg(time(now));
+        let mut reply = Reply::parse(self.invoke(&call).await?)?;
+        match reply.status() {
+            "ok" => Ok(()),
+            "task_not_found" => Err(StoreError::TaskNotFound(lease.task_id)),
+            "task_closed" => Err(StoreError::TaskClosed(lease.task_id)),
+            "lease_state" => Err(StoreError::LeaseState { id: lease.id, state: reply.state()? }),
+            _ => Err(reply.unexpected()),
+        }
+    }
+
+    async fn activate(
+        &self,
+        lease_id: Uuid,
+        expires_at: DateTime<Utc>,
+        handle: SealedHandle,
+        now: DateTime<Utc>,
+    ) -> Result<Lease, StoreError> {
+        let handle = encode("sealed handle", &handle)?;
+        let mut call = self.script(&self.scripts.activate);
+        call.arg(&member(lease_id)[..])
+            .arg(time(expires_at))
+            .arg(millis(expires_at))
+            .arg(handle)
+            .arg(time(now))
+            .arg(millis(now));
+        self.lease_answer(lease_id, &call).await
+    }
+
+    async fn extend(&self, lease_id: Uuid, expires_at: DateTime<Utc>) -> Result<Lease, StoreError> {
+        let mut call = self.script(&self.scripts.extend);
+        call.arg(&member(lease_id)[..]).arg(time(expires_at)).arg(millis(expires_at));
+        self.lease_answer(lease_id, &call).await
+    }
+
+    async fn get_lease(&self, lease_id: Uuid) -> Result<Option<Lease>, StoreError> {
+        let row = self.connection.get(self.keys.lease(lease_id)).await?;
+        row.map(|row| decode("lease", &row)).transpose()
+    }
+
+    async fn list_leases(
+        &self,
+        filter: &LeaseFilter,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Lease>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // "" for no filter; a set filter is prefixed, so that filtering on
+        // the empty string stays possible.
+        let filter_arg = |value: Option<&str>| value.map_or(String::new(), |value| format!("={value}"));
+        let after = after.map(|id| member(id).to_vec()).unwrap_or_default();
+        let mut call = self.script(&self.scripts.list_leases);
+        call.arg(filter_arg(filter.task_id.as_deref()))
+            .arg(filter_arg(filter.agent.as_deref()))
+            .arg(filter.state.map_or("", |state| state.as_str()))
+            .arg(after)
+            .arg(limit_arg(limit));
+        self.rows("lease", &call).await
+    }
+
+    async fn request_revocation(
+        &self,
+        lease_ids: &[Uuid],
+        reason: RevocationReason,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        if lease_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut call = self.script(&self.scripts.request_revocation);
+        call.arg(reason.as_str()).arg(time(now)).arg(millis(now));
+        for id in lease_ids {
+            call.arg(&member(*id)[..]);
+        }
+        let mut reply = Reply::parse(self.invoke(&call).await?)?;
+        match reply.status() {
+            "ok" => keys::lease_ids(reply.list()?),
+            _ => Err(reply.unexpected()),
+        }
+    }
+
+    async fn sweep(
+        &self,
+        now: DateTime<Utc>,
+        pending_before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Swept, StoreError> {
+        if limit == 0 {
+            return Ok(Swept::default());
+        }
+        let mut call = self.script(&self.scripts.sweep);
+        call.arg(time(now))
+            .arg(millis(now))
+            .arg(time(pending_before))
+            .arg(millis(pending_before))
+            .arg(limit_arg(limit));
+        let mut reply = Reply::parse(self.invoke(&call).await?)?;
+        match reply.status() {
+            "ok" => Ok(Swept {
+                expired: keys::lease_ids(reply.list()?)?,
+                abandoned: keys::lease_ids(reply.list()?)?,
+            }),
+            _ => Err(reply.unexpected()),
+        }
+    }
+
+    async fn claim_revocations(
+        &self,
+        now: DateTime<Utc>,
+        claim_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Lease>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut call = self.script(&self.scripts.claim_revocations);
+        call.arg(time(now))
+            .arg(millis(now))
+            .arg(time(claim_until))
+            .arg(millis(claim_until))
+            .arg(limit_arg(limit));
+        let mut reply = Reply::parse(self.invoke(&call).await?)?;
+        match reply.status() {
+            "ok" => reply.list()?.iter().map(|row| decode("lease", row)).collect(),
+            _ => Err(reply.unexpected()),
+        }
+    }
+
+    async fn finish_revocations(
+        &self,
+        outcomes: &[RevocationOutcome],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let mut call = self.script(&self.scripts.finish_revocations);
+        call.arg(time(now));
+        for outcome in outcomes {
+            call.arg(&member(outcome.lease_id())[..]);
+            match outcome {
+                RevocationOutcome::Done { generation, .. } => {
+                    call.arg("done").arg(generation).arg("").arg("").arg("");
+                }
+                RevocationOutcome::Retry { generation, next_attempt_at, error, .. } => {
+                    call.arg("retry")
+                        .arg(generation)
+                        .arg(time(*next_attempt_at))
+                        .arg(millis(*next_attempt_at))
+                        .arg(error);
+                }
+            }
+        }
+        let mut reply = Reply::parse(self.invoke(&call).await?)?;
+        match reply.status() {
+            "ok" => Ok(()),
+            "lease_not_found" => Err(StoreError::LeaseNotFound(lease_id(&reply.bytes()?)?)),
+            _ => Err(reply.unexpected()),
+        }
+    }
+
+    /// Schedules are in milliseconds: when several entries share the first
+    /// millisecond this may name one up to a millisecond after the earliest,
+    /// so a worker wakes that much late, never early.
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let call = self.script(&self.scripts.next_due);
+        reply::earliest(reply::optional_list(self.invoke(&call).await?)?)
+    }
+
+    async fn record_sighting(
+        &self,
+        issuer: &str,
+        subject: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut call = self.script(&self.scripts.record_sighting);
+        call.arg(keys::sighting(issuer, subject)).arg(issuer).arg(subject).arg(time(now)).arg(millis(now));
+        let reply = Reply::parse(self.invoke(&call).await?)?;
+        match reply.status() {
+            "ok" => Ok(()),
+            _ => Err(reply.unexpected()),
+        }
+    }
+
+    async fn list_sightings(&self, limit: usize) -> Result<Vec<Sighting>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut call = self.script(&self.scripts.list_sightings);
+        call.arg(limit_arg(limit));
+        self.rows("sighting", &call).await
+    }
+
+    /// A write to the namespace's node: see `lua/health.lua`.
+    async fn health(&self) -> Result<(), StoreError> {
+        let call = self.script(&self.scripts.health);
+        let reply = Reply::parse(self.invoke(&call).await?)?;
+        match reply.status() {
+            "ok" => Ok(()),
+            _ => Err(reply.unexpected()),
+        }
+    }
+}

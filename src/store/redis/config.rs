@@ -1,0 +1,179 @@
+//! How to reach Redis, from configuration.
+
+use std::time::Duration;
+
+use redis::IntoConnectionInfo;
+use serde::Deserialize;
+
+/// The Redis lease store's settings: one node (`url`) or a Redis Cluster
+/// (`cluster_nodes`), and a namespace, so that several Writ deployments can
+/// share one Redis.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// A single node (or a proxy in front of a primary), e.g.
+    /// `redis://:password@10.0.0.5:6379/0`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Some nodes of a Redis Cluster, e.g. `redis://10.0.0.5:6379`; the rest
+    /// of the cluster is discovered from them.
+    #[serde(default)]
+    pub cluster_nodes: Vec<String>,
+    /// Every key starts `writ:{<namespace>}:`. The braces are a Redis
+    /// Cluster hash tag: all of one deployment's keys share one slot.
+    #[serde(default = "defaults::namespace")]
+    pub namespace: String,
+    /// How long to wait for a TCP connection (and handshake) to a node.
+    #[serde(with = "humantime_serde", default = "defaults::connect_timeout")]
+    pub connect_timeout: Duration,
+    /// How long to wait for the answer to one command.
+    #[serde(with = "humantime_serde", default = "defaults::response_timeout")]
+    pub response_timeout: Duration,
+    /// The most one store call may take, waiting for a reconnection or a
+    /// cluster redirect included. Past it the call fails `Unavailable`: with
+    /// Redis down, Writ refuses quickly rather than hangs.
+    #[serde(with = "humantime_serde", default = "defaults::operation_timeout")]
+    pub operation_timeout: Duration,
+}
+
+impl RedisConfig {
+    /// A single node at `url`, with the defaults.
+    pub fn single(url: impl Into<String>) -> Self {
+        Self {
+            url: Some(url.into()),
+            cluster_nodes: Vec::new(),
+            namespace: defaults::namespace(),
+            connect_timeout: defaults::connect_timeout(),
+            response_timeout: defaults::response_timeout(),
+            operation_timeout: defaults::operation_timeout(),
+        }
+    }
+
+    /// A Redis Cluster reached through `nodes`, with the defaults.
+    pub fn cluster(nodes: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self { url: None, cluster_nodes: nodes.into_iter().map(Into::into).collect(), ..Self::single("") }
+    }
+
+    /// Checks what can be checked without the network. The message names
+    /// the field, relative to the store's table.
+    pub fn validate(&self) -> Result<(), String> {
+        match (&self.url, self.cluster_nodes.is_empty()) {
+            (Some(_), false) => return Err("set url or cluster_nodes, not both".into()),
+            (None, true) => return Err("set url (one node) or cluster_nodes (Redis Cluster)".into()),
+            _ => {}
+        }
+        for url in self.url.iter().chain(&self.cluster_nodes) {
+            if url.starts_with("rediss:") {
+                return Err(format!("{:?}: TLS (rediss://) is not built into Writ", redact(url)));
+            }
+            url.as_str().into_connection_info().map_err(|error| {
+                format!("{:?} is not a usable Redis URL ({})", redact(url), error.category())
+            })?;
+        }
+        // An empty tag (`{}`) would hash the whole key, scattering the
+        // namespace over every slot; a brace would end the tag early.
+        if self.namespace.is_empty() || self.namespace.contains(['{', '}']) {
+            return Err("namespace must be non-empty and contain no { or }".into());
+        }
+        let timeouts = [
+            ("connect_timeout", self.connect_timeout),
+            ("response_timeout", self.response_timeout),
+            ("operation_timeout", self.operation_timeout),
+        ];
+        if let Some((name, _)) = timeouts.iter().find(|(_, timeout)| timeout.is_zero()) {
+            return Err(format!("{name} must be more than zero"));
+        }
+        Ok(())
+    }
+}
+
+/// Passwords in URLs are not printed.
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.url.as_deref().map(redact))
+            .field("cluster_nodes", &self.cluster_nodes.iter().map(|url| redact(url)).collect::<Vec<_>>())
+            .field("namespace", &self.namespace)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("operation_timeout", &self.operation_timeout)
+            .finish()
+    }
+}
+
+/// `url` with any credentials (`user:password@`) replaced.
+pub(super) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}<redacted>{}", &url[..scheme_end + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+mod defaults {
+    use std::time::Duration;
+
+    pub fn namespace() -> String {
+        "writ".into()
+    }
+
+    pub fn connect_timeout() -> Duration {
+        Duration::from_millis(500)
+    }
+
+    pub fn response_timeout() -> Duration {
+        Duration::from_millis(500)
+    }
+
+    pub fn operation_timeout() -> Duration {
+        Duration::from_secs(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_with_defaults_and_refuses_unknown_fields() {
+        let config: RedisConfig = toml::from_str(r#"url = "redis://127.0.0.1:6379""#).unwrap();
+        assert_eq!(config.namespace, "writ");
+        assert_eq!(config.operation_timeout, Duration::from_secs(1));
+        config.validate().unwrap();
+        let config: RedisConfig = toml::from_str(
+            "cluster_nodes = [\"redis://a:7000\", \"redis://b:7000\"]\nnamespace = \"prod\"\n\
+             response_timeout = \"250ms\"",
+        )
+        .unwrap();
+        assert_eq!(config.response_timeout, Duration::from_millis(250));
+        config.validate().unwrap();
+        assert!(toml::from_str::<RedisConfig>("url = \"redis://x\"\nnamspace = \"typo\"").is_err());
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        assert!(RedisConfig::cluster(Vec::<String>::new()).validate().is_err(), "no server");
+        let mut both = RedisConfig::single("redis://a:1");
+        both.cluster_nodes.push("redis://b:1".into());
+        assert!(both.validate().unwrap_err().contains("not both"));
+        assert!(RedisConfig::single("http://a:1").validate().is_err());
+        assert!(RedisConfig::single("rediss://a:1").validate().unwrap_err().contains("TLS"));
+        let mut braces = RedisConfig::single("redis://a:1");
+        braces.namespace = "a}b".into();
+        assert!(braces.validate().unwrap_err().contains("namespace"));
+        braces.namespace = String::new();
+        assert!(braces.validate().is_err());
+        let mut zero = RedisConfig::single("redis://a:1");
+        zero.operation_timeout = Duration::ZERO;
+        assert!(zero.validate().unwrap_err().contains("operation_timeout"));
+    }
+
+    #[test]
+    fn debug_hides_passwords() {
+        let config = RedisConfig::single("redis://user:hunter2@db:6379/0");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("redis://<redacted>@db:6379/0"), "{shown}");
+    }
+}

@@ -1,0 +1,158 @@
+//! The connection to Redis: one multiplexed connection to a single node
+//! (a `ConnectionManager`, which reconnects on its own) or to each node of
+//! a cluster, shared by every call of a store. Every call through it is
+//! bounded, so that a Redis that is down makes calls fail rather than wait.
+
+use std::future::Future;
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::io::tcp::{TcpSettings, socket2::TcpKeepalive};
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, ScriptInvocation, Value};
+
+use super::RedisConfig;
+use crate::store::StoreError;
+
+/// How long the `ConnectionManager` keeps trying to reconnect once a
+/// connection drops: the delay between attempts grows from the first to
+/// the most, for this many attempts (about ten seconds). Calls made
+/// meanwhile wait for it (up to their own timeout), so a Redis that comes
+/// back within that time is used at once; after it, the next call starts
+/// over, and fails with the real reason while it does.
+const RECONNECT_ATTEMPTS: usize = 20;
+const RECONNECT_FIRST_DELAY: Duration = Duration::from_millis(50);
+const RECONNECT_MOST_DELAY: Duration = Duration::from_millis(500);
+
+/// A peer that vanishes without closing the connection (a host gone, a
+/// partition) is noticed by the kernel after this long with data unacked,
+/// or by keepalive probes when idle; the connection then fails and is
+/// replaced, where otherwise every call would time out on it forever.
+const DEAD_PEER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Redis, and the bound on every call made to it.
+pub(super) struct Connection {
+    nodes: Nodes,
+    /// Waiting for a reconnection or a redirect included.
+    operation_timeout: Duration,
+}
+
+impl Connection {
+    /// Sets up the connection. A single node is connected lazily, on the
+    /// first call; a cluster is asked for its slot map here.
+    pub(super) async fn open(config: &RedisConfig) -> Result<Self, StoreError> {
+        let connect = async { Nodes::open(config).await.map_err(|error| store_error(&error)) };
+        let nodes = bounded(config.operation_timeout, connect).await?;
+        Ok(Self { nodes, operation_timeout: config.operation_timeout })
+    }
+
+    /// Runs a script (loading it first where Redis does not have it).
+    pub(super) async fn invoke(&self, call: &ScriptInvocation<'_>) -> Result<Value, StoreError> {
+        let mut nodes = self.nodes.clone();
+        let answer = async move { call.invoke_async(&mut nodes).await.map_err(|error| store_error(&error)) };
+        bounded(self.operation_timeout, answer).await
+    }
+
+    pub(super) async fn get(&self, key: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut nodes = self.nodes.clone();
+        let mut command = redis::cmd("GET");
+        command.arg(key);
+        let answer =
+            async move { command.query_async(&mut nodes).await.map_err(|error| store_error(&error)) };
+        bounded(self.operation_timeout, answer).await
+    }
+}
+
+/// Fails `Unavailable` if `work` takes longer than `limit`. The work may
+/// still reach Redis: see the caveat in the store's docs.
+async fn bounded<T>(
+    limit: Duration,
+    work: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(limit, work)
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Unavailable(format!("redis did not answer within {limit:?}"))))
+}
+
+/// One node or a cluster; cloned (cheaply: a handle) for each call.
+#[derive(Clone)]
+enum Nodes {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Nodes {
+    async fn open(config: &RedisConfig) -> Result<Self, RedisError> {
+        let tcp = tcp_settings();
+        if let Some(url) = &config.url {
+            let info = url.as_str().into_connection_info()?.set_tcp_settings(tcp);
+            let client = redis::Client::open(info)?;
+            let manager = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(config.connect_timeout))
+                .set_response_timeout(Some(config.response_timeout))
+                .set_number_of_retries(RECONNECT_ATTEMPTS)
+                .set_min_delay(RECONNECT_FIRST_DELAY)
+                .set_max_delay(RECONNECT_MOST_DELAY);
+            return Ok(Self::Single(ConnectionManager::new_lazy_with_config(client, manager)?));
+        }
+        let client = ClusterClientBuilder::new(config.cluster_nodes.iter().map(String::as_str))
+            .connection_timeout(config.connect_timeout)
+            .response_timeout(config.response_timeout)
+            // Redirects and retries during a failover, within the call's bound.
+            .overall_response_timeout(Some(config.operation_timeout))
+            .tcp_settings(tcp)
+            .build()?;
+        Ok(Self::Cluster(client.get_async_connection().await?))
+    }
+}
+
+fn tcp_settings() -> TcpSettings {
+    let keepalive = TcpKeepalive::new().with_time(DEAD_PEER_TIMEOUT).with_interval(Duration::from_secs(1));
+    let settings = TcpSettings::default().set_nodelay(true).set_keepalive(keepalive);
+    #[cfg(target_os = "linux")]
+    let settings = settings.set_user_timeout(DEAD_PEER_TIMEOUT);
+    settings
+}
+
+impl ConnectionLike for Nodes {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(connection) => connection.req_packed_command(cmd),
+            Self::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(connection) => connection.get_db(),
+            Self::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
+/// Maps a Redis failure. A Lua error in one of Writ's scripts means stored
+/// data it could not read (or a bug): the scripts check before they write,
+/// so it wrote nothing. Anything else (refused, timed out, loading, out of
+/// memory, read-only, cluster down) means Redis cannot serve now. Redis's
+/// messages name the failure, never stored values, so they are passed on.
+fn store_error(error: &RedisError) -> StoreError {
+    let message = error.to_string();
+    if message.contains("user_script") {
+        StoreError::Corrupt(format!("a store script failed: {message}"))
+    } else {
+        StoreError::Unavailable(format!("redis: {message}"))
+    }
+}

@@ -1,0 +1,121 @@
+//! Where everything lives in Redis. Every key starts with the namespace
+//! prefix `writ:{<namespace>}:`; the Lua scripts build the names below from
+//! that prefix (see `lua/common.lua`), and Rust builds only the two it reads
+//! directly.
+//!
+//! | key (after the prefix)    | type   | holds                                              |
+//! |---------------------------|--------|----------------------------------------------------|
+//! | `task:<task id>`          | string | the task, JSON                                     |
+//! | `deadlines`               | zset   | open task ids, score = deadline (ms)               |
+//! | `lease:<lease id>`        | string | the lease, JSON (sealed handle included)           |
+//! | `state:<state>`           | zset   | lease ids in that state, score 0 (id order)        |
+//! | `task-leases:<task id>`   | zset   | the task's lease ids, score 0 (id order)           |
+//! | `agent-leases:<agent>`    | zset   | the agent's lease ids, score 0 (id order)          |
+//! | `pending`                 | zset   | pending lease ids, score = created_at (ms)         |
+//! | `expiries`                | zset   | active lease ids, score = expires_at (ms)          |
+//! | `queue`                   | zset   | revoking lease ids, score = next_attempt_at (ms)   |
+//! | `sightings`               | hash   | `["issuer","subject"]` → the sighting, JSON        |
+//! | `sightings-seen`          | zset   | sighting fields, score = last_seen (ms)            |
+//! | `health`                  | string | written by every health check                      |
+//!
+//! Lease ids are their 16 raw bytes (big-endian) in keys and index members:
+//! byte order is id order, so the score-0 sets list leases in id order
+//! (ZRANGEBYLEX), and each entry is 20 bytes smaller than the text form.
+//! Lease JSON is kept once, in its `lease:` key; indexes hold only ids.
+//!
+//! One hash tag for the whole namespace keeps every multi-key script in one
+//! slot, which Redis Cluster requires (no script or MULTI spans slots). The
+//! trade-off: a cluster then gives a deployment failover, not write
+//! scaling, since all of it is on one primary. Spreading it would mean a
+//! tag per bucket of tasks (`writ:{<namespace>:<bucket>}:`, bucket from a
+//! hash of the task id) holding a task, its leases *and* a bucket-local
+//! copy of every global index (`expiries`, `queue`, `state:*`,
+//! `agent-leases:*`, ...). Each single-task change stays atomic, since
+//! everything it touches shares the bucket; the sweeper, the revocation
+//! worker, `next_due` and listings would walk every bucket and merge; and
+//! the batch calls (`request_revocation`, `finish_revocations` over leases
+//! of many tasks) would be atomic per bucket only, short of what the trait
+//! promises. Hence one tag.
+
+use uuid::Uuid;
+
+use crate::store::StoreError;
+
+/// The namespace's key names.
+#[derive(Clone, Debug)]
+pub(super) struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub(super) fn new(namespace: &str) -> Self {
+        Self { prefix: format!("writ:{{{namespace}}}:") }
+    }
+
+    /// Passed to every script as `KEYS[1]`: it routes the script to the
+    /// namespace's slot, and the script builds every other name from it.
+    pub(super) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub(super) fn task(&self, task_id: &str) -> Vec<u8> {
+        [self.prefix.as_bytes(), b"task:", task_id.as_bytes()].concat()
+    }
+
+    pub(super) fn lease(&self, lease_id: Uuid) -> Vec<u8> {
+        [self.prefix.as_bytes(), b"lease:", &member(lease_id)].concat()
+    }
+}
+
+/// A lease id as it appears in keys and index members.
+pub(super) fn member(lease_id: Uuid) -> [u8; 16] {
+    lease_id.into_bytes()
+}
+
+/// A lease id a script answered with.
+pub(super) fn lease_id(member: &[u8]) -> Result<Uuid, StoreError> {
+    Uuid::from_slice(member)
+        .map_err(|_| StoreError::Corrupt(format!("a lease id of {} bytes in an index", member.len())))
+}
+
+/// The lease ids a script answered with.
+pub(super) fn lease_ids(members: Vec<Vec<u8>>) -> Result<Vec<Uuid>, StoreError> {
+    members.iter().map(|member| lease_id(member)).collect()
+}
+
+/// A sighting's field in the `sightings` hash: JSON, so that no issuer or
+/// subject can run into the other.
+pub(super) fn sighting(issuer: &str, subject: &str) -> String {
+    // Two strings always encode; the fallback only keeps this infallible.
+    serde_json::to_string(&(issuer, subject)).unwrap_or_else(|_| format!("{issuer}\u{0}{subject}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_the_namespace_tag() {
+        let keys = Keys::new("prod");
+        assert_eq!(keys.prefix(), "writ:{prod}:");
+        assert_eq!(keys.task("t-1"), b"writ:{prod}:task:t-1");
+        let id = Uuid::from_u128(0x0102);
+        assert_eq!(&keys.lease(id)[..18], b"writ:{prod}:lease:");
+        assert_eq!(lease_id(&keys.lease(id)[18..]).unwrap(), id);
+    }
+
+    #[test]
+    fn members_sort_in_id_order() {
+        let ids =
+            [Uuid::from_u128(1), Uuid::from_u128(0xff), Uuid::from_u128(0x100), Uuid::from_u128(u128::MAX)];
+        let mut members: Vec<_> = ids.iter().map(|id| member(*id)).collect();
+        members.sort();
+        assert_eq!(members, ids.map(member));
+    }
+
+    #[test]
+    fn sighting_fields_do_not_collide() {
+        assert_ne!(sighting("a:b", "c"), sighting("a", "b:c"));
+        assert_eq!(sighting("iss", "sub"), r#"["iss","sub"]"#);
+    }
+}
