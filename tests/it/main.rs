@@ -9,6 +9,5 @@ mod lifecycle;
 mod oidc;
 mod peers;
 #[path = "../support/redis.rs"]
-#[allow(dead_code)]
 mod redis_support;
 mod replicas;
