@@ -2,6 +2,7 @@
 //! module per area. `harness` starts Writ; `peers` starts the npm
 //! `oidc-provider` issuer and the `jose` verifier.
 
+mod crash;
 mod exchange;
 mod harness;
 mod identity;

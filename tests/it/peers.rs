@@ -112,6 +112,11 @@ impl PythonPlugin {
 
     /// Starts the plugin on `port` (0 picks a free one).
     pub fn start_on(port: u16) -> Self {
+        Self::start_with(port, &[])
+    }
+
+    /// Starts the plugin on `port` with extra arguments (e.g. `--journal`).
+    pub fn start_with(port: u16, extra: &[&str]) -> Self {
         use std::io::BufRead as _;
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/external_provider");
         let importable = || {
@@ -132,6 +137,7 @@ impl PythonPlugin {
         let mut child = std::process::Command::new("python3")
             .arg(dir.join("provider.py"))
             .args([port.to_string().as_str(), "--exit-on-stdin-eof"])
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

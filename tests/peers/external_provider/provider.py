@@ -76,7 +76,7 @@ def utcnow():
     return dt.datetime.now(dt.timezone.utc)
 
 
-def build_servicer(pb2, pb2_grpc, token):
+def build_servicer(pb2, pb2_grpc, token, journal=None):
     class ApiKeyProvider(pb2_grpc.ProviderPluginServicer):
         def __init__(self):
             # handle -> (api key, expiry); api key -> handle. One lock: the
@@ -136,6 +136,11 @@ def build_servicer(pb2, pb2_grpc, token):
             with self.lock:
                 self.by_handle[handle] = (key, expires_at)
                 self.by_key[key] = handle
+                # The provider's own truth, for tests that count what was
+                # minted against what Writ tracks.
+                if journal is not None:
+                    journal.write(f"minted {handle}\n")
+                    journal.flush()
             response = pb2.MintResponse(
                 credential=pb2.Credential(bearer_token=pb2.BearerToken(token=key, token_type="Bearer")),
                 revocation_handle=handle,
@@ -161,6 +166,9 @@ def build_servicer(pb2, pb2_grpc, token):
                 entry = self.by_handle.pop(request.revocation_handle, None)
                 if entry is not None:
                     self.by_key.pop(entry[0], None)
+                if journal is not None:
+                    journal.write(f"revoked {request.revocation_handle}\n")
+                    journal.flush()
             return pb2.RevokeResponse()
 
         def Health(self, request, context):
@@ -185,6 +193,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("listen", nargs="?", default="0", help="port (0 = free) or unix:/path")
     parser.add_argument("--token-file", help="require this bearer token on every call")
+    parser.add_argument("--journal", help="append a line per mint and revocation to this file")
     parser.add_argument("--proto-dir", default=os.environ.get("WRIT_PROTO_DIR", DEFAULT_PROTO_DIR))
     parser.add_argument("--exit-on-stdin-eof", action="store_true",
                         help="stop when stdin closes (so a test's plugin dies with the test)")
@@ -197,7 +206,7 @@ def main():
 
     pb2, pb2_grpc = generate_stubs(args.proto_dir)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-    pb2_grpc.add_ProviderPluginServicer_to_server(build_servicer(pb2, pb2_grpc, token), server)
+    pb2_grpc.add_ProviderPluginServicer_to_server(build_servicer(pb2, pb2_grpc, token, open(args.journal, "a") if args.journal else None), server)
     if args.listen.startswith("unix:"):
         server.add_insecure_port(args.listen)
         ready = {"unix": args.listen[len("unix:"):]}
