@@ -105,6 +105,14 @@ async fn kill_9_during_issuance(redis: Option<String>) {
         "poll_interval = \"250ms\"",
         "poll_interval = \"50ms\"\npending_timeout = \"1s\"\nmin_backoff = \"50ms\"\nmax_backoff = \"200ms\"",
     );
+    let config = match &redis {
+        Some(url) => config.replace(
+            "kind = \"embedded\"\npath = \"leases.redb\"",
+            &format!("kind = \"redis\"\nurl = \"{url}\"\nnamespace = \"crash\""),
+        ),
+        None => config,
+    };
+    assert_eq!(config.contains("kind = \"redis\""), redis.is_some(), "the store was switched");
     let config =
         format!("{config}\n[providers.reports]\nkind = \"external\"\nendpoint = \"{}\"\n", plugin.endpoint);
     std::fs::write(&config_path, config).unwrap();
