@@ -9,7 +9,13 @@
 //!
 //! ```text
 //! cargo bench --bench load -- [--concurrency 64] [--seconds 10] [--warmup 2]
+//!                             [--store embedded|redis] [--close N]
 //! ```
+//!
+//! `--store redis` starts a private `redis-server` (AOF on, `appendfsync
+//! everysec`) on a free port. `--close N` then also issues N leases into a
+//! fresh task and measures how long closing it takes until every lease is
+//! revoked.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,15 +34,24 @@ struct Options {
     seconds: u64,
     warmup: u64,
     connections: usize,
+    redis: bool,
+    close: usize,
 }
 
 fn options() -> Options {
-    let mut options = Options { concurrency: 64, seconds: 10, warmup: 2, connections: 4 };
+    let mut options =
+        Options { concurrency: 64, seconds: 10, warmup: 2, connections: 4, redis: false, close: 0 };
     let args: Vec<String> = std::env::args().collect();
     let mut index = 1;
     while index < args.len() {
         let value = args.get(index + 1).and_then(|v| v.parse::<u64>().ok());
+        if args[index] == "--store" {
+            options.redis = args.get(index + 1).is_some_and(|store| store == "redis");
+            index += 2;
+            continue;
+        }
         match (args[index].as_str(), value) {
+            ("--close", Some(v)) => options.close = usize::try_from(v).unwrap_or(0),
             ("--concurrency", Some(v)) => options.concurrency = usize::try_from(v).unwrap_or(64),
             ("--seconds", Some(v)) => options.seconds = v,
             ("--warmup", Some(v)) => options.warmup = v,
@@ -65,6 +80,9 @@ fn main() {
     let client_rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let redis = options.redis.then(|| start_redis(dir.path()));
+    let redis_url = redis.as_ref().map(|(_, url)| url.clone());
+    println!("store: {}", if options.redis { "redis" } else { "embedded" });
     let (running, issuer) = server_rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let dev = DevOptions {
@@ -73,7 +91,12 @@ fn main() {
             http_listen: "127.0.0.1:0".parse().unwrap(),
             issuer_listen: listener.local_addr().unwrap(),
         };
-        let config = writ::dev::prepare(&dev).unwrap();
+        let mut config = writ::dev::prepare(&dev).unwrap();
+        if let Some(url) = &redis_url {
+            let mut store = writ::store::RedisConfig::single(url.clone());
+            store.namespace = "load".into();
+            config.store = writ::store::StoreConfig::Redis(store);
+        }
         let issuer = Arc::new(
             DevIssuer::load_or_create(&writ::dev::issuer_url(&dev), &dir.path().join("dev-issuer.pk8"))
                 .unwrap(),
@@ -129,7 +152,96 @@ fn main() {
         ms(0.999),
         histogram.max() as f64 / 1000.0
     );
+    if options.close > 0 {
+        client_rt.block_on(close_bench(&endpoint, &agent, &workflow, options.close));
+    }
     server_rt.block_on(async { running.stop().await.unwrap() });
+    if let Some((mut child, _)) = redis {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// A private redis-server with AOF, as production would run it.
+fn start_redis(dir: &std::path::Path) -> (std::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = std::process::Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--appendonly", "yes"])
+        .args(["--appendfsync", "everysec", "--save", "", "--dir"])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, format!("redis://127.0.0.1:{port}"))
+}
+
+/// Issues `count` leases into a fresh task, closes it, and reports how long
+/// it took until every lease was revoked.
+async fn close_bench(endpoint: &str, agent: &str, workflow: &str, count: usize) {
+    let channel = Endpoint::from_shared(endpoint.to_string()).unwrap().connect().await.unwrap();
+    let now = chrono::Utc::now();
+    let start = proto::StartTaskRequest {
+        task_id: "close-bench".into(),
+        agent: "demo-agent".into(),
+        context: Some(proto::TaskContext { environment: "dev".into(), ..Default::default() }),
+        deadline: Some(writ::api::convert::timestamp(now + chrono::Duration::minutes(30))),
+    };
+    let mut tasks = TaskServiceClient::new(channel.clone());
+    tasks.start_task(authed(workflow, start)).await.unwrap();
+    let request = proto::IssueRequest {
+        task_id: "close-bench".into(),
+        tool: "orders.lookup".into(),
+        grants: vec![proto::GrantRequest {
+            provider: "tokens".into(),
+            role: "orders-read".into(),
+            scopes: vec![],
+            ttl: Some(prost_types::Duration { seconds: 600, nanos: 0 }),
+        }],
+    };
+    let mut workers = tokio::task::JoinSet::new();
+    for worker in 0..32 {
+        let mut client = CredentialServiceClient::new(channel.clone());
+        let (agent, request) = (agent.to_string(), request.clone());
+        let share = count / 32 + usize::from(worker < count % 32);
+        workers.spawn(async move {
+            for _ in 0..share {
+                client.issue(authed(&agent, request.clone())).await.unwrap();
+            }
+        });
+    }
+    while workers.join_next().await.is_some() {}
+    let began = Instant::now();
+    let closed = tasks
+        .close_task(authed(workflow, proto::CloseTaskRequest { task_id: "close-bench".into() }))
+        .await
+        .unwrap()
+        .into_inner();
+    let answered = began.elapsed();
+    loop {
+        let task = tasks
+            .get_task(authed(workflow, proto::GetTaskRequest { task_id: "close-bench".into() }))
+            .await
+            .unwrap()
+            .into_inner();
+        let done = task.leases.iter().filter(|l| l.state == proto::LeaseState::Revoked as i32).count();
+        if done == count {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "close a task with {count} leases: CloseTask answered in {:.0} ms ({} revoked, {} retrying); all revoked after {:.0} ms",
+        answered.as_secs_f64() * 1000.0,
+        closed.revoked,
+        closed.retrying,
+        began.elapsed().as_secs_f64() * 1000.0
+    );
 }
 
 async fn futures_channels(endpoint: &str, connections: usize) -> Vec<Channel> {

@@ -62,7 +62,7 @@ pub fn backoff(attempts: u32, min: Duration, max: Duration, jitter: f64) -> Dura
     base.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
 }
 
-const BATCH: usize = 256;
+const BATCH: usize = 1024;
 
 /// Runs until `shutdown` is cancelled.
 pub async fn run(
@@ -94,7 +94,7 @@ pub async fn run(
             continue;
         }
         let full = claimed.len() == BATCH;
-        let outcomes = revoke_all(&broker, claimed, &config, clock.as_ref()).await;
+        let outcomes = revoke_all(&broker, claimed, &config, &clock).await;
         let now = clock.now();
         if let Err(error) = broker.store().finish_revocations(&outcomes, now).await {
             // The claims lapse and the revocations run again: revoking is
@@ -113,27 +113,30 @@ async fn revoke_all(
     broker: &Arc<Broker>,
     claimed: Vec<Lease>,
     config: &RevocationConfig,
-    clock: &dyn Clock,
+    clock: &Arc<dyn Clock>,
 ) -> Vec<RevocationOutcome> {
     let limit = Arc::new(tokio::sync::Semaphore::new(config.concurrency));
     let mut running = JoinSet::new();
     for lease in claimed {
-        let broker = broker.clone();
-        let limit = limit.clone();
+        let (broker, limit, clock, config) = (broker.clone(), limit.clone(), clock.clone(), config.clone());
+        // Each revocation records its own evidence, so the audit writes of a
+        // batch are group-committed together instead of one after another.
         running.spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            let result = broker.revoke_at_provider(&lease).await;
-            (lease, result)
+            let result = {
+                let _permit = limit.acquire_owned().await;
+                broker.revoke_at_provider(&lease).await
+            };
+            outcome(&broker, &lease, result, &config, clock.now()).await
         });
     }
     let mut outcomes = Vec::new();
     while let Some(joined) = running.join_next().await {
-        let Ok((lease, result)) = joined else {
-            tracing::error!("a revocation task panicked; its claim will lapse and it will run again");
-            continue;
-        };
-        let now = clock.now();
-        outcomes.push(outcome(broker, &lease, result, config, now).await);
+        match joined {
+            Ok(outcome) => outcomes.push(outcome),
+            Err(_) => {
+                tracing::error!("a revocation task panicked; its claim will lapse and it will run again")
+            }
+        }
     }
     outcomes
 }
