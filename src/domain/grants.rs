@@ -310,16 +310,8 @@ impl Broker {
                     .record_or_log(
                         now,
                         AuditEvent {
-                            event: "issue_failed",
-                            actor: agent.name.clone(),
-                            outcome: "error",
-                            agent: Some(agent.name.clone()),
-                            task: Some(task.id.clone()),
-                            provider: Some(grant.provider.clone()),
-                            role: Some(grant.role.clone()),
-                            lease: Some(lease_id),
                             reason: Some(error.to_string()),
-                            ..AuditEvent::default()
+                            ..grant_event("issue_failed", "error", agent, task, grant, lease_id)
                         },
                     )
                     .await;
@@ -329,20 +321,12 @@ impl Broker {
         let expires_at = minted.expires_at.min(plan.expires_at);
         let sealed = self.seal(lease_id, &minted.handle)?;
         let issued = AuditEvent {
-            event: "issued",
-            actor: agent.name.clone(),
-            outcome: "ok",
-            agent: Some(agent.name.clone()),
-            task: Some(task.id.clone()),
-            provider: Some(grant.provider.clone()),
-            role: Some(grant.role.clone()),
             tool: Some(tool.to_string()),
-            lease: Some(lease_id),
             policies: plan.policies,
             details: Some(
                 json!({ "scopes": grant.scopes, "expires_at": expires_at, "notices": plan.notices }),
             ),
-            ..AuditEvent::default()
+            ..grant_event("issued", "ok", agent, task, grant, lease_id)
         };
         // Activation and its evidence are written in parallel; the credential
         // leaves only if both are durable.
@@ -365,14 +349,8 @@ impl Broker {
                     .record_or_log(
                         now,
                         AuditEvent {
-                            event: "issue_aborted",
-                            actor: agent.name.clone(),
-                            outcome: "error",
-                            agent: Some(agent.name.clone()),
-                            task: Some(task.id.clone()),
-                            lease: Some(lease_id),
                             reason: Some(error.to_string()),
-                            ..AuditEvent::default()
+                            ..grant_event("issue_aborted", "error", agent, task, grant, lease_id)
                         },
                     )
                     .await;
@@ -522,6 +500,28 @@ impl Broker {
         tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
             Err(ProviderError::Unavailable(format!("no answer within {}s", limit.as_secs_f32())))
         })
+    }
+}
+
+/// The evidence fields every event about one minted grant shares.
+fn grant_event(
+    event: &'static str,
+    outcome: &'static str,
+    agent: &Agent,
+    task: &Task,
+    grant: &GrantRequest,
+    lease_id: Uuid,
+) -> AuditEvent {
+    AuditEvent {
+        event,
+        actor: agent.name.clone(),
+        outcome,
+        agent: Some(agent.name.clone()),
+        task: Some(task.id.clone()),
+        provider: Some(grant.provider.clone()),
+        role: Some(grant.role.clone()),
+        lease: Some(lease_id),
+        ..AuditEvent::default()
     }
 }
 
