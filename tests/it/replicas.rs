@@ -117,3 +117,29 @@ async fn a_redis_outage_fails_closed_and_recovers() {
     assert!(h.issue_orders_read("outage-2", 60).await.is_ok());
     h.stop().await;
 }
+
+/// Revocations that fall due while Redis is down are done once it is back,
+/// within seconds, and none is lost (Redis with AOF keeps the leases).
+#[tokio::test]
+async fn revocations_due_during_an_outage_are_done_after_it() {
+    let mut redis = RedisServer::start_persistent();
+    let h = on_redis(&redis).await;
+    h.open_task("due-1", "demo-agent", 600).await;
+    let mut leases = Vec::new();
+    for _ in 0..20 {
+        leases.push(issue_via(h.grpc_addr(), &h.agent(), "due-1").await);
+    }
+    redis.stop();
+    // Every lease expires while Redis is down (their TTL is 300 s).
+    h.advance(301);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    redis.restart();
+    let recovered = Instant::now();
+    for lease in &leases {
+        let revoked = h.wait_for_state(&lease.lease_id, proto::LeaseState::Revoked).await;
+        assert_eq!(revoked.revocation_reason, "expired");
+    }
+    let took = recovered.elapsed();
+    assert!(took < Duration::from_secs(5), "all due revocations done {took:?} after recovery");
+    h.stop().await;
+}

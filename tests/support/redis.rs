@@ -49,6 +49,12 @@ impl RedisServer {
         panic!("redis-server did not start: {failures:?}");
     }
 
+    /// A single node that keeps its data across a kill and restart: AOF
+    /// with an fsync per write, as a production Writ deployment runs it.
+    pub fn start_persistent() -> Self {
+        Self::start_on_free_port(false, &["--appendonly", "yes", "--appendfsync", "always"])
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
