@@ -5,53 +5,20 @@
 
 mod support {
     pub mod redis;
+    pub mod store_fixtures;
 }
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use chrono::TimeDelta;
 use uuid::Uuid;
-use writ::model::{Lease, LeaseState, RevocationReason, SealedHandle, Task, TaskContext, TaskState};
+use writ::model::{Lease, LeaseState, RevocationReason, SealedHandle, Task, TaskState};
 use writ::store::{LeaseStore, RedisConfig, RedisStore, RevocationOutcome, StoreError, conformance};
 
 use support::redis::{RedisCluster, RedisServer};
-
-fn t(secs: i64) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + TimeDelta::seconds(secs)
-}
-
-fn task(id: &str) -> Task {
-    Task {
-        id: id.into(),
-        agent: "agent".into(),
-        context: TaskContext::default(),
-        state: TaskState::Open,
-        created_at: t(0),
-        created_by: "engine".into(),
-        deadline: t(100_000),
-        closed: None,
-    }
-}
-
-fn lease(id: Uuid, task_id: &str) -> Lease {
-    Lease {
-        id,
-        agent: "agent".into(),
-        task_id: task_id.into(),
-        provider: "test".into(),
-        role: "reader".into(),
-        scopes: vec![],
-        tool: "tool".into(),
-        state: LeaseState::Pending,
-        created_at: t(0),
-        issued_at: None,
-        expires_at: t(600),
-        handle: SealedHandle { key_id: "k".into(), sealed: id.as_bytes().to_vec() },
-        revocation: None,
-    }
-}
+use support::store_fixtures::{lease, t, task};
 
 fn id(n: u128) -> Uuid {
     Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + n)

@@ -6,45 +6,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+#[path = "support/store_fixtures.rs"]
+mod store_fixtures;
+
+use store_fixtures::{lease, t, task};
 use uuid::Uuid;
-use writ::model::{Lease, LeaseState, SealedHandle, Task, TaskContext, TaskState};
+use writ::model::{LeaseState, SealedHandle};
 use writ::store::{EmbeddedStore, LeaseStore, StoreError, conformance};
-
-fn t(secs: i64) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + TimeDelta::seconds(secs)
-}
-
-fn task(id: &str) -> Task {
-    Task {
-        id: id.into(),
-        agent: "agent".into(),
-        context: TaskContext::default(),
-        state: TaskState::Open,
-        created_at: t(0),
-        created_by: "engine".into(),
-        deadline: t(100_000),
-        closed: None,
-    }
-}
-
-fn lease(id: Uuid, task_id: &str) -> Lease {
-    Lease {
-        id,
-        agent: "agent".into(),
-        task_id: task_id.into(),
-        provider: "test".into(),
-        role: "reader".into(),
-        scopes: vec![],
-        tool: "tool".into(),
-        state: LeaseState::Pending,
-        created_at: t(0),
-        issued_at: None,
-        expires_at: t(600),
-        handle: SealedHandle { key_id: "k".into(), sealed: id.as_bytes().to_vec() },
-        revocation: None,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conforms() {
