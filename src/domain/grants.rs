@@ -124,8 +124,7 @@ impl Broker {
                     // All or nothing: take back what this request already got.
                     let ids: Vec<Uuid> = issued.iter().map(|one: &Issued| one.lease.id).collect();
                     if !ids.is_empty() {
-                        self.store.request_revocation(&ids, RevocationReason::MintFailed, now).await?;
-                        self.revocations.wake();
+                        self.take_back(&ids, now).await;
                     }
                     return Err(error);
                 }
@@ -286,8 +285,7 @@ impl Broker {
             tokio::join!(self.audit.record(now, decision), self.store.insert_pending(lease, now));
         inserted?;
         if let Err(error) = recorded {
-            self.store.request_revocation(&[lease_id], RevocationReason::MintFailed, now).await?;
-            self.revocations.wake();
+            self.take_back(&[lease_id], now).await;
             return Err(error.into());
         }
 
@@ -304,8 +302,7 @@ impl Broker {
         let minted = match self.call_provider(plan.provider.provider.mint(&request)).await {
             Ok(minted) => minted,
             Err(error) => {
-                self.store.request_revocation(&[lease_id], RevocationReason::MintFailed, now).await?;
-                self.revocations.wake();
+                self.take_back(&[lease_id], now).await;
                 self.audit
                     .record_or_log(
                         now,
@@ -342,8 +339,7 @@ impl Broker {
         if let Some(error) = failure {
             // The lease may be queued for revocation already (its task was
             // closed meanwhile); either way the credential must not leave.
-            let _ = self.store.request_revocation(&[lease_id], RevocationReason::MintFailed, now).await;
-            self.revocations.wake();
+            self.take_back(&[lease_id], now).await;
             if recorded.is_ok() {
                 self.audit
                     .record_or_log(
@@ -359,6 +355,18 @@ impl Broker {
         }
         let lease = activated?;
         Ok(Issued { lease, credential: minted.credential, notices: plan.notices })
+    }
+
+    /// Queues leases of a failed issue for revocation (reason
+    /// `mint_failed`). If the store cannot take even that, the caller's own
+    /// error still goes back: no credential left Writ, a lease still pending
+    /// is revoked by the sweeper once it is abandoned, and an active one is
+    /// revoked when it expires.
+    async fn take_back(&self, lease_ids: &[Uuid], now: DateTime<Utc>) {
+        match self.store.request_revocation(lease_ids, RevocationReason::MintFailed, now).await {
+            Ok(_) => self.revocations.wake(),
+            Err(error) => tracing::warn!(%error, "cannot queue a failed issue's leases; the sweeper will"),
+        }
     }
 
     fn seal(
