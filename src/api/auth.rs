@@ -54,6 +54,14 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Result<Caller, Status> {
         .ok_or_else(|| Status::unauthenticated("the request was not authenticated"))
 }
 
+/// The bearer token a request was authenticated with. [`AuthLayer`] has
+/// verified it before any handler runs; handlers pass it on only to
+/// providers that exchange it.
+pub fn presented_token<T>(request: &tonic::Request<T>) -> Option<writ_provider_api::SecretString> {
+    let token = bearer(request.metadata().as_ref()).ok()?;
+    Some(writ_provider_api::SecretString::from(token.to_string()))
+}
+
 /// Which kind of caller a service is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Audience {

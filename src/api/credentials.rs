@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::auth::caller;
+use super::auth::{caller, presented_token};
 use super::proto::{self, credential_service_server::CredentialService};
 use super::{convert, status};
 use crate::clock::Clock;
@@ -29,6 +29,7 @@ impl CredentialService for Credentials {
     ) -> Result<Response<proto::IssueResponse>, Status> {
         let caller = caller(&request)?;
         let agent = caller.agent()?;
+        let subject_token = presented_token(&request);
         let request = request.into_inner();
         let grants = request
             .grants
@@ -47,7 +48,7 @@ impl CredentialService for Credentials {
             .broker
             .issue(
                 agent,
-                IssueRequest { task_id: request.task_id, tool: request.tool, grants },
+                IssueRequest { task_id: request.task_id, tool: request.tool, grants, subject_token },
                 self.clock.now(),
             )
             .await
@@ -70,10 +71,14 @@ impl CredentialService for Credentials {
     ) -> Result<Response<proto::RenewResponse>, Status> {
         let caller = caller(&request)?;
         let agent = caller.agent()?;
+        let subject_token = presented_token(&request);
         let request = request.into_inner();
         let ttl = request.ttl.as_ref().map(|ttl| convert::from_duration("ttl", ttl)).transpose()?;
-        let renewal =
-            self.broker.renew(agent, &request.lease_id, ttl, self.clock.now()).await.map_err(status)?;
+        let renewal = self
+            .broker
+            .renew(agent, &request.lease_id, ttl, subject_token, self.clock.now())
+            .await
+            .map_err(status)?;
         Ok(Response::new(proto::RenewResponse {
             lease: Some(convert::lease(&renewal.lease, self.broker.providers())),
             credential: renewal.credential.as_ref().map(convert::credential),

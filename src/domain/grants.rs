@@ -19,7 +19,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
-use writ_provider_api::{Credential, MintRequest, ProviderError, RenewRequest, RevokeRequest};
+use writ_provider_api::{Credential, MintRequest, ProviderError, RenewRequest, RevokeRequest, SecretString};
 
 use super::{Broker, Error};
 use crate::audit::AuditEvent;
@@ -46,6 +46,9 @@ pub struct IssueRequest {
     pub task_id: String,
     pub tool: String,
     pub grants: Vec<GrantRequest>,
+    /// The workload token the agent authenticated with, passed on to
+    /// providers that exchange it (RFC 8693). Never stored or logged.
+    pub subject_token: Option<SecretString>,
 }
 
 /// One credential handed out, with its lease.
@@ -118,7 +121,8 @@ impl Broker {
         }
         let mut issued = Vec::with_capacity(planned.len());
         for (plan, decision) in planned.into_iter().zip(evidence) {
-            match self.mint(agent, &task, &request.tool, plan, decision, now).await {
+            let subject_token = request.subject_token.clone();
+            match self.mint(agent, &task, &request.tool, plan, decision, subject_token, now).await {
                 Ok(one) => issued.push(one),
                 Err(error) => {
                     // All or nothing: take back what this request already got.
@@ -259,6 +263,7 @@ impl Broker {
         tool: &str,
         plan: Planned<'_>,
         decision: AuditEvent,
+        subject_token: Option<SecretString>,
         now: DateTime<Utc>,
     ) -> Result<Issued, Error> {
         let grant = plan.grant;
@@ -298,6 +303,7 @@ impl Broker {
             scopes: grant.scopes.clone(),
             issued_at: now,
             expires_at: plan.expires_at,
+            subject_token,
         };
         let minted = match self.call_provider(plan.provider.provider.mint(&request)).await {
             Ok(minted) => minted,
@@ -396,6 +402,7 @@ impl Broker {
         agent: &Agent,
         lease_id: &str,
         ttl: Option<Duration>,
+        subject_token: Option<SecretString>,
         now: DateTime<Utc>,
     ) -> Result<Renewal, Error> {
         let lease = self.own_lease(agent, lease_id).await?;
@@ -429,6 +436,7 @@ impl Broker {
                 scopes: lease.scopes.clone(),
                 issued_at: now,
                 expires_at: plan.expires_at,
+                subject_token,
             },
             handle,
         };
@@ -564,17 +572,23 @@ fn lifetime(
         ttl = role.max_ttl;
         notices.push(format!("ttl clamped to the role maximum of {}s", role.max_ttl.as_secs()));
     }
+    if ttl < role.min_ttl {
+        // The provider cannot mint anything shorter (STS: 15 minutes); the
+        // lease must say how long the credential really lives.
+        ttl = role.min_ttl;
+        notices.push(format!("ttl raised to the provider's minimum of {}s", role.min_ttl.as_secs()));
+    }
     let remaining = (deadline - now).to_std().unwrap_or_default();
     if ttl > remaining {
+        if remaining < role.min_ttl {
+            return Err(Error::FailedPrecondition(format!(
+                "the task has {}s left, less than the role's minimum credential lifetime of {}s",
+                remaining.as_secs(),
+                role.min_ttl.as_secs()
+            )));
+        }
         ttl = remaining;
         notices.push(format!("ttl clamped to the task deadline ({}s left)", remaining.as_secs()));
-    }
-    if ttl < role.min_ttl {
-        return Err(Error::FailedPrecondition(format!(
-            "the task has {}s left, less than the role's minimum credential lifetime of {}s",
-            remaining.as_secs(),
-            role.min_ttl.as_secs()
-        )));
     }
     let ttl =
         chrono::Duration::from_std(ttl).map_err(|_| Error::InvalidArgument("ttl is too large".into()))?;
@@ -599,5 +613,56 @@ fn provider_error(error: ProviderError) -> Error {
             tracing::error!(%error, "provider failed");
             Error::Internal("the provider failed; an operator has to fix it".into())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn role(min: u64, default: u64, max: u64) -> writ_provider_api::RoleDescription {
+        writ_provider_api::RoleDescription {
+            name: "r".into(),
+            max_ttl: Duration::from_secs(max),
+            default_ttl: Duration::from_secs(default),
+            min_ttl: Duration::from_secs(min),
+            scopes: Vec::new(),
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc)
+    }
+
+    fn secs(s: i64) -> chrono::Duration {
+        chrono::Duration::seconds(s)
+    }
+
+    #[test]
+    fn lifetimes_are_clamped_to_the_role_and_the_deadline_with_notices() {
+        let role = role(900, 1800, 3600);
+        let deadline = now() + secs(7200);
+        assert_eq!(lifetime(None, &role, deadline, now()).unwrap(), (now() + secs(1800), vec![]));
+        let (at, notices) = lifetime(Some(Duration::from_secs(9000)), &role, deadline, now()).unwrap();
+        assert_eq!(at, now() + secs(3600));
+        assert_eq!(notices, ["ttl clamped to the role maximum of 3600s"]);
+        let (at, notices) = lifetime(Some(Duration::from_secs(60)), &role, deadline, now()).unwrap();
+        assert_eq!(at, now() + secs(900));
+        assert_eq!(notices, ["ttl raised to the provider's minimum of 900s"]);
+        let (at, notices) = lifetime(None, &role, now() + secs(1000), now()).unwrap();
+        assert_eq!(at, now() + secs(1000));
+        assert_eq!(notices, ["ttl clamped to the task deadline (1000s left)"]);
+    }
+
+    #[test]
+    fn a_deadline_sooner_than_the_minimum_lifetime_is_refused() {
+        let role = role(900, 1800, 3600);
+        let error = lifetime(Some(Duration::from_secs(60)), &role, now() + secs(600), now()).unwrap_err();
+        assert!(
+            matches!(&error, Error::FailedPrecondition(m) if m.contains("600s left") && m.contains("900s")),
+            "{error:?}"
+        );
+        let error = lifetime(Some(Duration::ZERO), &role, now() + secs(6000), now()).unwrap_err();
+        assert!(matches!(error, Error::InvalidArgument(_)));
     }
 }

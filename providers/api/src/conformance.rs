@@ -52,6 +52,7 @@ pub fn request(grant: &Grant, now: DateTime<Utc>, ttl: Duration) -> MintRequest 
         scopes: grant.scopes.clone(),
         issued_at: now,
         expires_at: now + chrono::Duration::from_std(ttl).unwrap(),
+        subject_token: None,
     }
 }
 

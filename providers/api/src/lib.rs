@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+pub use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 pub use credential::{Credential, RevocationHandle};
@@ -87,6 +88,10 @@ pub struct MintRequest {
     pub scopes: Vec<String>,
     pub issued_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// The workload token the agent presented with this request, for
+    /// providers that exchange it (RFC 8693). It is a live credential: it
+    /// prints as redacted, and a provider must never store or log it.
+    pub subject_token: Option<SecretString>,
 }
 
 /// A freshly minted credential.
