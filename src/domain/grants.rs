@@ -74,6 +74,8 @@ struct Planned<'a> {
     expires_at: DateTime<Utc>,
     notices: Vec<String>,
     policies: Vec<String>,
+    /// The agent's own token, for providers that exchange it.
+    subject_token: Option<SecretString>,
 }
 
 impl Broker {
@@ -107,6 +109,7 @@ impl Broker {
         // their pending lease, a denial at once.
         let mut evidence = Vec::with_capacity(planned.len());
         for plan in &mut planned {
+            plan.subject_token = request.subject_token.clone();
             let (decision, event) = self.decide("issue", agent, &task, &request.tool, plan, now)?;
             evidence.push(event);
             match decision {
@@ -121,8 +124,7 @@ impl Broker {
         }
         let mut issued = Vec::with_capacity(planned.len());
         for (plan, decision) in planned.into_iter().zip(evidence) {
-            let subject_token = request.subject_token.clone();
-            match self.mint(agent, &task, &request.tool, plan, decision, subject_token, now).await {
+            match self.mint(agent, &task, &request.tool, plan, decision, now).await {
                 Ok(one) => issued.push(one),
                 Err(error) => {
                     // All or nothing: take back what this request already got.
@@ -185,7 +187,7 @@ impl Broker {
         let mut notices = Vec::new();
         let (expires_at, clamped) = lifetime(grant.ttl, role, task.deadline, now)?;
         notices.extend(clamped);
-        Ok(Planned { grant, provider, expires_at, notices, policies: Vec::new() })
+        Ok(Planned { grant, provider, expires_at, notices, policies: Vec::new(), subject_token: None })
     }
 
     /// Decides one grant by policy. Returns the decision and its evidence,
@@ -263,7 +265,6 @@ impl Broker {
         tool: &str,
         plan: Planned<'_>,
         decision: AuditEvent,
-        subject_token: Option<SecretString>,
         now: DateTime<Utc>,
     ) -> Result<Issued, Error> {
         let grant = plan.grant;
@@ -303,7 +304,7 @@ impl Broker {
             scopes: grant.scopes.clone(),
             issued_at: now,
             expires_at: plan.expires_at,
-            subject_token,
+            subject_token: plan.subject_token.clone(),
         };
         let minted = match self.call_provider(plan.provider.provider.mint(&request)).await {
             Ok(minted) => minted,
