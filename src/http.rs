@@ -1,7 +1,9 @@
-//! HTTP endpoints of providers that sign their own tokens:
+//! Writ's HTTP endpoints: metrics, and those of providers that sign their
+//! own tokens:
 //!
 //! - `GET /providers/<name>/jwks.json`: the public keys, so resource
 //!   servers can verify tokens offline;
+//! - `GET /metrics`: Prometheus metrics (see `crate::metrics`);
 //! - `POST /providers/<name>/introspect`: RFC 7662 token introspection.
 //!   A token is active only if its signature and lifetime check out *and*
 //!   its lease is still active, so a revocation is visible at once. The
@@ -36,11 +38,22 @@ pub fn router(broker: Arc<Broker>, authenticator: Arc<Authenticator>, clock: Arc
     Router::new()
         .route("/providers/{name}/jwks.json", get(jwks))
         .route("/providers/{name}/introspect", post(introspect))
+        .route("/metrics", get(metrics))
         .with_state(Shared { broker, authenticator, clock })
 }
 
 fn error(status: StatusCode, code: &str, description: &str) -> Response {
     (status, Json(json!({ "error": code, "error_description": description }))).into_response()
+}
+
+/// Prometheus scrape endpoint. Open like the JWKS: the series carry only
+/// configured names and counts, never agents, tasks or secrets.
+async fn metrics(State(shared): State<Shared>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        shared.broker.metrics().render(),
+    )
+        .into_response()
 }
 
 async fn jwks(State(shared): State<Shared>, Path(name): Path<String>) -> Response {

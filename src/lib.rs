@@ -30,6 +30,7 @@ pub mod dev;
 pub mod domain;
 pub mod http;
 pub mod identity;
+pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod principals;

@@ -167,6 +167,7 @@ async fn outcome(
     };
     match result {
         Ok(()) => {
+            broker.metrics().revocation_done(&lease.provider);
             broker.audit().record_or_log(now, event("revoked", "ok", json!({ "attempts": attempts }))).await;
             RevocationOutcome::Done { lease_id: lease.id, generation }
         }
@@ -174,6 +175,7 @@ async fn outcome(
             let delay = backoff(attempts, config.min_backoff, config.max_backoff, fastrand::f64());
             let next_attempt_at = now + chrono::Duration::from_std(delay).unwrap_or_default();
             tracing::warn!(lease = %lease.id, provider = %lease.provider, attempts, %error, retry_in = ?delay, "revocation failed; will retry");
+            broker.metrics().revocation_retried(&lease.provider);
             broker
                 .audit()
                 .record_or_log(

@@ -23,6 +23,7 @@ use writ_provider_api::{Credential, MintRequest, ProviderError, RenewRequest, Re
 
 use super::{Broker, Error};
 use crate::audit::AuditEvent;
+use crate::metrics::Operation;
 use crate::model::{Lease, LeaseState, RevocationReason, Task};
 use crate::policy::{Decision, GrantFacts, RoleFacts};
 use crate::principals::Agent;
@@ -306,7 +307,10 @@ impl Broker {
             expires_at: plan.expires_at,
             subject_token: plan.subject_token.clone(),
         };
-        let minted = match self.call_provider(plan.provider.provider.mint(&request)).await {
+        let minted = match self
+            .call_provider(&grant.provider, Operation::mint, plan.provider.provider.mint(&request))
+            .await
+        {
             Ok(minted) => minted,
             Err(error) => {
                 self.take_back(&[lease_id], now).await;
@@ -441,8 +445,10 @@ impl Broker {
             },
             handle,
         };
-        let renewed =
-            self.call_provider(plan.provider.provider.renew(&request)).await.map_err(provider_error)?;
+        let renewed = self
+            .call_provider(&lease.provider, Operation::renew, plan.provider.provider.renew(&request))
+            .await
+            .map_err(provider_error)?;
         let expires_at = renewed.expires_at.min(plan.expires_at);
         let lease = self.store.extend(lease.id, expires_at).await?;
         self.audit
@@ -503,20 +509,21 @@ impl Broker {
             .ok_or_else(|| format!("provider {:?} is no longer configured", lease.provider))?;
         let handle = self.sealer.open(lease.id, &lease.handle).map_err(|e| e.to_string())?;
         let request = RevokeRequest { lease_id: lease.id, role: lease.role.clone(), handle };
-        self.call_provider(provider.provider.revoke(&request)).await.map_err(|e| e.to_string())
+        self.call_provider(&lease.provider, Operation::revoke, provider.provider.revoke(&request))
+            .await
+            .map_err(|e| e.to_string())
     }
 
-    /// Bounds a provider call by `limits.provider_timeout`: a hung provider
-    /// is an unavailable one, and must not hold a request or the
-    /// revocation worker forever.
+    /// Bounds a provider call by `limits.provider_timeout` and records its
+    /// metrics: a hung provider is an unavailable one, and must not hold a
+    /// request or the revocation worker forever.
     async fn call_provider<T>(
         &self,
+        provider: &str,
+        operation: Operation,
         call: impl std::future::Future<Output = Result<T, ProviderError>>,
     ) -> Result<T, ProviderError> {
-        let limit = self.limits.provider_timeout;
-        tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
-            Err(ProviderError::Unavailable(format!("no answer within {}s", limit.as_secs_f32())))
-        })
+        self.metrics.provider_call(provider, operation, self.limits.provider_timeout, call).await
     }
 }
 

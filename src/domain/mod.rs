@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::audit::{AuditError, AuditLog};
 use crate::config::Limits;
+use crate::metrics::Metrics;
 use crate::model::{Lease, Sighting};
 use crate::policy::PolicyEngine;
 use crate::principals::Directory;
@@ -84,6 +85,7 @@ pub struct Broker {
     pub(crate) sealer: Sealer,
     pub(crate) limits: Limits,
     pub(crate) revocations: Arc<RevocationQueue>,
+    pub(crate) metrics: Metrics,
 }
 
 /// The parts a broker is made of.
@@ -108,6 +110,7 @@ impl Broker {
             sealer: parts.sealer,
             limits: parts.limits,
             revocations: Arc::new(RevocationQueue::default()),
+            metrics: Metrics::new(),
         }
     }
 
@@ -121,6 +124,10 @@ impl Broker {
 
     pub fn providers(&self) -> &ProviderRegistry {
         &self.providers
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn revocations(&self) -> &Arc<RevocationQueue> {

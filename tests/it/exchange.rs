@@ -196,6 +196,9 @@ async fn revocations_wait_for_a_provider_that_went_away() {
     request.grants[0].provider = "reports".into();
     let status = h.credentials().await.issue(authed(&h.agent(), request)).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    let failures =
+        r#"writ_provider_failures_total{provider="reports",operation="mint",reason="unavailable"}"#;
+    assert_eq!(h.metric(failures).await, 1.0, "{}", h.metrics().await);
 
     let closed = h
         .tasks()
@@ -210,6 +213,11 @@ async fn revocations_wait_for_a_provider_that_went_away() {
     let waiting = h.lease(&lease.lease_id).await;
     assert_eq!(waiting.state, proto::LeaseState::Revoking as i32);
     assert!(!waiting.revocation_error.is_empty(), "the error is visible: {waiting:?}");
+    let retries = r#"writ_revocation_retries_total{provider="reports"}"#;
+    assert!(h.metric(retries).await >= 2.0, "retries are visible in metrics: {}", h.metrics().await);
+    let failed_revokes =
+        r#"writ_provider_failures_total{provider="reports",operation="revoke",reason="unavailable"}"#;
+    assert!(h.metric(failed_revokes).await >= 2.0, "{}", h.metrics().await);
 
     let _back = crate::peers::PythonPlugin::start_on(port);
     h.advance(5);
@@ -221,5 +229,9 @@ async fn revocations_wait_for_a_provider_that_went_away() {
     let failed = leases.iter().find(|other| other.lease_id != lease.lease_id).unwrap();
     let failed = h.wait_for_state(&failed.lease_id, proto::LeaseState::Failed).await;
     assert_eq!(failed.revocation_reason, "mint_failed");
+    let done = r#"writ_revocations_done_total{provider="reports"}"#;
+    assert_eq!(h.metric(done).await, 2.0, "{}", h.metrics().await);
+    let minted = r#"writ_provider_call_duration_seconds_count{provider="reports",operation="mint"}"#;
+    assert_eq!(h.metric(minted).await, 2.0, "one mint that worked, one that failed");
     h.stop().await;
 }

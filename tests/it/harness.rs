@@ -179,6 +179,26 @@ impl Harness {
         panic!("lease {lease_id} never reached {state:?}: {:?}", self.lease(lease_id).await);
     }
 
+    /// The Prometheus metrics page.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.http_url("/metrics"))
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The value of one metric series, 0 when it does not exist yet.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let page = self.metrics().await;
+        page.lines()
+            .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .map_or(0.0, |value| value.trim().parse().unwrap())
+    }
+
     /// RFC 7662 introspection of a token Writ signed.
     pub async fn introspect(&self, token: &str) -> serde_json::Value {
         reqwest::Client::new()
