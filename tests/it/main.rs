@@ -9,6 +9,9 @@ mod identity;
 mod lifecycle;
 mod oidc;
 mod peers;
+mod postgres;
+#[path = "../support/postgres.rs"]
+mod postgres_support;
 #[path = "../support/redis.rs"]
 mod redis_support;
 mod replicas;
