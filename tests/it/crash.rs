@@ -16,16 +16,16 @@ use writ::dev::{DevIssuer, DevOptions};
 use crate::harness::authed;
 use crate::peers::PythonPlugin;
 
-fn free_addr() -> SocketAddr {
+pub(crate) fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
-struct WritProcess {
+pub(crate) struct WritProcess {
     child: Child,
 }
 
 impl WritProcess {
-    fn start(config: &std::path::Path) -> Self {
+    pub(crate) fn start(config: &std::path::Path) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_writ"))
             .args(["serve", "--config"])
             .arg(config)
@@ -38,7 +38,7 @@ impl WritProcess {
     }
 
     /// SIGKILL: no shutdown, no flushing, nothing.
-    fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -51,7 +51,7 @@ impl Drop for WritProcess {
     }
 }
 
-async fn connect(addr: SocketAddr) -> Channel {
+pub(crate) async fn connect(addr: SocketAddr) -> Channel {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(channel) = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await {

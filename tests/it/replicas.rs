@@ -143,3 +143,159 @@ async fn revocations_due_during_an_outage_are_done_after_it() {
     assert!(took < Duration::from_secs(5), "all due revocations done {took:?} after recovery");
     h.stop().await;
 }
+
+/// Two `writ serve` processes share one Redis; both issue; leases fall due
+/// together and one replica is killed (`kill -9`) while revocations are
+/// under way. The survivor takes over the dead one's claims once they
+/// lapse, and at the provider every credential is taken back exactly once.
+#[tokio::test]
+async fn a_replica_killed_mid_sweep_leaves_every_lease_revoked_exactly_once() {
+    use crate::crash::{WritProcess, connect, free_addr};
+    use std::collections::HashMap;
+
+    const LEASES: usize = 120;
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("provider-journal.txt");
+    // A slow backend (100 ms per revocation, 8 at a time) makes the sweep
+    // last long enough to be cut in the middle.
+    let plugin = crate::peers::PythonPlugin::start_with(
+        0,
+        &["--journal", journal.to_str().unwrap(), "--revoke-delay-ms", "100"],
+    );
+    let issuer_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let options = writ::dev::DevOptions {
+        data_dir: dir.path().to_path_buf(),
+        listen: free_addr(),
+        http_listen: free_addr(),
+        issuer_listen: issuer_listener.local_addr().unwrap(),
+    };
+    writ::dev::prepare(&options).unwrap();
+    let issuer = Arc::new(
+        writ::dev::DevIssuer::load_or_create(
+            &writ::dev::issuer_url(&options),
+            &dir.path().join("dev-issuer.pk8"),
+        )
+        .unwrap(),
+    );
+    let router = issuer.router();
+    tokio::spawn(async move { axum::serve(issuer_listener, router).await });
+    let base = std::fs::read_to_string(dir.path().join("writ.toml"))
+        .unwrap()
+        .replace("poll_interval = \"250ms\"", "poll_interval = \"50ms\"\nclaim_timeout = \"2s\"\nmin_backoff = \"50ms\"\nmax_backoff = \"200ms\"")
+        .replace(
+            "kind = \"embedded\"\npath = \"leases.redb\"",
+            &format!("kind = \"redis\"\nurl = \"{}\"\nnamespace = \"midsweep\"", redis.url()),
+        );
+    assert!(base.contains("kind = \"redis\"") && base.contains("claim_timeout"), "the config was rewritten");
+    let base =
+        format!("{base}\n[providers.reports]\nkind = \"external\"\nendpoint = \"{}\"\n", plugin.endpoint);
+    std::fs::write(
+        dir.path().join("policies/reports.cedar"),
+        r#"@id("reports") permit (principal, action, resource == Writ::Role::"reports/reports-read");"#,
+    )
+    .unwrap();
+    // Replica B: its own ports and audit log, everything else shared.
+    let (b_grpc, b_http) = (free_addr(), free_addr());
+    let config_b = base
+        .replace(&format!("listen = \"{}\"", options.listen), &format!("listen = \"{b_grpc}\""))
+        .replace(
+            &format!("http_listen = \"{}\"", options.http_listen),
+            &format!("http_listen = \"{b_http}\""),
+        )
+        .replace("path = \"audit.jsonl\"", "path = \"audit-b.jsonl\"");
+    assert!(config_b.contains(&b_grpc.to_string()) && config_b.contains("audit-b.jsonl"));
+    let (path_a, path_b) = (dir.path().join("writ.toml"), dir.path().join("writ-b.toml"));
+    std::fs::write(&path_a, &base).unwrap();
+    std::fs::write(&path_b, &config_b).unwrap();
+
+    let now = chrono::Utc::now();
+    let agent = issuer.mint(writ::dev::AGENT_SUBJECT, "writ", Duration::from_secs(3600), now).unwrap();
+    let workflow = issuer.mint(writ::dev::WORKFLOW_SUBJECT, "writ", Duration::from_secs(3600), now).unwrap();
+    let operator = issuer.mint(writ::dev::OPERATOR_SUBJECT, "writ", Duration::from_secs(3600), now).unwrap();
+    let a = WritProcess::start(&path_a);
+    let _b = WritProcess::start(&path_b);
+    let (a_channel, b_channel) = (connect(options.listen).await, connect(b_grpc).await);
+    let start = proto::StartTaskRequest {
+        task_id: "sweep-1".into(),
+        agent: "demo-agent".into(),
+        context: None,
+        deadline: Some(writ::api::convert::timestamp(now + chrono::Duration::minutes(30))),
+    };
+    proto::task_service_client::TaskServiceClient::new(a_channel.clone())
+        .start_task(authed(&workflow, start))
+        .await
+        .unwrap();
+
+    // Both replicas issue, concurrently; every lease lives 3 s.
+    let mut callers = tokio::task::JoinSet::new();
+    for caller in 0..8 {
+        let channel = if caller % 2 == 0 { a_channel.clone() } else { b_channel.clone() };
+        let agent = agent.clone();
+        callers.spawn(async move {
+            let mut client = proto::credential_service_client::CredentialServiceClient::new(channel);
+            let mut leases = Vec::new();
+            for _ in 0..LEASES / 8 {
+                let mut request = harness::issue_request("sweep-1", "reports-read", &["reports:read"], 3);
+                request.grants[0].provider = "reports".into();
+                let issued = client.issue(authed(&agent, request)).await.unwrap().into_inner();
+                leases.push(issued.credentials[0].lease.clone().unwrap().lease_id);
+            }
+            leases
+        });
+    }
+    let mut issued = Vec::new();
+    while let Some(leases) = callers.join_next().await {
+        issued.extend(leases.unwrap());
+    }
+    assert_eq!(issued.len(), LEASES);
+
+    let journal_lines = || std::fs::read_to_string(&journal).unwrap_or_default();
+    let count = |text: &str, prefix: &str| text.lines().filter(|line| line.starts_with(prefix)).count();
+    // Wait for the sweep to start, let it run a little, then kill A.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&journal_lines(), "revoked ") == 0 {
+        assert!(Instant::now() < deadline, "the leases never fell due");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(150 + fastrand::u64(0..200))).await;
+    a.kill();
+    let at_kill = count(&journal_lines(), "revoked ");
+    println!("replica A killed with {at_kill} of {LEASES} credentials revoked");
+    assert!(at_kill > 0 && at_kill < LEASES, "A was killed mid-sweep ({at_kill} of {LEASES} done)");
+
+    // B finishes: every lease revoked in Writ's records...
+    let mut admin = proto::admin_service_client::AdminServiceClient::new(b_channel.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let request =
+            proto::ListLeasesRequest { task_id: "sweep-1".into(), page_size: 1000, ..Default::default() };
+        let leases = admin.list_leases(authed(&operator, request)).await.unwrap().into_inner().leases;
+        let revoked = leases.iter().filter(|l| l.state == proto::LeaseState::Revoked as i32).count();
+        if revoked == LEASES && leases.len() == LEASES {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{revoked} of {LEASES} leases revoked after 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // ...and at the provider, each credential exactly once.
+    let text = journal_lines();
+    let mut revocations: HashMap<&str, usize> = HashMap::new();
+    for handle in text.lines().filter_map(|line| line.strip_prefix("revoked ")) {
+        *revocations.entry(handle).or_default() += 1;
+    }
+    let minted: Vec<&str> = text.lines().filter_map(|line| line.strip_prefix("minted ")).collect();
+    assert_eq!(minted.len(), LEASES, "one credential per lease");
+    for handle in &minted {
+        assert_eq!(revocations.get(handle), Some(&1), "{handle} is taken back exactly once");
+    }
+    let repeats = count(&text, "revoke-noop ");
+    println!(
+        "all {LEASES} revoked exactly once at the provider; {repeats} repeated (idempotent) calls from the taken-over claims"
+    );
+    // B's audit log shows it did the part A left.
+    let audit_b = std::fs::read_to_string(dir.path().join("audit-b.jsonl")).unwrap();
+    let done_by_b = audit_b.lines().filter(|line| line.contains("\"event\":\"revoked\"")).count();
+    assert!(done_by_b > 0, "the surviving replica revoked what was left");
+    drop(plugin);
+}

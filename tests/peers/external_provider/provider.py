@@ -27,6 +27,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 from concurrent import futures
 
 import grpc
@@ -76,7 +77,7 @@ def utcnow():
     return dt.datetime.now(dt.timezone.utc)
 
 
-def build_servicer(pb2, pb2_grpc, token, journal=None):
+def build_servicer(pb2, pb2_grpc, token, journal=None, revoke_delay=0.0):
     class ApiKeyProvider(pb2_grpc.ProviderPluginServicer):
         def __init__(self):
             # handle -> (api key, expiry); api key -> handle. One lock: the
@@ -162,12 +163,18 @@ def build_servicer(pb2, pb2_grpc, token, journal=None):
 
         def Revoke(self, request, context):
             self._authorize(context)
+            if revoke_delay:
+                # A slow backend, so that tests can stop Writ mid-revocation.
+                time.sleep(revoke_delay)
             with self.lock:
                 entry = self.by_handle.pop(request.revocation_handle, None)
                 if entry is not None:
                     self.by_key.pop(entry[0], None)
                 if journal is not None:
-                    journal.write(f"revoked {request.revocation_handle}\n")
+                    # "revoked" only when a live key was taken back; a repeated
+                    # (idempotent) revocation is journaled as a no-op.
+                    outcome = "revoked" if entry is not None else "revoke-noop"
+                    journal.write(f"{outcome} {request.revocation_handle}\n")
                     journal.flush()
             return pb2.RevokeResponse()
 
@@ -194,6 +201,8 @@ def main():
     parser.add_argument("listen", nargs="?", default="0", help="port (0 = free) or unix:/path")
     parser.add_argument("--token-file", help="require this bearer token on every call")
     parser.add_argument("--journal", help="append a line per mint and revocation to this file")
+    parser.add_argument("--revoke-delay-ms", type=int, default=0,
+                        help="sleep this long in every Revoke (a slow backend, for tests)")
     parser.add_argument("--proto-dir", default=os.environ.get("WRIT_PROTO_DIR", DEFAULT_PROTO_DIR))
     parser.add_argument("--exit-on-stdin-eof", action="store_true",
                         help="stop when stdin closes (so a test's plugin dies with the test)")
@@ -206,7 +215,8 @@ def main():
 
     pb2, pb2_grpc = generate_stubs(args.proto_dir)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-    pb2_grpc.add_ProviderPluginServicer_to_server(build_servicer(pb2, pb2_grpc, token, open(args.journal, "a") if args.journal else None), server)
+    pb2_grpc.add_ProviderPluginServicer_to_server(build_servicer(pb2, pb2_grpc, token, open(args.journal, "a") if args.journal else None,
+                       args.revoke_delay_ms / 1000.0), server)
     if args.listen.startswith("unix:"):
         server.add_insecure_port(args.listen)
         ready = {"unix": args.listen[len("unix:"):]}

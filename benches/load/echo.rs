@@ -1,0 +1,49 @@
+//! A bare tonic server for scale: it speaks Writ's `CredentialService`, so
+//! the load tool drives it with the very same client code and messages, but
+//! `Issue` does nothing beyond echoing the request's tool back. No
+//! authentication, policy, store, audit or provider: what is left is tonic,
+//! HTTP/2, protobuf and the loopback network on this machine.
+
+use std::net::SocketAddr;
+
+use tonic::{Request, Response, Status};
+use writ::api::proto;
+use writ::api::proto::credential_service_server::{CredentialService, CredentialServiceServer};
+
+struct Echo;
+
+#[tonic::async_trait]
+impl CredentialService for Echo {
+    async fn issue(
+        &self,
+        request: Request<proto::IssueRequest>,
+    ) -> Result<Response<proto::IssueResponse>, Status> {
+        let request = request.into_inner();
+        let echoed = proto::IssuedCredential { notices: vec![request.tool], ..Default::default() };
+        Ok(Response::new(proto::IssueResponse { credentials: vec![echoed] }))
+    }
+
+    async fn renew(&self, _: Request<proto::RenewRequest>) -> Result<Response<proto::RenewResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+
+    async fn release(
+        &self,
+        _: Request<proto::ReleaseRequest>,
+    ) -> Result<Response<proto::ReleaseResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+}
+
+/// Starts the echo server on a free port, with TCP_NODELAY as Writ has it.
+pub async fn start() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(CredentialServiceServer::new(Echo))
+            .serve_with_incoming(incoming),
+    );
+    addr
+}
