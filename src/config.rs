@@ -14,6 +14,10 @@ use crate::store::StoreConfig;
 /// Environment variables that override the file.
 pub const ENV_LISTEN: &str = "WRIT_LISTEN";
 pub const ENV_HTTP_LISTEN: &str = "WRIT_HTTP_LISTEN";
+/// Switches the store to a single Redis at this URL (containers, replicas).
+pub const ENV_REDIS_URL: &str = "WRIT_REDIS_URL";
+/// Where this replica writes its audit log; every replica needs its own.
+pub const ENV_AUDIT_PATH: &str = "WRIT_AUDIT_PATH";
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -272,7 +276,28 @@ impl Config {
                 .parse()
                 .map_err(|e| ConfigError::Invalid(format!("{ENV_HTTP_LISTEN}={value:?}: {e}")))?;
         }
+        self.apply_deployment_env();
         Ok(())
+    }
+
+    /// The overrides that say where a replica keeps its state, also honoured
+    /// by `writ dev`: `WRIT_REDIS_URL` and `WRIT_AUDIT_PATH`. Values are
+    /// checked by [`Config::validate`] like any other.
+    pub fn apply_deployment_env(&mut self) {
+        if let Ok(url) = std::env::var(ENV_REDIS_URL) {
+            let namespace = match &self.store {
+                StoreConfig::Redis(redis) => Some(redis.namespace.clone()),
+                StoreConfig::Embedded { .. } => None,
+            };
+            let mut redis = crate::store::RedisConfig::single(url);
+            if let Some(namespace) = namespace {
+                redis.namespace = namespace;
+            }
+            self.store = StoreConfig::Redis(redis);
+        }
+        if let Ok(path) = std::env::var(ENV_AUDIT_PATH) {
+            self.audit.path = PathBuf::from(path);
+        }
     }
 
     /// Makes relative paths relative to the configuration file.

@@ -83,6 +83,7 @@ pub fn prepare(options: &DevOptions) -> anyhow::Result<Config> {
     let text = config_text(options);
     std::fs::write(dir.join("writ.toml"), &text)?;
     let mut config: Config = toml::from_str(&text).context("the generated dev configuration")?;
+    config.apply_deployment_env();
     config.resolve_paths(dir);
     config.validate()?;
     Ok(config)
