@@ -26,9 +26,14 @@ pub(crate) struct WritProcess {
 
 impl WritProcess {
     pub(crate) fn start(config: &std::path::Path) -> Self {
+        Self::run(&["serve", "--config", config.to_str().unwrap()], &[])
+    }
+
+    /// Runs `writ <args>` with extra environment variables.
+    pub(crate) fn run(args: &[&str], env: &[(&str, &str)]) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_writ"))
-            .args(["serve", "--config"])
-            .arg(config)
+            .args(args)
+            .envs(env.iter().copied())
             .env("WRIT_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -299,3 +299,90 @@ async fn a_replica_killed_mid_sweep_leaves_every_lease_revoked_exactly_once() {
     assert!(done_by_b > 0, "the surviving replica revoked what was left");
     drop(plugin);
 }
+
+/// The topology of docker-compose.yml, without Docker: `writ dev` on Redis
+/// (`WRIT_REDIS_URL`) writes the configuration and keys and runs the
+/// issuer; `writ serve` on that configuration is the second replica, with
+/// its own ports (`WRIT_LISTEN`, `WRIT_HTTP_LISTEN`) and audit log
+/// (`WRIT_AUDIT_PATH`). A lease issued on one is revoked by a close on the
+/// other, and each replica wrote its own audit log.
+#[tokio::test]
+async fn the_compose_topology_runs_two_replicas_on_one_redis() {
+    use crate::crash::{WritProcess, connect, free_addr};
+
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    let (a_grpc, a_http, issuer_addr) = (free_addr(), free_addr(), free_addr());
+    let (b_grpc, b_http) = (free_addr(), free_addr());
+    let (audit_a, audit_b) = (data.join("audit-a.jsonl"), data.join("audit-b.jsonl"));
+    let url = redis.url();
+    let _a = WritProcess::run(
+        &[
+            "dev",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            &a_grpc.to_string(),
+            "--http-listen",
+            &a_http.to_string(),
+            "--issuer-listen",
+            &issuer_addr.to_string(),
+        ],
+        &[("WRIT_REDIS_URL", &url), ("WRIT_AUDIT_PATH", audit_a.to_str().unwrap())],
+    );
+    let a_channel = connect(a_grpc).await;
+    let _b = WritProcess::run(
+        &["serve", "--config", data.join("writ.toml").to_str().unwrap()],
+        &[
+            ("WRIT_LISTEN", &b_grpc.to_string()),
+            ("WRIT_HTTP_LISTEN", &b_http.to_string()),
+            ("WRIT_REDIS_URL", &url),
+            ("WRIT_AUDIT_PATH", audit_b.to_str().unwrap()),
+        ],
+    );
+    let b_channel = connect(b_grpc).await;
+
+    let issuer =
+        writ::dev::DevIssuer::load_or_create(&format!("http://{issuer_addr}"), &data.join("dev-issuer.pk8"))
+            .unwrap();
+    let now = chrono::Utc::now();
+    let agent = issuer.mint(writ::dev::AGENT_SUBJECT, "writ", Duration::from_secs(600), now).unwrap();
+    let workflow = issuer.mint(writ::dev::WORKFLOW_SUBJECT, "writ", Duration::from_secs(600), now).unwrap();
+    let start = proto::StartTaskRequest {
+        task_id: "compose-1".into(),
+        agent: "demo-agent".into(),
+        context: Some(proto::TaskContext { environment: "dev".into(), ..Default::default() }),
+        deadline: Some(writ::api::convert::timestamp(now + chrono::Duration::minutes(10))),
+    };
+    proto::task_service_client::TaskServiceClient::new(b_channel.clone())
+        .start_task(authed(&workflow, start))
+        .await
+        .unwrap();
+    let request = harness::issue_request("compose-1", "orders-read", &["orders:read"], 300);
+    let issued = proto::credential_service_client::CredentialServiceClient::new(a_channel.clone())
+        .issue(authed(&agent, request))
+        .await
+        .unwrap()
+        .into_inner();
+    let lease = issued.credentials[0].lease.clone().unwrap();
+    let closed = proto::task_service_client::TaskServiceClient::new(b_channel.clone())
+        .close_task(authed(&workflow, proto::CloseTaskRequest { task_id: "compose-1".into() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((closed.revoked, closed.retrying), (1, 0));
+
+    // Both replicas see the same lease, and it is in Redis, not a local file.
+    let got = proto::credential_service_client::CredentialServiceClient::new(a_channel)
+        .release(authed(&agent, proto::ReleaseRequest { lease_id: lease.lease_id.clone() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.lease.unwrap().state, proto::LeaseState::Revoked as i32, "A sees B's revocation");
+    assert!(!data.join("leases.redb").exists(), "no embedded store was opened");
+    let read = |path: &std::path::Path| std::fs::read_to_string(path).unwrap_or_default();
+    assert!(read(&audit_a).contains("\"issued\""), "A's audit log has the issuance");
+    assert!(read(&audit_b).contains("\"task_closed\"") || read(&audit_b).contains("\"revoked\""));
+    assert!(!data.join("audit.jsonl").exists(), "the configured audit path was overridden");
+}
