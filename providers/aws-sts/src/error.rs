@@ -5,7 +5,7 @@
 //! They never carry a request: requests are signed with Writ's key.
 
 use aws_sdk_sts::config::http::HttpResponse;
-use aws_sdk_sts::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use writ_provider_api::ProviderError;
 
 /// What a failure asks of the caller.
@@ -72,16 +72,32 @@ where
         }
         SdkError::TimeoutError(_) => ProviderError::Unavailable(format!("{what}: timed out")),
         SdkError::DispatchFailure(failure) if failure.is_user() => {
-            ProviderError::Failed(format!("{what}: {}", DisplayErrorContext(error)))
+            ProviderError::Failed(format!("{what}: {}", chain(error)))
         }
         SdkError::DispatchFailure(_) => {
-            ProviderError::Unavailable(format!("{what}: cannot reach AWS: {}", DisplayErrorContext(error)))
+            ProviderError::Unavailable(format!("{what}: cannot reach AWS: {}", chain(error)))
         }
         SdkError::ResponseError(response) if response.raw().status().is_server_error() => {
-            ProviderError::Unavailable(format!("{what}: {}", DisplayErrorContext(error)))
+            ProviderError::Unavailable(format!("{what}: {}", chain(error)))
         }
-        _ => ProviderError::Failed(format!("{what}: {}", DisplayErrorContext(error))),
+        _ => ProviderError::Failed(format!("{what}: {}", chain(error))),
     }
+}
+
+/// An error and its causes, by their `Display` only: `Debug` output of SDK
+/// errors holds whole responses.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The text of the first `<name>` element of an XML error body. The SDK

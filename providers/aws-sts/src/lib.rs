@@ -238,9 +238,11 @@ impl Provider for AwsStsProvider {
         let handle = Handle::parse(&request.handle, request.lease_id)?;
         let span = tracing::info_span!("aws_sts.revoke", role = %handle.role, session = %handle.session);
         async {
-            let deny =
-                self.roles.get(&handle.role).is_some_and(|role| role.config.revoke_by_token_issue_time);
-            let (true, Some(iam)) = (deny, &self.iam) else {
+            let Some(role) = self.roles.get(&handle.role) else {
+                tracing::warn!("the role is no longer configured; the session lives until its expiry");
+                return Ok(());
+            };
+            let (true, Some(iam)) = (role.config.revoke_by_token_issue_time, &self.iam) else {
                 tracing::info!("an STS session cannot be revoked; it lives until its expiry");
                 return Ok(());
             };

@@ -551,6 +551,11 @@ async fn default_revocation_only_records_intent_and_the_session_lives_on() {
     provider.revoke(&revocation(&asked, minted.handle.clone())).await.unwrap();
     provider.revoke(&revocation(&asked, minted.handle.clone())).await.unwrap();
     assert!(world.caller_arn(&minted.credential).await.is_ok(), "expiry-only: the session still works");
+
+    // A lease of a role no longer configured: nothing to do, and done.
+    let retired = request("retired", &[], FIFTEEN_MINUTES);
+    let handle = Handle::new("retired", &role_arn(DEPLOY), retired.lease_id).to_revocation_handle().unwrap();
+    provider.revoke(&revocation(&retired, handle)).await.unwrap();
     let policies = world.iam().list_role_policies().role_name(DEPLOY).send().await.unwrap();
     assert!(policies.policy_names().is_empty(), "nothing was written to the role");
 
