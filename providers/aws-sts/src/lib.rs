@@ -185,7 +185,9 @@ impl Provider for AwsStsProvider {
                 .duration_seconds(duration)
                 .set_policy(policy)
                 .set_tags(Some(Self::tags(request)?))
-                .set_transitive_tag_keys(Some(role.config.transitive_tag_keys.clone()))
+                .set_transitive_tag_keys(
+                    Some(role.config.transitive_tag_keys.clone()).filter(|keys| !keys.is_empty()),
+                )
                 .source_identity(names::source_identity(&request.agent))
                 .send()
                 .await
