@@ -80,6 +80,12 @@ async fn build(config: &ProviderConfig) -> Result<Arc<dyn Provider>, String> {
                 settings.try_into().map_err(parse_error)?;
             Ok(Arc::new(writ_provider_postgres::PostgresProvider::new(settings)?))
         }
-        other => Err(format!("unknown provider kind {other:?}; known kinds: jwt, external, postgres")),
+        writ_provider_oauth2::KIND => {
+            let settings: writ_provider_oauth2::OAuth2Config = settings.try_into().map_err(parse_error)?;
+            Ok(Arc::new(writ_provider_oauth2::OAuth2Provider::connect(settings).await?))
+        }
+        other => {
+            Err(format!("unknown provider kind {other:?}; known kinds: jwt, external, postgres, oauth2"))
+        }
     }
 }
