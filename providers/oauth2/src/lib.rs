@@ -12,7 +12,8 @@
 //!   indicators (and, for an exchange, its `audience`s). The server fixes
 //!   the token's lifetime; `expiry.rs` turns it into the lease's expiry.
 //! - **Revoke** sends the token to the revocation endpoint with
-//!   `token_type_hint=access_token`. The token is known only after minting,
+//!   `token_type_hint=access_token` (`form.rs`, as `oauth2` allows only
+//!   `https` there). The token is known only after minting,
 //!   so the intent handle names none (`handle.rs`): a lease whose mint was
 //!   never recorded cannot be revoked by it, but its token never left Writ
 //!   and ends at its own expiry.
@@ -241,9 +242,6 @@ impl OAuth2Provider {
     /// Takes back a token that will not be handed out, where the server
     /// allows; a failure is logged, the token then ends at its expiry.
     async fn discard(&self, access_token: &SecretString) {
-        if self.endpoints.revocation.is_none() {
-            return;
-        }
         if let Err(error) = self.revoke_token(access_token).await {
             tracing::warn!(%error, "cannot revoke a token that was not handed out; it ends at its expiry");
         }
@@ -432,5 +430,35 @@ impl Provider for OAuth2Provider {
                     .map_err(|e| e.into_provider_error("health check"))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issued(token_type: &str, scopes: Option<&[&str]>) -> Issued {
+        Issued {
+            access_token: SecretString::from("tok-s3cret".to_string()),
+            token_type: token_type.into(),
+            expires_in: Some(Duration::from_secs(600)),
+            scopes: scopes.map(|scopes| scopes.iter().map(|scope| scope.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn only_bearer_tokens_within_the_asked_scopes_are_handed_out() {
+        let asked = ["orders:read".to_string(), "orders:write".to_string()];
+        OAuth2Provider::check(&issued("Bearer", None), &asked).unwrap();
+        OAuth2Provider::check(&issued("bearer", Some(&["orders:read"])), &asked).unwrap();
+
+        let broader =
+            OAuth2Provider::check(&issued("Bearer", Some(&["orders:read", "orders:admin"])), &asked);
+        let Err(ProviderError::Failed(message)) = broader else { panic!("{broader:?}") };
+        assert!(message.contains("beyond those asked for (orders:admin)"), "{message}");
+
+        let bound = OAuth2Provider::check(&issued("DPoP", None), &asked);
+        let Err(ProviderError::Failed(message)) = bound else { panic!("{bound:?}") };
+        assert!(message.contains("\"DPoP\"") && !message.contains("s3cret"), "{message}");
     }
 }
