@@ -114,8 +114,10 @@ pub struct RoleConfig {
     pub min_ttl: Duration,
 }
 
+/// Under Writ's default `limits.provider_timeout` (10 s), so that a slow
+/// server is reported as this provider's timeout, not Writ's.
 fn default_timeout() -> Duration {
-    Duration::from_secs(10)
+    Duration::from_secs(5)
 }
 
 fn default_ttl() -> Duration {
@@ -306,7 +308,7 @@ issuer = "https://login.example.com/realms/agents"
 client_id = "writ"
 client_secret_env = "WRIT_ORDERS_CLIENT_SECRET"
 client_auth = "client_secret_basic"
-timeout = "10s"
+timeout = "5s"
 
 [providers.orders.roles.reader]
 mode = "client_credentials"
