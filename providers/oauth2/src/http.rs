@@ -45,11 +45,11 @@ impl HttpError {
         }
     }
 
+    /// Only a request that could not be built is this side's fault; any
+    /// failure to send or to read the answer (refused, reset, timed out,
+    /// cut short) may pass.
     fn from_reqwest(error: &reqwest::Error) -> Self {
-        if error.is_builder() || error.is_request() && !error.is_connect() && !error.is_timeout() {
-            return Self::Malformed(describe(error));
-        }
-        Self::Unreachable(describe(error))
+        if error.is_builder() { Self::Malformed(describe(error)) } else { Self::Unreachable(describe(error)) }
     }
 }
 

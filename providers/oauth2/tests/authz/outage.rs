@@ -44,23 +44,37 @@ async fn a_stopped_server_is_unavailable_until_it_is_back() {
     assert_eq!(server.introspect(token_of(&fresh)).await["active"], false);
 }
 
-/// A stand-in for a server in trouble: answers every connection with
-/// `response` (or, with `None`, accepts and never answers). oidc-provider
-/// cannot be made to do either, and only the HTTP status matters here.
-async fn troubled(response: Option<&'static str>) -> String {
+/// How a stand-in server misbehaves.
+#[derive(Clone, Copy)]
+enum Trouble {
+    /// Reads the request and answers this.
+    Answers(&'static str),
+    /// Reads the request and closes the connection without a word.
+    HangsUp,
+    /// Accepts and never answers.
+    Hangs,
+}
+
+/// A stand-in for a server in trouble. oidc-provider cannot be made to do
+/// any of this, and only the HTTP exchange matters here.
+async fn troubled(trouble: Trouble) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((mut stream, _)) = listener.accept().await {
-            match response {
-                Some(response) => {
-                    let mut buffer = [0u8; 4096];
+            let mut buffer = [0u8; 4096];
+            match trouble {
+                Trouble::Answers(response) => {
                     let _ = stream.read(&mut buffer).await;
                     let _ = stream.write_all(response.as_bytes()).await;
                     let _ = stream.shutdown().await;
                 }
-                None => held.push(stream),
+                Trouble::HangsUp => {
+                    let _ = stream.read(&mut buffer).await;
+                    drop(stream);
+                }
+                Trouble::Hangs => held.push(stream),
             }
         }
     });
@@ -79,7 +93,7 @@ async fn explicit_provider(base: &str) -> OAuth2Provider {
 }
 
 #[tokio::test]
-async fn overloaded_and_hung_servers_are_unavailable() {
+async fn overloaded_hung_and_hanging_up_servers_are_unavailable() {
     let overloaded = [
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/html\r\nconnection: close\r\n\r\n<h1>down</h1>",
         "HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
@@ -87,7 +101,7 @@ async fn overloaded_and_hung_servers_are_unavailable() {
          {\"error\":\"server_error\"}",
     ];
     for response in overloaded {
-        let provider = explicit_provider(&troubled(Some(response)).await).await;
+        let provider = explicit_provider(&troubled(Trouble::Answers(response)).await).await;
         let request = request("reader", &["orders:read"], Duration::from_secs(600));
         let message = unavailable(provider.mint(&request).await, response);
         assert!(message.contains("HTTP"), "{message}");
@@ -97,7 +111,13 @@ async fn overloaded_and_hung_servers_are_unavailable() {
         unavailable(provider.health().await, response);
     }
 
-    let provider = explicit_provider(&troubled(None).await).await;
+    let provider = explicit_provider(&troubled(Trouble::HangsUp).await).await;
+    let hung_up = request("reader", &["orders:read"], Duration::from_secs(600));
+    unavailable(provider.mint(&hung_up).await, "hung up");
+    let handle = writ_provider_api::RevocationHandle::new(format!("oauth2-token:{}:tok", hung_up.lease_id));
+    unavailable(provider.revoke(&revocation(&hung_up, handle)).await, "hung up");
+
+    let provider = explicit_provider(&troubled(Trouble::Hangs).await).await;
     let started = std::time::Instant::now();
     let message = unavailable(
         provider.mint(&request("reader", &["orders:read"], Duration::from_secs(600))).await,
@@ -110,7 +130,7 @@ async fn overloaded_and_hung_servers_are_unavailable() {
 #[tokio::test]
 async fn a_server_that_answers_nonsense_is_a_failure_not_an_outage() {
     let provider = explicit_provider(
-        &troubled(Some(
+        &troubled(Trouble::Answers(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n\
              {\"access_token\":\"leak-me\",\"x\":1}",
         ))
