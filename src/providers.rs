@@ -84,8 +84,12 @@ async fn build(config: &ProviderConfig) -> Result<Arc<dyn Provider>, String> {
             let settings: writ_provider_aws_sts::AwsStsConfig = settings.try_into().map_err(parse_error)?;
             Ok(Arc::new(writ_provider_aws_sts::AwsStsProvider::new(settings)?))
         }
-        other => {
-            Err(format!("unknown provider kind {other:?}; known kinds: jwt, external, postgres, aws-sts"))
+        writ_provider_oauth2::KIND => {
+            let settings: writ_provider_oauth2::OAuth2Config = settings.try_into().map_err(parse_error)?;
+            Ok(Arc::new(writ_provider_oauth2::OAuth2Provider::connect(settings).await?))
         }
+        other => Err(format!(
+            "unknown provider kind {other:?}; known kinds: jwt, external, postgres, aws-sts, oauth2"
+        )),
     }
 }
