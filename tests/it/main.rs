@@ -2,11 +2,13 @@
 //! module per area. `harness` starts Writ; `peers` starts the npm
 //! `oidc-provider` issuer and the `jose` verifier.
 
+mod aws_sts;
 mod crash;
 mod exchange;
 mod harness;
 mod identity;
 mod lifecycle;
+mod oauth2;
 mod oidc;
 mod peers;
 mod postgres;
