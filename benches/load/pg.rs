@@ -1,8 +1,9 @@
 //! The PostgreSQL server's own ceiling for what the `postgres` provider
 //! does per lease, measured without Writ: the same mint transaction
 //! (`CREATE ROLE … LOGIN PASSWORD <SCRAM verifier> VALID UNTIL …` and the
-//! `reader` role's three `GRANT`s), then `DROP OWNED` + `DROP ROLE`, from
-//! as many admin connections as the load has callers.
+//! `reader` role's three `GRANT`s, under the same grant lock), then
+//! `DROP OWNED` + `DROP ROLE`, from as many admin connections as the load
+//! has callers (at most 32).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +14,11 @@ use base64::engine::general_purpose::STANDARD;
 use tokio_postgres::NoTls;
 
 pub use crate::pg_support::PgDatabase;
+
+/// The provider's grant lock (`writ_provider_postgres` `sql::ACL_LOCK`):
+/// concurrent GRANTs on one object fail with "tuple concurrently updated",
+/// so the raw statements take turns exactly as the provider does.
+const ACL_LOCK: i64 = 0x7772_6974_2061_636c;
 
 /// A well-formed SCRAM-SHA-256 verifier from random bytes: the server stores
 /// it as is, so no hashing cost is counted on either side.
@@ -43,6 +49,7 @@ pub async fn raw_ddl(db: &PgDatabase, concurrency: usize, duration: Duration) {
                 let sql = format!(
                     "BEGIN;
                      CREATE ROLE \"{role}\" LOGIN PASSWORD '{}' VALID UNTIL '{until}';
+                     SELECT pg_advisory_xact_lock({ACL_LOCK});
                      GRANT CONNECT ON DATABASE \"{database}\" TO \"{role}\";
                      GRANT USAGE ON SCHEMA app TO \"{role}\";
                      GRANT SELECT ON ALL TABLES IN SCHEMA app TO \"{role}\";
@@ -71,7 +78,9 @@ pub async fn raw_ddl(db: &PgDatabase, concurrency: usize, duration: Duration) {
         let client = client.clone();
         workers.spawn(async move {
             for role in roles {
-                let sql = format!("BEGIN; DROP OWNED BY \"{role}\"; DROP ROLE \"{role}\"; COMMIT;");
+                let sql = format!(
+                    "BEGIN; SELECT pg_advisory_xact_lock({ACL_LOCK}); DROP OWNED BY \"{role}\"; COMMIT; DROP ROLE \"{role}\";"
+                );
                 client.batch_execute(&sql).await.unwrap();
             }
         });

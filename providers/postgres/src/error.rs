@@ -37,7 +37,14 @@ pub fn postgres(error: tokio_postgres::Error, what: &str) -> ProviderError {
         Some(detail) => format!("{what}: {} ({detail}; SQLSTATE {})", db.message(), db.code().code()),
         None => format!("{what}: {} (SQLSTATE {})", db.message(), db.code().code()),
     };
-    if is_transient(db.code()) { ProviderError::Unavailable(message) } else { ProviderError::Failed(message) }
+    // "tuple concurrently updated" (XX000) is a lost race on a catalog row,
+    // e.g. with a GRANT made outside Writ: try again, not an operator's job.
+    let raced = db.code() == &SqlState::INTERNAL_ERROR && db.message() == "tuple concurrently updated";
+    if raced || is_transient(db.code()) {
+        ProviderError::Unavailable(message)
+    } else {
+        ProviderError::Failed(message)
+    }
 }
 
 /// Whether a server error says "not now" rather than "not like this".

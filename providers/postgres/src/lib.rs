@@ -236,6 +236,14 @@ impl Provider for PostgresProvider {
                 .execute(create.as_str(), &[])
                 .await
                 .map_err(|e| error::postgres(e, &format!("creating role {name}")))?;
+            // Concurrent GRANTs on one object fail with "tuple concurrently
+            // updated" (they rewrite the same catalog row); take turns.
+            if !statements.is_empty() {
+                transaction
+                    .execute("SELECT pg_advisory_xact_lock($1)", &[&sql::ACL_LOCK])
+                    .await
+                    .map_err(|e| error::postgres(e, "waiting for the grant lock"))?;
+            }
             for (index, statement) in statements.iter().enumerate() {
                 transaction.execute(sql::render(statement, &quoted).as_str(), &[]).await.map_err(|e| {
                     error::postgres(

@@ -7,9 +7,10 @@
 //!    its sessions, `REASSIGN OWNED` and `DROP OWNED`.
 //! 2. `pg_terminate_backend` on each of its sessions, waiting until each has
 //!    ended, then a check that none is left.
-//! 3. In every managed database, as one implicit transaction:
-//!    `REASSIGN OWNED BY role TO <admin>` (what it created stays, owned by
-//!    the admin) and `DROP OWNED BY role` (its privileges go).
+//! 3. In every managed database, as one implicit transaction holding the
+//!    grant lock (see `sql::ACL_LOCK`): `REASSIGN OWNED BY role TO <admin>`
+//!    (what it created stays, owned by the admin) and `DROP OWNED BY role`
+//!    (its privileges go).
 //! 4. `DROP ROLE IF EXISTS`.
 //!
 //! Every step may find the role already gone (never minted, or revoked by a
@@ -94,7 +95,12 @@ async fn steps(
     let terminated = terminate_sessions(client, name, statement_timeout).await?;
 
     // One simple query with two statements runs as one transaction.
-    let drop_owned = format!("REASSIGN OWNED BY {quoted} TO {heir}; DROP OWNED BY {quoted}");
+    // It takes the grant lock first, as minting does: both rewrite the ACLs
+    // of the same objects, which PostgreSQL cannot do concurrently.
+    let drop_owned = format!(
+        "SELECT pg_advisory_xact_lock({}); REASSIGN OWNED BY {quoted} TO {heir}; DROP OWNED BY {quoted}",
+        sql::ACL_LOCK
+    );
     // The primary database on the connection already held: a pool of one
     // must not wait for itself.
     client

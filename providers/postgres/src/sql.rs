@@ -22,6 +22,13 @@ pub const MAX_IDENTIFIER_BYTES: usize = 63;
 /// The placeholder a grant template uses for the minted role.
 pub const ROLE_PLACEHOLDER: &str = "{{role}}";
 
+/// The transaction-scoped advisory lock (`pg_advisory_xact_lock`) that
+/// mints and revocations hold while they change privileges. PostgreSQL
+/// rewrites an object's whole ACL row on every GRANT, and two transactions
+/// granting on one object concurrently fail with "tuple concurrently
+/// updated"; taking turns on this key avoids it. The value spells `writ acl`.
+pub const ACL_LOCK: i64 = 0x7772_6974_2061_636c;
+
 const PASSWORD_ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 /// 32 characters of 62: about 190 bits.
 const PASSWORD_LEN: usize = 32;

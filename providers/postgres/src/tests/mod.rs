@@ -3,6 +3,7 @@
 
 mod harness;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
@@ -452,4 +453,41 @@ fn a_missing_password_file_is_named() {
     config.admin_password_file = Some("/nonexistent/writ-pg.password".into());
     let error = PostgresProvider::new(config).unwrap_err();
     assert!(error.contains("/nonexistent/writ-pg.password"), "{error}");
+}
+
+/// Many mints and revocations at once for one role: they all grant on (and
+/// later take privileges off) the same objects, which PostgreSQL cannot do
+/// concurrently ("tuple concurrently updated"). Every one must succeed.
+#[tokio::test]
+async fn concurrent_mints_and_revocations_of_one_role_all_succeed() {
+    let db = TestDb::create().await;
+    let mut config = db.config();
+    config.pool_size = 8;
+    let provider = Arc::new(PostgresProvider::new(config).unwrap());
+    let mut minting = tokio::task::JoinSet::new();
+    for _ in 0..24 {
+        let provider = provider.clone();
+        minting.spawn(async move {
+            let request = request(&["write"], Duration::from_secs(600));
+            let minted = provider.mint(&request).await?;
+            Ok::<_, ProviderError>((request, minted))
+        });
+    }
+    let mut minted = Vec::new();
+    while let Some(joined) = minting.join_next().await {
+        minted.push(joined.unwrap().expect("a concurrent mint succeeds"));
+    }
+    let mut revoking = tokio::task::JoinSet::new();
+    for (request, minted) in minted {
+        let provider = provider.clone();
+        revoking.spawn(async move {
+            let (username, ..) = password_of(&minted.credential);
+            let username = username.to_string();
+            provider.revoke(&revocation(&request, minted.handle)).await.map(|()| username)
+        });
+    }
+    while let Some(joined) = revoking.join_next().await {
+        let username = joined.unwrap().expect("a concurrent revocation succeeds");
+        assert!(db.role(&username).await.is_none(), "{username} was dropped");
+    }
 }
