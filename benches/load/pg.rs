@@ -2,7 +2,8 @@
 //! does per lease, measured without Writ: the same mint transaction
 //! (`CREATE ROLE … LOGIN PASSWORD <SCRAM verifier> VALID UNTIL …` and the
 //! `reader` role's three `GRANT`s, under the same grant lock), then
-//! `DROP OWNED` + `DROP ROLE`, from as many admin connections as the load
+//! `GRANT role TO CURRENT_USER` (a non-superuser
+//! admin needs it, as in the provider), `DROP OWNED` + `DROP ROLE`, from as many admin connections as the load
 //! has callers (at most 32).
 
 use std::sync::Arc;
@@ -79,7 +80,8 @@ pub async fn raw_ddl(db: &PgDatabase, concurrency: usize, duration: Duration) {
         workers.spawn(async move {
             for role in roles {
                 let sql = format!(
-                    "BEGIN; SELECT pg_advisory_xact_lock({ACL_LOCK}); DROP OWNED BY \"{role}\"; COMMIT; DROP ROLE \"{role}\";"
+                    "GRANT \"{role}\" TO CURRENT_USER; BEGIN; SELECT pg_advisory_xact_lock({ACL_LOCK}); \
+                     DROP OWNED BY \"{role}\"; COMMIT; DROP ROLE \"{role}\";"
                 );
                 client.batch_execute(&sql).await.unwrap();
             }
