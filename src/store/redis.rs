@@ -6,8 +6,13 @@
 //! atomically by Redis; two replicas cannot both pass a check, and a
 //! revocation claimed by one is hidden from the other. All of a namespace's
 //! keys share one hash tag (layout in `redis/keys.rs`), so every script
-//! stays in one slot. Reads of one key are plain `GET`s; reads that walk
-//! an index are scripts too, so they see one consistent moment.
+//! stays in one slot. Reads of one row are plain `GET`/`HGET`s; reads that
+//! walk an index are scripts too, so they see one consistent moment.
+//!
+//! Leases are compact binary records (`redis/record.rs`) and every index
+//! is kept in chunks Redis can store compactly, so a lease costs about
+//! half a kilobyte of Redis memory; finished leases are forgotten after
+//! [`RedisConfig::finished_retention`], so memory follows the live leases.
 //!
 //! Every call is bounded ([`RedisConfig::operation_timeout`]): with Redis
 //! down, calls fail `Unavailable` within about that long, and work again
