@@ -155,6 +155,33 @@ impl AuditLog {
         }
     }
 
+    /// Appends many events from a background worker, in order, and waits
+    /// until all are durable. They are queued together, so they share a
+    /// commit instead of waiting for one each. Failures are logged.
+    pub async fn record_all_or_log(&self, at: DateTime<Utc>, events: Vec<AuditEvent>) {
+        let mut waiting = Vec::with_capacity(events.len());
+        for event in events {
+            let name = event.event;
+            if self.broken.load(Ordering::Acquire) {
+                tracing::error!(event = name, "audit record lost: an earlier write failed");
+                continue;
+            }
+            let (done, wait) = oneshot::channel();
+            if self.jobs.send(Job { at, event, done }).await.is_err() {
+                tracing::error!(event = name, "audit record lost: the audit writer stopped");
+                continue;
+            }
+            waiting.push((name, wait));
+        }
+        for (name, wait) in waiting {
+            match wait.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::error!(%error, event = name, "audit record lost"),
+                Err(_) => tracing::error!(event = name, "audit record lost: the audit writer stopped"),
+            }
+        }
+    }
+
     /// Whether the log accepts writes.
     pub fn is_healthy(&self) -> bool {
         !self.broken.load(Ordering::Acquire) && !self.jobs.is_closed()

@@ -77,3 +77,21 @@ fn a_short_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     assert!(AuditLog::open(&dir.path().join("a.jsonl"), &[0u8; 8]).is_err());
 }
+
+#[tokio::test]
+async fn a_batch_is_recorded_whole_and_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = AuditLog::open(&path, &[3u8; 32]).unwrap();
+    let leases: Vec<Uuid> = (0..300).map(|_| Uuid::now_v7()).collect();
+    log.record_all_or_log(now(), leases.iter().map(|lease| event(*lease)).collect()).await;
+    // Durable when it returns: another handle's record follows all of them.
+    log.record(now(), event(Uuid::nil())).await.unwrap();
+    assert_eq!(verify_file(&path).unwrap(), 301);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let hashes: Vec<String> = leases.iter().map(|lease| log.lease_hash(*lease)).collect();
+    let positions: Vec<usize> = hashes.iter().map(|hash| text.find(hash.as_str()).unwrap()).collect();
+    assert!(positions.windows(2).all(|pair| pair[0] < pair[1]), "lines in the order given");
+    log.record_all_or_log(now(), Vec::new()).await;
+    assert_eq!(verify_file(&path).unwrap(), 301, "an empty batch writes nothing");
+}

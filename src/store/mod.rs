@@ -79,6 +79,9 @@ pub struct Swept {
     pub expired: Vec<Uuid>,
     /// Pending leases older than the cutoff: an issue that never finished.
     pub abandoned: Vec<Uuid>,
+    /// Finished leases whose retention ran out and which the store forgot
+    /// (a store that keeps finished leases for good forgets none).
+    pub forgotten: usize,
 }
 
 /// The result of one revocation attempt, reported back to the queue.
@@ -154,6 +157,11 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// Moves an active lease's expiry. Fails with `LeaseState` otherwise.
     async fn extend(&self, lease_id: Uuid, expires_at: DateTime<Utc>) -> Result<Lease, StoreError>;
 
+    /// A lease, whatever its state. A finished (revoked or failed) lease
+    /// may be forgotten once the store's retention for finished leases has
+    /// passed (the Redis store's `finished_retention`; the embedded store
+    /// keeps them): the audit log is the lasting record. Listings and
+    /// [`Self::task_leases`] show what `get_lease` would find.
     async fn get_lease(&self, lease_id: Uuid) -> Result<Option<Lease>, StoreError>;
 
     /// Leases matching `filter`, in id order, starting after `after`.
@@ -175,7 +183,9 @@ pub trait LeaseStore: Send + Sync + 'static {
 
     /// Queues for revocation, up to `limit` of each: active leases expiring
     /// at or before `now` (reason `Expired`), and pending leases created
-    /// before `pending_before` (reason `Abandoned`).
+    /// before `pending_before` (reason `Abandoned`). A store that keeps
+    /// finished leases only for a while also forgets up to `limit` whose
+    /// retention ran out by `now`.
     async fn sweep(
         &self,
         now: DateTime<Utc>,

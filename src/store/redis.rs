@@ -6,8 +6,13 @@
 //! atomically by Redis; two replicas cannot both pass a check, and a
 //! revocation claimed by one is hidden from the other. All of a namespace's
 //! keys share one hash tag (layout in `redis/keys.rs`), so every script
-//! stays in one slot. Reads of one key are plain `GET`s; reads that walk
-//! an index are scripts too, so they see one consistent moment.
+//! stays in one slot. Reads of one row are plain `GET`/`HGET`s; reads that
+//! walk an index are scripts too, so they see one consistent moment.
+//!
+//! Leases are compact binary records (`redis/record.rs`) and every index
+//! is kept in chunks Redis can store compactly, so a lease costs about
+//! half a kilobyte of Redis memory; finished leases are forgotten after
+//! [`RedisConfig::finished_retention`], so memory follows the live leases.
 //!
 //! Every call is bounded ([`RedisConfig::operation_timeout`]): with Redis
 //! down, calls fail `Unavailable` within about that long, and work again
@@ -27,6 +32,7 @@
 mod config;
 mod connection;
 mod keys;
+mod record;
 mod reply;
 mod scripts;
 
@@ -39,6 +45,7 @@ use uuid::Uuid;
 pub use self::config::RedisConfig;
 use self::connection::Connection;
 use self::keys::{Keys, lease_id, member};
+use self::record::time as at;
 use self::reply::{Reply, decode, encode, limit as limit_arg, millis, time};
 use self::scripts::Scripts;
 use super::{ClosedTask, LeaseFilter, LeaseStore, RevocationOutcome, StoreError, Swept};
@@ -50,6 +57,8 @@ pub struct RedisStore {
     connection: Connection,
     keys: Keys,
     scripts: Scripts,
+    /// How long a finished lease stays readable before a sweep forgets it.
+    finished_retention: chrono::Duration,
 }
 
 impl RedisStore {
@@ -62,6 +71,8 @@ impl RedisStore {
             connection: Connection::open(config).await?,
             keys: Keys::new(&config.namespace),
             scripts: Scripts::new(),
+            finished_retention: chrono::Duration::from_std(config.finished_retention)
+                .map_err(|_| StoreError::Unavailable("redis store: finished_retention is too long".into()))?,
         };
         store.health().await?;
         Ok(store)
@@ -82,11 +93,16 @@ impl RedisStore {
     async fn lease_answer(&self, lease_id: Uuid, call: &ScriptInvocation<'_>) -> Result<Lease, StoreError> {
         let mut reply = Reply::parse(self.invoke(call).await?)?;
         match reply.status() {
-            "ok" => decode("lease", &reply.bytes()?),
+            "ok" => record::decode(lease_id, &reply.bytes()?),
             "lease_not_found" => Err(StoreError::LeaseNotFound(lease_id)),
             "lease_state" => Err(StoreError::LeaseState { id: lease_id, state: reply.state()? }),
             _ => Err(reply.unexpected()),
         }
+    }
+
+    /// Runs a script that answers with `{lease id, record, ...}`.
+    async fn leases(&self, call: &ScriptInvocation<'_>) -> Result<Vec<Lease>, StoreError> {
+        reply::leases(reply::list(self.invoke(call).await?)?)
     }
 
     /// Runs a read script that answers with a list of JSON rows.
@@ -128,7 +144,7 @@ impl LeaseStore for RedisStore {
     ) -> Result<ClosedTask, StoreError> {
         let closure = encode("task closure", &TaskClosure { at: now, by: by.to_owned(), reason })?;
         let mut call = self.script(&self.scripts.close_task);
-        call.arg(task_id).arg(closure).arg(reason.as_str()).arg(time(now)).arg(millis(now));
+        call.arg(task_id).arg(closure).arg(record::reason_code(reason)).arg(time(now)).arg(&at(now)?[..]);
         let mut reply = Reply::parse(self.invoke(&call).await?)?;
         match reply.status() {
             "ok" => Ok(ClosedTask {
@@ -155,21 +171,15 @@ impl LeaseStore for RedisStore {
     async fn task_leases(&self, task_id: &str) -> Result<Vec<Lease>, StoreError> {
         let mut call = self.script(&self.scripts.task_leases);
         call.arg(task_id);
-        let mut leases: Vec<Lease> = self.rows("lease", &call).await?;
+        let mut leases = self.leases(&call).await?;
         leases.sort_by_key(|lease| (lease.created_at, lease.id));
         Ok(leases)
     }
 
     async fn insert_pending(&self, lease: Lease, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let json = encode("lease", &lease)?;
+        let row = record::encode(&lease)?;
         let mut call = self.script(&self.scripts.insert_pending);
-        call.arg(&member(lease.id)[..])
-            .arg(json)
-            .arg(&lease.task_id)
-            .arg(&lease.agent)
-            .arg(lease.state.as_str())
-            .arg(millis(lease.created_at))
-            .arg(time(now));
+        call.arg(&member(lease.id)[..]).arg(row).arg(time(now));
         let mut reply = Reply::parse(self.invoke(&call).await?)?;
         match reply.status() {
             "ok" => Ok(()),
@@ -187,26 +197,21 @@ impl LeaseStore for RedisStore {
         handle: SealedHandle,
         now: DateTime<Utc>,
     ) -> Result<Lease, StoreError> {
-        let handle = encode("sealed handle", &handle)?;
+        let handle = record::handle(&handle)?;
         let mut call = self.script(&self.scripts.activate);
-        call.arg(&member(lease_id)[..])
-            .arg(time(expires_at))
-            .arg(millis(expires_at))
-            .arg(handle)
-            .arg(time(now))
-            .arg(millis(now));
+        call.arg(&member(lease_id)[..]).arg(&at(expires_at)?[..]).arg(handle).arg(&at(now)?[..]);
         self.lease_answer(lease_id, &call).await
     }
 
     async fn extend(&self, lease_id: Uuid, expires_at: DateTime<Utc>) -> Result<Lease, StoreError> {
         let mut call = self.script(&self.scripts.extend);
-        call.arg(&member(lease_id)[..]).arg(time(expires_at)).arg(millis(expires_at));
+        call.arg(&member(lease_id)[..]).arg(&at(expires_at)?[..]);
         self.lease_answer(lease_id, &call).await
     }
 
     async fn get_lease(&self, lease_id: Uuid) -> Result<Option<Lease>, StoreError> {
-        let row = self.connection.get(self.keys.lease(lease_id)).await?;
-        row.map(|row| decode("lease", &row)).transpose()
+        let row = self.connection.hget(&self.keys.leases(), &member(lease_id)).await?;
+        row.map(|row| record::decode(lease_id, &row)).transpose()
     }
 
     async fn list_leases(
@@ -228,7 +233,7 @@ impl LeaseStore for RedisStore {
             .arg(filter.state.map_or("", |state| state.as_str()))
             .arg(after)
             .arg(limit_arg(limit));
-        self.rows("lease", &call).await
+        self.leases(&call).await
     }
 
     async fn request_revocation(
@@ -241,7 +246,7 @@ impl LeaseStore for RedisStore {
             return Ok(Vec::new());
         }
         let mut call = self.script(&self.scripts.request_revocation);
-        call.arg(reason.as_str()).arg(time(now)).arg(millis(now));
+        call.arg(record::reason_code(reason)).arg(&at(now)?[..]);
         for id in lease_ids {
             call.arg(&member(*id)[..]);
         }
@@ -261,17 +266,19 @@ impl LeaseStore for RedisStore {
         if limit == 0 {
             return Ok(Swept::default());
         }
+        // A retention reaching back past what a record can hold forgets nothing.
+        let forget_before = now
+            .checked_sub_signed(self.finished_retention)
+            .and_then(|before| at(before).ok())
+            .unwrap_or([0; 8]);
         let mut call = self.script(&self.scripts.sweep);
-        call.arg(time(now))
-            .arg(millis(now))
-            .arg(time(pending_before))
-            .arg(millis(pending_before))
-            .arg(limit_arg(limit));
+        call.arg(&at(now)?[..]).arg(&at(pending_before)?[..]).arg(&forget_before[..]).arg(limit_arg(limit));
         let mut reply = Reply::parse(self.invoke(&call).await?)?;
         match reply.status() {
             "ok" => Ok(Swept {
                 expired: keys::lease_ids(reply.list()?)?,
                 abandoned: keys::lease_ids(reply.list()?)?,
+                forgotten: reply.count()?,
             }),
             _ => Err(reply.unexpected()),
         }
@@ -287,14 +294,10 @@ impl LeaseStore for RedisStore {
             return Ok(Vec::new());
         }
         let mut call = self.script(&self.scripts.claim_revocations);
-        call.arg(time(now))
-            .arg(millis(now))
-            .arg(time(claim_until))
-            .arg(millis(claim_until))
-            .arg(limit_arg(limit));
+        call.arg(&at(now)?[..]).arg(&at(claim_until)?[..]).arg(limit_arg(limit));
         let mut reply = Reply::parse(self.invoke(&call).await?)?;
         match reply.status() {
-            "ok" => reply.list()?.iter().map(|row| decode("lease", row)).collect(),
+            "ok" => reply::leases(reply.list()?),
             _ => Err(reply.unexpected()),
         }
     }
@@ -308,19 +311,15 @@ impl LeaseStore for RedisStore {
             return Ok(());
         }
         let mut call = self.script(&self.scripts.finish_revocations);
-        call.arg(time(now));
+        call.arg(&at(now)?[..]);
         for outcome in outcomes {
             call.arg(&member(outcome.lease_id())[..]);
             match outcome {
                 RevocationOutcome::Done { generation, .. } => {
-                    call.arg("done").arg(generation).arg("").arg("").arg("");
+                    call.arg("done").arg(generation).arg("").arg("");
                 }
                 RevocationOutcome::Retry { generation, next_attempt_at, error, .. } => {
-                    call.arg("retry")
-                        .arg(generation)
-                        .arg(time(*next_attempt_at))
-                        .arg(millis(*next_attempt_at))
-                        .arg(error);
+                    call.arg("retry").arg(generation).arg(&at(*next_attempt_at)?[..]).arg(error);
                 }
             }
         }
@@ -332,9 +331,6 @@ impl LeaseStore for RedisStore {
         }
     }
 
-    /// Schedules are in milliseconds: when several entries share the first
-    /// millisecond this may name one up to a millisecond after the earliest,
-    /// so a worker wakes that much late, never early.
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         let call = self.script(&self.scripts.next_due);
         reply::earliest(reply::optional_list(self.invoke(&call).await?)?)

@@ -386,3 +386,45 @@ async fn the_compose_topology_runs_two_replicas_on_one_redis() {
     assert!(read(&audit_b).contains("\"task_closed\"") || read(&audit_b).contains("\"revoked\""));
     assert!(!data.join("audit.jsonl").exists(), "the configured audit path was overridden");
 }
+
+/// On Redis, the expiry sweeper forgets a revoked lease once
+/// `finished_retention` has passed: it is no longer listed, while the
+/// audit log keeps its revocation.
+#[tokio::test]
+async fn revoked_leases_are_forgotten_after_the_retention() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let h = harness::start_with(Box::new(move |config, _| {
+        let mut store = RedisConfig::single(url);
+        store.namespace = format!("it-{}", uuid::Uuid::now_v7().simple());
+        store.finished_retention = Duration::from_secs(3600);
+        config.store = StoreConfig::Redis(store);
+    }))
+    .await;
+    h.open_task("forget-1", "demo-agent", 600).await;
+    let issued = h.issue_orders_read("forget-1", 300).await.unwrap();
+    let lease_id = issued.lease.unwrap().lease_id;
+    h.tasks()
+        .await
+        .close_task(authed(&h.workflow(), proto::CloseTaskRequest { task_id: "forget-1".into() }))
+        .await
+        .unwrap();
+    h.wait_for_state(&lease_id, proto::LeaseState::Revoked).await;
+
+    h.advance(3601);
+    let listed = || async {
+        let request = proto::ListLeasesRequest::default();
+        let leases = h.admin().await.list_leases(authed(&h.operator(), request)).await.unwrap().into_inner();
+        leases.leases.iter().any(|lease| lease.lease_id == lease_id)
+    };
+    let started = Instant::now();
+    while listed().await {
+        assert!(started.elapsed() < Duration::from_secs(10), "the revoked lease was never forgotten");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let hash = h.running().broker.audit().lease_hash(lease_id.parse().unwrap());
+    let revoked =
+        h.audit_lines().iter().any(|line| line["event"] == "revoked" && line["lease"] == hash.as_str());
+    assert!(revoked, "the audit log keeps the revocation");
+    h.stop().await;
+}

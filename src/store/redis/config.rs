@@ -34,6 +34,12 @@ pub struct RedisConfig {
     /// Redis down, Writ refuses quickly rather than hangs.
     #[serde(with = "humantime_serde", default = "defaults::operation_timeout")]
     pub operation_timeout: Duration,
+    /// How long a revoked or failed lease stays in Redis (readable, listed)
+    /// after it finished. Then the expiry sweeper forgets it: its record and
+    /// index entries go, so Redis holds what is live plus this much
+    /// history. The audit log is the lasting record.
+    #[serde(with = "humantime_serde", default = "defaults::finished_retention")]
+    pub finished_retention: Duration,
 }
 
 impl RedisConfig {
@@ -46,6 +52,7 @@ impl RedisConfig {
             connect_timeout: defaults::connect_timeout(),
             response_timeout: defaults::response_timeout(),
             operation_timeout: defaults::operation_timeout(),
+            finished_retention: defaults::finished_retention(),
         }
     }
 
@@ -79,6 +86,7 @@ impl RedisConfig {
             ("connect_timeout", self.connect_timeout),
             ("response_timeout", self.response_timeout),
             ("operation_timeout", self.operation_timeout),
+            ("finished_retention", self.finished_retention),
         ];
         if let Some((name, _)) = timeouts.iter().find(|(_, timeout)| timeout.is_zero()) {
             return Err(format!("{name} must be more than zero"));
@@ -97,6 +105,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
             .field("operation_timeout", &self.operation_timeout)
+            .field("finished_retention", &self.finished_retention)
             .finish()
     }
 }
@@ -128,6 +137,10 @@ mod defaults {
 
     pub fn operation_timeout() -> Duration {
         Duration::from_secs(1)
+    }
+
+    pub fn finished_retention() -> Duration {
+        Duration::from_secs(24 * 60 * 60)
     }
 }
 

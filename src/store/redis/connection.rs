@@ -55,9 +55,19 @@ impl Connection {
     }
 
     pub(super) async fn get(&self, key: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut nodes = self.nodes.clone();
         let mut command = redis::cmd("GET");
         command.arg(key);
+        self.query(command).await
+    }
+
+    pub(super) async fn hget(&self, key: &str, field: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut command = redis::cmd("HGET");
+        command.arg(key).arg(field);
+        self.query(command).await
+    }
+
+    async fn query(&self, command: Cmd) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut nodes = self.nodes.clone();
         let answer =
             async move { command.query_async(&mut nodes).await.map_err(|error| store_error(&error)) };
         bounded(self.operation_timeout, answer).await

@@ -7,21 +7,37 @@
 //! |---------------------------|--------|----------------------------------------------------|
 //! | `task:<task id>`          | string | the task, JSON                                     |
 //! | `deadlines`               | zset   | open task ids, score = deadline (ms)               |
-//! | `lease:<lease id>`        | string | the lease, JSON (sealed handle included)           |
-//! | `state:<state>`           | zset   | lease ids in that state, score 0 (id order)        |
-//! | `task-leases:<task id>`   | zset   | the task's lease ids, score 0 (id order)           |
-//! | `agent-leases:<agent>`    | zset   | the agent's lease ids, score 0 (id order)          |
-//! | `pending`                 | zset   | pending lease ids, score = created_at (ms)         |
-//! | `expiries`                | zset   | active lease ids, score = expires_at (ms)          |
-//! | `queue`                   | zset   | revoking lease ids, score = next_attempt_at (ms)   |
+//! | `leases`                  | hash   | lease id → the lease record (`record.rs`: compact binary, sealed handle included) |
+//! | `state:<state>`           | index  | lease ids in that state                            |
+//! | `task-leases:<task id>`   | index  | the task's lease ids                               |
+//! | `agent-leases:<agent>`    | index  | the agent's lease ids                              |
+//! | `pending`                 | index  | pending leases: created_at + id                    |
+//! | `expiries`                | index  | active leases: expires_at + id                     |
+//! | `queue`                   | index  | revoking leases: next_attempt_at + id              |
+//! | `finished`                | index  | revoked and failed leases: completed_at + id       |
+//! | `dir:<index>`             | zset   | the first member of each chunk of a large index    |
+//! | `chunk:<index>#<first>`   | zset   | one chunk of a large index                         |
 //! | `sightings`               | hash   | `["issuer","subject"]` → the sighting, JSON        |
 //! | `sightings-seen`          | zset   | sighting fields, score = last_seen (ms)            |
 //! | `health`                  | string | written by every health check                      |
 //!
-//! Lease ids are their 16 raw bytes (big-endian) in keys and index members:
-//! byte order is id order, so the score-0 sets list leases in id order
-//! (ZRANGEBYLEX), and each entry is 20 bytes smaller than the text form.
-//! Lease JSON is kept once, in its `lease:` key; indexes hold only ids.
+//! Every lease is in exactly one state index and the one schedule of its
+//! state (`pending`, `expiries`, `queue` or `finished`), plus its task's
+//! and its agent's index. A finished lease leaves all of them, and
+//! `leases`, when the sweep forgets it after `finished_retention`.
+//!
+//! An *index* is a set of fixed-length byte strings kept in byte order
+//! (`lua/common.lua`): a sorted set of score 0 under the index's own name
+//! while it is small, which Redis keeps as a compact listpack (about 20
+//! bytes a member), and past 128 members further chunks of at most 128,
+//! found through `dir:<index>`, rather than one sorted set that Redis
+//! would turn into a skiplist at about 110 bytes a member. Lease ids are
+//! their 16 raw bytes (big-endian), so byte order is id order and listings
+//! page through an index with ZRANGEBYLEX. Schedule members are the due
+//! time (8 bytes that sort as times, see `record.rs`) then the lease id:
+//! byte order is due order, exact to the nanosecond, so the sweep and the
+//! revocation worker take what is due from the front, and `next_due` reads
+//! the time off the first member.
 //!
 //! One hash tag for the whole namespace keeps every multi-key script in one
 //! slot, which Redis Cluster requires (no script or MULTI spans slots). The
@@ -62,8 +78,9 @@ impl Keys {
         [self.prefix.as_bytes(), b"task:", task_id.as_bytes()].concat()
     }
 
-    pub(super) fn lease(&self, lease_id: Uuid) -> Vec<u8> {
-        [self.prefix.as_bytes(), b"lease:", &member(lease_id)].concat()
+    /// The hash of every lease record, by lease id.
+    pub(super) fn leases(&self) -> String {
+        format!("{}leases", self.prefix)
     }
 }
 
@@ -99,9 +116,9 @@ mod tests {
         let keys = Keys::new("prod");
         assert_eq!(keys.prefix(), "writ:{prod}:");
         assert_eq!(keys.task("t-1"), b"writ:{prod}:task:t-1");
+        assert_eq!(keys.leases(), "writ:{prod}:leases");
         let id = Uuid::from_u128(0x0102);
-        assert_eq!(&keys.lease(id)[..18], b"writ:{prod}:lease:");
-        assert_eq!(lease_id(&keys.lease(id)[18..]).unwrap(), id);
+        assert_eq!(lease_id(&member(id)).unwrap(), id);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use redis::Value;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::record;
 use crate::model::{Lease, LeaseState, Task};
 use crate::store::StoreError;
 
@@ -35,6 +36,14 @@ impl Reply {
     /// The next value, a list of strings.
     pub(super) fn list(&mut self) -> Result<Vec<Vec<u8>>, StoreError> {
         list(self.rest.next().ok_or_else(malformed)?)
+    }
+
+    /// The next value, a count.
+    pub(super) fn count(&mut self) -> Result<usize, StoreError> {
+        match self.rest.next() {
+            Some(Value::Int(count)) => usize::try_from(count).map_err(|_| malformed()),
+            _ => Err(malformed()),
+        }
     }
 
     /// The next value, a lease state.
@@ -67,22 +76,24 @@ pub(super) fn optional_list(value: Value) -> Result<Vec<Option<Vec<u8>>>, StoreE
         .collect()
 }
 
+/// `{lease id, record, ...}` as leases.
+pub(super) fn leases(pairs: Vec<Vec<u8>>) -> Result<Vec<Lease>, StoreError> {
+    if !pairs.len().is_multiple_of(2) {
+        return Err(malformed());
+    }
+    pairs.chunks_exact(2).map(|pair| record::decode(super::keys::lease_id(&pair[0])?, &pair[1])).collect()
+}
+
 /// The earliest time the heads of the three schedules name (see
-/// `lua/next_due.lua`): an expiry, a revocation's next attempt, a deadline.
+/// `lua/next_due.lua`): an expiry, a revocation's next attempt (both
+/// schedule entries, which start with their time), a deadline (task JSON).
 pub(super) fn earliest(heads: Vec<Option<Vec<u8>>>) -> Result<Option<DateTime<Utc>>, StoreError> {
     let [expiry, revocation, deadline] = heads.as_slice() else {
         return Err(malformed());
     };
     let mut due = Vec::with_capacity(3);
-    if let Some(row) = expiry {
-        due.push(decode::<Lease>("lease", row)?.expires_at);
-    }
-    if let Some(row) = revocation {
-        let lease: Lease = decode("lease", row)?;
-        let revocation = lease.revocation.ok_or_else(|| {
-            StoreError::Corrupt(format!("queued lease {} has no revocation record", lease.id))
-        })?;
-        due.push(revocation.next_attempt_at);
+    for entry in [expiry, revocation].into_iter().flatten() {
+        due.push(record::read_time(entry)?);
     }
     if let Some(row) = deadline {
         due.push(decode::<Task>("task", row)?.deadline);

@@ -1,6 +1,6 @@
--- ARGV: task id, closure JSON, reason, now, now (ms).
+-- ARGV: task id, closure JSON, reason code, now (task time text), now.
 -- Replies {'ok', task JSON, {ids moved to revoking}}.
-local task_id, reason, now, now_ms = ARGV[1], ARGV[3], ARGV[4], ARGV[5]
+local task_id, reason, now_text, now = ARGV[1], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local raw = redis.call('GET', task_key(task_id))
 if not raw then
   return { 'task_not_found' }
@@ -12,10 +12,10 @@ end
 task.state = 'closed'
 task.closed = cjson.decode(ARGV[2])
 local changes, revoking = {}, {}
-for _, id in ipairs(redis.call('ZRANGE', P .. 'task-leases:' .. task_id, 0, -1)) do
-  local lease = load_lease(id)
+for _, id in ipairs(index_range('task-leases:' .. task_id, nil, '+', ALL)) do
+  local lease, old = load_lease(id)
   if lease.state == 'pending' or lease.state == 'active' then
-    plan_revoking(changes, id, lease, reason, now, now_ms)
+    plan_revoking(changes, id, lease, old, reason, now)
     table.insert(revoking, id)
   end
 end

@@ -12,17 +12,25 @@
 -- status) or a Lua error (corrupt data) must come before the first write.
 local P = KEYS[1]
 
-local function lease_key(id) return P .. 'lease:' .. id end
+-- Every lease record (record.rs has the format), by lease id.
+local LEASES = P .. 'leases'
+
 local function task_key(task_id) return P .. 'task:' .. task_id end
-local function state_index(state) return P .. 'state:' .. state end
 
--- The schedule index a lease in each state is in, if any.
-local SCHEDULES = { pending = P .. 'pending', active = P .. 'expiries', revoking = P .. 'queue' }
+-- Whether string `a` sorts before `b` in byte order (Lua's `<` on strings
+-- uses the locale). Lease ids are 16 big-endian bytes and times 8 bytes
+-- that sort as they should, so byte order is id order and time order.
+local function bytes_before(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
 
--- A time as chrono writes it ("2026-01-01T00:00:00.25Z") as two numbers that
--- order as the time does: the date, and the time of day in nanoseconds. Both
--- stay below 2^53, so Lua's doubles hold them exactly, and nothing here
--- depends on the server's locale as string comparison would.
+-- A task time as chrono writes it into task JSON ("2026-01-01T00:00:00.25Z")
+-- as two numbers that order as the time does: the date, and the time of day
+-- in nanoseconds. Both stay below 2^53, so Lua's doubles hold them exactly.
 local function instant(text)
   local year, month, day, hour, minute, second, fraction = string.match(text,
     '^([+-]?%d+)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)%.?(%d*)Z$')
@@ -35,114 +43,316 @@ local function instant(text)
   return date, clock
 end
 
--- Whether time `a` is strictly before time `b`.
+-- Whether task time `a` is strictly before task time `b`.
 local function before(a, b)
   local a_date, a_clock = instant(a)
   local b_date, b_clock = instant(b)
   return a_date < b_date or (a_date == b_date and a_clock < b_clock)
 end
 
--- Whether lease id `a` sorts before `b`: byte order, which for the 16-byte
--- big-endian ids is id order. (Lua's `<` on strings uses the locale.)
-local function id_before(a, b)
-  for i = 1, math.min(#a, #b) do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x < y end
-  end
-  return #a < #b
+---------------------------------------------------------------------------
+-- Ordered indexes.
+--
+-- An index is a set of byte strings kept in byte order: lease ids (the
+-- state, task and agent indexes) or a time followed by a lease id (the
+-- schedules). A small one is one sorted set of score 0 under its own name,
+-- which Redis keeps as a compact listpack. Past CHUNK members Redis would
+-- switch it to a skiplist, at about 110 bytes a member, so instead it grows
+-- chunks: `dir:<name>` lists the first member of each chunk after the base,
+-- and chunk `chunk:<name>#<first member>` holds the members from there up
+-- to the next chunk's first member. Each chunk stays within CHUNK members
+-- and so stays a listpack, at about 20 bytes a member. Members have a fixed
+-- length per index, so no two (name, first member) pairs spell one key.
+---------------------------------------------------------------------------
+local CHUNK = 128
+-- A limit that means "all of them" (Redis takes no infinite count).
+local ALL = 1000000000
+
+local function chunk_key(name, first) return P .. 'chunk:' .. name .. '#' .. first end
+local function directory(name) return P .. 'dir:' .. name end
+
+-- The key of the chunk `member` belongs in, and its first member (nil for
+-- the base).
+local function locate(name, member)
+  local first = redis.call('ZREVRANGEBYLEX', directory(name), '[' .. member, '-', 'LIMIT', 0, 1)[1]
+  if first then return chunk_key(name, first), first end
+  return P .. name, nil
 end
 
--- The lease stored under `id`; a Lua error (so nothing is written) if an
--- index names a lease that does not exist.
+local function add_all(key, members)
+  local args = {}
+  for _, member in ipairs(members) do
+    table.insert(args, 0)
+    table.insert(args, member)
+  end
+  redis.call('ZADD', key, unpack(args))
+end
+
+local function index_add(name, member)
+  local key = locate(name, member)
+  if redis.call('ZSCORE', key, member) then return end
+  -- A full chunk is split before the add: a listpack that ever goes over
+  -- the limit becomes a skiplist for good, even after it shrinks again.
+  if redis.call('ZCARD', key) >= CHUNK then
+    if bytes_before(redis.call('ZRANGE', key, -1, -1)[1], member) then
+      -- Past the chunk's end (ids and times mostly grow): a chunk of its
+      -- own, leaving this one full.
+      key = chunk_key(name, member)
+      redis.call('ZADD', directory(name), 0, member)
+    else
+      local moved = redis.call('ZRANGE', key, CHUNK / 2, -1)
+      add_all(chunk_key(name, moved[1]), moved)
+      redis.call('ZREMRANGEBYRANK', key, CHUNK / 2, -1)
+      redis.call('ZADD', directory(name), 0, moved[1])
+      if not bytes_before(member, moved[1]) then
+        key = chunk_key(name, moved[1])
+      end
+    end
+  end
+  redis.call('ZADD', key, 0, member)
+end
+
+local function index_remove(name, member)
+  local key, first = locate(name, member)
+  if redis.call('ZREM', key, member) == 1 and first and redis.call('EXISTS', key) == 0 then
+    redis.call('ZREM', directory(name), first)
+  end
+end
+
+-- Up to `limit` members after `after` (nil: from the first) and within
+-- `max` (a ZRANGEBYLEX bound: '[x', '(x' or '+'), in order.
+local function index_range(name, after, max, limit)
+  local found = {}
+  local key, first = locate(name, after or '')
+  local min = after and ('(' .. after) or '-'
+  local starting = true
+  while #found < limit do
+    local batch = redis.call('ZRANGEBYLEX', key, min, max, 'LIMIT', 0, limit - #found)
+    for _, member in ipairs(batch) do table.insert(found, member) end
+    -- A later chunk is never empty, and all of it is after `after`: if none
+    -- of it is within `max`, no chunk after it is either.
+    if #batch == 0 and not starting then break end
+    if #found >= limit then break end
+    first = redis.call('ZRANGEBYLEX', directory(name), first and ('(' .. first) or '-', '+', 'LIMIT', 0, 1)[1]
+    if not first then break end
+    key, starting = chunk_key(name, first), false
+  end
+  return found
+end
+
+-- About how many members an index holds: enough to pick the smallest.
+local function index_size(name)
+  local chunks = redis.call('ZCARD', directory(name))
+  return redis.call('ZCARD', P .. name) + chunks * CHUNK
+end
+
+---------------------------------------------------------------------------
+-- Lease records (record.rs has the format and its reasons).
+---------------------------------------------------------------------------
+local STATES = { [0] = 'pending', 'active', 'revoking', 'revoked', 'failed' }
+local STATE_CODES = { pending = 0, active = 1, revoking = 2, revoked = 3, failed = 4 }
+local MINT_FAILED = 4
+
+local function corrupt() error('writ: a lease record is damaged or in an unknown format') end
+
+local function read_string(raw, pos)
+  local length = string.byte(raw, pos)
+  if not length then corrupt() end
+  if length == 255 then
+    length = struct.unpack('>I4', raw, pos + 1)
+    pos = pos + 4
+  end
+  if pos + length > #raw then corrupt() end
+  return string.sub(raw, pos + 1, pos + length), pos + 1 + length
+end
+
+local function write_string(text)
+  if #text < 255 then return string.char(#text) .. text end
+  return '\255' .. struct.pack('>I4', #text) .. text
+end
+
+local function read_time(raw, pos)
+  if pos + 7 > #raw then corrupt() end
+  return string.sub(raw, pos, pos + 7), pos + 8
+end
+
+local function read_optional(raw, pos, read)
+  local flag = string.byte(raw, pos)
+  if flag == 0 then return false, pos + 1 end
+  if flag ~= 1 then corrupt() end
+  return read(raw, pos + 1)
+end
+
+local function write_optional(value, write)
+  if not value then return '\0' end
+  return '\1' .. write(value)
+end
+
+local function same(value) return value end
+
+-- A record as a table. Times stay 8-byte strings, the handle stays as
+-- stored; what no script changes after the task id is kept whole as `rest`.
+local function decode_lease(raw)
+  local head = string.byte(raw, 1) or 0
+  if math.floor(head / 32) ~= 1 then corrupt() end
+  local lease = { state = STATES[head % 8] }
+  if not lease.state then corrupt() end
+  local pos = 2
+  lease.created, pos = read_time(raw, pos)
+  lease.expires, pos = read_time(raw, pos)
+  lease.issued = false
+  if math.floor(head / 8) % 2 == 1 then
+    lease.issued, pos = read_time(raw, pos)
+  end
+  lease.revocation = false
+  if math.floor(head / 16) % 2 == 1 then
+    local revocation = { reason = string.byte(raw, pos) }
+    revocation.requested, pos = read_time(raw, pos + 1)
+    if pos + 3 > #raw then corrupt() end
+    revocation.attempts, pos = struct.unpack('>I4', raw, pos)
+    revocation.next, pos = read_time(raw, pos)
+    if pos + 3 > #raw then corrupt() end
+    revocation.generation, pos = struct.unpack('>I4', raw, pos)
+    revocation.completed, pos = read_optional(raw, pos, read_time)
+    revocation.last_error, pos = read_optional(raw, pos, read_string)
+    lease.revocation = revocation
+  end
+  local handle_at = pos
+  local _
+  _, pos = read_string(raw, pos)
+  _, pos = read_string(raw, pos)
+  lease.handle = string.sub(raw, handle_at, pos - 1)
+  lease.agent, pos = read_string(raw, pos)
+  lease.task, pos = read_string(raw, pos)
+  -- The rest is not changed here, only checked: provider, role, scopes (a
+  -- count, then each); the tool is what is left.
+  local rest_at = pos
+  _, pos = read_string(raw, pos)
+  _, pos = read_string(raw, pos)
+  local scopes = string.byte(raw, pos)
+  if not scopes then corrupt() end
+  if scopes == 255 then
+    if pos + 4 > #raw then corrupt() end
+    scopes = struct.unpack('>I4', raw, pos + 1)
+    pos = pos + 4
+  end
+  pos = pos + 1
+  for _ = 1, scopes do
+    _, pos = read_string(raw, pos)
+  end
+  lease.rest = string.sub(raw, rest_at)
+  return lease
+end
+
+local function encode_lease(lease)
+  local head = 32 + STATE_CODES[lease.state]
+  if lease.revocation then head = head + 16 end
+  if lease.issued then head = head + 8 end
+  local parts = { string.char(head), lease.created, lease.expires, lease.issued or '' }
+  local revocation = lease.revocation
+  if revocation then
+    table.insert(parts, string.char(revocation.reason) .. revocation.requested
+      .. struct.pack('>I4', revocation.attempts) .. revocation.next
+      .. struct.pack('>I4', revocation.generation)
+      .. write_optional(revocation.completed, same)
+      .. write_optional(revocation.last_error, write_string))
+  end
+  table.insert(parts, lease.handle)
+  table.insert(parts, write_string(lease.agent))
+  table.insert(parts, write_string(lease.task))
+  table.insert(parts, lease.rest)
+  return table.concat(parts)
+end
+
+-- The schedule a lease in each state is in, and the time it is due by:
+-- a pending lease is abandoned after a while, an active one expires, a
+-- revoking one is attempted, a finished one is forgotten.
+local SCHEDULES = {
+  pending = { 'pending', function(lease) return lease.created end },
+  active = { 'expiries', function(lease) return lease.expires end },
+  revoking = { 'queue', function(lease) return lease.revocation.next end },
+  revoked = { 'finished', function(lease) return lease.revocation.completed end },
+  failed = { 'finished', function(lease) return lease.revocation.completed end },
+}
+
+-- Every index entry a lease has: {index name, member}. Its task and agent
+-- never change, its state and schedule entry do.
+local function entries(id, lease)
+  local schedule = SCHEDULES[lease.state]
+  if (lease.state ~= 'pending' and lease.state ~= 'active') and type(lease.revocation) ~= 'table' then
+    error('writ: a lease in state ' .. lease.state .. ' has no revocation record')
+  end
+  local due = schedule[2](lease)
+  if not due then error('writ: a finished lease has no completion time') end
+  return {
+    { 'state:' .. lease.state, id },
+    { schedule[1], due .. id },
+    { 'task-leases:' .. lease.task, id },
+    { 'agent-leases:' .. lease.agent, id },
+  }
+end
+
+-- The lease stored under `id` and its index entries; a Lua error (so
+-- nothing is written) if an index names a lease that does not exist.
 local function load_lease(id)
-  local raw = redis.call('GET', lease_key(id))
+  local raw = redis.call('HGET', LEASES, id)
   if not raw then
     error('writ: an index names a lease that does not exist')
   end
-  return cjson.decode(raw)
+  local lease = decode_lease(raw)
+  return lease, entries(id, lease)
 end
 
--- cjson cannot tell an empty array from an empty object and writes `{}`
--- for both; `scopes` is the lease's only array. The pattern cannot match
--- inside a string value: there a quote after "scopes" would be escaped.
-local function encode_lease(lease)
-  local json = cjson.encode(lease)
-  if type(lease.scopes) == 'table' and next(lease.scopes) == nil then
-    json = string.gsub(json, '"scopes":{}', '"scopes":[]', 1)
-  end
-  return json
+-- Plans writing `lease` under `id`, whose index entries were `old`.
+-- Encoding happens here, before any write.
+local function plan_lease(changes, id, old, lease)
+  table.insert(changes, { id = id, old = old, new = entries(id, lease), raw = encode_lease(lease) })
 end
 
--- Plans writing `lease` (which was in `old_state`) under `id`. `score`, if
--- given, is its new place in its state's schedule index. Encoding happens
--- here, before any write.
-local function plan_lease(changes, id, old_state, lease, score)
-  table.insert(changes, { id = id, old = old_state, new = lease.state, json = encode_lease(lease), score = score })
-end
-
--- Writes planned leases and moves their index entries: the state index,
--- and the schedule index of the old and new state. A lease's task and
--- agent never change, so neither do those indexes.
+-- Writes planned leases and moves the index entries that changed.
 local function apply(changes)
   for _, change in ipairs(changes) do
-    redis.call('SET', lease_key(change.id), change.json)
-    if change.old ~= change.new then
-      redis.call('ZREM', state_index(change.old), change.id)
-      redis.call('ZADD', state_index(change.new), 0, change.id)
-      if SCHEDULES[change.old] then
-        redis.call('ZREM', SCHEDULES[change.old], change.id)
+    redis.call('HSET', LEASES, change.id, change.raw)
+    for i, new in ipairs(change.new) do
+      local old = change.old[i]
+      if old[1] ~= new[1] or old[2] ~= new[2] then
+        index_remove(old[1], old[2])
+        index_add(new[1], new[2])
       end
-    end
-    if SCHEDULES[change.new] and change.score then
-      redis.call('ZADD', SCHEDULES[change.new], change.score, change.id)
     end
   end
 end
 
 -- Plans moving a pending or active lease to revoking, due at `now`.
-local function plan_revoking(changes, id, lease, reason, now, now_ms)
-  local old_state = lease.state
+local function plan_revoking(changes, id, lease, old, reason, now)
   lease.state = 'revoking'
   lease.revocation = {
-    reason = reason,
-    requested_at = now,
-    attempts = 0,
-    next_attempt_at = now,
-    last_error = cjson.null,
-    completed_at = cjson.null,
-    generation = 0,
+    reason = reason, requested = now, attempts = 0, next = now,
+    generation = 0, completed = false, last_error = false,
   }
-  plan_lease(changes, id, old_state, lease, now_ms)
+  plan_lease(changes, id, old, lease)
 end
 
 -- A revocation's generation: bumped (as a u32, wrapping) whenever the
--- handle to revoke changes after it was queued; rows from before
--- generations existed have none, which reads as 0.
-local function generation(revocation)
-  return revocation.generation or 0
-end
-
+-- handle to revoke changes after it was queued.
 local function next_generation(revocation)
-  return (generation(revocation) + 1) % 4294967296
+  return (revocation.generation + 1) % 4294967296
 end
 
--- Up to `limit` {id, lease} from the schedule index `index` with a score at
--- or below `max_ms`, in score order, that `accept` takes: the row's word
--- over the index's, and the exact time within the last millisecond.
-local function due(index, max_ms, limit, accept)
+-- The bound of a schedule that takes everything due at or before `at`.
+local function due_by(at) return '[' .. at .. string.rep('\255', 16) end
+
+-- Up to `limit` {id, lease, entries} from schedule `name` within `max`, in
+-- time order. A schedule entry is the due time (8 bytes) and the lease id.
+local function due(name, max, limit)
   local found = {}
-  local offset = 0
-  while #found < limit do
-    local batch = redis.call('ZRANGEBYSCORE', index, '-inf', max_ms, 'LIMIT', offset, limit)
-    if #batch == 0 then break end
-    for _, id in ipairs(batch) do
-      local lease = load_lease(id)
-      if accept(lease) then
-        table.insert(found, { id, lease })
-        if #found == limit then break end
-      end
+  for _, member in ipairs(index_range(name, nil, max, limit)) do
+    local id = string.sub(member, 9)
+    local lease, old = load_lease(id)
+    if old[2][1] ~= name or old[2][2] ~= member then
+      error('writ: a schedule entry disagrees with its lease')
     end
-    offset = offset + #batch
+    table.insert(found, { id, lease, old })
   end
   return found
 end

@@ -1,15 +1,16 @@
--- ARGV: lease id, expires_at, expires_at (ms). Replies {'ok', lease JSON}.
-local id, expires_at, expires_ms = ARGV[1], ARGV[2], ARGV[3]
-local raw = redis.call('GET', lease_key(id))
+-- ARGV: lease id, expires_at. Replies {'ok', lease record}.
+local id, expires_at = ARGV[1], ARGV[2]
+local raw = redis.call('HGET', LEASES, id)
 if not raw then
   return { 'lease_not_found' }
 end
-local lease = cjson.decode(raw)
+local lease = decode_lease(raw)
 if lease.state ~= 'active' then
   return { 'lease_state', lease.state }
 end
-lease.expires_at = expires_at
+local old = entries(id, lease)
+lease.expires = expires_at
 local changes = {}
-plan_lease(changes, id, 'active', lease, expires_ms)
+plan_lease(changes, id, old, lease)
 apply(changes)
-return { 'ok', changes[1].json }
+return { 'ok', changes[1].raw }

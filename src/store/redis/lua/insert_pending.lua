@@ -1,25 +1,26 @@
--- ARGV: lease id, lease JSON, task id, agent, lease state, created_at (ms), now.
-local id, json, task_id, agent, state, created_ms, now =
-  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local raw = redis.call('GET', task_key(task_id))
-if not raw then
+-- ARGV: lease id, lease record, now (task time text).
+-- The task id and agent are read from the record.
+local id, raw, now = ARGV[1], ARGV[2], ARGV[3]
+local lease = decode_lease(raw)
+local task_raw = redis.call('GET', task_key(lease.task))
+if not task_raw then
   return { 'task_not_found' }
 end
-local task = cjson.decode(raw)
+local task = cjson.decode(task_raw)
 if task.state ~= 'open' or not before(now, task.deadline) then
   return { 'task_closed' }
 end
-if state ~= 'pending' then
-  return { 'lease_state', state }
+if lease.state ~= 'pending' then
+  return { 'lease_state', lease.state }
 end
 -- Overwriting would orphan the existing lease's index entries.
-local existing = redis.call('GET', lease_key(id))
+local existing = redis.call('HGET', LEASES, id)
 if existing then
-  return { 'lease_state', cjson.decode(existing).state }
+  return { 'lease_state', decode_lease(existing).state }
 end
-redis.call('SET', lease_key(id), json)
-redis.call('ZADD', state_index('pending'), 0, id)
-redis.call('ZADD', P .. 'task-leases:' .. task_id, 0, id)
-redis.call('ZADD', P .. 'agent-leases:' .. agent, 0, id)
-redis.call('ZADD', SCHEDULES.pending, created_ms, id)
+local new = entries(id, lease)
+redis.call('HSET', LEASES, id, raw)
+for _, entry in ipairs(new) do
+  index_add(entry[1], entry[2])
+end
 return { 'ok' }

@@ -1,18 +1,16 @@
--- Replies with the first entry of each schedule, as the JSON it names
--- (false where the schedule is empty): the lease with the earliest expiry,
--- the lease with the earliest next revocation attempt, the open task with
--- the earliest deadline.
-local function first(index, load)
-  local head = redis.call('ZRANGE', index, 0, 0)
-  if #head == 0 then return false end
-  local raw = redis.call('GET', load(head[1]))
-  if not raw then
-    error('writ: a schedule names an entry that does not exist')
-  end
-  return raw
+-- Replies with the earliest entry of each schedule (false where it is
+-- empty): the earliest expiry, the earliest next revocation attempt (both
+-- as a schedule entry, whose first 8 bytes are the time), and the task
+-- JSON of the open task with the earliest deadline.
+local function first(name)
+  return index_range(name, nil, '+', 1)[1] or false
 end
-return {
-  first(SCHEDULES.active, lease_key),
-  first(SCHEDULES.revoking, lease_key),
-  first(P .. 'deadlines', task_key),
-}
+local deadline = redis.call('ZRANGE', P .. 'deadlines', 0, 0)[1]
+local task = false
+if deadline then
+  task = redis.call('GET', task_key(deadline))
+  if not task then
+    error('writ: the deadline index names a task that does not exist')
+  end
+end
+return { first('expiries'), first('queue'), task }
