@@ -93,6 +93,11 @@ async fn a_redis_outage_fails_closed_and_recovers() {
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(status.message().contains("nothing was issued"), "{status:?}");
     assert!(took < Duration::from_secs(5), "fails fast, took {took:?}");
+    use tonic_health::pb::health_check_response::ServingStatus;
+    assert!(
+        wait_for_health(&h, ServingStatus::NotServing).await,
+        "health says NOT_SERVING while Redis is down"
+    );
 
     redis.restart();
     // The restarted server kept nothing (no persistence in tests): a new
@@ -115,7 +120,30 @@ async fn a_redis_outage_fails_closed_and_recovers() {
     }
     assert!(recovered, "Writ works again once Redis is back");
     assert!(h.issue_orders_read("outage-2", 60).await.is_ok());
+    assert!(wait_for_health(&h, ServingStatus::Serving).await, "and health says SERVING again");
     h.stop().await;
+}
+
+/// Polls gRPC health for the credential service until it reports `want`
+/// (the health watch re-checks every 500 ms); false after 10 s.
+async fn wait_for_health(
+    h: &harness::Harness,
+    want: tonic_health::pb::health_check_response::ServingStatus,
+) -> bool {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", h.grpc_addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    for _ in 0..100 {
+        let request = tonic_health::pb::HealthCheckRequest { service: "writ.v1.CredentialService".into() };
+        if health.check(request).await.is_ok_and(|response| response.into_inner().status == want as i32) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
 }
 
 /// Revocations that fall due while Redis is down are done once it is back,
