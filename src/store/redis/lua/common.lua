@@ -20,9 +20,23 @@ local function task_key(task_id) return P .. 'task:' .. task_id end
 -- Whether string `a` sorts before `b` in byte order (Lua's `<` on strings
 -- uses the locale). Lease ids are 16 big-endian bytes and times 8 bytes
 -- that sort as they should, so byte order is id order and time order.
+local function block(text, i)
+  local c1, c2, c3, c4, c5, c6 = string.byte(text, i, i + 5)
+  return ((((c1 * 256 + c2) * 256 + c3) * 256 + c4) * 256 + c5) * 256 + c6
+end
+
 local function bytes_before(a, b)
-  for i = 1, math.min(#a, #b) do
-    local x, y = string.byte(a, i), string.byte(b, i)
+  if a == b then return false end
+  local shorter = math.min(#a, #b)
+  local i = 1
+  -- Six bytes at a time (48 bits: exact in Lua's doubles), then one by one.
+  while i + 5 <= shorter do
+    local x, y = block(a, i), block(b, i)
+    if x ~= y then return x < y end
+    i = i + 6
+  end
+  for j = i, shorter do
+    local x, y = string.byte(a, j), string.byte(b, j)
     if x ~= y then return x < y end
   end
   return #a < #b
@@ -71,12 +85,35 @@ local ALL = 1000000000
 local function chunk_key(name, first) return P .. 'chunk:' .. name .. '#' .. first end
 local function directory(name) return P .. 'dir:' .. name end
 
+-- What this script run has learnt of its indexes, so that a run that
+-- touches many members of one chunk (closing a task, a sweep, a claim)
+-- looks the chunk up once: per index, the chunk last located and the
+-- range of members it takes; per chunk key, its member count. Only this
+-- run writes while it runs, so both stay true until it changes them.
+local located, counts = {}, {}
+
+local function count(key)
+  local known = counts[key]
+  if not known then
+    known = redis.call('ZCARD', key)
+    counts[key] = known
+  end
+  return known
+end
+
 -- The key of the chunk `member` belongs in, and its first member (nil for
 -- the base).
 local function locate(name, member)
+  local known = located[name]
+  if known and (not known.first or not bytes_before(member, known.first))
+    and (not known.next or bytes_before(member, known.next)) then
+    return known.key, known.first
+  end
   local first = redis.call('ZREVRANGEBYLEX', directory(name), '[' .. member, '-', 'LIMIT', 0, 1)[1]
-  if first then return chunk_key(name, first), first end
-  return P .. name, nil
+  local following = redis.call('ZRANGEBYLEX', directory(name), '(' .. member, '+', 'LIMIT', 0, 1)[1]
+  local key = first and chunk_key(name, first) or (P .. name)
+  located[name] = { key = key, first = first, next = following }
+  return key, first
 end
 
 local function add_all(key, members)
@@ -90,32 +127,35 @@ end
 
 local function index_add(name, member)
   local key = locate(name, member)
-  if redis.call('ZSCORE', key, member) then return end
   -- A full chunk is split before the add: a listpack that ever goes over
   -- the limit becomes a skiplist for good, even after it shrinks again.
-  if redis.call('ZCARD', key) >= CHUNK then
+  if count(key) >= CHUNK then
+    if redis.call('ZSCORE', key, member) then return end
     if bytes_before(redis.call('ZRANGE', key, -1, -1)[1], member) then
       -- Past the chunk's end (ids and times mostly grow): a chunk of its
       -- own, leaving this one full.
-      key = chunk_key(name, member)
       redis.call('ZADD', directory(name), 0, member)
     else
       local moved = redis.call('ZRANGE', key, CHUNK / 2, -1)
       add_all(chunk_key(name, moved[1]), moved)
       redis.call('ZREMRANGEBYRANK', key, CHUNK / 2, -1)
       redis.call('ZADD', directory(name), 0, moved[1])
-      if not bytes_before(member, moved[1]) then
-        key = chunk_key(name, moved[1])
-      end
+      counts[key], counts[chunk_key(name, moved[1])] = CHUNK / 2, #moved
     end
+    located[name] = nil
+    key = locate(name, member)
   end
-  redis.call('ZADD', key, 0, member)
+  local before = count(key)
+  counts[key] = before + redis.call('ZADD', key, 0, member)
 end
 
 local function index_remove(name, member)
   local key, first = locate(name, member)
-  if redis.call('ZREM', key, member) == 1 and first and redis.call('EXISTS', key) == 0 then
+  if redis.call('ZREM', key, member) == 0 then return end
+  counts[key] = counts[key] and counts[key] - 1 or redis.call('ZCARD', key)
+  if first and counts[key] == 0 then
     redis.call('ZREM', directory(name), first)
+    located[name], counts[key] = nil, nil
   end
 end
 
@@ -164,6 +204,19 @@ local function read_string(raw, pos)
   end
   if pos + length > #raw then corrupt() end
   return string.sub(raw, pos + 1, pos + length), pos + 1 + length
+end
+
+-- Where the string at `pos` ends, without copying it.
+local function skip_string(raw, pos)
+  local length = string.byte(raw, pos)
+  if not length then corrupt() end
+  if length == 255 then
+    if pos + 4 > #raw then corrupt() end
+    length = struct.unpack('>I4', raw, pos + 1)
+    pos = pos + 4
+  end
+  if pos + length > #raw then corrupt() end
+  return pos + 1 + length
 end
 
 local function write_string(text)
@@ -218,17 +271,14 @@ local function decode_lease(raw)
     lease.revocation = revocation
   end
   local handle_at = pos
-  local _
-  _, pos = read_string(raw, pos)
-  _, pos = read_string(raw, pos)
+  pos = skip_string(raw, skip_string(raw, pos))
   lease.handle = string.sub(raw, handle_at, pos - 1)
   lease.agent, pos = read_string(raw, pos)
   lease.task, pos = read_string(raw, pos)
   -- The rest is not changed here, only checked: provider, role, scopes (a
   -- count, then each); the tool is what is left.
   local rest_at = pos
-  _, pos = read_string(raw, pos)
-  _, pos = read_string(raw, pos)
+  pos = skip_string(raw, skip_string(raw, pos))
   local scopes = string.byte(raw, pos)
   if not scopes then corrupt() end
   if scopes == 255 then
@@ -238,7 +288,7 @@ local function decode_lease(raw)
   end
   pos = pos + 1
   for _ = 1, scopes do
-    _, pos = read_string(raw, pos)
+    pos = skip_string(raw, pos)
   end
   lease.rest = string.sub(raw, rest_at)
   return lease
