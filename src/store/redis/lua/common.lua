@@ -17,19 +17,20 @@ local LEASES = P .. 'leases'
 
 local function task_key(task_id) return P .. 'task:' .. task_id end
 
--- Whether string `a` sorts before `b` in byte order (Lua's `<` on strings
--- uses the locale). Lease ids are 16 big-endian bytes and times 8 bytes
--- that sort as they should, so byte order is id order and time order.
+-- Six bytes of `text` from `i` as one number (48 bits: exact in a double).
 local function block(text, i)
   local c1, c2, c3, c4, c5, c6 = string.byte(text, i, i + 5)
   return ((((c1 * 256 + c2) * 256 + c3) * 256 + c4) * 256 + c5) * 256 + c6
 end
 
+-- Whether string `a` sorts before `b` in byte order (Lua's `<` on strings
+-- uses the locale). Lease ids are 16 big-endian bytes and times 8 bytes
+-- that sort as they should, so byte order is id order and time order.
 local function bytes_before(a, b)
   if a == b then return false end
   local shorter = math.min(#a, #b)
   local i = 1
-  -- Six bytes at a time (48 bits: exact in Lua's doubles), then one by one.
+  -- Six bytes at a time, then one by one.
   while i + 5 <= shorter do
     local x, y = block(a, i), block(b, i)
     if x ~= y then return x < y end
