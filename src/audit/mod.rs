@@ -135,15 +135,25 @@ impl AuditLog {
 
     /// Appends one event and waits until it is durable.
     pub async fn record(&self, at: DateTime<Utc>, event: AuditEvent) -> Result<(), AuditError> {
+        let durable = self.enqueue(at, event).await?;
+        durable.await.map_err(|_| AuditError::Unavailable("the audit writer stopped".into()))?
+    }
+
+    /// Hands an event to the writer; the receiver says when it is durable.
+    async fn enqueue(
+        &self,
+        at: DateTime<Utc>,
+        event: AuditEvent,
+    ) -> Result<oneshot::Receiver<Result<(), AuditError>>, AuditError> {
         if self.broken.load(Ordering::Acquire) {
             return Err(AuditError::Unavailable("an earlier write failed".into()));
         }
-        let (done, wait) = oneshot::channel();
+        let (done, durable) = oneshot::channel();
         self.jobs
             .send(Job { at, event, done })
             .await
             .map_err(|_| AuditError::Unavailable("the audit writer stopped".into()))?;
-        wait.await.map_err(|_| AuditError::Unavailable("the audit writer stopped".into()))?
+        Ok(durable)
     }
 
     /// Appends one event from a background worker: a failure is logged, not
@@ -162,22 +172,17 @@ impl AuditLog {
         let mut waiting = Vec::with_capacity(events.len());
         for event in events {
             let name = event.event;
-            if self.broken.load(Ordering::Acquire) {
-                tracing::error!(event = name, "audit record lost: an earlier write failed");
-                continue;
+            match self.enqueue(at, event).await {
+                Ok(durable) => waiting.push((name, durable)),
+                Err(error) => tracing::error!(%error, event = name, "audit record lost"),
             }
-            let (done, wait) = oneshot::channel();
-            if self.jobs.send(Job { at, event, done }).await.is_err() {
-                tracing::error!(event = name, "audit record lost: the audit writer stopped");
-                continue;
-            }
-            waiting.push((name, wait));
         }
-        for (name, wait) in waiting {
-            match wait.await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => tracing::error!(%error, event = name, "audit record lost"),
-                Err(_) => tracing::error!(event = name, "audit record lost: the audit writer stopped"),
+        for (name, durable) in waiting {
+            let written = durable
+                .await
+                .unwrap_or_else(|_| Err(AuditError::Unavailable("the audit writer stopped".into())));
+            if let Err(error) = written {
+                tracing::error!(%error, event = name, "audit record lost");
             }
         }
     }
