@@ -15,12 +15,16 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
 use jsonwebtoken::crypto::{CryptoProvider, JwtSigner, JwtVerifier, KeyUtils};
 use jsonwebtoken::errors::{Error, ErrorKind, Result};
 use jsonwebtoken::jwk::{EllipticCurve, ThumbprintHash};
 use jsonwebtoken::signature;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use jsonwebtoken::{AlgorithmFamily, DecodingKeyKind};
+use ring::digest;
 use ring::rand::SystemRandom;
 use ring::signature::{self as sig, KeyPair};
 
@@ -54,23 +58,10 @@ fn unsupported(_algorithm: &Algorithm) -> Error {
 }
 
 fn new_signer(algorithm: &Algorithm, key: &EncodingKey) -> Result<Box<dyn JwtSigner>> {
-    match (algorithm, key.family()) {
-        (Algorithm::ES256 | Algorithm::ES384, AlgorithmFamily::Ec) => {
-            let signing = match algorithm {
-                Algorithm::ES256 => &sig::ECDSA_P256_SHA256_FIXED_SIGNING,
-                _ => &sig::ECDSA_P384_SHA384_FIXED_SIGNING,
-            };
-            let rng = SystemRandom::new();
-            let pair = sig::EcdsaKeyPair::from_pkcs8(signing, key.as_bytes(), &rng)
-                .map_err(|_| Error::from(ErrorKind::InvalidEcdsaKey))?;
-            Ok(Box::new(EcdsaSigner { algorithm: *algorithm, pair, rng }))
-        }
-        (Algorithm::EdDSA, AlgorithmFamily::Ed) => {
-            let pair = sig::Ed25519KeyPair::from_pkcs8_maybe_unchecked(key.as_bytes())
-                .map_err(|_| Error::from(ErrorKind::InvalidEddsaKey))?;
-            Ok(Box::new(EdSigner(pair)))
-        }
-        (
+    let pair = match (algorithm, key.family()) {
+        (Algorithm::ES256 | Algorithm::ES384, AlgorithmFamily::Ec)
+        | (Algorithm::EdDSA, AlgorithmFamily::Ed)
+        | (
             Algorithm::RS256
             | Algorithm::RS384
             | Algorithm::RS512
@@ -78,14 +69,70 @@ fn new_signer(algorithm: &Algorithm, key: &EncodingKey) -> Result<Box<dyn JwtSig
             | Algorithm::PS384
             | Algorithm::PS512,
             AlgorithmFamily::Rsa,
-        ) => {
-            let pair = sig::RsaKeyPair::from_der(key.as_bytes())
-                .or_else(|_| sig::RsaKeyPair::from_pkcs8(key.as_bytes()))
-                .map_err(|e| Error::from(ErrorKind::InvalidRsaKey(e.to_string())))?;
-            Ok(Box::new(RsaSigner { algorithm: *algorithm, pair }))
+        ) => parsed(*algorithm, key.as_bytes())?,
+        (Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512, _) => return Err(unsupported(algorithm)),
+        _ => return Err(ErrorKind::InvalidKeyFormat.into()),
+    };
+    Ok(Box::new(Signer { algorithm: *algorithm, pair }))
+}
+
+/// A parsed private key.
+enum PrivateKey {
+    Ecdsa(sig::EcdsaKeyPair),
+    Ed25519(sig::Ed25519KeyPair),
+    Rsa(sig::RsaKeyPair),
+}
+
+/// How many parsed keys [`parsed`] keeps. Writ signs with a handful; the
+/// cache is emptied when it is full, so rotating keys never fills it for good.
+const MAX_PARSED_KEYS: usize = 16;
+
+type ParsedKeys = Mutex<HashMap<[u8; 32], Arc<PrivateKey>>>;
+
+/// The parsed key for `algorithm` and these key bytes, parsed once.
+///
+/// `jsonwebtoken::encode` asks the provider for a new signer for every
+/// token, and parsing is the expensive part of signing: ring checks an
+/// ECDSA key with a scalar multiplication and validates an RSA key's
+/// primes. Parsed keys are kept by the SHA-256 of algorithm and key bytes.
+fn parsed(algorithm: Algorithm, der: &[u8]) -> Result<Arc<PrivateKey>> {
+    static PARSED: OnceLock<ParsedKeys> = OnceLock::new();
+    let mut context = digest::Context::new(&digest::SHA256);
+    context.update(format!("{algorithm:?}\0").as_bytes());
+    context.update(der);
+    let mut id = [0u8; 32];
+    id.copy_from_slice(context.finish().as_ref());
+    let cache = PARSED.get_or_init(ParsedKeys::default);
+    if let Some(pair) = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&id) {
+        return Ok(pair.clone());
+    }
+    let pair = Arc::new(parse(algorithm, der)?);
+    let mut cached = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if cached.len() >= MAX_PARSED_KEYS {
+        cached.clear();
+    }
+    cached.insert(id, pair.clone());
+    Ok(pair)
+}
+
+fn parse(algorithm: Algorithm, der: &[u8]) -> Result<PrivateKey> {
+    match algorithm {
+        Algorithm::ES256 | Algorithm::ES384 => {
+            let signing = match algorithm {
+                Algorithm::ES256 => &sig::ECDSA_P256_SHA256_FIXED_SIGNING,
+                _ => &sig::ECDSA_P384_SHA384_FIXED_SIGNING,
+            };
+            sig::EcdsaKeyPair::from_pkcs8(signing, der, &SystemRandom::new())
+                .map(PrivateKey::Ecdsa)
+                .map_err(|_| ErrorKind::InvalidEcdsaKey.into())
         }
-        (Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512, _) => Err(unsupported(algorithm)),
-        _ => Err(ErrorKind::InvalidKeyFormat.into()),
+        Algorithm::EdDSA => sig::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
+            .map(PrivateKey::Ed25519)
+            .map_err(|_| ErrorKind::InvalidEddsaKey.into()),
+        _ => sig::RsaKeyPair::from_der(der)
+            .or_else(|_| sig::RsaKeyPair::from_pkcs8(der))
+            .map(PrivateKey::Rsa)
+            .map_err(|e| ErrorKind::InvalidRsaKey(e.to_string()).into()),
     }
 }
 
@@ -134,55 +181,31 @@ fn rsa_encoding(algorithm: Algorithm) -> &'static dyn sig::RsaEncoding {
     }
 }
 
-struct EcdsaSigner {
+/// Signs with a parsed key shared by every signer of that key.
+struct Signer {
     algorithm: Algorithm,
-    pair: sig::EcdsaKeyPair,
-    rng: SystemRandom,
+    pair: Arc<PrivateKey>,
 }
 
-impl signature::Signer<Vec<u8>> for EcdsaSigner {
+impl signature::Signer<Vec<u8>> for Signer {
     fn try_sign(&self, message: &[u8]) -> std::result::Result<Vec<u8>, signature::Error> {
-        let signed = self.pair.sign(&self.rng, message).map_err(|_| signature::Error::new())?;
-        Ok(signed.as_ref().to_vec())
+        match &*self.pair {
+            PrivateKey::Ecdsa(pair) => pair
+                .sign(&SystemRandom::new(), message)
+                .map(|signed| signed.as_ref().to_vec())
+                .map_err(|_| signature::Error::new()),
+            PrivateKey::Ed25519(pair) => Ok(pair.sign(message).as_ref().to_vec()),
+            PrivateKey::Rsa(pair) => {
+                let mut signed = vec![0; pair.public().modulus_len()];
+                pair.sign(rsa_encoding(self.algorithm), &SystemRandom::new(), message, &mut signed)
+                    .map_err(|_| signature::Error::new())?;
+                Ok(signed)
+            }
+        }
     }
 }
 
-impl JwtSigner for EcdsaSigner {
-    fn algorithm(&self) -> Algorithm {
-        self.algorithm
-    }
-}
-
-struct EdSigner(sig::Ed25519KeyPair);
-
-impl signature::Signer<Vec<u8>> for EdSigner {
-    fn try_sign(&self, message: &[u8]) -> std::result::Result<Vec<u8>, signature::Error> {
-        Ok(self.0.sign(message).as_ref().to_vec())
-    }
-}
-
-impl JwtSigner for EdSigner {
-    fn algorithm(&self) -> Algorithm {
-        Algorithm::EdDSA
-    }
-}
-
-struct RsaSigner {
-    algorithm: Algorithm,
-    pair: sig::RsaKeyPair,
-}
-
-impl signature::Signer<Vec<u8>> for RsaSigner {
-    fn try_sign(&self, message: &[u8]) -> std::result::Result<Vec<u8>, signature::Error> {
-        let mut signed = vec![0; self.pair.public().modulus_len()];
-        self.pair
-            .sign(rsa_encoding(self.algorithm), &SystemRandom::new(), message, &mut signed)
-            .map_err(|_| signature::Error::new())?;
-        Ok(signed)
-    }
-}
-
-impl JwtSigner for RsaSigner {
+impl JwtSigner for Signer {
     fn algorithm(&self) -> Algorithm {
         self.algorithm
     }

@@ -86,3 +86,29 @@ fn rsa_public_components_are_read_from_pkcs1() {
     assert_eq!(e, expected.e);
     assert!(rsa_components_from_public_key(&[0x30, 0x05, 0x02]).is_err());
 }
+
+#[test]
+fn a_parsed_key_is_reused_but_only_for_its_own_algorithm() {
+    install().unwrap();
+    let p256 = EncodingKey::from_ec_der(P256);
+    let first = new_signer(&Algorithm::ES256, &p256).unwrap();
+    let second = new_signer(&Algorithm::ES256, &p256).unwrap();
+    let message = b"header.payload";
+    let public = sig::UnparsedPublicKey::new(
+        &sig::ECDSA_P256_SHA256_FIXED,
+        sig::EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, P256, &SystemRandom::new())
+            .unwrap()
+            .public_key()
+            .as_ref()
+            .to_vec(),
+    );
+    for signer in [&first, &second] {
+        public.verify(message, &signer.try_sign(message).unwrap()).unwrap();
+    }
+    // The same bytes under another algorithm are parsed for that algorithm,
+    // and refused when they do not fit it.
+    assert!(new_signer(&Algorithm::ES384, &p256).is_err());
+    assert!(new_signer(&Algorithm::RS256, &EncodingKey::from_rsa_der(P256)).is_err());
+    assert!(new_signer(&Algorithm::EdDSA, &EncodingKey::from_ed_der(P256)).is_err());
+    assert!(new_signer(&Algorithm::ES256, &p256).is_ok());
+}
