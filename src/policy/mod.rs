@@ -54,7 +54,6 @@ struct Loaded {
 }
 
 pub struct PolicyEngine {
-    schema: Schema,
     authorizer: Authorizer,
     /// The active set; replaced whole on reload.
     current: RwLock<Arc<Loaded>>,
@@ -72,7 +71,6 @@ impl PolicyEngine {
         let schema = schema()?;
         let policies = load_set(paths, &schema)?;
         Ok(Self {
-            schema,
             authorizer: Authorizer::new(),
             current: RwLock::new(Arc::new(Loaded { policies })),
         })
@@ -84,7 +82,6 @@ impl PolicyEngine {
         let policies = parse_file(Path::new("<inline>"), text)?;
         validate(&policies, &schema)?;
         Ok(Self {
-            schema,
             authorizer: Authorizer::new(),
             current: RwLock::new(Arc::new(Loaded { policies })),
         })
@@ -105,7 +102,7 @@ impl PolicyEngine {
 
     /// Decides one grant.
     pub fn decide(&self, facts: &GrantFacts<'_>) -> Result<Decision, PolicyError> {
-        let (request, entities) = facts.build(&self.schema)?;
+        let (request, entities) = facts.build(None)?;
         let loaded = self.loaded();
         let response = self.authorizer.is_authorized(&request, &loaded.policies, &entities);
         let diagnostics = response.diagnostics();

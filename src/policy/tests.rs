@@ -114,3 +114,37 @@ fn files_and_directories_load_and_duplicate_ids_are_refused() {
     std::fs::write(dir.path().join("b.cedar"), POLICIES).unwrap();
     assert!(PolicyEngine::load(&[dir.path().to_path_buf()]).is_err());
 }
+
+/// `decide` builds requests without checking them against the schema; this
+/// checks that what it builds fits it, for every action and with the
+/// optional parts (scopes, labels) filled in.
+#[test]
+fn requests_and_entities_fit_the_schema() {
+    let schema = schema().unwrap();
+    let agent = agent("demo-agent");
+    let task = task("prod", "restricted");
+    for action in ["issue", "renew"] {
+        let facts = GrantFacts {
+            action,
+            agent: &agent,
+            task: &task,
+            role: RoleFacts { provider: "tokens", role: "orders-read", shape: "expiry_only" },
+            tool: "orders.lookup",
+            scopes: &["orders:read".to_string(), "orders:write".to_string()],
+            ttl_seconds: 300,
+            now: task.created_at,
+        };
+        facts.build(Some(&schema)).unwrap_or_else(|error| panic!("{action}: {error}"));
+    }
+    let wrong = GrantFacts {
+        action: "delete",
+        agent: &agent,
+        task: &task,
+        role: RoleFacts { provider: "tokens", role: "orders-read", shape: "revocable" },
+        tool: "x",
+        scopes: &[],
+        ttl_seconds: 1,
+        now: task.created_at,
+    };
+    assert!(wrong.build(Some(&schema)).is_err(), "the check can fail");
+}
