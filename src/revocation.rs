@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::audit::AuditEvent;
 use crate::clock::Clock;
@@ -28,14 +29,19 @@ use crate::store::RevocationOutcome;
 pub struct RevocationQueue {
     /// Wakes the worker when something was queued.
     wake: Notify,
-    /// Bumped after every finished batch, so callers (CloseTask) can wait
-    /// for progress instead of polling.
-    progress: watch::Sender<u64>,
+    /// The leases each finished batch revoked, once their outcome is in
+    /// the store, so callers (CloseTask) can wait for their own leases
+    /// instead of polling the store.
+    finished: broadcast::Sender<Arc<[Uuid]>>,
 }
+
+/// Finished batches a slow subscriber may fall behind by before it is told
+/// it lagged (and must ask the store instead).
+const FINISHED_BACKLOG: usize = 256;
 
 impl Default for RevocationQueue {
     fn default() -> Self {
-        Self { wake: Notify::new(), progress: watch::Sender::new(0) }
+        Self { wake: Notify::new(), finished: broadcast::Sender::new(FINISHED_BACKLOG) }
     }
 }
 
@@ -44,12 +50,14 @@ impl RevocationQueue {
         self.wake.notify_one();
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.progress.subscribe()
+    /// Every batch finished from now on: the ids of the leases it revoked.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<[Uuid]>> {
+        self.finished.subscribe()
     }
 
-    fn finished_batch(&self) {
-        self.progress.send_modify(|count| *count = count.wrapping_add(1));
+    fn finished_batch(&self, revoked: Arc<[Uuid]>) {
+        // No subscriber is no error: nobody is waiting.
+        let _ = self.finished.send(revoked);
     }
 }
 
@@ -96,12 +104,20 @@ pub async fn run(
         let full = claimed.len() == BATCH;
         let outcomes = revoke_all(&broker, claimed, &config, &clock).await;
         let now = clock.now();
-        if let Err(error) = broker.store().finish_revocations(&outcomes, now).await {
+        match broker.store().finish_revocations(&outcomes, now).await {
+            Ok(()) => queue.finished_batch(
+                outcomes
+                    .iter()
+                    .filter_map(|outcome| match outcome {
+                        RevocationOutcome::Done { lease_id, .. } => Some(*lease_id),
+                        RevocationOutcome::Retry { .. } => None,
+                    })
+                    .collect(),
+            ),
             // The claims lapse and the revocations run again: revoking is
             // idempotent, so nothing is lost by repeating.
-            tracing::warn!(%error, "cannot record revocation outcomes; they will be retried");
+            Err(error) => tracing::warn!(%error, "cannot record revocation outcomes; they will be retried"),
         }
-        queue.finished_batch();
         if !full && shutdown.is_cancelled() {
             break;
         }
