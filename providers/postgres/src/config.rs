@@ -44,7 +44,28 @@ pub struct PostgresConfig {
     /// cannot stall a mint or revocation forever.
     #[serde(with = "humantime_serde", default = "default_statement_timeout")]
     pub statement_timeout: Duration,
+    /// How long a group role counts as ready after Writ last ran its
+    /// statements on it. The first mint after that runs them again, so a
+    /// template like `GRANT SELECT ON ALL TABLES IN SCHEMA app` reaches
+    /// tables created since.
+    #[serde(with = "humantime_serde", default = "default_group_refresh")]
+    pub group_refresh: Duration,
     pub roles: BTreeMap<String, RoleConfig>,
+}
+
+/// Who a role's template statements are granted to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantTo {
+    /// A group role per template (the role's `grants`, each scope), made
+    /// once; each login is created as a member. Mints change no privileges
+    /// and take no lock.
+    #[default]
+    Group,
+    /// Every login, in the transaction that creates it, under the grant
+    /// lock: for statements whose effect does not pass through membership,
+    /// such as `ALTER ROLE {{role}} SET …` or `CONNECTION LIMIT`.
+    Login,
 }
 
 /// One role: the grants every credential gets and the scopes an agent may
@@ -52,8 +73,9 @@ pub struct PostgresConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoleConfig {
-    /// Statements run for every credential, in order, in the transaction
-    /// that creates the login; `{{role}}` stands for the quoted role name.
+    /// Statements every credential's privileges come from, in order;
+    /// `{{role}}` stands for the quoted name of the group role (or, with
+    /// `grant_to = "login"`, of the login).
     #[serde(default)]
     pub grants: Vec<String>,
     /// Named grant sets, applied after `grants` only when asked for.
@@ -63,6 +85,10 @@ pub struct RoleConfig {
     pub max_ttl: Duration,
     #[serde(with = "humantime_serde", default = "default_ttl")]
     pub default_ttl: Duration,
+    /// Whether the statements go to group roles the logins join (the
+    /// default) or to each login itself.
+    #[serde(default)]
+    pub grant_to: GrantTo,
 }
 
 fn default_ttl() -> Duration {
@@ -81,6 +107,10 @@ fn default_statement_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
+fn default_group_refresh() -> Duration {
+    Duration::from_secs(300)
+}
+
 fn secret_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SecretString, D::Error> {
     String::deserialize(deserializer).map(SecretString::from)
 }
@@ -96,6 +126,7 @@ impl fmt::Debug for PostgresConfig {
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("statement_timeout", &self.statement_timeout)
+            .field("group_refresh", &self.group_refresh)
             .field("roles", &self.roles)
             .finish()
     }
@@ -123,6 +154,9 @@ impl PostgresConfig {
         }
         if self.statement_timeout < Duration::from_secs(1) {
             return Err("statement_timeout must be at least 1s".into());
+        }
+        if self.group_refresh < Duration::from_secs(1) {
+            return Err("group_refresh must be at least 1s".into());
         }
         if let Some(key) = self.connection.keys().find(|key| key.trim().is_empty()) {
             return Err(format!("connection hint {key:?}: names must not be empty"));
@@ -168,7 +202,7 @@ impl RoleConfig {
             return Err(format!("role {name:?}: default_ttl must be within [1s, max_ttl]"));
         }
         for (index, statement) in self.grants.iter().enumerate() {
-            validate_statement(statement).map_err(|e| format!("role {name:?}: grants[{index}]: {e}"))?;
+            self.validate_statement(statement).map_err(|e| format!("role {name:?}: grants[{index}]: {e}"))?;
         }
         for (scope, statements) in &self.scopes {
             if scope.is_empty() || scope.chars().any(char::is_whitespace) {
@@ -178,12 +212,48 @@ impl RoleConfig {
                 return Err(format!("role {name:?}: scope {scope:?} has no statements"));
             }
             for (index, statement) in statements.iter().enumerate() {
-                validate_statement(statement)
+                self.validate_statement(statement)
                     .map_err(|e| format!("role {name:?}: scopes.{scope}[{index}]: {e}"))?;
             }
         }
         Ok(())
     }
+
+    fn validate_statement(&self, statement: &str) -> Result<(), String> {
+        validate_statement(statement)?;
+        if self.grant_to == GrantTo::Group
+            && let Some(what) = not_inherited(statement)
+        {
+            return Err(format!(
+                "{what} acts on the role itself and does not pass to the members of a group role; \
+                 set grant_to = \"login\" for this role"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What in a statement would not reach a login through membership of the
+/// group it is run on, if anything: role attributes and settings
+/// (`ALTER ROLE {{role}} …`) and default privileges for objects the role
+/// creates (`ALTER DEFAULT PRIVILEGES FOR ROLE {{role}}`). A check of the
+/// common forms, not a parser.
+fn not_inherited(statement: &str) -> Option<&'static str> {
+    let words: Vec<String> =
+        statement.split_whitespace().map(|word| word.trim_end_matches(',').to_ascii_uppercase()).collect();
+    let placeholder = ROLE_PLACEHOLDER.to_ascii_uppercase();
+    // `ROLE {{role}}` or `USER {{role}}` ending at word `at`.
+    let names_role = |at: usize| {
+        words[at] == placeholder && at > 0 && (words[at - 1] == "ROLE" || words[at - 1] == "USER")
+    };
+    if words.first().is_some_and(|word| word == "ALTER") && words.len() > 2 && names_role(2) {
+        return Some("ALTER ROLE {{role}}");
+    }
+    let default_privileges = words.windows(2).any(|pair| pair[0] == "DEFAULT" && pair[1] == "PRIVILEGES");
+    if default_privileges && (0..words.len()).any(names_role) {
+        return Some("ALTER DEFAULT PRIVILEGES FOR ROLE {{role}}");
+    }
+    None
 }
 
 /// A grant template is one statement that names the minted role through

@@ -5,12 +5,19 @@
 //!   ([`sql::role_name`]), so [`Provider::intent`] names it before anything
 //!   exists and a role left behind by a crash is revoked by name. The
 //!   revocation handle is that name.
-//! - **Mint** runs, in one transaction on an admin connection, `CREATE ROLE
-//!   … LOGIN PASSWORD … VALID UNTIL …` and then the role template's grant
-//!   statements (and those of each scope asked for), with `{{role}}` replaced
-//!   by the quoted name. The password comes from `ring`'s CSPRNG; only its
-//!   SCRAM-SHA-256 verifier is sent, so the plain password is never in a
-//!   statement, a server log or `pg_stat_activity`.
+//! - **Privileges** (`groups.rs`). By default (`grant_to = "group"`) each
+//!   template of a role (its `grants`, each scope) is run once on a
+//!   `NOLOGIN` group role named after the template's fingerprint, created
+//!   when first needed and refreshed every `group_refresh`. With
+//!   `grant_to = "login"` the templates run on every login instead.
+//! - **Mint** (`mint.rs`) creates the login with `CREATE ROLE … LOGIN
+//!   PASSWORD … VALID UNTIL … IN ROLE <groups>`, one statement and no lock;
+//!   or, granting to logins, `CREATE ROLE` and the templates' statements in
+//!   one transaction under the grant lock (`sql::ACL_LOCK`). `{{role}}` is
+//!   replaced by the quoted name of the group or the login. The password
+//!   comes from `ring`'s CSPRNG; only its SCRAM-SHA-256 verifier is sent,
+//!   so the plain password is never in a statement, a server log or
+//!   `pg_stat_activity`.
 //! - **Renew** moves `VALID UNTIL`; the credential itself is unchanged.
 //! - **Revoke** (`revoke.rs`) blocks new logins, terminates the role's open
 //!   sessions and waits for them to end, hands what the role owns to the
@@ -29,6 +36,8 @@
 
 mod config;
 mod error;
+mod groups;
+mod mint;
 mod pools;
 mod revoke;
 pub mod sql;
@@ -47,8 +56,9 @@ use writ_provider_api::{
     RenewRequest, Renewed, RevocationHandle, RevokeRequest, RoleDescription,
 };
 
-pub use config::{PostgresConfig, RoleConfig};
+pub use config::{GrantTo, PostgresConfig, RoleConfig};
 
+use groups::Groups;
 use pools::Pools;
 
 /// The `kind` this provider is configured with.
@@ -63,6 +73,9 @@ pub struct PostgresProvider {
     /// Admin connections: the configured database's, where roles are made,
     /// and each cleanup database's, used only by revocation.
     pools: Pools,
+    /// The group roles of the `grant_to = "group"` roles, and which of them
+    /// are known to be ready.
+    groups: Groups,
     /// Connection hints every credential carries (host, port, dbname, …).
     connection: BTreeMap<String, String>,
     /// Source of passwords. `SystemRandom` is the OS CSPRNG; it holds no state.
@@ -95,7 +108,8 @@ impl PostgresProvider {
         }
         let connection = connection_hints(&admin, &config.connection);
         let pools = Pools::new(&admin, &config)?;
-        Ok(Self { config, pools, connection, rng: SystemRandom::new() })
+        let groups = Groups::new(pools.primary_name(), &config.roles, config.group_refresh)?;
+        Ok(Self { config, pools, groups, connection, rng: SystemRandom::new() })
     }
 
     fn role(&self, name: &str) -> Result<&RoleConfig, ProviderError> {
@@ -215,45 +229,27 @@ impl Provider for PostgresProvider {
         let span = tracing::info_span!("postgres.mint", role = %request.role, pg_role = %name);
         async {
             let role = self.role(&request.role)?;
-            let statements = Self::statements(role, request)?;
+            // Refuses an unknown scope before anything is made.
+            let groups = self.groups.of(&request.role, &request.scopes)?;
+            let statements = match groups {
+                Some(_) => Vec::new(),
+                None => Self::statements(role, request)?,
+            };
             let expires_at = expiry(request.issued_at, request.expires_at, role.max_ttl)?;
             let password = sql::generate_password(&self.rng)
                 .map_err(|_| ProviderError::Failed("the system random number generator failed".into()))?;
             let verifier = postgres_protocol::password::scram_sha_256(password.expose_secret().as_bytes());
-            let quoted = sql::quote_ident(&name).map_err(sql_text)?;
-            let create = format!(
-                "CREATE ROLE {quoted} LOGIN PASSWORD {} VALID UNTIL {}",
-                sql::quote_literal(&verifier).map_err(sql_text)?,
-                sql::timestamp_literal(expires_at).map_err(sql_text)?,
-            );
-
-            let mut client = self.pools.primary().await?;
-            let transaction = client
-                .transaction()
-                .await
-                .map_err(|e| error::postgres(e, "starting the mint transaction"))?;
-            transaction
-                .execute(create.as_str(), &[])
-                .await
-                .map_err(|e| error::postgres(e, &format!("creating role {name}")))?;
-            // Concurrent GRANTs on one object fail with "tuple concurrently
-            // updated" (they rewrite the same catalog row); take turns.
-            if !statements.is_empty() {
-                transaction
-                    .execute("SELECT pg_advisory_xact_lock($1)", &[&sql::ACL_LOCK])
-                    .await
-                    .map_err(|e| error::postgres(e, "waiting for the grant lock"))?;
+            let login = mint::Login::new(&name, &verifier, expires_at)?;
+            match &groups {
+                Some(groups) => {
+                    mint::in_groups(&self.pools, &self.groups, &login, groups, request.issued_at).await?;
+                    tracing::info!(%expires_at, groups = groups.len(), "minted a PostgreSQL login");
+                }
+                None => {
+                    mint::with_grants(&self.pools, &login, &statements, &request.role).await?;
+                    tracing::info!(%expires_at, grants = statements.len(), "minted a PostgreSQL login");
+                }
             }
-            for (index, statement) in statements.iter().enumerate() {
-                transaction.execute(sql::render(statement, &quoted).as_str(), &[]).await.map_err(|e| {
-                    error::postgres(
-                        e,
-                        &format!("grant {} of {} for role {:?}", index + 1, statements.len(), request.role),
-                    )
-                })?;
-            }
-            transaction.commit().await.map_err(|e| error::postgres(e, &format!("committing role {name}")))?;
-            tracing::info!(%expires_at, grants = statements.len(), "minted a PostgreSQL login");
 
             Ok(Minted {
                 credential: Credential::Password {
@@ -316,11 +312,18 @@ impl Provider for PostgresProvider {
     async fn revoke(&self, request: &RevokeRequest) -> Result<(), ProviderError> {
         let name = Self::handle_role_name(&request.handle, request.lease_id)?;
         let span = tracing::info_span!("postgres.revoke", role = %request.role, pg_role = %name);
+        // A login of a group role holds no privileges of its own: dropping
+        // what it owns rewrites no shared privilege list and needs no turn
+        // on the grant lock. A role no longer configured, or granting to
+        // logins, takes the lock.
+        let in_groups =
+            self.config.roles.get(&request.role).is_some_and(|role| role.grant_to == GrantTo::Group);
         revoke::revoke(
             &self.pools,
             &name,
             self.config.reassign_owned_to.as_deref(),
             self.config.statement_timeout,
+            !in_groups,
         )
         .instrument(span)
         .await

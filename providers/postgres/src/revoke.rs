@@ -7,10 +7,12 @@
 //!    its sessions, `REASSIGN OWNED` and `DROP OWNED`.
 //! 2. `pg_terminate_backend` on each of its sessions, waiting until each has
 //!    ended, then a check that none is left.
-//! 3. In every managed database, as one implicit transaction holding the
-//!    grant lock (see `sql::ACL_LOCK`): `REASSIGN OWNED BY role TO <admin>`
-//!    (what it created stays, owned by the admin) and `DROP OWNED BY role`
-//!    (its privileges go).
+//! 3. In every managed database, as one implicit transaction: `REASSIGN
+//!    OWNED BY role TO <admin>` (what it created stays, owned by the admin)
+//!    and `DROP OWNED BY role` (its privileges go). A login granted to
+//!    directly (`grant_to = "login"`) holds the grant lock (see
+//!    `sql::ACL_LOCK`) for this; a member of group roles has no privileges
+//!    of its own on shared objects, and does not.
 //! 4. `DROP ROLE IF EXISTS`.
 //!
 //! Every step may find the role already gone (never minted, or revoked by a
@@ -45,19 +47,21 @@ fn failed(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Stop
 
 /// Revokes the login `name`. `reassign_to` names the heir of what the role
 /// owned (the admin role if `None`); `statement_timeout` bounds the wait
-/// for sessions to end.
+/// for sessions to end; `take_lock` says whether dropping what it owns takes
+/// the grant lock.
 pub async fn revoke(
     pools: &Pools,
     name: &str,
     reassign_to: Option<&str>,
     statement_timeout: Duration,
+    take_lock: bool,
 ) -> Result<(), ProviderError> {
     let client = pools.primary().await?;
     if !role_exists(&client, name).await? {
         tracing::info!("the PostgreSQL role is already gone");
         return Ok(());
     }
-    match steps(pools, &client, name, reassign_to, statement_timeout).await {
+    match steps(pools, &client, name, reassign_to, statement_timeout, take_lock).await {
         Ok(terminated) => {
             tracing::info!(terminated_sessions = terminated, "revoked a PostgreSQL login");
             Ok(())
@@ -80,6 +84,7 @@ async fn steps(
     name: &str,
     reassign_to: Option<&str>,
     statement_timeout: Duration,
+    take_lock: bool,
 ) -> Result<u64, Stop> {
     let quoted = sql::quote_ident(name).map_err(sql_text)?;
     let heir = match reassign_to {
@@ -94,13 +99,13 @@ async fn steps(
 
     let terminated = terminate_sessions(client, name, statement_timeout).await?;
 
-    // One simple query with two statements runs as one transaction.
-    // It takes the grant lock first, as minting does: both rewrite the ACLs
-    // of the same objects, which PostgreSQL cannot do concurrently.
-    let drop_owned = format!(
-        "SELECT pg_advisory_xact_lock({}); REASSIGN OWNED BY {quoted} TO {heir}; DROP OWNED BY {quoted}",
-        sql::ACL_LOCK
-    );
+    // One simple query with several statements runs as one transaction.
+    // With `take_lock` it takes the grant lock first, as minting to logins
+    // does: both rewrite the ACLs of the same objects, which PostgreSQL
+    // cannot do concurrently.
+    let lock =
+        if take_lock { format!("SELECT pg_advisory_xact_lock({}); ", sql::ACL_LOCK) } else { String::new() };
+    let drop_owned = format!("{lock}REASSIGN OWNED BY {quoted} TO {heir}; DROP OWNED BY {quoted}");
     // The primary database on the connection already held: a pool of one
     // must not wait for itself.
     client

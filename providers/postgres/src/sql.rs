@@ -4,6 +4,7 @@
 //! `quote_ident` and `quote_literal` do it, and nowhere else.
 
 use chrono::{DateTime, SubsecRound, Utc};
+use ring::digest;
 use ring::rand::SecureRandom;
 use secrecy::SecretString;
 use secrecy::zeroize::Zeroize;
@@ -14,6 +15,11 @@ use uuid::Uuid;
 /// refuses any handle that does not have this shape, so a damaged handle can
 /// never make Writ drop a role it did not create.
 pub const ROLE_PREFIX: &str = "writ_";
+
+/// What every group role Writ makes is called before its fingerprint. The
+/// `g_` is not a hex digit, so no group name is ever a login's
+/// ([`is_role_name`]) and revocation can never be pointed at a group.
+pub const GROUP_PREFIX: &str = "writ_g_";
 
 /// The longest identifier PostgreSQL keeps (`NAMEDATALEN - 1`). Longer ones
 /// are silently truncated, which could make two names one.
@@ -55,6 +61,24 @@ pub fn is_role_name(name: &str) -> bool {
     name.strip_prefix(ROLE_PREFIX).is_some_and(|hex| {
         hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
+}
+
+/// The group role holding one template: `writ_g_` and 32 hex digits of a
+/// SHA-256 over the database, the Writ role, which template of it
+/// (`grants` or `scope <name>`) and its statements, 39 bytes. The same
+/// template gets the same group in every Writ replica and after a restart;
+/// a changed one gets a new group.
+pub fn group_name(database: &str, role: &str, template: &str, statements: &[String]) -> String {
+    let mut context = digest::Context::new(&digest::SHA256);
+    // Each part with its length first, so no two inputs read the same.
+    let parts = [b"writ group v1".as_slice(), database.as_bytes(), role.as_bytes(), template.as_bytes()];
+    for part in parts.into_iter().chain(statements.iter().map(String::as_bytes)) {
+        context.update(&(part.len() as u64).to_be_bytes());
+        context.update(part);
+    }
+    let digest = context.finish();
+    let hex: String = digest.as_ref()[..16].iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("{GROUP_PREFIX}{hex}")
 }
 
 /// An identifier in double quotes, inner double quotes doubled. Always
@@ -168,6 +192,29 @@ mod tests {
             "xwrit_0190f1a2b3c47d5e8f60718293a4b5c",
         ] {
             assert!(!is_role_name(not_ours), "{not_ours}");
+        }
+    }
+
+    #[test]
+    fn group_names_are_fingerprints_of_their_template() {
+        let statements = vec!["GRANT SELECT ON t TO {{role}}".to_string()];
+        let name = group_name("app", "reader", "grants", &statements);
+        assert_eq!(name, group_name("app", "reader", "grants", &statements), "deterministic");
+        assert!(name.starts_with(GROUP_PREFIX) && name.len() == 39, "{name}");
+        assert!(quote_ident(&name).is_ok());
+        assert!(!is_role_name(&name), "a group is never taken for a login");
+        let others = [
+            group_name("other", "reader", "grants", &statements),
+            group_name("app", "writer", "grants", &statements),
+            group_name("app", "reader", "scope write", &statements),
+            group_name("app", "reader", "grants", &["GRANT SELECT ON u TO {{role}}".to_string()]),
+            group_name("app", "reader", "grants", &[]),
+            // The boundaries between parts count.
+            group_name("ap", "preader", "grants", &statements),
+            group_name("app", "reader", "grants", &["GRANT SELECT ON t".into(), " TO {{role}}".into()]),
+        ];
+        for other in others {
+            assert_ne!(other, name);
         }
     }
 

@@ -17,7 +17,7 @@ use secrecy::SecretString;
 use tokio_postgres::{Client, NoTls};
 use uuid::Uuid;
 
-use crate::{PostgresConfig, PostgresProvider, RoleConfig};
+use crate::{GrantTo, PostgresConfig, PostgresProvider, RoleConfig};
 
 fn server() -> String {
     std::env::var("WRIT_TEST_POSTGRES")
@@ -156,6 +156,7 @@ pub fn config(admin_connection: &str, dbname: &str) -> PostgresConfig {
             scopes,
             max_ttl: Duration::from_secs(3600),
             default_ttl: Duration::from_secs(900),
+            grant_to: GrantTo::Group,
         },
     );
     PostgresConfig {
@@ -167,6 +168,7 @@ pub fn config(admin_connection: &str, dbname: &str) -> PostgresConfig {
         pool_size: 1,
         connect_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(10),
+        group_refresh: Duration::from_secs(300),
         roles,
     }
 }
@@ -215,16 +217,25 @@ impl Drop for TestDb {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             runtime.block_on(async move {
                 // Roles Writ minted that still hold privileges or objects
-                // here; none if the database was never made.
+                // here or are members of its groups, and then the group
+                // roles made for this database (their comment names it);
+                // none if the database was never made.
                 let mut leftovers = Vec::new();
                 if let Ok(in_db) = connect(&format!("dbname={name}")).await {
                     leftovers = in_db
                         .query(
-                            "SELECT DISTINCT rolname FROM pg_shdepend d JOIN pg_roles r ON r.oid = d.refobjid
-                         WHERE d.refclassid = 'pg_authid'::regclass
-                           AND d.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-                           AND rolname ~ '^writ_[0-9a-f]{32}$'",
-                            &[],
+                            "WITH groups AS (SELECT oid, rolname FROM pg_roles
+                                             WHERE rolname LIKE 'writ\\_g\\_%'
+                                               AND strpos(shobj_description(oid, 'pg_authid'), $1) > 0),
+                                  logins AS (SELECT r.rolname FROM pg_shdepend d JOIN pg_roles r ON r.oid = d.refobjid
+                                             WHERE d.refclassid = 'pg_authid'::regclass
+                                               AND d.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+                                             UNION
+                                             SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member
+                                             WHERE m.roleid IN (SELECT oid FROM groups))
+                             SELECT rolname FROM (SELECT DISTINCT rolname, 0 AS o FROM logins WHERE rolname ~ '^writ_[0-9a-f]{32}$'
+                                                  UNION ALL SELECT rolname, 1 FROM groups) r ORDER BY o",
+                            &[&format!("database \"{name}\"")],
                         )
                         .await
                         .unwrap()
