@@ -239,19 +239,29 @@ impl RoleConfig {
 /// creates (`ALTER DEFAULT PRIVILEGES FOR ROLE {{role}}`). A check of the
 /// common forms, not a parser.
 fn not_inherited(statement: &str) -> Option<&'static str> {
-    let words: Vec<String> =
-        statement.split_whitespace().map(|word| word.trim_end_matches(',').to_ascii_uppercase()).collect();
+    let words: Vec<String> = statement
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|word| !word.is_empty())
+        .map(str::to_ascii_uppercase)
+        .collect();
     let placeholder = ROLE_PLACEHOLDER.to_ascii_uppercase();
-    // `ROLE {{role}}` or `USER {{role}}` ending at word `at`.
-    let names_role = |at: usize| {
-        words[at] == placeholder && at > 0 && (words[at - 1] == "ROLE" || words[at - 1] == "USER")
-    };
-    if words.first().is_some_and(|word| word == "ALTER") && words.len() > 2 && names_role(2) {
+    let is_role_keyword = |word: &String| word == "ROLE" || word == "USER";
+    if let [alter, role, name, ..] = words.as_slice()
+        && alter == "ALTER"
+        && is_role_keyword(role)
+        && *name == placeholder
+    {
         return Some("ALTER ROLE {{role}}");
     }
+    // ALTER DEFAULT PRIVILEGES FOR ROLE a, b, … IN SCHEMA … GRANT …
     let default_privileges = words.windows(2).any(|pair| pair[0] == "DEFAULT" && pair[1] == "PRIVILEGES");
-    if default_privileges && (0..words.len()).any(names_role) {
-        return Some("ALTER DEFAULT PRIVILEGES FOR ROLE {{role}}");
+    let for_roles = words.windows(2).position(|pair| pair[0] == "FOR" && is_role_keyword(&pair[1]));
+    if let (true, Some(at)) = (default_privileges, for_roles) {
+        let listed =
+            words[at + 2..].iter().take_while(|word| !["IN", "GRANT", "REVOKE"].contains(&word.as_str()));
+        if listed.into_iter().any(|word| *word == placeholder) {
+            return Some("ALTER DEFAULT PRIVILEGES FOR ROLE {{role}}");
+        }
     }
     None
 }
@@ -389,9 +399,66 @@ write = ["GRANT INSERT, UPDATE ON ALL TABLES IN SCHEMA app TO {{role}}"]
     }
 
     #[test]
+    fn roles_grant_to_groups_unless_told_otherwise() {
+        let config = example();
+        assert_eq!(config.roles["reader"].grant_to, GrantTo::Group);
+        assert_eq!(config.group_refresh, Duration::from_secs(300));
+
+        let mut table = example_table();
+        table.insert("group_refresh".into(), "10m".into());
+        let reader = table["roles"]["reader"].as_table().unwrap().clone();
+        for (value, expected) in [("login", GrantTo::Login), ("group", GrantTo::Group)] {
+            let mut role = reader.clone();
+            role.insert("grant_to".into(), value.into());
+            let mut table = table.clone();
+            table["roles"].as_table_mut().unwrap().insert("reader".into(), role.into());
+            let config: PostgresConfig = toml::Value::Table(table).try_into().unwrap();
+            config.validate().unwrap();
+            assert_eq!(config.roles["reader"].grant_to, expected);
+            assert_eq!(config.group_refresh, Duration::from_secs(600));
+        }
+
+        let mut role = reader.clone();
+        role.insert("grant_to".into(), "both".into());
+        table["roles"].as_table_mut().unwrap().insert("reader".into(), role.into());
+        let error = toml::Value::Table(table).try_into::<PostgresConfig>().unwrap_err().to_string();
+        assert!(error.contains("both") && error.contains("`group`") && error.contains("`login`"), "{error}");
+    }
+
+    #[test]
+    fn statements_that_act_on_the_role_itself_need_grant_to_login() {
+        for statement in [
+            "ALTER ROLE {{role}} SET search_path = app",
+            "alter user {{role}} CONNECTION LIMIT 2",
+            "ALTER ROLE {{role}} IN DATABASE analytics SET work_mem = '64MB'",
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {{role}} IN SCHEMA app GRANT SELECT ON TABLES TO PUBLIC",
+            "ALTER DEFAULT PRIVILEGES FOR USER admin, {{role}} GRANT SELECT ON TABLES TO PUBLIC",
+        ] {
+            let mut config = example();
+            config.roles.get_mut("reader").unwrap().grants.push(statement.into());
+            let error = config.validate().unwrap_err();
+            assert!(
+                error.contains("grants[3]") && error.contains("grant_to = \"login\""),
+                "{statement}: {error}"
+            );
+            config.roles.get_mut("reader").unwrap().grant_to = GrantTo::Login;
+            config.validate().unwrap();
+        }
+        for passes_through_membership in [
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA app GRANT SELECT ON TABLES TO {{role}}",
+            "GRANT analytics_readers TO {{role}}",
+            "GRANT SELECT ON TABLE role TO {{role}}",
+        ] {
+            let mut config = example();
+            config.roles.get_mut("reader").unwrap().grants.push(passes_through_membership.into());
+            config.validate().unwrap();
+        }
+    }
+
+    #[test]
     fn inconsistent_settings_are_refused() {
         type Breaks = fn(&mut PostgresConfig);
-        let checks: [(Breaks, &str); 10] = [
+        let checks: [(Breaks, &str); 11] = [
             (|c| c.roles.clear(), "at least one role"),
             (|c| c.roles.get_mut("reader").unwrap().default_ttl = Duration::from_secs(7200), "default_ttl"),
             (|c| c.roles.get_mut("reader").unwrap().max_ttl = Duration::ZERO, "max_ttl"),
@@ -404,6 +471,7 @@ write = ["GRANT INSERT, UPDATE ON ALL TABLES IN SCHEMA app TO {{role}}"]
                 "no statements",
             ),
             (|c| c.pool_size = 0, "pool_size"),
+            (|c| c.group_refresh = Duration::from_millis(500), "group_refresh must be at least 1s"),
             (|c| c.cleanup_databases.push("analytics".into()), "listed twice"),
             (|c| c.reassign_owned_to = Some("a\0b".into()), "NUL"),
             (|c| c.admin_connection = SecretString::from("dbname=app".to_string()), "must name a user"),

@@ -83,6 +83,11 @@ impl TestDb {
         connect(&format!("dbname={}", self.name)).await.unwrap()
     }
 
+    /// A session as the admin role, in the test database.
+    pub async fn as_admin(&self) -> Client {
+        connect(&format!("user={} dbname={}", self.admin, self.name)).await.unwrap()
+    }
+
     pub fn admin_connection(&self) -> String {
         format!("host=127.0.0.1 port=5432 user={} dbname={}", self.admin, self.name)
     }
@@ -93,6 +98,97 @@ impl TestDb {
 
     pub fn provider(&self) -> Arc<PostgresProvider> {
         Arc::new(PostgresProvider::new(self.config()).unwrap())
+    }
+
+    /// The configuration, with role `reader` granting to `grant_to`.
+    pub fn config_granting_to(&self, grant_to: GrantTo) -> PostgresConfig {
+        let mut config = self.config();
+        config.roles.get_mut("reader").unwrap().grant_to = grant_to;
+        config
+    }
+
+    /// The group roles made for this database (their comment names it),
+    /// with their comment, by name.
+    pub async fn groups(&self) -> BTreeMap<String, String> {
+        self.superuser()
+            .await
+            .query(
+                "SELECT rolname::text, shobj_description(oid, 'pg_authid') FROM pg_roles
+                 WHERE rolname LIKE 'writ\\_g\\_%' AND NOT rolcanlogin
+                   AND strpos(shobj_description(oid, 'pg_authid'), $1) > 0",
+                &[&format!("database \"{}\"", self.name)],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect()
+    }
+
+    /// The roles `role` is a direct member of, by name.
+    pub async fn memberships(&self, role: &str) -> Vec<String> {
+        self.superuser()
+            .await
+            .query(
+                "SELECT g.rolname::text FROM pg_auth_members m
+                 JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles r ON r.oid = m.member
+                 WHERE r.rolname = $1 ORDER BY 1",
+                &[&role],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    }
+
+    /// How many privileges `role` holds itself, on any object in any
+    /// database (`pg_shdepend` records each grantee of an ACL entry).
+    pub async fn direct_privileges(&self, role: &str) -> i64 {
+        self.superuser()
+            .await
+            .query_one(
+                "SELECT count(*) FROM pg_shdepend
+                 WHERE refclassid = 'pg_authid'::regclass AND deptype = 'a'
+                   AND refobjid = (SELECT oid FROM pg_roles WHERE rolname = $1)",
+                &[&role],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// The grantees of the privileges on table `table`, with what each holds
+    /// (`aclexplode`), by name.
+    pub async fn table_grantees(&self, table: &str) -> BTreeMap<String, Vec<String>> {
+        let mut grantees = BTreeMap::<String, Vec<String>>::new();
+        let rows = self
+            .superuser()
+            .await
+            .query(
+                "SELECT a.grantee::regrole::text, a.privilege_type
+                 FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = $1::text::regclass ORDER BY 1, 2",
+                &[&table],
+            )
+            .await
+            .unwrap();
+        for row in rows {
+            grantees
+                .entry(row.get::<_, String>(0).trim_matches('"').to_string())
+                .or_default()
+                .push(row.get(1));
+        }
+        grantees
+    }
+
+    /// The catalog id of a role, to tell a role from one made again.
+    pub async fn role_oid(&self, name: &str) -> Option<u32> {
+        self.superuser()
+            .await
+            .query_opt("SELECT oid FROM pg_roles WHERE rolname = $1", &[&name])
+            .await
+            .unwrap()
+            .map(|row| row.get(0))
     }
 
     /// The role as the catalog has it, if it exists.

@@ -1,6 +1,7 @@
 //! The provider against the real PostgreSQL server of this machine (see
 //! [`harness`]); every test makes and drops its own database.
 
+mod groups;
 mod harness;
 
 use std::sync::Arc;
@@ -81,10 +82,26 @@ async fn passes_the_conformance_suite_without_scopes() {
 }
 
 #[tokio::test]
+async fn passes_the_conformance_suite_granting_to_logins() {
+    let db = TestDb::create().await;
+    let provider = Arc::new(PostgresProvider::new(db.config_granting_to(GrantTo::Login)).unwrap());
+    conformance::run(provider, reader(&["write"]), &LoginWorks(&db), Utc::now()).await;
+}
+
+#[tokio::test]
 async fn a_login_can_do_what_its_grants_say_and_no_more() {
     let db = TestDb::create().await;
-    let provider = db.provider();
+    can_do_what_its_grants_say_and_no_more(&db, db.provider()).await;
+}
 
+#[tokio::test]
+async fn a_login_granted_to_directly_can_do_what_its_grants_say_and_no_more() {
+    let db = TestDb::create().await;
+    let provider = Arc::new(PostgresProvider::new(db.config_granting_to(GrantTo::Login)).unwrap());
+    can_do_what_its_grants_say_and_no_more(&db, provider).await;
+}
+
+async fn can_do_what_its_grants_say_and_no_more(db: &TestDb, provider: Arc<PostgresProvider>) {
     let read = request(&[], Duration::from_secs(600));
     let minted = provider.mint(&read).await.unwrap();
     let (username, password, connection) = password_of(&minted.credential);
@@ -455,13 +472,24 @@ fn a_missing_password_file_is_named() {
     assert!(error.contains("/nonexistent/writ-pg.password"), "{error}");
 }
 
-/// Many mints and revocations at once for one role: they all grant on (and
-/// later take privileges off) the same objects, which PostgreSQL cannot do
-/// concurrently ("tuple concurrently updated"). Every one must succeed.
+/// Many mints and revocations at once for one role, from a fresh provider:
+/// in group mode they all need the same groups made first; granting to
+/// logins, they all grant on (and later take privileges off) the same
+/// objects, which PostgreSQL cannot do concurrently ("tuple concurrently
+/// updated"). Every one must succeed.
 #[tokio::test]
 async fn concurrent_mints_and_revocations_of_one_role_all_succeed() {
+    concurrent_mints_and_revocations(GrantTo::Group).await;
+}
+
+#[tokio::test]
+async fn concurrent_mints_and_revocations_granting_to_logins_all_succeed() {
+    concurrent_mints_and_revocations(GrantTo::Login).await;
+}
+
+async fn concurrent_mints_and_revocations(grant_to: GrantTo) {
     let db = TestDb::create().await;
-    let mut config = db.config();
+    let mut config = db.config_granting_to(grant_to);
     config.pool_size = 8;
     let provider = Arc::new(PostgresProvider::new(config).unwrap());
     let mut minting = tokio::task::JoinSet::new();
