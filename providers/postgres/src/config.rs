@@ -304,6 +304,7 @@ cleanup_databases = ["reporting"]
 pool_size = 4
 connect_timeout = "5s"
 statement_timeout = "30s"
+group_refresh = "5m"
 
 [providers.analytics.connection]
 host = "analytics-db.example.com"
@@ -319,6 +320,16 @@ default_ttl = "15m"
 
 [providers.analytics.roles.reader.scopes]
 write = ["GRANT INSERT, UPDATE ON ALL TABLES IN SCHEMA app TO {{role}}"]
+
+[providers.analytics.roles.report]
+grant_to = "login"   # ALTER ROLE acts on the login itself, not through a group
+grants = [
+    "GRANT CONNECT ON DATABASE analytics TO {{role}}",
+    "GRANT USAGE ON SCHEMA app TO {{role}}",
+    "GRANT SELECT ON ALL TABLES IN SCHEMA app TO {{role}}",
+    "ALTER ROLE {{role}} SET statement_timeout = '5min'",
+]
+max_ttl = "8h"
 "#;
 
     /// Parses the example the way Writ does: `kind` belongs to Writ's own
@@ -340,6 +351,9 @@ write = ["GRANT INSERT, UPDATE ON ALL TABLES IN SCHEMA app TO {{role}}"]
         config.validate().unwrap();
         assert_eq!(config.roles["reader"].grants.len(), 3);
         assert_eq!(config.roles["reader"].max_ttl, Duration::from_secs(3600));
+        assert_eq!(config.roles["reader"].grant_to, GrantTo::Group);
+        assert_eq!(config.roles["report"].grant_to, GrantTo::Login);
+        assert_eq!(config.group_refresh, Duration::from_secs(300));
         assert_eq!(config.pool_size, 4);
         assert_eq!(config.statement_timeout, Duration::from_secs(30));
     }
@@ -400,11 +414,12 @@ write = ["GRANT INSERT, UPDATE ON ALL TABLES IN SCHEMA app TO {{role}}"]
 
     #[test]
     fn roles_grant_to_groups_unless_told_otherwise() {
-        let config = example();
+        let mut table = example_table();
+        assert!(table.remove("group_refresh").is_some());
+        let config: PostgresConfig = toml::Value::Table(table.clone()).try_into().unwrap();
         assert_eq!(config.roles["reader"].grant_to, GrantTo::Group);
         assert_eq!(config.group_refresh, Duration::from_secs(300));
 
-        let mut table = example_table();
         table.insert("group_refresh".into(), "10m".into());
         let reader = table["roles"]["reader"].as_table().unwrap().clone();
         for (value, expected) in [("login", GrantTo::Login), ("group", GrantTo::Group)] {
