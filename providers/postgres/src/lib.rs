@@ -48,7 +48,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ring::rand::SystemRandom;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tracing::Instrument;
 use uuid::Uuid;
 use writ_provider_api::{
@@ -197,6 +197,18 @@ fn connection_hints(
     hints
 }
 
+/// The SCRAM-SHA-256 verifier of `password` (4096 iterations, RFC 7677),
+/// computed on a blocking thread: 4096 rounds of PBKDF2 take about 1.5 ms
+/// of CPU, far too long to hold an async worker (docs/performance.md).
+async fn scram_verifier(password: &SecretString) -> Result<String, ProviderError> {
+    let password = password.clone();
+    tokio::task::spawn_blocking(move || {
+        postgres_protocol::password::scram_sha_256(password.expose_secret().as_bytes())
+    })
+    .await
+    .map_err(|_| ProviderError::Failed("computing the password's SCRAM verifier failed".into()))
+}
+
 fn sql_text(error: sql::SqlTextError) -> ProviderError {
     ProviderError::Failed(format!("cannot build the SQL statement: {error}"))
 }
@@ -238,7 +250,7 @@ impl Provider for PostgresProvider {
             let expires_at = expiry(request.issued_at, request.expires_at, role.max_ttl)?;
             let password = sql::generate_password(&self.rng)
                 .map_err(|_| ProviderError::Failed("the system random number generator failed".into()))?;
-            let verifier = postgres_protocol::password::scram_sha_256(password.expose_secret().as_bytes());
+            let verifier = scram_verifier(&password).await?;
             let login = mint::Login::new(&name, &verifier, expires_at)?;
             match &groups {
                 Some(groups) => {
