@@ -3,8 +3,38 @@
 //! is gone, open session included, when the workflow closes the task.
 
 use crate::harness::{self, authed};
-use crate::postgres_support::{PgDatabase, login};
+use crate::postgres_support::{self, PgDatabase, login};
 use writ::api::proto;
+
+/// The group roles the provider made for `db` (their comment names the
+/// database), with their members.
+async fn groups(db: &PgDatabase) -> Vec<(String, Vec<String>)> {
+    let rows = db
+        .superuser()
+        .await
+        .query(
+            "SELECT g.rolname::text, coalesce(array_agg(r.rolname::text) FILTER (WHERE r.rolname IS NOT NULL), '{}')
+             FROM pg_roles g
+             LEFT JOIN pg_auth_members m ON m.roleid = g.oid LEFT JOIN pg_roles r ON r.oid = m.member
+             WHERE g.rolname LIKE 'writ\\_g\\_%' AND strpos(shobj_description(g.oid, 'pg_authid'), $1) > 0
+             GROUP BY 1",
+            &[&format!("database \"{}\"", db.name)],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|row| (row.get(0), row.get(1))).collect()
+}
+
+/// Drops the database and then the group roles made for it (nothing
+/// depends on them once the database is gone).
+async fn drop_with_groups(db: PgDatabase) {
+    let names: Vec<String> = groups(&db).await.into_iter().map(|(name, _)| name).collect();
+    db.drop().await;
+    let superuser = postgres_support::connect("").await.unwrap();
+    for name in names {
+        superuser.batch_execute(&format!("DROP ROLE IF EXISTS \"{name}\"")).await.unwrap();
+    }
+}
 
 async fn with_analytics(db: &PgDatabase) -> harness::Harness {
     let settings = db.provider_settings();
@@ -40,6 +70,10 @@ async fn a_database_login_lives_exactly_as_long_as_its_task() {
     let login_ = password(&issued.credentials[0]);
     assert_eq!(login_.username, format!("writ_{}", lease.lease_id.replace('-', "")));
     assert_eq!(login_.connection["dbname"], db.name);
+    // The role's privileges are on its group; the login is its member.
+    let made = groups(&db).await;
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert_eq!(made[0].1, std::slice::from_ref(&login_.username));
 
     // What the role grants, and no more.
     let session = login(&login_.username, &login_.password, &login_.connection).await.unwrap();
@@ -68,11 +102,12 @@ async fn a_database_login_lives_exactly_as_long_as_its_task() {
     assert!(session.query("SELECT 1", &[]).await.is_err(), "the open session was terminated");
     assert!(!db.role_exists(&login_.username).await, "the role was dropped");
     assert!(login(&login_.username, &login_.password, &login_.connection).await.is_err());
+    assert_eq!(groups(&db).await, [(made[0].0.clone(), vec![])], "the group stays, without members");
     let done = r#"writ_revocations_done_total{provider="analytics"}"#;
     assert_eq!(h.metric(done).await, 1.0);
 
     h.stop().await;
-    db.drop().await;
+    drop_with_groups(db).await;
 }
 
 #[tokio::test]
@@ -94,5 +129,5 @@ async fn an_expired_database_lease_is_dropped_by_writ_not_left_to_valid_until() 
     assert!(session.query("SELECT 1", &[]).await.is_err(), "the session did not outlive the lease");
     assert!(!db.role_exists(&login_.username).await);
     h.stop().await;
-    db.drop().await;
+    drop_with_groups(db).await;
 }
