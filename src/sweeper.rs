@@ -58,20 +58,18 @@ pub async fn sweep_once(
     let swept = broker.store().sweep(now, pending_before, BATCH).await?;
     // One commit for the whole batch: a thousand expiries recorded one
     // after another would hold the next sweep back by a second or more.
-    let requested =
-        [(&swept.expired, RevocationReason::Expired), (&swept.abandoned, RevocationReason::Abandoned)]
-            .into_iter()
-            .flat_map(|(ids, reason)| {
-                ids.iter().map(move |lease| AuditEvent {
-                    event: "revocation_requested",
-                    actor: "writ".into(),
-                    outcome: "ok",
-                    lease: Some(*lease),
-                    reason: Some(reason.as_str().into()),
-                    ..AuditEvent::default()
-                })
-            })
-            .collect::<Vec<_>>();
+    let requested = (swept.expired.iter().map(|lease| (lease, RevocationReason::Expired)))
+        .chain(swept.abandoned.iter().map(|lease| (lease, RevocationReason::Abandoned)))
+        .chain(swept.closed.iter().map(|(lease, reason)| (lease, *reason)))
+        .map(|(lease, reason)| AuditEvent {
+            event: "revocation_requested",
+            actor: "writ".into(),
+            outcome: "ok",
+            lease: Some(*lease),
+            reason: Some(reason.as_str().into()),
+            ..AuditEvent::default()
+        })
+        .collect::<Vec<_>>();
     if !requested.is_empty() {
         broker.audit().record_all_or_log(now, requested).await;
         broker.revocations().wake();

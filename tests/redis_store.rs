@@ -554,3 +554,59 @@ async fn finished_leases_are_forgotten_after_the_retention() {
     assert_eq!(store.get_lease(id(2)).await.unwrap().unwrap().state, LeaseState::Revoking);
     assert_eq!(store.sweep(after, t(0), 10).await.unwrap().forgotten, 0, "forgotten once");
 }
+
+/// A close moves its task's leases to revoking a batch per script call. A
+/// close stopped half-way (the closer crashed) leaves the task closed, so
+/// nothing more is issued under it, and the next sweep moves the rest, with
+/// the reason the close was given. Closing again also finishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_stopped_half_way_is_finished_by_the_sweep() {
+    let server = RedisServer::start();
+    let redis = RedisStore::open(&config(server.url(), "closing")).await.unwrap();
+    let handle = SealedHandle { key_id: "k".into(), sealed: vec![1; 40] };
+    for task_id in ["t", "u"] {
+        redis.create_task(task(task_id)).await.unwrap();
+        for n in 0..7 {
+            let lease_id = id(n + if task_id == "t" { 0 } else { 100 });
+            redis.insert_pending(lease(lease_id, task_id), t(0)).await.unwrap();
+            if n % 2 == 0 {
+                redis.activate(lease_id, t(1000), handle.clone(), t(1)).await.unwrap();
+            }
+        }
+    }
+    let closure = br#"{"at":"2026-01-01T00:00:02Z","by":"wf","reason":"task_closed"}"#;
+    let first = redis.close_step_of("t", closure, RevocationReason::TaskClosed, t(2), 3).await.unwrap();
+    assert!(!first.done);
+    assert_eq!(first.revoking, vec![id(0), id(1), id(2)]);
+    assert_eq!(first.task.state, TaskState::Closed);
+    // Closed for issuing at once, though four leases are still live.
+    let late = redis.insert_pending(lease(id(50), "t"), t(3)).await.unwrap_err();
+    assert!(matches!(late, StoreError::TaskClosed(_)), "{late:?}");
+    let live = |leases: Vec<Lease>| {
+        leases.iter().filter(|lease| !lease.state.is_final() && lease.state != LeaseState::Revoking).count()
+    };
+    assert_eq!(live(redis.task_leases("t").await.unwrap()), 4);
+
+    // The sweep (the closer is gone) finishes it: the rest, queued for the
+    // first close's reason, even though a sweep's own reason would differ.
+    let swept = redis.sweep(t(4), t(0), 100).await.unwrap();
+    assert_eq!(swept.closed, (3..7).map(|n| (id(n), RevocationReason::TaskClosed)).collect::<Vec<_>>());
+    for lease in redis.task_leases("t").await.unwrap() {
+        assert_eq!(lease.state, LeaseState::Revoking, "{}", lease.id);
+        assert_eq!(lease.revocation.unwrap().reason, RevocationReason::TaskClosed);
+    }
+    assert!(redis.sweep(t(5), t(0), 100).await.unwrap().closed.is_empty(), "finished once");
+    assert_eq!(live(redis.task_leases("u").await.unwrap()), 7, "another task is untouched");
+
+    // A close stopped half-way and then closed again by its closer is
+    // finished by that close, which reports what it moved.
+    redis.close_step_of("u", closure, RevocationReason::DeadlinePassed, t(6), 2).await.unwrap();
+    let again = redis.close_task("u", "wf", RevocationReason::TaskClosed, t(7)).await.unwrap();
+    assert_eq!(again.revoking, (102..107).map(id).collect::<Vec<_>>());
+    for lease in redis.task_leases("u").await.unwrap() {
+        assert_eq!(lease.revocation.unwrap().reason, RevocationReason::DeadlinePassed, "the first reason");
+    }
+    assert!(
+        redis.close_task("u", "wf", RevocationReason::TaskClosed, t(8)).await.unwrap().revoking.is_empty()
+    );
+}

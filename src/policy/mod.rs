@@ -70,10 +70,7 @@ impl PolicyEngine {
     pub fn load(paths: &[PathBuf]) -> Result<Self, PolicyError> {
         let schema = schema()?;
         let policies = load_set(paths, &schema)?;
-        Ok(Self {
-            authorizer: Authorizer::new(),
-            current: RwLock::new(Arc::new(Loaded { policies })),
-        })
+        Ok(Self { authorizer: Authorizer::new(), current: RwLock::new(Arc::new(Loaded { policies })) })
     }
 
     /// Builds an engine from policy text, for tests and benchmarks.
@@ -81,10 +78,7 @@ impl PolicyEngine {
         let schema = schema()?;
         let policies = parse_file(Path::new("<inline>"), text)?;
         validate(&policies, &schema)?;
-        Ok(Self {
-            authorizer: Authorizer::new(),
-            current: RwLock::new(Arc::new(Loaded { policies })),
-        })
+        Ok(Self { authorizer: Authorizer::new(), current: RwLock::new(Arc::new(Loaded { policies })) })
     }
 
     /// The number of policies in force.

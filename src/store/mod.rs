@@ -82,6 +82,10 @@ pub struct Swept {
     /// Finished leases whose retention ran out and which the store forgot
     /// (a store that keeps finished leases for good forgets none).
     pub forgotten: usize,
+    /// Leases of a closed task that a close stopped half-way (by a crash)
+    /// had not moved to revoking yet, now moved, with the close's reason.
+    /// A store that closes a task in one step has none.
+    pub closed: Vec<(Uuid, RevocationReason)>,
 }
 
 /// The result of one revocation attempt, reported back to the queue.

@@ -66,7 +66,14 @@ impl Connection {
         self.query(command).await
     }
 
-    async fn query(&self, command: Cmd) -> Result<Option<Vec<u8>>, StoreError> {
+    /// The fields of a hash.
+    pub(super) async fn hkeys(&self, key: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut command = redis::cmd("HKEYS");
+        command.arg(key);
+        self.query(command).await
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, command: Cmd) -> Result<T, StoreError> {
         let mut nodes = self.nodes.clone();
         let answer =
             async move { command.query_async(&mut nodes).await.map_err(|error| store_error(&error)) };

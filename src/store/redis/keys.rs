@@ -7,6 +7,7 @@
 //! |---------------------------|--------|----------------------------------------------------|
 //! | `task:<task id>`          | string | the task, JSON                                     |
 //! | `deadlines`               | zset   | open task ids, score = deadline (ms)               |
+//! | `closing`                 | hash   | closed task id → `<reason code>:<last lease id done>`, while its close is moving leases to revoking (a batch per call) |
 //! | `leases`                  | hash   | lease id → the lease record (`record.rs`: compact binary, sealed handle included) |
 //! | `state:<state>`           | index  | lease ids in that state                            |
 //! | `task-leases:<task id>`   | index  | the task's lease ids                               |
@@ -76,6 +77,11 @@ impl Keys {
 
     pub(super) fn task(&self, task_id: &str) -> Vec<u8> {
         [self.prefix.as_bytes(), b"task:", task_id.as_bytes()].concat()
+    }
+
+    /// Tasks whose close has not moved all their leases yet.
+    pub(super) fn closing(&self) -> String {
+        format!("{}closing", self.prefix)
     }
 
     /// The hash of every lease record, by lease id.
