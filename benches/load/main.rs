@@ -24,9 +24,10 @@
 //!   `Issue` only echoes the request's tool back (no auth, no policy, no
 //!   store, no provider), for scale: Writ's throughput as a fraction of it.
 //! - `--raw-postgres` (with `--provider postgres`) also measures the
-//!   server's own ceiling: the provider's mint transaction (`CREATE ROLE …
-//!   LOGIN PASSWORD … VALID UNTIL` plus the role's three `GRANT`s) and then
-//!   `DROP ROLE`, sent directly at the same concurrency, without Writ.
+//!   server's own ceiling at the same concurrency, without Writ: the
+//!   provider's mint (`CREATE ROLE … LOGIN PASSWORD … VALID UNTIL … IN
+//!   ROLE <group>`) and `DROP ROLE`, and the per-login shape
+//!   (`grant_to = "login"`: the role's `GRANT`s under the grant lock).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

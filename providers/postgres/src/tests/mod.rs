@@ -491,6 +491,10 @@ async fn concurrent_mints_and_revocations(grant_to: GrantTo) {
     let db = TestDb::create().await;
     let mut config = db.config_granting_to(grant_to);
     config.pool_size = 8;
+    // 24 callers share 8 connections, and the per-login shape takes turns
+    // on the grant lock: on a loaded machine a caller can wait longer for a
+    // connection than the default 5 s. This test is about correctness.
+    config.connect_timeout = Duration::from_secs(60);
     let provider = Arc::new(PostgresProvider::new(config).unwrap());
     let mut minting = tokio::task::JoinSet::new();
     for _ in 0..24 {
