@@ -3,7 +3,7 @@
 //! is gone, open session included, when the workflow closes the task.
 
 use crate::harness::{self, authed};
-use crate::postgres_support::{self, PgDatabase, login};
+use crate::postgres_support::{PgDatabase, login};
 use writ::api::proto;
 
 /// The group roles the provider made for `db` (their comment names the
@@ -23,17 +23,6 @@ async fn groups(db: &PgDatabase) -> Vec<(String, Vec<String>)> {
         .await
         .unwrap();
     rows.iter().map(|row| (row.get(0), row.get(1))).collect()
-}
-
-/// Drops the database and then the group roles made for it (nothing
-/// depends on them once the database is gone).
-async fn drop_with_groups(db: PgDatabase) {
-    let names: Vec<String> = groups(&db).await.into_iter().map(|(name, _)| name).collect();
-    db.drop().await;
-    let superuser = postgres_support::connect("").await.unwrap();
-    for name in names {
-        superuser.batch_execute(&format!("DROP ROLE IF EXISTS \"{name}\"")).await.unwrap();
-    }
 }
 
 async fn with_analytics(db: &PgDatabase) -> harness::Harness {
@@ -107,7 +96,7 @@ async fn a_database_login_lives_exactly_as_long_as_its_task() {
     assert_eq!(h.metric(done).await, 1.0);
 
     h.stop().await;
-    drop_with_groups(db).await;
+    db.drop().await;
 }
 
 #[tokio::test]
@@ -129,5 +118,5 @@ async fn an_expired_database_lease_is_dropped_by_writ_not_left_to_valid_until() 
     assert!(session.query("SELECT 1", &[]).await.is_err(), "the session did not outlive the lease");
     assert!(!db.role_exists(&login_.username).await);
     h.stop().await;
-    drop_with_groups(db).await;
+    db.drop().await;
 }

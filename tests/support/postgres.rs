@@ -91,12 +91,26 @@ impl PgDatabase {
         row.unwrap().get::<_, i64>(0) == 1
     }
 
-    /// Drops the database and the admin role (best effort).
+    /// Drops the database, then the group roles the provider made for it
+    /// (their comment names it; nothing depends on them once the database
+    /// is gone) and the admin role. Best effort.
     pub async fn drop(self) {
         if let Ok(superuser) = connect("").await {
+            let groups: Vec<String> = superuser
+                .query(
+                    "SELECT rolname::text FROM pg_roles WHERE rolname LIKE 'writ\\_g\\_%' \
+                     AND strpos(shobj_description(oid, 'pg_authid'), $1) > 0",
+                    &[&format!("database \"{}\"", self.name)],
+                )
+                .await
+                .map(|rows| rows.iter().map(|row| row.get(0)).collect())
+                .unwrap_or_default();
             let _ = superuser
                 .batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name))
                 .await;
+            for group in groups {
+                let _ = superuser.batch_execute(&format!("DROP ROLE IF EXISTS \"{group}\"")).await;
+            }
             let _ = superuser.batch_execute(&format!("DROP ROLE IF EXISTS \"{}\"", self.admin)).await;
         }
     }
