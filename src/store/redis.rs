@@ -82,19 +82,9 @@ pub struct CloseStep {
 
 impl RedisStore {
     /// One step of closing a task: closes it if it is open, then moves up
-    /// to `CLOSE_BATCH` more of its leases to revoking. Exposed for tests,
-    /// which stop a close half-way as a crash would.
-    #[doc(hidden)]
-    pub async fn close_step(
-        &self,
-        task_id: &str,
-        closure: &[u8],
-        reason: RevocationReason,
-        now: DateTime<Utc>,
-    ) -> Result<CloseStep, StoreError> {
-        self.close_step_of(task_id, closure, reason, now, CLOSE_BATCH).await
-    }
-
+    /// to `limit` more of its leases to revoking (the store uses
+    /// `CLOSE_BATCH`). Exposed for tests, which stop a close half-way as a
+    /// crash would.
     #[doc(hidden)]
     pub async fn close_step_of(
         &self,
@@ -134,7 +124,9 @@ impl RedisStore {
                 .map_err(|_| StoreError::Corrupt("a closing task id is not UTF-8".into()))?;
             loop {
                 // The task holds its closure already; the script keeps it.
-                let step = self.close_step(&task_id, b"null", RevocationReason::TaskClosed, now).await?;
+                let step = self
+                    .close_step_of(&task_id, b"null", RevocationReason::TaskClosed, now, CLOSE_BATCH)
+                    .await?;
                 moved.extend(step.revoking.iter().map(|id| (*id, step.reason)));
                 if step.done {
                     break;
@@ -227,7 +219,7 @@ impl LeaseStore for RedisStore {
         let closure = encode("task closure", &TaskClosure { at: now, by: by.to_owned(), reason })?;
         let mut revoking = Vec::new();
         loop {
-            let step = self.close_step(task_id, closure.as_bytes(), reason, now).await?;
+            let step = self.close_step_of(task_id, closure.as_bytes(), reason, now, CLOSE_BATCH).await?;
             revoking.extend(step.revoking);
             if step.done {
                 return Ok(ClosedTask { task: step.task, revoking });
