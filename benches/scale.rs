@@ -4,6 +4,7 @@
 //! cargo bench --bench scale -- memory  --leases 1000000 [--shape postgres|jwt] [--agents 20] [--per-task 4]
 //! cargo bench --bench scale -- startup --leases 1000000 [--watch 60]
 //! cargo bench --bench scale -- expiry  --leases 100000 --over 60 [--store redis|embedded]
+//! cargo bench --bench scale -- scripts --leases 100000 [--close 10000]
 //! ```
 //!
 //! Each run starts its own `redis-server` (default configuration, no
@@ -23,6 +24,12 @@
 //!   are spread evenly over `--over` seconds, waits until every one is
 //!   revoked, and prints the lag: when the revocation was recorded
 //!   (`completed_at`) minus `expires_at`.
+//! - `scripts` seeds `--leases` active leases (the background), then takes
+//!   one task of `--close` leases through its whole life on the store
+//!   (issue: insert and activate; close, claim, finish), phase by phase, and prints
+//!   the time Redis itself spent per lease in each phase, from
+//!   `INFO commandstats` (reset before each phase). It measures the store's
+//!   scripts, not the client, so a debug build measures the same.
 
 #[path = "../tests/support/redis.rs"]
 mod redis_support;
@@ -54,6 +61,7 @@ struct Options {
     watch: u64,
     over: u64,
     redis: bool,
+    close: usize,
 }
 
 fn options() -> Options {
@@ -71,6 +79,7 @@ fn options() -> Options {
         watch: number("--watch", 60),
         over: number("--over", 60).max(1),
         redis: value("--store").is_none_or(|store| store == "redis"),
+        close: number("--close", 10_000).max(1) as usize,
     }
 }
 
@@ -81,7 +90,8 @@ fn main() {
         "memory" => runtime.block_on(memory(&options)),
         "startup" => runtime.block_on(startup(&options)),
         "expiry" => runtime.block_on(expiry(&options)),
-        other => eprintln!("unknown command {other:?}: memory, startup or expiry"),
+        "scripts" => runtime.block_on(scripts(&options)),
+        other => eprintln!("unknown command {other:?}: memory, startup, expiry or scripts"),
     }
 }
 
@@ -499,4 +509,116 @@ async fn expiry(options: &Options) {
         lag.max() as f64 / 1000.0
     );
     running.stop().await.unwrap();
+}
+
+/// Since the last reset: Redis's time (µs) in store calls (`FCALL`, or
+/// `EVALSHA` before the function library), their number, and the number of
+/// commands they ran inside (counted by Redis separately, their time
+/// already in the calls').
+fn redis_time(server: &RedisServer) -> (u64, u64, u64) {
+    let info = server.cli(&["info", "commandstats"]);
+    let field = |line: &str, name: &str| -> u64 {
+        line.split([':', ','])
+            .find_map(|part| part.strip_prefix(name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut totals = (0, 0, 0);
+    for line in info.lines().filter(|line| line.starts_with("cmdstat_")) {
+        if ["cmdstat_fcall:", "cmdstat_evalsha:", "cmdstat_eval:"].iter().any(|name| line.starts_with(name)) {
+            totals.0 += field(line, "usec=");
+            totals.1 += field(line, "calls=");
+        } else if !line.starts_with("cmdstat_config") && !line.starts_with("cmdstat_function") {
+            totals.2 += field(line, "calls=");
+        }
+    }
+    totals
+}
+
+async fn scripts(options: &Options) {
+    let server = RedisServer::start();
+    let store = redis_store(&server, "scale").await;
+    let shape = Arc::new(Shape::new(options));
+    seed(&store, &shape, options.leases).await;
+    seed_leases(&store, &shape, options.leases).await;
+    let count = options.close;
+    println!("scripts: one task of {count} leases, beside {} active leases", options.leases);
+    let now = Utc::now();
+    let task = Task {
+        id: "scripts".into(),
+        agent: "agent-scripts".into(),
+        context: TaskContext { purpose: "scale".into(), ..TaskContext::default() },
+        state: TaskState::Open,
+        created_at: now,
+        created_by: "engine".into(),
+        deadline: now + TimeDelta::days(1),
+        closed: None,
+    };
+    store.create_task(task).await.unwrap();
+    let ids: Arc<Vec<Uuid>> = Arc::new((0..count).map(|_| Uuid::now_v7()).collect());
+    let phase = |name: &'static str, server: &RedisServer, started: Instant| {
+        let (usec, calls, inside) = redis_time(server);
+        println!(
+            "{name:>18}: {calls:>5} calls running {inside:>6} commands, {:>6.1} ms in Redis, \
+             {:>5.1} µs and {:>4.1} commands a lease ({:.0} ms wall)",
+            usec as f64 / 1000.0,
+            usec as f64 / count as f64,
+            inside as f64 / count as f64,
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+    };
+    let reset = |server: &RedisServer| {
+        server.cli(&["config", "resetstat"]);
+        Instant::now()
+    };
+
+    // As Writ issues: a pending lease, then its activation, 64 in flight.
+    let started = reset(&server);
+    let (issuing, store_) = ((shape.clone(), ids.clone()), store.clone());
+    for_each(count, 64, "issue", move |n| {
+        let ((shape, ids), store) = (issuing.clone(), store_.clone());
+        async move {
+            let lease = Lease { id: ids[n], task_id: "scripts".into(), created_at: now, ..shape.lease(n) };
+            store.insert_pending(lease, now).await.unwrap();
+            let expires = now + TimeDelta::minutes(15) + TimeDelta::milliseconds(n as i64);
+            store.activate(ids[n], expires, shape.handle(), now).await.unwrap();
+        }
+    })
+    .await;
+    phase("insert + activate", &server, started);
+
+    let started = reset(&server);
+    let closed = store.close_task("scripts", "engine", writ::model::RevocationReason::TaskClosed, now).await;
+    assert_eq!(closed.unwrap().revoking.len(), count);
+    phase("close_task", &server, started);
+
+    let started = reset(&server);
+    let mut claimed = Vec::new();
+    loop {
+        let batch = store.claim_revocations(now, now + TimeDelta::hours(1), 1024).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        claimed.extend(batch);
+    }
+    assert_eq!(claimed.len(), count);
+    phase("claim_revocations", &server, started);
+
+    let started = reset(&server);
+    for batch in claimed.chunks(1024) {
+        let outcomes: Vec<_> = batch
+            .iter()
+            .map(|lease| writ::store::RevocationOutcome::Done {
+                lease_id: lease.id,
+                generation: lease.revocation.as_ref().map_or(0, |revocation| revocation.generation),
+            })
+            .collect();
+        store.finish_revocations(&outcomes, now).await.unwrap();
+    }
+    phase("finish_revocations", &server, started);
+    let revoked = store
+        .list_leases(&LeaseFilter { task_id: Some("scripts".into()), ..LeaseFilter::default() }, None, count)
+        .await
+        .unwrap();
+    assert!(revoked.iter().all(|lease| lease.state == LeaseState::Revoked));
 }

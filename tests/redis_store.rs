@@ -60,7 +60,40 @@ async fn conforms_on_a_cluster() {
     for node in cluster.nodes() {
         let keys: u64 = node.cli(&["dbsize"]).trim().parse().unwrap();
         assert!(keys > 0, "node on port {} holds none of the namespaces", node.port());
+        // Loading the function library reaches every primary.
+        assert_eq!(writ_libraries(node), 1, "libraries on port {}", node.port());
     }
+}
+
+/// How many of Writ's function libraries a node has loaded.
+fn writ_libraries(server: &RedisServer) -> usize {
+    server
+        .cli(&["function", "list", "libraryname", "writ_*"])
+        .lines()
+        .filter(|line| *line == "library_name")
+        .count()
+}
+
+/// The function library is loaded by the first call, once, and again by
+/// the next call after a node lost it (a restart without persistence, a
+/// failover to a node that never had it), with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_function_library_is_loaded_when_missing() {
+    let server = RedisServer::start();
+    assert_eq!(writ_libraries(&server), 0);
+    let first = store(&config(server.url(), "library")).await;
+    assert_eq!(writ_libraries(&server), 1, "opening the store checks its health, a function");
+    first.create_task(task("before")).await.unwrap();
+
+    assert_eq!(server.cli(&["function", "flush"]).trim(), "OK");
+    assert_eq!(writ_libraries(&server), 0);
+    first.create_task(task("after")).await.unwrap();
+    assert_eq!(writ_libraries(&server), 1);
+    // A second store (another replica) finds it loaded and adds no other.
+    let second = store(&config(server.url(), "library")).await;
+    assert!(second.get_task("before").await.unwrap().is_some());
+    assert!(matches!(second.create_task(task("after")).await, Err(StoreError::TaskExists(_))));
+    assert_eq!(writ_libraries(&server), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

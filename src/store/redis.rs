@@ -1,13 +1,14 @@
 //! The Redis lease store: shared by any number of stateless Writ replicas,
 //! on one Redis node or a Redis Cluster.
 //!
-//! Each operation is one Lua script (`redis/lua/`) that checks the state
-//! rules and then writes the rows and every index entry they move, run
-//! atomically by Redis; two replicas cannot both pass a check, and a
+//! Each operation is one Lua function (`redis/lua/`, loaded as one Redis
+//! Function library, `redis/library.rs`) that checks the state rules and
+//! then writes the rows and every index entry they move, run atomically by
+//! Redis; two replicas cannot both pass a check, and a
 //! revocation claimed by one is hidden from the other. All of a namespace's
-//! keys share one hash tag (layout in `redis/keys.rs`), so every script
+//! keys share one hash tag (layout in `redis/keys.rs`), so every function
 //! stays in one slot. Reads of one row are plain `GET`/`HGET`s; reads that
-//! walk an index are scripts too, so they see one consistent moment.
+//! walk an index are functions too, so they see one consistent moment.
 //!
 //! Leases are compact binary records (`redis/record.rs`) and every index
 //! is kept in chunks Redis can store compactly, so a lease costs about
@@ -32,13 +33,13 @@
 mod config;
 mod connection;
 mod keys;
+mod library;
 mod record;
 mod reply;
-mod scripts;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use redis::{Script, ScriptInvocation, Value};
+use redis::{Cmd, Value};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
@@ -47,7 +48,6 @@ use self::connection::Connection;
 use self::keys::{Keys, lease_id, member};
 use self::record::time as at;
 use self::reply::{Reply, decode, encode, limit as limit_arg, millis, time};
-use self::scripts::Scripts;
 use super::{ClosedTask, LeaseFilter, LeaseStore, RevocationOutcome, StoreError, Swept};
 use crate::model::{Lease, RevocationReason, SealedHandle, Sighting, Task, TaskClosure, TaskState};
 
@@ -56,18 +56,17 @@ pub struct RedisStore {
     /// Multiplexed and self-healing, shared by every call.
     connection: Connection,
     keys: Keys,
-    scripts: Scripts,
     /// How long a finished lease stays readable before a sweep forgets it.
     finished_retention: chrono::Duration,
 }
 
-/// How many of a task's leases one call of the close script moves to
+/// How many of a task's leases one call of the close function moves to
 /// revoking: about 30 ms of Redis time, so closing a task with a hundred
 /// thousand leases never blocks Redis, or outlasts `operation_timeout`, in
 /// one go.
 const CLOSE_BATCH: usize = 1000;
 
-/// One call of the close script.
+/// One call of the close function.
 #[doc(hidden)]
 #[derive(Debug)]
 pub struct CloseStep {
@@ -94,7 +93,7 @@ impl RedisStore {
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<CloseStep, StoreError> {
-        let mut call = self.script(&self.scripts.close_task);
+        let mut call = self.function("close_task");
         call.arg(task_id)
             .arg(closure)
             .arg(record::reason_code(reason))
@@ -123,7 +122,7 @@ impl RedisStore {
             let task_id = String::from_utf8(task_id)
                 .map_err(|_| StoreError::Corrupt("a closing task id is not UTF-8".into()))?;
             loop {
-                // The task holds its closure already; the script keeps it.
+                // The task holds its closure already; the function keeps it.
                 let step = self
                     .close_step_of(&task_id, b"null", RevocationReason::TaskClosed, now, CLOSE_BATCH)
                     .await?;
@@ -144,7 +143,6 @@ impl RedisStore {
         let store = Self {
             connection: Connection::open(config).await?,
             keys: Keys::new(&config.namespace),
-            scripts: Scripts::new(),
             finished_retention: chrono::Duration::from_std(config.finished_retention)
                 .map_err(|_| StoreError::Unavailable("redis store: finished_retention is too long".into()))?,
         };
@@ -152,19 +150,18 @@ impl RedisStore {
         Ok(store)
     }
 
-    /// A call of `script`, with the namespace prefix as its only key.
-    fn script<'a>(&'a self, script: &'a Script) -> ScriptInvocation<'a> {
-        let mut call = script.prepare_invoke();
-        call.key(self.keys.prefix());
-        call
+    /// A call of the library's function for `operation` in this
+    /// namespace; the caller adds the arguments.
+    fn function(&self, operation: &str) -> Cmd {
+        self.connection.function(operation, self.keys.prefix())
     }
 
-    async fn invoke(&self, call: &ScriptInvocation<'_>) -> Result<Value, StoreError> {
-        self.connection.invoke(call).await
+    async fn invoke(&self, call: &Cmd) -> Result<Value, StoreError> {
+        self.connection.call(call).await
     }
 
     /// Runs `activate` or `extend`: the lease as changed, or why not.
-    async fn lease_answer(&self, lease_id: Uuid, call: &ScriptInvocation<'_>) -> Result<Lease, StoreError> {
+    async fn lease_answer(&self, lease_id: Uuid, call: &Cmd) -> Result<Lease, StoreError> {
         let mut reply = Reply::parse(self.invoke(call).await?)?;
         match reply.status() {
             "ok" => record::decode(lease_id, &reply.bytes()?),
@@ -174,17 +171,13 @@ impl RedisStore {
         }
     }
 
-    /// Runs a script that answers with `{lease id, record, ...}`.
-    async fn leases(&self, call: &ScriptInvocation<'_>) -> Result<Vec<Lease>, StoreError> {
+    /// Runs a function that answers with `{lease id, record, ...}`.
+    async fn leases(&self, call: &Cmd) -> Result<Vec<Lease>, StoreError> {
         reply::leases(reply::list(self.invoke(call).await?)?)
     }
 
-    /// Runs a read script that answers with a list of JSON rows.
-    async fn rows<T: DeserializeOwned>(
-        &self,
-        what: &str,
-        call: &ScriptInvocation<'_>,
-    ) -> Result<Vec<T>, StoreError> {
+    /// Runs a read function that answers with a list of JSON rows.
+    async fn rows<T: DeserializeOwned>(&self, what: &str, call: &Cmd) -> Result<Vec<T>, StoreError> {
         reply::list(self.invoke(call).await?)?.iter().map(|row| decode(what, row)).collect()
     }
 }
@@ -194,7 +187,7 @@ impl LeaseStore for RedisStore {
     async fn create_task(&self, task: Task) -> Result<(), StoreError> {
         let json = encode("task", &task)?;
         let open = if task.state == TaskState::Open { "1" } else { "0" };
-        let mut call = self.script(&self.scripts.create_task);
+        let mut call = self.function("create_task");
         call.arg(&task.id).arg(json).arg(millis(task.deadline)).arg(open);
         let reply = Reply::parse(self.invoke(&call).await?)?;
         match reply.status() {
@@ -231,7 +224,7 @@ impl LeaseStore for RedisStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let mut call = self.script(&self.scripts.overdue_tasks);
+        let mut call = self.function("overdue_tasks");
         call.arg(time(now)).arg(millis(now)).arg(limit_arg(limit));
         let ids = reply::list(self.invoke(&call).await?)?;
         ids.into_iter()
@@ -240,7 +233,7 @@ impl LeaseStore for RedisStore {
     }
 
     async fn task_leases(&self, task_id: &str) -> Result<Vec<Lease>, StoreError> {
-        let mut call = self.script(&self.scripts.task_leases);
+        let mut call = self.function("task_leases");
         call.arg(task_id);
         let mut leases = self.leases(&call).await?;
         leases.sort_by_key(|lease| (lease.created_at, lease.id));
@@ -249,7 +242,7 @@ impl LeaseStore for RedisStore {
 
     async fn insert_pending(&self, lease: Lease, now: DateTime<Utc>) -> Result<(), StoreError> {
         let row = record::encode(&lease)?;
-        let mut call = self.script(&self.scripts.insert_pending);
+        let mut call = self.function("insert_pending");
         call.arg(&member(lease.id)[..]).arg(row).arg(time(now));
         let mut reply = Reply::parse(self.invoke(&call).await?)?;
         match reply.status() {
@@ -269,13 +262,13 @@ impl LeaseStore for RedisStore {
         now: DateTime<Utc>,
     ) -> Result<Lease, StoreError> {
         let handle = record::handle(&handle)?;
-        let mut call = self.script(&self.scripts.activate);
+        let mut call = self.function("activate");
         call.arg(&member(lease_id)[..]).arg(&at(expires_at)?[..]).arg(handle).arg(&at(now)?[..]);
         self.lease_answer(lease_id, &call).await
     }
 
     async fn extend(&self, lease_id: Uuid, expires_at: DateTime<Utc>) -> Result<Lease, StoreError> {
-        let mut call = self.script(&self.scripts.extend);
+        let mut call = self.function("extend");
         call.arg(&member(lease_id)[..]).arg(&at(expires_at)?[..]);
         self.lease_answer(lease_id, &call).await
     }
@@ -298,7 +291,7 @@ impl LeaseStore for RedisStore {
         // the empty string stays possible.
         let filter_arg = |value: Option<&str>| value.map_or(String::new(), |value| format!("={value}"));
         let after = after.map(|id| member(id).to_vec()).unwrap_or_default();
-        let mut call = self.script(&self.scripts.list_leases);
+        let mut call = self.function("list_leases");
         call.arg(filter_arg(filter.task_id.as_deref()))
             .arg(filter_arg(filter.agent.as_deref()))
             .arg(filter.state.map_or("", |state| state.as_str()))
@@ -316,7 +309,7 @@ impl LeaseStore for RedisStore {
         if lease_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut call = self.script(&self.scripts.request_revocation);
+        let mut call = self.function("request_revocation");
         call.arg(record::reason_code(reason)).arg(&at(now)?[..]);
         for id in lease_ids {
             call.arg(&member(*id)[..]);
@@ -342,7 +335,7 @@ impl LeaseStore for RedisStore {
             .checked_sub_signed(self.finished_retention)
             .and_then(|before| at(before).ok())
             .unwrap_or([0; 8]);
-        let mut call = self.script(&self.scripts.sweep);
+        let mut call = self.function("sweep");
         call.arg(&at(now)?[..]).arg(&at(pending_before)?[..]).arg(&forget_before[..]).arg(limit_arg(limit));
         let mut reply = Reply::parse(self.invoke(&call).await?)?;
         let mut swept = match reply.status() {
@@ -367,7 +360,7 @@ impl LeaseStore for RedisStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let mut call = self.script(&self.scripts.claim_revocations);
+        let mut call = self.function("claim_revocations");
         call.arg(&at(now)?[..]).arg(&at(claim_until)?[..]).arg(limit_arg(limit));
         let mut reply = Reply::parse(self.invoke(&call).await?)?;
         match reply.status() {
@@ -384,7 +377,7 @@ impl LeaseStore for RedisStore {
         if outcomes.is_empty() {
             return Ok(());
         }
-        let mut call = self.script(&self.scripts.finish_revocations);
+        let mut call = self.function("finish_revocations");
         call.arg(&at(now)?[..]);
         for outcome in outcomes {
             call.arg(&member(outcome.lease_id())[..]);
@@ -406,7 +399,7 @@ impl LeaseStore for RedisStore {
     }
 
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let call = self.script(&self.scripts.next_due);
+        let call = self.function("next_due");
         reply::earliest(reply::optional_list(self.invoke(&call).await?)?)
     }
 
@@ -416,7 +409,7 @@ impl LeaseStore for RedisStore {
         subject: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let mut call = self.script(&self.scripts.record_sighting);
+        let mut call = self.function("record_sighting");
         call.arg(keys::sighting(issuer, subject)).arg(issuer).arg(subject).arg(time(now)).arg(millis(now));
         let reply = Reply::parse(self.invoke(&call).await?)?;
         match reply.status() {
@@ -429,14 +422,14 @@ impl LeaseStore for RedisStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let mut call = self.script(&self.scripts.list_sightings);
+        let mut call = self.function("list_sightings");
         call.arg(limit_arg(limit));
         self.rows("sighting", &call).await
     }
 
     /// A write to the namespace's node: see `lua/health.lua`.
     async fn health(&self) -> Result<(), StoreError> {
-        let call = self.script(&self.scripts.health);
+        let call = self.function("health");
         let reply = Reply::parse(self.invoke(&call).await?)?;
         match reply.status() {
             "ok" => Ok(()),

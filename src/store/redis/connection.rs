@@ -10,9 +10,10 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::io::tcp::{TcpSettings, socket2::TcpKeepalive};
-use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, ScriptInvocation, Value};
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Value};
 
 use super::RedisConfig;
+use super::library::Library;
 use crate::store::StoreError;
 
 /// How long the `ConnectionManager` keeps trying to reconnect once a
@@ -34,6 +35,8 @@ const DEAD_PEER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Redis, and the bound on every call made to it.
 pub(super) struct Connection {
     nodes: Nodes,
+    /// Loaded into Redis when a call finds it missing.
+    library: Library,
     /// Waiting for a reconnection or a redirect included.
     operation_timeout: Duration,
 }
@@ -44,13 +47,37 @@ impl Connection {
     pub(super) async fn open(config: &RedisConfig) -> Result<Self, StoreError> {
         let connect = async { Nodes::open(config).await.map_err(|error| store_error(&error)) };
         let nodes = bounded(config.operation_timeout, connect).await?;
-        Ok(Self { nodes, operation_timeout: config.operation_timeout })
+        Ok(Self { nodes, library: Library::new(), operation_timeout: config.operation_timeout })
     }
 
-    /// Runs a script (loading it first where Redis does not have it).
-    pub(super) async fn invoke(&self, call: &ScriptInvocation<'_>) -> Result<Value, StoreError> {
+    /// The `FCALL` of one of the library's functions, with the namespace
+    /// prefix as its key; the caller adds the arguments.
+    pub(super) fn function(&self, operation: &str, prefix: &str) -> Cmd {
+        let mut call = redis::cmd("FCALL");
+        call.arg(self.library.function(operation)).arg(1).arg(prefix);
+        call
+    }
+
+    /// Runs a call made by [`Connection::function`]. Where the node lacks
+    /// the library (first use, a restarted or new node), loads it (on every
+    /// primary of a cluster) and calls again, all within one bound.
+    pub(super) async fn call(&self, call: &Cmd) -> Result<Value, StoreError> {
         let mut nodes = self.nodes.clone();
-        let answer = async move { call.invoke_async(&mut nodes).await.map_err(|error| store_error(&error)) };
+        let answer = async move {
+            match call.query_async(&mut nodes).await {
+                Err(error) if function_missing(&error) => {
+                    let mut load = redis::cmd("FUNCTION");
+                    load.arg("LOAD").arg("REPLACE").arg(self.library.source());
+                    let _: Value = load.query_async(&mut nodes).await.map_err(|error| store_error(&error))?;
+                    tracing::info!(
+                        library = self.library.name(),
+                        "loaded Writ's function library into Redis"
+                    );
+                    call.query_async(&mut nodes).await.map_err(|error| store_error(&error))
+                }
+                answer => answer.map_err(|error| store_error(&error)),
+            }
+        };
         bounded(self.operation_timeout, answer).await
     }
 
@@ -160,15 +187,21 @@ impl ConnectionLike for Nodes {
     }
 }
 
-/// Maps a Redis failure. A Lua error in one of Writ's scripts means stored
-/// data it could not read (or a bug): the scripts check before they write,
-/// so it wrote nothing. Anything else (refused, timed out, loading, out of
+/// Whether Redis answered that the function called is not loaded.
+fn function_missing(error: &RedisError) -> bool {
+    error.code() == Some("ERR")
+        && error.detail().is_some_and(|detail| detail.starts_with("Function not found"))
+}
+
+/// Maps a Redis failure. A Lua error in one of Writ's functions means
+/// stored data it could not read (or a bug): the functions check before
+/// they write, so it wrote nothing. Anything else (refused, timed out, loading, out of
 /// memory, read-only, cluster down) means Redis cannot serve now. Redis's
 /// messages name the failure, never stored values, so they are passed on.
 fn store_error(error: &RedisError) -> StoreError {
     let message = error.to_string();
-    if message.contains("user_script") {
-        StoreError::Corrupt(format!("a store script failed: {message}"))
+    if message.contains("user_function") {
+        StoreError::Corrupt(format!("a store function failed: {message}"))
     } else {
         StoreError::Unavailable(format!("redis: {message}"))
     }

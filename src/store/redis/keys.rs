@@ -1,5 +1,5 @@
 //! Where everything lives in Redis. Every key starts with the namespace
-//! prefix `writ:{<namespace>}:`; the Lua scripts build the names below from
+//! prefix `writ:{<namespace>}:`; the Lua functions build the names below from
 //! that prefix (see `lua/common.lua`), and Rust builds only the two it reads
 //! directly.
 //!
@@ -40,7 +40,7 @@
 //! revocation worker take what is due from the front, and `next_due` reads
 //! the time off the first member.
 //!
-//! One hash tag for the whole namespace keeps every multi-key script in one
+//! One hash tag for the whole namespace keeps every multi-key function in one
 //! slot, which Redis Cluster requires (no script or MULTI spans slots). The
 //! trade-off: a cluster then gives a deployment failover, not write
 //! scaling, since all of it is on one primary. Spreading it would mean a
@@ -69,8 +69,8 @@ impl Keys {
         Self { prefix: format!("writ:{{{namespace}}}:") }
     }
 
-    /// Passed to every script as `KEYS[1]`: it routes the script to the
-    /// namespace's slot, and the script builds every other name from it.
+    /// Passed to every function as its one key: it routes the call to the
+    /// namespace's slot, and the function builds every other name from it.
     pub(super) fn prefix(&self) -> &str {
         &self.prefix
     }

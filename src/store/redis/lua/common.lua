@@ -1,40 +1,45 @@
--- Helpers every Writ script starts with (see scripts.rs).
+-- The helpers every Writ function shares (see library.rs, which registers
+-- each operation's body after them as the function `<library>_<operation>`,
+-- called with ARGV as its argument).
 --
--- KEYS[1] is the namespace prefix, "writ:{<namespace>}:". It is passed as a
--- key so that Redis Cluster routes the script to the node serving the
--- namespace's hash slot; every key a script touches is built from it, so it
--- carries the same hash tag and lives in that same slot. Those keys are not
--- declared in KEYS (close_task, say, finds its leases as it goes); Redis
--- allows that within the declared key's slot, and refuses any other slot.
+-- The one key every function is called with is the namespace prefix,
+-- "writ:{<namespace>}:". It is passed as a key so that Redis Cluster
+-- routes the call to the node serving the namespace's hash slot; every key
+-- a function touches is built from it, so it carries the same hash tag and
+-- lives in that same slot. Those keys are not declared (close_task, say,
+-- finds its leases as it goes); Redis allows that within the declared
+-- key's slot, and refuses any other slot.
 --
--- Scripts check everything first and write last: Redis does not roll a
--- script back when it fails half-way, so a failed check (returned as a
+-- Functions check everything first and write last: Redis does not roll a
+-- function back when it fails half-way, so a failed check (returned as a
 -- status) or a Lua error (corrupt data) must come before the first write.
-local P = KEYS[1]
-
--- Every lease record (record.rs has the format), by lease id.
-local LEASES = P .. 'leases'
+--
+-- The library's top-level locals live as long as the library: everything
+-- that belongs to one call is set afresh by `begin` before the call runs.
+local P, LEASES
 
 local function task_key(task_id) return P .. 'task:' .. task_id end
-
--- Six bytes of `text` from `i` as one number (48 bits: exact in a double).
-local function block(text, i)
-  local c1, c2, c3, c4, c5, c6 = string.byte(text, i, i + 5)
-  return ((((c1 * 256 + c2) * 256 + c3) * 256 + c4) * 256 + c5) * 256 + c6
-end
 
 -- Whether string `a` sorts before `b` in byte order (Lua's `<` on strings
 -- uses the locale). Lease ids are 16 big-endian bytes and times 8 bytes
 -- that sort as they should, so byte order is id order and time order.
+-- This is the store's hottest Lua: eight bytes per `string.byte` call.
 local function bytes_before(a, b)
   if a == b then return false end
   local shorter = math.min(#a, #b)
   local i = 1
-  -- Six bytes at a time, then one by one.
-  while i + 5 <= shorter do
-    local x, y = block(a, i), block(b, i)
-    if x ~= y then return x < y end
-    i = i + 6
+  while i + 7 <= shorter do
+    local a1, a2, a3, a4, a5, a6, a7, a8 = string.byte(a, i, i + 7)
+    local b1, b2, b3, b4, b5, b6, b7, b8 = string.byte(b, i, i + 7)
+    if a1 ~= b1 then return a1 < b1 end
+    if a2 ~= b2 then return a2 < b2 end
+    if a3 ~= b3 then return a3 < b3 end
+    if a4 ~= b4 then return a4 < b4 end
+    if a5 ~= b5 then return a5 < b5 end
+    if a6 ~= b6 then return a6 < b6 end
+    if a7 ~= b7 then return a7 < b7 end
+    if a8 ~= b8 then return a8 < b8 end
+    i = i + 8
   end
   for j = i, shorter do
     local x, y = string.byte(a, j), string.byte(b, j)
@@ -86,12 +91,13 @@ local ALL = 1000000000
 local function chunk_key(name, first) return P .. 'chunk:' .. name .. '#' .. first end
 local function directory(name) return P .. 'dir:' .. name end
 
--- What this script run has learnt of its indexes, so that a run that
--- touches many members of one chunk (closing a task, a sweep, a claim)
--- looks the chunk up once: per index, the chunk last located and the
--- range of members it takes; per chunk key, its member count. Only this
--- run writes while it runs, so both stay true until it changes them.
-local located, counts = {}, {}
+-- What this call has learnt of its indexes, so that a call that touches
+-- many members of one chunk (closing a task, a sweep, a claim) looks the
+-- chunk up once: per index, the chunk last located and the range of
+-- members it takes; per chunk key, its member count. Only this call writes
+-- while it runs, so both stay true until it changes them; `begin` forgets
+-- them, since the next call may come after other writers.
+local located, counts
 
 local function count(key)
   local known = counts[key]
@@ -110,8 +116,13 @@ local function locate(name, member)
     and (not known.next or bytes_before(member, known.next)) then
     return known.key, known.first
   end
-  local first = redis.call('ZREVRANGEBYLEX', directory(name), '[' .. member, '-', 'LIMIT', 0, 1)[1]
-  local following = redis.call('ZRANGEBYLEX', directory(name), '(' .. member, '+', 'LIMIT', 0, 1)[1]
+  -- Most members are at the end (ids and times mostly grow), and most
+  -- indexes have no chunks: both are settled by the last chunk alone.
+  local first, following = redis.call('ZRANGE', directory(name), -1, -1)[1], nil
+  if first and bytes_before(member, first) then
+    first = redis.call('ZREVRANGEBYLEX', directory(name), '[' .. member, '-', 'LIMIT', 0, 1)[1]
+    following = redis.call('ZRANGEBYLEX', directory(name), '(' .. member, '+', 'LIMIT', 0, 1)[1]
+  end
   local key = first and chunk_key(name, first) or (P .. name)
   located[name] = { key = key, first = first, next = following }
   return key, first
@@ -153,10 +164,84 @@ end
 local function index_remove(name, member)
   local key, first = locate(name, member)
   if redis.call('ZREM', key, member) == 0 then return end
+  -- The base may be empty; a chunk that empties leaves the directory.
+  if not first then
+    if counts[key] then counts[key] = counts[key] - 1 end
+    return
+  end
   counts[key] = counts[key] and counts[key] - 1 or redis.call('ZCARD', key)
-  if first and counts[key] == 0 then
+  if counts[key] == 0 then
     redis.call('ZREM', directory(name), first)
     located[name], counts[key] = nil, nil
+  end
+end
+
+-- Whether `members` are in strictly increasing byte order.
+local function ascending(members)
+  for i = 2, #members do
+    if not bytes_before(members[i - 1], members[i]) then return false end
+  end
+  return true
+end
+
+-- For ascending `members`, from `members[i]` on: the key and first member
+-- of the chunk `members[i]` goes to, and the index just past the members
+-- that go there too (found by bisection against the next chunk's first).
+local function run_of(name, members, i)
+  local key, first = locate(name, members[i])
+  local bound = located[name].next
+  if not bound then return key, first, #members + 1 end
+  local low, high = i + 1, #members + 1
+  while low < high do
+    local middle = math.floor((low + high) / 2)
+    if bytes_before(members[middle], bound) then low = middle + 1 else high = middle end
+  end
+  return key, first, low
+end
+
+-- Removes `members` from index `name`: one ZREM per chunk they are in.
+local function index_remove_all(name, members)
+  if not ascending(members) then
+    for _, member in ipairs(members) do index_remove(name, member) end
+    return
+  end
+  local i = 1
+  while members[i] do
+    local key, first, following = run_of(name, members, i)
+    local removed = 0
+    for from = i, following - 1, 512 do
+      removed = removed + redis.call('ZREM', key, unpack(members, from, math.min(from + 511, following - 1)))
+    end
+    if counts[key] then counts[key] = counts[key] - removed end
+    if first and removed > 0 and count(key) == 0 then
+      redis.call('ZREM', directory(name), first)
+      located[name], counts[key] = nil, nil
+    end
+    i = following
+  end
+end
+
+-- Adds `members` to index `name`: one ZADD per chunk with room for them,
+-- one member at a time (splitting chunks as it goes) where there is none.
+local function index_add_all(name, members)
+  if not ascending(members) then
+    for _, member in ipairs(members) do index_add(name, member) end
+    return
+  end
+  local i = 1
+  while members[i] do
+    local key, _, following = run_of(name, members, i)
+    if following - i <= CHUNK - count(key) then
+      local args = {}
+      for j = i, following - 1 do
+        args[#args + 1] = 0
+        args[#args + 1] = members[j]
+      end
+      counts[key] = counts[key] + redis.call('ZADD', key, unpack(args))
+    else
+      for j = i, following - 1 do index_add(name, members[j]) end
+    end
+    i = following
   end
 end
 
@@ -360,18 +445,38 @@ local function plan_lease(changes, id, old, lease)
   table.insert(changes, { id = id, old = old, new = entries(id, lease), raw = encode_lease(lease) })
 end
 
--- Writes planned leases and moves the index entries that changed.
+-- Writes planned leases and moves the index entries that changed: all
+-- records first, then per index every removal, then every addition, in
+-- runs that share a chunk (a close or a claim moves hundreds of entries
+-- of one index, mostly neighbours).
 local function apply(changes)
+  local fields, moves, names = {}, {}, {}
+  local function move(name)
+    local found = moves[name]
+    if not found then
+      found = { removes = {}, adds = {} }
+      moves[name] = found
+      table.insert(names, name)
+    end
+    return found
+  end
   for _, change in ipairs(changes) do
-    redis.call('HSET', LEASES, change.id, change.raw)
+    table.insert(fields, change.id)
+    table.insert(fields, change.raw)
     for i, new in ipairs(change.new) do
       local old = change.old[i]
       if old[1] ~= new[1] or old[2] ~= new[2] then
-        index_remove(old[1], old[2])
-        index_add(new[1], new[2])
+        table.insert(move(old[1]).removes, old[2])
+        table.insert(move(new[1]).adds, new[2])
       end
     end
   end
+  -- A bounded number of arguments per command (Lua's stack is limited).
+  for from = 1, #fields, 512 do
+    redis.call('HSET', LEASES, unpack(fields, from, math.min(from + 511, #fields)))
+  end
+  for _, name in ipairs(names) do index_remove_all(name, moves[name].removes) end
+  for _, name in ipairs(names) do index_add_all(name, moves[name].adds) end
 end
 
 -- Plans moving a pending or active lease to revoking, due at `now`.
@@ -406,4 +511,28 @@ local function due(name, max, limit)
     table.insert(found, { id, lease, old })
   end
   return found
+end
+
+---------------------------------------------------------------------------
+-- Registration.
+---------------------------------------------------------------------------
+
+-- Sets up a call: its namespace and a fresh cache.
+local function begin(keys)
+  if #keys ~= 1 then error('writ: a function takes exactly one key, the namespace prefix') end
+  P = keys[1]
+  LEASES = P .. 'leases'
+  located, counts = {}, {}
+end
+
+-- Registers `body(ARGV)` as the function `<library>_<operation>`.
+local function register(operation, flags, body)
+  redis.register_function {
+    function_name = LIBRARY .. '_' .. operation,
+    flags = flags,
+    callback = function(keys, args)
+      begin(keys)
+      return body(args)
+    end,
+  }
 end
