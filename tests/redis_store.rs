@@ -406,6 +406,42 @@ async fn cluster_fails_closed_and_recovers() {
     store.create_task(task("after")).await.unwrap();
 }
 
+/// A namespace in another layout of keys is refused on every call, before
+/// anything is read or written: one marked with another layout, and one
+/// holding leases but no mark (the first layout had none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_in_another_layout_is_refused() {
+    let server = RedisServer::start();
+    let store = store(&config(server.url(), "layout")).await;
+    store.create_task(task("before")).await.unwrap();
+    assert_eq!(server.cli(&["get", "writ:{layout}:layout"]).trim(), "2", "marked on first use");
+
+    let refused = |result: Result<(), StoreError>, layout: &str| match result {
+        Err(StoreError::Unavailable(message)) => {
+            assert!(message.contains(&format!("holds data in layout {layout}")), "{message}");
+            assert!(message.contains("Upgrading on Redis"), "{message}");
+            assert!(!message.contains("script:"), "no Lua location in the message: {message}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    };
+    server.cli(&["set", "writ:{layout}:layout", "3"]);
+    refused(store.health().await, "3");
+    refused(store.create_task(task("during")).await, "3");
+    refused(store.overdue_tasks(t(0), 10).await.map(drop), "3");
+    assert!(store.get_task("during").await.unwrap().is_none(), "nothing written");
+
+    server.cli(&["del", "writ:{layout}:layout"]);
+    server.cli(&["hset", "writ:{layout}:leases", "an old lease", "in layout 1"]);
+    refused(store.health().await, "1");
+    assert_eq!(server.cli(&["exists", "writ:{layout}:layout"]).trim(), "0", "not marked");
+
+    // Opening a replica on such a namespace fails, with the same message.
+    match RedisStore::open(&config(server.url(), "layout")).await {
+        Err(StoreError::Unavailable(message)) => assert!(message.contains("layout 1"), "{message}"),
+        other => panic!("expected Unavailable, got {:?}", other.map(|_| ())),
+    }
+}
+
 /// A damaged row fails the operation as `Corrupt`, and a script that meets
 /// one part-way has written nothing: scripts check everything first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -539,8 +575,20 @@ async fn large_indexes_stay_in_order() {
     let mut by_expiry = expected.clone();
     by_expiry.sort_by_key(|lease_id| (expiry(lease_id.as_u128() - id(0).as_u128()), *lease_id));
     assert_eq!(swept, by_expiry, "expired in expiry order, each once");
+    // The passing states' indexes are single sorted sets, however large.
+    let revoking = writ::store::LeaseFilter { state: Some(LeaseState::Revoking), ..Default::default() };
+    let listed = store.list_leases(&revoking, None, usize::MAX).await.unwrap();
+    assert_eq!(listed.iter().map(|lease| lease.id).collect::<Vec<_>>(), all);
+    assert_eq!(
+        server.cli(&["exists", "writ:{chunks}:dir:queue", "writ:{chunks}:dir:state:revoking"]).trim(),
+        "0"
+    );
     let claimed = store.claim_revocations(t(2000), t(3000), usize::MAX).await.unwrap();
-    assert_eq!(claimed.len(), LEASES as usize, "every revocation is claimed once");
+    // In due order: the released (due at 2 s) by id, then the expired.
+    let mut released_in_order = released.clone();
+    released_in_order.sort();
+    let expected_claims: Vec<Uuid> = released_in_order.into_iter().chain(expected).collect();
+    assert_eq!(claimed.iter().map(|lease| lease.id).collect::<Vec<_>>(), expected_claims);
     assert_eq!(store.task_leases("t").await.unwrap().len(), LEASES as usize);
 }
 

@@ -243,7 +243,7 @@ impl LeaseStore for RedisStore {
     async fn insert_pending(&self, lease: Lease, now: DateTime<Utc>) -> Result<(), StoreError> {
         let row = record::encode(&lease)?;
         let mut call = self.function("insert_pending");
-        call.arg(&member(lease.id)[..]).arg(row).arg(time(now));
+        call.arg(&member(lease.id)[..]).arg(row).arg(time(now)).arg(millis(now));
         let mut reply = Reply::parse(self.invoke(&call).await?)?;
         match reply.status() {
             "ok" => Ok(()),
@@ -427,7 +427,9 @@ impl LeaseStore for RedisStore {
         self.rows("sighting", &call).await
     }
 
-    /// A write to the namespace's node: see `lua/health.lua`.
+    /// A write to the namespace's node: see `lua/health.lua`. Like every
+    /// call, it fails if the namespace is in another layout (`begin` in
+    /// `lua/common.lua`).
     async fn health(&self) -> Result<(), StoreError> {
         let call = self.function("health");
         let reply = Reply::parse(self.invoke(&call).await?)?;

@@ -200,7 +200,12 @@ fn function_missing(error: &RedisError) -> bool {
 /// messages name the failure, never stored values, so they are passed on.
 fn store_error(error: &RedisError) -> StoreError {
     let message = error.to_string();
-    if message.contains("user_function") {
+    if let Some(at) = message.find("writ layout: ") {
+        // A namespace written by another version: not corrupt, not usable.
+        let reason = &message[at + "writ layout: ".len()..];
+        let reason = reason.split(" script: ").next().unwrap_or(reason);
+        StoreError::Unavailable(format!("redis store: {reason}"))
+    } else if message.contains("user_function") {
         StoreError::Corrupt(format!("a store function failed: {message}"))
     } else {
         StoreError::Unavailable(format!("redis: {message}"))

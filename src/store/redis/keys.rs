@@ -21,6 +21,7 @@
 //! | `sightings`               | hash   | `["issuer","subject"]` → the sighting, JSON        |
 //! | `sightings-seen`          | zset   | sighting fields, score = last_seen (ms)            |
 //! | `health`                  | string | written by every health check                      |
+//! | `layout`                  | string | `2`, the version of this layout (`LAYOUT` in `lua/common.lua`; layout 1 chunked every index); set on first use, checked by every call |
 //!
 //! Every lease is in exactly one state index and the one schedule of its
 //! state (`pending`, `expiries`, `queue` or `finished`), plus its task's
@@ -28,8 +29,10 @@
 //! `leases`, when the sweep forgets it after `finished_retention`.
 //!
 //! An *index* is a set of fixed-length byte strings kept in byte order
-//! (`lua/common.lua`): a sorted set of score 0 under the index's own name
-//! while it is small, which Redis keeps as a compact listpack (about 20
+//! (`lua/common.lua`). The indexes of passing states (`state:pending`,
+//! `pending`, `state:revoking`, `queue`) are one sorted set of score 0
+//! each, small in steady state. The others are a sorted set of score 0
+//! under the index's own name while they are small, which Redis keeps as a compact listpack (about 20
 //! bytes a member), and past 128 members further chunks of at most 128,
 //! found through `dir:<index>`, rather than one sorted set that Redis
 //! would turn into a skiplist at about 110 bytes a member. Lease ids are

@@ -97,4 +97,11 @@ mod tests {
             assert!(library.source().contains(&format!("register('{operation}'")));
         }
     }
+
+    #[test]
+    fn the_functions_know_the_layout() {
+        // keys.rs documents layout 2; a change to the layout changes both.
+        assert!(include_str!("lua/common.lua").contains("local LAYOUT = '2'\n"));
+        assert!(include_str!("keys.rs").contains("| `2`, the version of this layout"));
+    }
 }

@@ -83,8 +83,16 @@ end
 -- to the next chunk's first member. Each chunk stays within CHUNK members
 -- and so stays a listpack, at about 20 bytes a member. Members have a fixed
 -- length per index, so no two (name, first member) pairs spell one key.
+--
+-- The indexes of the passing states are never chunked: a lease is pending
+-- while its mint runs and revoking while its revocation runs, so these hold
+-- few members (a listpack already) except for the seconds after a mass
+-- close, when a skiplist serves them as well. Adding to one is one ZADD,
+-- with no chunk to locate, count or split; issuance moves every lease
+-- through two of them, and claiming moves queue entries within one.
 ---------------------------------------------------------------------------
 local CHUNK = 128
+local PLAIN = { ['state:pending'] = true, pending = true, ['state:revoking'] = true, queue = true }
 -- A limit that means "all of them" (Redis takes no infinite count).
 local ALL = 1000000000
 
@@ -111,6 +119,7 @@ end
 -- The key of the chunk `member` belongs in, and its first member (nil for
 -- the base).
 local function locate(name, member)
+  if PLAIN[name] then return P .. name, nil end
   local known = located[name]
   if known and (not known.first or not bytes_before(member, known.first))
     and (not known.next or bytes_before(member, known.next)) then
@@ -128,16 +137,21 @@ local function locate(name, member)
   return key, first
 end
 
-local function add_all(key, members)
+-- `members` from `from` to `to` as ZADD takes them (score 0 each).
+local function scored(members, from, to)
   local args = {}
-  for _, member in ipairs(members) do
-    table.insert(args, 0)
-    table.insert(args, member)
+  for i = from, to do
+    args[#args + 1] = '0'
+    args[#args + 1] = members[i]
   end
-  redis.call('ZADD', key, unpack(args))
+  return args
 end
 
 local function index_add(name, member)
+  if PLAIN[name] then
+    redis.call('ZADD', P .. name, '0', member)
+    return
+  end
   local key = locate(name, member)
   -- A full chunk is split before the add: a listpack that ever goes over
   -- the limit becomes a skiplist for good, even after it shrinks again.
@@ -149,7 +163,7 @@ local function index_add(name, member)
       redis.call('ZADD', directory(name), 0, member)
     else
       local moved = redis.call('ZRANGE', key, CHUNK / 2, -1)
-      add_all(chunk_key(name, moved[1]), moved)
+      redis.call('ZADD', chunk_key(name, moved[1]), unpack(scored(moved, 1, #moved)))
       redis.call('ZREMRANGEBYRANK', key, CHUNK / 2, -1)
       redis.call('ZADD', directory(name), 0, moved[1])
       counts[key], counts[chunk_key(name, moved[1])] = CHUNK / 2, #moved
@@ -158,10 +172,14 @@ local function index_add(name, member)
     key = locate(name, member)
   end
   local before = count(key)
-  counts[key] = before + redis.call('ZADD', key, 0, member)
+  counts[key] = before + redis.call('ZADD', key, '0', member)
 end
 
 local function index_remove(name, member)
+  if PLAIN[name] then
+    redis.call('ZREM', P .. name, member)
+    return
+  end
   local key, first = locate(name, member)
   if redis.call('ZREM', key, member) == 0 then return end
   -- The base may be empty; a chunk that empties leaves the directory.
@@ -201,6 +219,12 @@ end
 
 -- Removes `members` from index `name`: one ZREM per chunk they are in.
 local function index_remove_all(name, members)
+  if PLAIN[name] then
+    for from = 1, #members, 512 do
+      redis.call('ZREM', P .. name, unpack(members, from, math.min(from + 511, #members)))
+    end
+    return
+  end
   if not ascending(members) then
     for _, member in ipairs(members) do index_remove(name, member) end
     return
@@ -224,6 +248,12 @@ end
 -- Adds `members` to index `name`: one ZADD per chunk with room for them,
 -- one member at a time (splitting chunks as it goes) where there is none.
 local function index_add_all(name, members)
+  if PLAIN[name] then
+    for from = 1, #members, 256 do
+      redis.call('ZADD', P .. name, unpack(scored(members, from, math.min(from + 255, #members))))
+    end
+    return
+  end
   if not ascending(members) then
     for _, member in ipairs(members) do index_add(name, member) end
     return
@@ -232,12 +262,7 @@ local function index_add_all(name, members)
   while members[i] do
     local key, _, following = run_of(name, members, i)
     if following - i <= CHUNK - count(key) then
-      local args = {}
-      for j = i, following - 1 do
-        args[#args + 1] = 0
-        args[#args + 1] = members[j]
-      end
-      counts[key] = counts[key] + redis.call('ZADD', key, unpack(args))
+      counts[key] = counts[key] + redis.call('ZADD', key, unpack(scored(members, i, following - 1)))
     else
       for j = i, following - 1 do index_add(name, members[j]) end
     end
@@ -258,7 +283,7 @@ local function index_range(name, after, max, limit)
     -- A later chunk is never empty, and all of it is after `after`: if none
     -- of it is within `max`, no chunk after it is either.
     if #batch == 0 and not starting then break end
-    if #found >= limit then break end
+    if #found >= limit or PLAIN[name] then break end
     first = redis.call('ZRANGEBYLEX', directory(name), first and ('(' .. first) or '-', '+', 'LIMIT', 0, 1)[1]
     if not first then break end
     key, starting = chunk_key(name, first), false
@@ -517,12 +542,24 @@ end
 -- Registration.
 ---------------------------------------------------------------------------
 
--- Sets up a call: its namespace and a fresh cache.
+-- The layout of a namespace's keys that this code reads and writes
+-- (keys.rs). A namespace is marked with it on first use (health.lua).
+local LAYOUT = '2'
+
+-- Sets up a call: its namespace and a fresh cache. Refuses (before
+-- anything is read or written) a namespace in another layout: one marked
+-- so, or one holding leases but no mark (layout 1 had none).
 local function begin(keys)
   if #keys ~= 1 then error('writ: a function takes exactly one key, the namespace prefix') end
   P = keys[1]
   LEASES = P .. 'leases'
   located, counts = {}, {}
+  local mark = redis.call('GET', P .. 'layout')
+  if mark ~= LAYOUT and (mark or redis.call('EXISTS', LEASES) == 1) then
+    error('writ layout: the namespace holds data in layout ' .. (mark or '1')
+      .. ', written by another version of Writ; this one reads layout ' .. LAYOUT
+      .. ' (docs/operations.md, "Upgrading on Redis")')
+  end
 end
 
 -- Registers `body(ARGV)` as the function `<library>_<operation>`.

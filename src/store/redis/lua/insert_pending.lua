@@ -1,14 +1,19 @@
--- ARGV: lease id, lease record, now (task time text).
+-- ARGV: lease id, lease record, now (task time text), now (ms).
 -- The task id and agent are read from the record.
-local id, raw, now = ARGV[1], ARGV[2], ARGV[3]
+local id, raw, now, now_ms = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local lease = decode_lease(raw)
-local task_raw = redis.call('GET', task_key(lease.task))
-if not task_raw then
-  return { 'task_not_found' }
-end
-local task = cjson.decode(task_raw)
-if task.state ~= 'open' or not before(now, task.deadline) then
-  return { 'task_closed' }
+-- `deadlines` holds every open task with its deadline in whole ms
+-- (rounded down): a later ms settles it without reading the task.
+local deadline_ms = redis.call('ZSCORE', P .. 'deadlines', lease.task)
+if not deadline_ms or tonumber(deadline_ms) <= now_ms then
+  local task_raw = redis.call('GET', task_key(lease.task))
+  if not task_raw then
+    return { 'task_not_found' }
+  end
+  local task = cjson.decode(task_raw)
+  if task.state ~= 'open' or not before(now, task.deadline) then
+    return { 'task_closed' }
+  end
 end
 if lease.state ~= 'pending' then
   return { 'lease_state', lease.state }
