@@ -73,6 +73,11 @@ pub fn backoff(attempts: u32, min: Duration, max: Duration, jitter: f64) -> Dura
 const BATCH: usize = 1024;
 
 /// Runs until `shutdown` is cancelled.
+///
+/// Batches overlap by one step: while a batch's outcomes are being written
+/// to the store, the next batch is claimed and revoked. At most one write
+/// is in flight, and each is awaited before the next starts, so outcomes
+/// land in order and none is left behind when the worker stops.
 pub async fn run(
     broker: Arc<Broker>,
     clock: Arc<dyn Clock>,
@@ -81,6 +86,7 @@ pub async fn run(
 ) {
     tracing::info!("revocation worker started");
     let queue = broker.revocations().clone();
+    let mut finishing: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         let now = clock.now();
         let claim_until = now + chrono::Duration::from_std(config.claim_timeout).unwrap_or_default();
@@ -88,6 +94,7 @@ pub async fn run(
             Ok(claimed) => claimed,
             Err(error) => {
                 tracing::warn!(%error, "cannot claim revocations; retrying");
+                finished(&mut finishing).await;
                 if sleep_or_stop(&shutdown, &queue, config.poll_interval).await {
                     break;
                 }
@@ -95,6 +102,7 @@ pub async fn run(
             }
         };
         if claimed.is_empty() {
+            finished(&mut finishing).await;
             let pause = next_pause(&broker, clock.as_ref(), config.poll_interval).await;
             if sleep_or_stop(&shutdown, &queue, pause).await {
                 break;
@@ -103,26 +111,43 @@ pub async fn run(
         }
         let full = claimed.len() == BATCH;
         let outcomes = revoke_all(&broker, claimed, &config, &clock).await;
-        let now = clock.now();
-        match broker.store().finish_revocations(&outcomes, now).await {
-            Ok(()) => queue.finished_batch(
-                outcomes
-                    .iter()
-                    .filter_map(|outcome| match outcome {
-                        RevocationOutcome::Done { lease_id, .. } => Some(*lease_id),
-                        RevocationOutcome::Retry { .. } => None,
-                    })
-                    .collect(),
-            ),
-            // The claims lapse and the revocations run again: revoking is
-            // idempotent, so nothing is lost by repeating.
-            Err(error) => tracing::warn!(%error, "cannot record revocation outcomes; they will be retried"),
-        }
+        finished(&mut finishing).await;
+        let (broker, now) = (broker.clone(), clock.now());
+        finishing = Some(tokio::spawn(async move { finish(&broker, &outcomes, now).await }));
         if !full && shutdown.is_cancelled() {
             break;
         }
     }
+    finished(&mut finishing).await;
     tracing::info!("revocation worker stopped");
+}
+
+/// Waits for the write of the previous batch's outcomes, if one is running.
+async fn finished(finishing: &mut Option<tokio::task::JoinHandle<()>>) {
+    if let Some(finishing) = finishing.take()
+        && finishing.await.is_err()
+    {
+        tracing::error!("recording revocation outcomes panicked; the claims will lapse and run again");
+    }
+}
+
+/// Records a batch's outcomes, then tells those waiting which leases it
+/// revoked.
+async fn finish(broker: &Broker, outcomes: &[RevocationOutcome], now: DateTime<Utc>) {
+    match broker.store().finish_revocations(outcomes, now).await {
+        Ok(()) => broker.revocations().finished_batch(
+            outcomes
+                .iter()
+                .filter_map(|outcome| match outcome {
+                    RevocationOutcome::Done { lease_id, .. } => Some(*lease_id),
+                    RevocationOutcome::Retry { .. } => None,
+                })
+                .collect(),
+        ),
+        // The claims lapse and the revocations run again: revoking is
+        // idempotent, so nothing is lost by repeating.
+        Err(error) => tracing::warn!(%error, "cannot record revocation outcomes; they will be retried"),
+    }
 }
 
 async fn revoke_all(
