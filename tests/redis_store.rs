@@ -440,6 +440,15 @@ async fn a_namespace_in_another_layout_is_refused() {
         Err(StoreError::Unavailable(message)) => assert!(message.contains("layout 1"), "{message}"),
         other => panic!("expected Unavailable, got {:?}", other.map(|_| ())),
     }
+
+    // Redis lost everything (restarted without persistence) under a running
+    // store: the first write marks the namespace again, before any health
+    // check, so the leases written next do not make it look like layout 1.
+    server.cli(&["flushall"]);
+    store.create_task(task("again")).await.unwrap();
+    assert_eq!(server.cli(&["get", "writ:{layout}:layout"]).trim(), "2");
+    store.insert_pending(lease(id(1), "again"), t(0)).await.unwrap();
+    store.health().await.unwrap();
 }
 
 /// A damaged row fails the operation as `Corrupt`, and a script that meets

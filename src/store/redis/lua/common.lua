@@ -548,27 +548,32 @@ local LAYOUT = '2'
 
 -- Sets up a call: its namespace and a fresh cache. Refuses (before
 -- anything is read or written) a namespace in another layout: one marked
--- so, or one holding leases but no mark (layout 1 had none).
-local function begin(keys)
+-- so, or one holding leases but no mark (layout 1 had none). A function
+-- that writes marks a namespace that has no mark yet (it is new, or Redis
+-- lost everything), before it writes anything else.
+local function begin(keys, writes)
   if #keys ~= 1 then error('writ: a function takes exactly one key, the namespace prefix') end
   P = keys[1]
   LEASES = P .. 'leases'
   located, counts = {}, {}
   local mark = redis.call('GET', P .. 'layout')
-  if mark ~= LAYOUT and (mark or redis.call('EXISTS', LEASES) == 1) then
+  if mark == LAYOUT then return end
+  if mark or redis.call('EXISTS', LEASES) == 1 then
     error('writ layout: the namespace holds data in layout ' .. (mark or '1')
       .. ', written by another version of Writ; this one reads layout ' .. LAYOUT
       .. ' (docs/operations.md, "Upgrading on Redis")')
   end
+  if writes then redis.call('SET', P .. 'layout', LAYOUT) end
 end
 
 -- Registers `body(ARGV)` as the function `<library>_<operation>`.
 local function register(operation, flags, body)
+  local writes = flags[1] ~= 'no-writes'
   redis.register_function {
     function_name = LIBRARY .. '_' .. operation,
     flags = flags,
     callback = function(keys, args)
-      begin(keys)
+      begin(keys, writes)
       return body(args)
     end,
   }
