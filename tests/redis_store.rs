@@ -599,6 +599,34 @@ async fn large_indexes_stay_in_order() {
     let expected_claims: Vec<Uuid> = released_in_order.into_iter().chain(expected).collect();
     assert_eq!(claimed.iter().map(|lease| lease.id).collect::<Vec<_>>(), expected_claims);
     assert_eq!(store.task_leases("t").await.unwrap().len(), LEASES as usize);
+
+    // All finished in one call, in id order: whole chunks appended at once.
+    let outcomes: Vec<_> =
+        all.iter().map(|id| RevocationOutcome::Done { lease_id: *id, generation: 0 }).collect();
+    store.finish_revocations(&outcomes, t(2001)).await.unwrap();
+    let revoked = writ::store::LeaseFilter { state: Some(LeaseState::Revoked), ..Default::default() };
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_leases(&revoked, after, 37).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        paged.extend(page.iter().map(|lease| lease.id));
+    }
+    assert_eq!(paged, all, "revoked leases listed in id order, each once");
+    let chunks: u64 = server.cli(&["zcard", "writ:{chunks}:dir:state:revoked"]).trim().parse().unwrap();
+    assert_eq!(chunks, (LEASES as u64).div_ceil(128) - 1, "full chunks after the base");
+    // Forgotten in completion order, every index entry with them.
+    let mut forgotten = 0;
+    loop {
+        let swept = store.sweep(t(2001) + TimeDelta::days(2), t(0), 300).await.unwrap();
+        if swept.forgotten == 0 {
+            break;
+        }
+        forgotten += swept.forgotten;
+    }
+    assert_eq!(forgotten, LEASES as usize);
+    assert_eq!(server.cli(&["keys", "writ:{chunks}:*chunk*"]).trim(), "", "no chunk is left");
 }
 
 /// A finished lease stays readable for `finished_retention`, then a sweep

@@ -261,8 +261,24 @@ local function index_add_all(name, members)
   local i = 1
   while members[i] do
     local key, _, following = run_of(name, members, i)
-    if following - i <= CHUNK - count(key) then
+    local room = math.max(0, CHUNK - count(key))
+    if following - i <= room then
       counts[key] = counts[key] + redis.call('ZADD', key, unpack(scored(members, i, following - 1)))
+    elseif not located[name].next and (room == CHUNK
+      or bytes_before(redis.call('ZRANGE', key, -1, -1)[1], members[i])) then
+      -- Past the end of the last chunk (the usual case: ids and times
+      -- grow): fill it, then new full chunks, as index_add would one by one.
+      if room > 0 then
+        counts[key] = counts[key] + redis.call('ZADD', key, unpack(scored(members, i, i + room - 1)))
+      end
+      for from = i + room, following - 1, CHUNK do
+        local to = math.min(from + CHUNK - 1, following - 1)
+        local chunk = chunk_key(name, members[from])
+        redis.call('ZADD', chunk, unpack(scored(members, from, to)))
+        redis.call('ZADD', directory(name), '0', members[from])
+        counts[chunk] = to - from + 1
+      end
+      located[name] = nil
     else
       for j = i, following - 1 do index_add(name, members[j]) end
     end
