@@ -101,11 +101,16 @@ pub async fn sweep_once(
     if !overdue.is_empty() {
         broker.revocations().wake();
     }
-    if swept.forgotten > 0 {
-        tracing::debug!(forgotten = swept.forgotten, "finished leases past their retention forgotten");
+    if swept.forgotten > 0 || swept.forgotten_tasks > 0 {
+        tracing::debug!(
+            forgotten = swept.forgotten,
+            forgotten_tasks = swept.forgotten_tasks,
+            "finished leases and closed tasks past their retention forgotten"
+        );
     }
     Ok(swept.expired.len() == BATCH
         || swept.abandoned.len() == BATCH
         || overdue.len() == BATCH
-        || swept.forgotten == BATCH)
+        || swept.forgotten == BATCH
+        || swept.forgotten_tasks == BATCH)
 }

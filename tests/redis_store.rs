@@ -451,6 +451,57 @@ async fn a_namespace_in_another_layout_is_refused() {
     store.health().await.unwrap();
 }
 
+/// A closed task is forgotten once `finished_retention` has passed and no
+/// lease of it is left; an open task, or a closed one whose lease is still
+/// kept, is not. Its id can then be used again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_tasks_are_forgotten_after_their_leases() {
+    let server = RedisServer::start();
+    let store = store(&config(server.url(), "tasks")).await;
+    let day = TimeDelta::days(1); // the default retention
+    for name in ["empty", "with-lease", "open"] {
+        store.create_task(task(name)).await.unwrap();
+    }
+    store.insert_pending(lease(id(1), "with-lease"), t(0)).await.unwrap();
+    let handle = SealedHandle { key_id: "k".into(), sealed: vec![1] };
+    store.activate(id(1), t(100), handle, t(1)).await.unwrap();
+    store.close_task("empty", "engine", RevocationReason::TaskClosed, t(10)).await.unwrap();
+    store.close_task("with-lease", "engine", RevocationReason::TaskClosed, t(10)).await.unwrap();
+    let claimed = store.claim_revocations(t(10), t(40), 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    store
+        .finish_revocations(&[RevocationOutcome::Done { lease_id: id(1), generation: 0 }], t(20))
+        .await
+        .unwrap();
+
+    // The tasks' retention has passed, the lease's (from t(20)) not yet.
+    let swept = store.sweep(t(15) + day, t(0), 100).await.unwrap();
+    assert_eq!((swept.forgotten, swept.forgotten_tasks), (0, 1));
+    assert!(store.get_task("empty").await.unwrap().is_none());
+    assert!(store.get_task("with-lease").await.unwrap().is_some(), "its lease is still kept");
+    // The lease goes; its task is looked at again a minute after the last look.
+    let swept = store.sweep(t(25) + day, t(0), 100).await.unwrap();
+    assert_eq!((swept.forgotten, swept.forgotten_tasks), (1, 0));
+    let swept = store.sweep(t(74) + day, t(0), 100).await.unwrap();
+    assert_eq!(swept.forgotten_tasks, 0, "not before the minute is up");
+    let swept = store.sweep(t(76) + day, t(0), 100).await.unwrap();
+    assert_eq!(swept.forgotten_tasks, 1);
+    assert!(store.get_task("with-lease").await.unwrap().is_none());
+    assert!(store.task_leases("with-lease").await.unwrap().is_empty());
+
+    // Much later, the open task is still there, and nothing else is.
+    let swept = store.sweep(t(0) + day * 30, t(0), 100).await.unwrap();
+    assert_eq!(swept.forgotten_tasks, 0);
+    assert!(store.get_task("open").await.unwrap().is_some());
+    let mut keys: Vec<String> = server.cli(&["keys", "writ:{tasks}:*"]).lines().map(str::to_owned).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["writ:{tasks}:deadlines", "writ:{tasks}:health", "writ:{tasks}:layout", "writ:{tasks}:task:open"]
+    );
+    store.create_task(task("empty")).await.expect("a forgotten task's id can be used again");
+}
+
 /// A damaged row fails the operation as `Corrupt`, and a script that meets
 /// one part-way has written nothing: scripts check everything first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

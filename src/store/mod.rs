@@ -86,6 +86,9 @@ pub struct Swept {
     /// had not moved to revoking yet, now moved, with the close's reason.
     /// A store that closes a task in one step has none.
     pub closed: Vec<(Uuid, RevocationReason)>,
+    /// Closed tasks the store forgot: their retention ran out and no lease
+    /// of theirs is left (a store that keeps tasks for good forgets none).
+    pub forgotten_tasks: usize,
 }
 
 /// The result of one revocation attempt, reported back to the queue.
@@ -189,7 +192,9 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// at or before `now` (reason `Expired`), and pending leases created
     /// before `pending_before` (reason `Abandoned`). A store that keeps
     /// finished leases only for a while also forgets up to `limit` whose
-    /// retention ran out by `now`.
+    /// retention ran out by `now`, and up to `limit` closed tasks whose
+    /// retention ran out and whose leases are all forgotten (after which
+    /// the task id may be used again).
     async fn sweep(
         &self,
         now: DateTime<Utc>,

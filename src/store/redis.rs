@@ -10,10 +10,11 @@
 //! stays in one slot. Reads of one row are plain `GET`/`HGET`s; reads that
 //! walk an index are functions too, so they see one consistent moment.
 //!
-//! Leases are compact binary records (`redis/record.rs`) and every index
-//! is kept in chunks Redis can store compactly, so a lease costs about
-//! half a kilobyte of Redis memory; finished leases are forgotten after
-//! [`RedisConfig::finished_retention`], so memory follows the live leases.
+//! Leases are compact binary records (`redis/record.rs`) and the large
+//! indexes are kept in chunks Redis can store compactly, so a lease costs
+//! about half a kilobyte of Redis memory; finished leases, and then closed
+//! tasks, are forgotten after [`RedisConfig::finished_retention`], so
+//! memory follows the live leases and tasks.
 //!
 //! Every call is bounded ([`RedisConfig::operation_timeout`]): with Redis
 //! down, calls fail `Unavailable` within about that long, and work again
@@ -66,6 +67,10 @@ pub struct RedisStore {
 /// one go.
 const CLOSE_BATCH: usize = 1000;
 
+/// A closed task past its retention that still has leases (retained
+/// themselves, or not yet revoked) is looked at again this much later.
+const TASK_RECHECK_MS: i64 = 60_000;
+
 /// One call of the close function.
 #[doc(hidden)]
 #[derive(Debug)]
@@ -99,7 +104,8 @@ impl RedisStore {
             .arg(record::reason_code(reason))
             .arg(time(now))
             .arg(&at(now)?[..])
-            .arg(limit_arg(limit));
+            .arg(limit_arg(limit))
+            .arg(millis(now));
         let mut reply = Reply::parse(self.invoke(&call).await?)?;
         let done = match reply.status() {
             "ok" => true,
@@ -331,12 +337,22 @@ impl LeaseStore for RedisStore {
             return Ok(Swept::default());
         }
         // A retention reaching back past what a record can hold forgets nothing.
-        let forget_before = now
-            .checked_sub_signed(self.finished_retention)
-            .and_then(|before| at(before).ok())
-            .unwrap_or([0; 8]);
+        let retained_since = now.checked_sub_signed(self.finished_retention);
+        let forget_before = retained_since.and_then(|before| at(before).ok()).unwrap_or([0; 8]);
+        // Closed tasks are kept by when they closed: one closed before
+        // `retained_since` is due, and one looked at again is due
+        // TASK_RECHECK_MS after this sweep.
+        let (forget_tasks_before, recheck) = match retained_since {
+            Some(before) => (millis(before).to_string(), millis(before).saturating_add(TASK_RECHECK_MS)),
+            None => ("-inf".to_owned(), 0),
+        };
         let mut call = self.function("sweep");
-        call.arg(&at(now)?[..]).arg(&at(pending_before)?[..]).arg(&forget_before[..]).arg(limit_arg(limit));
+        call.arg(&at(now)?[..])
+            .arg(&at(pending_before)?[..])
+            .arg(&forget_before[..])
+            .arg(limit_arg(limit))
+            .arg(forget_tasks_before)
+            .arg(recheck);
         let mut reply = Reply::parse(self.invoke(&call).await?)?;
         let mut swept = match reply.status() {
             "ok" => Swept {
@@ -344,6 +360,7 @@ impl LeaseStore for RedisStore {
                 abandoned: keys::lease_ids(reply.list()?)?,
                 forgotten: reply.count()?,
                 closed: Vec::new(),
+                forgotten_tasks: reply.count()?,
             },
             _ => return Err(reply.unexpected()),
         };

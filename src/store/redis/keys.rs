@@ -7,6 +7,7 @@
 //! |---------------------------|--------|----------------------------------------------------|
 //! | `task:<task id>`          | string | the task, JSON                                     |
 //! | `deadlines`               | zset   | open task ids, score = deadline (ms)               |
+//! | `closed-tasks`            | zset   | closed task ids whose close is done, score = when (ms); the sweep forgets each once `finished_retention` has passed and no lease of it is left |
 //! | `closing`                 | hash   | closed task id → `<reason code>:<last lease id done>`, while its close is moving leases to revoking (a batch per call) |
 //! | `leases`                  | hash   | lease id → the lease record (`record.rs`: compact binary, sealed handle included) |
 //! | `state:<state>`           | index  | lease ids in that state                            |

@@ -1,6 +1,6 @@
 -- ARGV: task id, closure JSON, reason code, now (task time text), now,
--- limit. Replies {'ok' or 'more', task JSON, {ids moved to revoking},
--- reason code}.
+-- limit, now (ms). Replies {'ok' or 'more', task JSON, {ids moved to
+-- revoking}, reason code}.
 --
 -- Closing marks the task closed at once (so nothing more is issued under
 -- it) and moves at most `limit` of its leases to revoking per call, so no
@@ -47,6 +47,10 @@ end
 apply(changes)
 if #ids < limit then
   redis.call('HDEL', CLOSING, task_id)
+  -- Closed for good: forgotten by the sweep once its retention has passed
+  -- and its leases are forgotten (sweep.lua). A close finished by a later
+  -- call counts from then.
+  redis.call('ZADD', P .. 'closed-tasks', ARGV[7], task_id)
   return { 'ok', raw, revoking, reason }
 end
 redis.call('HSET', CLOSING, task_id, reason .. ':' .. ids[#ids])

@@ -1,11 +1,14 @@
--- ARGV: now, pending_before, forget_before, limit.
--- Replies {'ok', {expired ids}, {abandoned ids}, forgotten count}.
+-- ARGV: now, pending_before, forget_before, limit, forget_before (ms, or
+-- "-inf"), recheck (ms).
+-- Replies {'ok', {expired ids}, {abandoned ids}, forgotten count,
+-- forgotten task count}.
 --
 -- Active leases due by now expire; pending leases created before
 -- pending_before are abandoned; finished leases completed by forget_before
 -- (their retention passed) are forgotten: the record and every index entry
 -- go. The audit log keeps the lasting record of them.
 local now, cutoff, forget_before, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local forget_tasks_before, recheck = ARGV[5], ARGV[6]
 local EXPIRED, ABANDONED = 2, 5
 local expired = due('expiries', due_by(now), limit)
 local abandoned = due('pending', '(' .. cutoff, limit)
@@ -26,4 +29,18 @@ for _, found in ipairs(forgotten) do
   end
   redis.call('HDEL', LEASES, found[1])
 end
-return { 'ok', expired_ids, abandoned_ids, #forgotten }
+-- Closed tasks past their retention go once none of their leases is left
+-- (the leases' own retention counts from when each finished, so it ends
+-- later); a task that still has some is looked at again at `recheck`.
+local CLOSED = P .. 'closed-tasks'
+local forgotten_tasks = 0
+for _, task_id in ipairs(redis.call('ZRANGEBYSCORE', CLOSED, '-inf', forget_tasks_before, 'LIMIT', 0, limit)) do
+  if index_size('task-leases:' .. task_id) == 0 then
+    redis.call('DEL', task_key(task_id))
+    redis.call('ZREM', CLOSED, task_id)
+    forgotten_tasks = forgotten_tasks + 1
+  else
+    redis.call('ZADD', CLOSED, recheck, task_id)
+  end
+end
+return { 'ok', expired_ids, abandoned_ids, #forgotten, forgotten_tasks }
