@@ -566,6 +566,19 @@ async fn times_are_exact_within_a_millisecond() {
     assert_eq!(store.next_due().await.unwrap(), Some(at(500_001)), "the exact time, not the index's");
 }
 
+/// Every lease `filter` matches, listed 37 at a time.
+async fn paged(store: &Arc<dyn LeaseStore>, filter: &writ::store::LeaseFilter) -> Vec<Uuid> {
+    let mut listed = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_leases(filter, after, 37).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        listed.extend(page.iter().map(|lease| lease.id));
+    }
+    listed
+}
+
 /// "All of them" limits work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_limits_mean_all() {
@@ -604,15 +617,7 @@ async fn large_indexes_stay_in_order() {
     let mut all: Vec<Uuid> = (0..LEASES).map(id).collect();
     all.sort();
     let by_task = writ::store::LeaseFilter { task_id: Some("t".into()), ..Default::default() };
-    let mut paged = Vec::new();
-    let mut after = None;
-    loop {
-        let page = store.list_leases(&by_task, after, 37).await.unwrap();
-        let Some(last) = page.last() else { break };
-        after = Some(last.id);
-        paged.extend(page.iter().map(|lease| lease.id));
-    }
-    assert_eq!(paged, all, "listed page by page, in id order, each once");
+    assert_eq!(paged(&store, &by_task).await, all, "listed page by page, in id order, each once");
 
     // Half are revoked by request: the state indexes split them exactly.
     let released: Vec<Uuid> = order.iter().step_by(2).map(|n| id(*n)).collect();
@@ -656,15 +661,7 @@ async fn large_indexes_stay_in_order() {
         all.iter().map(|id| RevocationOutcome::Done { lease_id: *id, generation: 0 }).collect();
     store.finish_revocations(&outcomes, t(2001)).await.unwrap();
     let revoked = writ::store::LeaseFilter { state: Some(LeaseState::Revoked), ..Default::default() };
-    let mut paged = Vec::new();
-    let mut after = None;
-    loop {
-        let page = store.list_leases(&revoked, after, 37).await.unwrap();
-        let Some(last) = page.last() else { break };
-        after = Some(last.id);
-        paged.extend(page.iter().map(|lease| lease.id));
-    }
-    assert_eq!(paged, all, "revoked leases listed in id order, each once");
+    assert_eq!(paged(&store, &revoked).await, all, "revoked leases listed in id order, each once");
     let chunks: u64 = server.cli(&["zcard", "writ:{chunks}:dir:state:revoked"]).trim().parse().unwrap();
     assert_eq!(chunks, (LEASES as u64).div_ceil(128) - 1, "full chunks after the base");
     // Forgotten in completion order, every index entry with them.
