@@ -77,7 +77,9 @@ const BATCH: usize = 1024;
 /// Batches overlap by one step: while a batch's outcomes are being written
 /// to the store, the next batch is claimed and revoked. At most one write
 /// is in flight, and each is awaited before the next starts, so outcomes
-/// land in order and none is left behind when the worker stops.
+/// land in order and none is left behind when the worker stops. A batch
+/// whose claims are near their end (its revocations were slow) is written
+/// before the next claim, which would otherwise take those leases again.
 pub async fn run(
     broker: Arc<Broker>,
     clock: Arc<dyn Clock>,
@@ -86,10 +88,16 @@ pub async fn run(
 ) {
     tracing::info!("revocation worker started");
     let queue = broker.revocations().clone();
+    let claim_timeout = chrono::Duration::from_std(config.claim_timeout).unwrap_or_default();
     let mut finishing: Option<tokio::task::JoinHandle<()>> = None;
+    // When the claims of the batch being written lapse.
+    let mut finishing_claims_end = DateTime::<Utc>::MAX_UTC;
     loop {
+        if clock.now() + claim_timeout / 2 >= finishing_claims_end {
+            finished(&mut finishing).await;
+        }
         let now = clock.now();
-        let claim_until = now + chrono::Duration::from_std(config.claim_timeout).unwrap_or_default();
+        let claim_until = now + claim_timeout;
         let claimed = match broker.store().claim_revocations(now, claim_until, BATCH).await {
             Ok(claimed) => claimed,
             Err(error) => {
@@ -114,6 +122,7 @@ pub async fn run(
         finished(&mut finishing).await;
         let (broker, now) = (broker.clone(), clock.now());
         finishing = Some(tokio::spawn(async move { finish(&broker, &outcomes, now).await }));
+        finishing_claims_end = claim_until;
         if !full && shutdown.is_cancelled() {
             break;
         }

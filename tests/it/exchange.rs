@@ -1,6 +1,8 @@
 //! The core exchange: issue → verify with the published JWKS → close the
 //! task → introspection says inactive.
 
+use std::time::Duration;
+
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::Value;
@@ -177,6 +179,44 @@ async fn an_external_provider_is_used_through_the_same_lifecycle() {
         .into_inner();
     assert_eq!((closed.revoked, closed.retrying), (1, 0));
     assert_eq!(h.lease(&lease.lease_id).await.state, proto::LeaseState::Revoked as i32);
+    h.stop().await;
+    drop(plugin);
+}
+
+/// A batch of revocations that outlasts its claims (a slow provider; the
+/// test clock jumps past `claim_timeout` while the batch runs) has its
+/// outcomes written before the worker claims again, so the worker does not
+/// take its own leases a second time: at the provider each credential is
+/// revoked once, with no repeated call.
+#[tokio::test]
+async fn a_batch_that_outlasts_its_claims_is_not_claimed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal.txt");
+    let plugin = crate::peers::PythonPlugin::start_with(
+        0,
+        &["--journal", journal.to_str().unwrap(), "--revoke-delay-ms", "1500"],
+    );
+    let h = with_reports_provider(plugin.endpoint.clone()).await;
+    h.open_task("slow", "demo-agent", 600).await;
+    for _ in 0..4 {
+        issue_report_token(&h, "slow").await;
+    }
+    let mut tasks = h.tasks().await;
+    let workflow = h.workflow();
+    let closing = tokio::spawn(async move {
+        tasks.close_task(authed(&workflow, proto::CloseTaskRequest { task_id: "slow".into() })).await
+    });
+    // The batch is claimed at once and takes 1.5 s at the provider; its
+    // claims end 30 s (of the test clock) after the claim.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    h.advance(31);
+    let closed = closing.await.unwrap().unwrap().into_inner();
+    assert_eq!((closed.revoked, closed.retrying), (4, 0));
+    // Time for a second claim and its 1.5 s at the provider, had there been one.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let calls = |outcome: &str| text.lines().filter(|line| line.starts_with(outcome)).count();
+    assert_eq!((calls("revoked "), calls("revoke-noop ")), (4, 0), "{text}");
     h.stop().await;
     drop(plugin);
 }
