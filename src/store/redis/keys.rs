@@ -7,7 +7,7 @@
 //! |---------------------------|--------|----------------------------------------------------|
 //! | `task:<task id>`          | string | the task, JSON                                     |
 //! | `deadlines`               | zset   | open task ids, score = deadline (ms)               |
-//! | `closed-tasks`            | zset   | closed task ids whose close is done, score = when (ms); the sweep forgets each once `finished_retention` has passed and no lease of it is left |
+//! | `closed-tasks`            | zset   | closed task ids whose close is done, score = when it closed (ms), moved a minute on each time a sweep finds a lease of it left; the sweep forgets a task once `finished_retention` has passed since its score and no lease of it is left |
 //! | `closing`                 | hash   | closed task id → `<reason code>:<last lease id done>`, while its close is moving leases to revoking (a batch per call) |
 //! | `leases`                  | hash   | lease id → the lease record (`record.rs`: compact binary, sealed handle included) |
 //! | `state:<state>`           | index  | lease ids in that state                            |
@@ -22,7 +22,7 @@
 //! | `sightings`               | hash   | `["issuer","subject"]` → the sighting, JSON        |
 //! | `sightings-seen`          | zset   | sighting fields, score = last_seen (ms)            |
 //! | `health`                  | string | written by every health check                      |
-//! | `layout`                  | string | `2`, the version of this layout (`LAYOUT` in `lua/common.lua`; layout 1 chunked every index); set on first use, checked by every call |
+//! | `layout`                  | string | `2`, the version of this layout (`LAYOUT` in `lua/common.lua`; layout 1 chunked every index); set by the first writing call, checked by every function call |
 //!
 //! Every lease is in exactly one state index and the one schedule of its
 //! state (`pending`, `expiries`, `queue` or `finished`), plus its task's

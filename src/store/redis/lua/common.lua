@@ -13,6 +13,8 @@
 -- Functions check everything first and write last: Redis does not roll a
 -- function back when it fails half-way, so a failed check (returned as a
 -- status) or a Lua error (corrupt data) must come before the first write.
+-- The one exception is the layout mark `begin` may write first, which is
+-- right whatever the function then does.
 --
 -- The library's top-level locals live as long as the library: everything
 -- that belongs to one call is set afresh by `begin` before the call runs.
@@ -564,7 +566,8 @@ local LAYOUT = '2'
 
 -- Sets up a call: its namespace and a fresh cache. Refuses (before
 -- anything is read or written) a namespace in another layout: one marked
--- so, or one holding leases but no mark (layout 1 had none). A function
+-- so, or one holding leases, open tasks or a close under way but no mark
+-- (layout 1 had none). A function
 -- that writes marks a namespace that has no mark yet (it is new, or Redis
 -- lost everything), before it writes anything else.
 local function begin(keys, writes)
@@ -574,7 +577,7 @@ local function begin(keys, writes)
   located, counts = {}, {}
   local mark = redis.call('GET', P .. 'layout')
   if mark == LAYOUT then return end
-  if mark or redis.call('EXISTS', LEASES) == 1 then
+  if mark or redis.call('EXISTS', LEASES, P .. 'deadlines', P .. 'closing') > 0 then
     error('writ layout: the namespace holds data in layout ' .. (mark or '1')
       .. ', written by another version of Writ; this one reads layout ' .. LAYOUT
       .. ' (docs/operations.md, "Upgrading on Redis")')

@@ -9,6 +9,10 @@
 -- go. The audit log keeps the lasting record of them.
 local now, cutoff, forget_before, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local forget_tasks_before, recheck = ARGV[5], ARGV[6]
+-- Read before any write, so that bad arguments fail with nothing written.
+local CLOSED = P .. 'closed-tasks'
+local closed_due = redis.call('ZRANGEBYSCORE', CLOSED, '-inf', forget_tasks_before, 'LIMIT', 0, limit)
+if not tonumber(recheck) then error('writ: the sweep\'s recheck time is not a number') end
 local EXPIRED, ABANDONED = 2, 5
 local expired = due('expiries', due_by(now), limit)
 local abandoned = due('pending', '(' .. cutoff, limit)
@@ -32,9 +36,8 @@ end
 -- Closed tasks past their retention go once none of their leases is left
 -- (the leases' own retention counts from when each finished, so it ends
 -- later); a task that still has some is looked at again at `recheck`.
-local CLOSED = P .. 'closed-tasks'
 local forgotten_tasks = 0
-for _, task_id in ipairs(redis.call('ZRANGEBYSCORE', CLOSED, '-inf', forget_tasks_before, 'LIMIT', 0, limit)) do
+for _, task_id in ipairs(closed_due) do
   if index_size('task-leases:' .. task_id) == 0 then
     redis.call('DEL', task_key(task_id))
     redis.call('ZREM', CLOSED, task_id)
