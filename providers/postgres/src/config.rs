@@ -221,13 +221,21 @@ impl RoleConfig {
 
     fn validate_statement(&self, statement: &str) -> Result<(), String> {
         validate_statement(statement)?;
-        if self.grant_to == GrantTo::Group
-            && let Some(what) = not_inherited(statement)
-        {
-            return Err(format!(
-                "{what} acts on the role itself and does not pass to the members of a group role; \
-                 set grant_to = \"login\" for this role"
-            ));
+        if self.grant_to == GrantTo::Group {
+            if let Some(what) = not_inherited(statement) {
+                return Err(format!(
+                    "{what} acts on the role itself and does not pass to the members of a group role; \
+                     set grant_to = \"login\" for this role"
+                ));
+            }
+            if let Some(what) = lets_members_create(statement) {
+                return Err(format!(
+                    "{what} would let a lease SET ROLE to the group role and create objects the group \
+                     owns, which outlive the lease and serve every later lease of the role; \
+                     set grant_to = \"login\" for this role (its logins then own what they create, \
+                     and revocation takes it away)"
+                ));
+            }
         }
         Ok(())
     }
@@ -264,6 +272,34 @@ fn not_inherited(statement: &str) -> Option<&'static str> {
         }
     }
     None
+}
+
+/// Whether a statement grants the right to create objects in a schema or
+/// database (`CREATE`, or `ALL [PRIVILEGES]`, `ON SCHEMA` or `ON
+/// DATABASE`), and how it does. On PostgreSQL 15 every member of a role may
+/// `SET ROLE` to it, so in a group what a member creates can belong to the
+/// group (ADR 0006). A check of the `GRANT … ON …` form, not a parser:
+/// membership grants (`GRANT role TO …`) and table privileges pass.
+fn lets_members_create(statement: &str) -> Option<String> {
+    let words: Vec<String> = statement
+        .split(|c: char| c.is_whitespace() || c == ',' || c == '(' || c == ')')
+        .filter(|word| !word.is_empty())
+        .map(str::to_ascii_uppercase)
+        .collect();
+    if words.first().map(String::as_str) != Some("GRANT") {
+        return None;
+    }
+    let on = words.iter().position(|word| word == "ON")?;
+    let privileges = &words[1..on];
+    let creates = privileges.iter().any(|word| word == "CREATE" || word == "ALL");
+    let object = words.get(on + 1).map(String::as_str);
+    match object {
+        Some(kind @ ("SCHEMA" | "DATABASE")) if creates => {
+            let privilege = if privileges.iter().any(|word| word == "CREATE") { "CREATE" } else { "ALL" };
+            Some(format!("GRANT {privilege} ON {kind}"))
+        }
+        _ => None,
+    }
 }
 
 /// A grant template is one statement that names the minted role through
@@ -467,6 +503,42 @@ max_ttl = "8h"
             let mut config = example();
             config.roles.get_mut("reader").unwrap().grants.push(passes_through_membership.into());
             config.validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn rights_to_create_objects_need_grant_to_login() {
+        for statement in [
+            "GRANT CREATE ON SCHEMA app TO {{role}}",
+            "grant usage, create on schema app to {{role}}",
+            "GRANT ALL ON SCHEMA app TO {{role}}",
+            "GRANT ALL PRIVILEGES ON SCHEMA app, staging TO {{role}}",
+            "GRANT CREATE ON DATABASE analytics TO {{role}}",
+            "GRANT ALL ON DATABASE analytics TO {{role}}",
+        ] {
+            let mut config = example();
+            config.roles.get_mut("reader").unwrap().scopes.insert("make".into(), vec![statement.into()]);
+            let error = config.validate().unwrap_err();
+            assert!(
+                error.contains("scopes.make[0]")
+                    && error.contains("SET ROLE")
+                    && error.contains("grant_to = \"login\""),
+                "{statement}: {error}"
+            );
+            config.roles.get_mut("reader").unwrap().grant_to = GrantTo::Login;
+            config.validate().unwrap();
+        }
+        for harmless in [
+            "GRANT ALL ON ALL TABLES IN SCHEMA app TO {{role}}",
+            "GRANT ALL ON TABLE app.items TO {{role}}",
+            "GRANT USAGE ON SCHEMA app TO {{role}}",
+            "GRANT TEMPORARY ON DATABASE analytics TO {{role}}",
+            "GRANT CONNECT ON DATABASE analytics TO {{role}}",
+            "GRANT INSERT (created) ON app.items TO {{role}}",
+        ] {
+            let mut config = example();
+            config.roles.get_mut("reader").unwrap().grants.push(harmless.into());
+            config.validate().unwrap_or_else(|error| panic!("{harmless}: {error}"));
         }
     }
 

@@ -161,7 +161,12 @@ async fn a_changed_template_gets_a_new_group_and_the_old_one_keeps_its_members()
     let (old_group, _) = group_names(&db);
 
     let mut config = db.config();
-    config.roles.get_mut("reader").unwrap().grants.push("GRANT CREATE ON SCHEMA app TO {{role}}".into());
+    config
+        .roles
+        .get_mut("reader")
+        .unwrap()
+        .grants
+        .push("GRANT UPDATE ON ALL TABLES IN SCHEMA app TO {{role}}".into());
     let new_group = sql::group_name(&db.name, "reader", "grants", &config.roles["reader"].grants);
     assert_ne!(new_group, old_group);
     let after = PostgresProvider::new(config).unwrap();

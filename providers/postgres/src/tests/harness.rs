@@ -100,10 +100,17 @@ impl TestDb {
         Arc::new(PostgresProvider::new(self.config()).unwrap())
     }
 
-    /// The configuration, with role `reader` granting to `grant_to`.
+    /// The configuration, with role `reader` granting to `grant_to`; with
+    /// `grant_to = "login"` its `write` scope may also create tables in
+    /// `app` (a group may not grant that: see `lets_members_create`).
     pub fn config_granting_to(&self, grant_to: GrantTo) -> PostgresConfig {
         let mut config = self.config();
-        config.roles.get_mut("reader").unwrap().grant_to = grant_to;
+        let reader = config.roles.get_mut("reader").unwrap();
+        reader.grant_to = grant_to;
+        if grant_to == GrantTo::Login {
+            let write = reader.scopes.get_mut("write").unwrap();
+            write.push("GRANT CREATE ON SCHEMA app TO {{role}}".to_string());
+        }
         config
     }
 
@@ -229,16 +236,13 @@ impl TestDb {
     }
 }
 
-/// Role `reader`: read `app`; scope `write`: insert into its tables and
-/// create new ones.
+/// Role `reader`: read `app`; scope `write`: insert into its tables (and,
+/// see [`TestDb::config_granting_to`], create new ones).
 pub fn config(admin_connection: &str, dbname: &str) -> PostgresConfig {
     let mut scopes = BTreeMap::new();
     scopes.insert(
         "write".to_string(),
-        vec![
-            "GRANT INSERT ON ALL TABLES IN SCHEMA app TO {{role}}".to_string(),
-            "GRANT CREATE ON SCHEMA app TO {{role}}".to_string(),
-        ],
+        vec!["GRANT INSERT ON ALL TABLES IN SCHEMA app TO {{role}}".to_string()],
     );
     let mut roles = BTreeMap::new();
     roles.insert(

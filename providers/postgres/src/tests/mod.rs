@@ -91,17 +91,19 @@ async fn passes_the_conformance_suite_granting_to_logins() {
 #[tokio::test]
 async fn a_login_can_do_what_its_grants_say_and_no_more() {
     let db = TestDb::create().await;
-    can_do_what_its_grants_say_and_no_more(&db, db.provider()).await;
+    can_do_what_its_grants_say_and_no_more(&db, db.provider(), false).await;
 }
 
 #[tokio::test]
 async fn a_login_granted_to_directly_can_do_what_its_grants_say_and_no_more() {
     let db = TestDb::create().await;
     let provider = Arc::new(PostgresProvider::new(db.config_granting_to(GrantTo::Login)).unwrap());
-    can_do_what_its_grants_say_and_no_more(&db, provider).await;
+    can_do_what_its_grants_say_and_no_more(&db, provider, true).await;
 }
 
-async fn can_do_what_its_grants_say_and_no_more(db: &TestDb, provider: Arc<PostgresProvider>) {
+/// `creates`: whether the `write` scope may create tables (only a role
+/// that grants to its logins may grant that).
+async fn can_do_what_its_grants_say_and_no_more(db: &TestDb, provider: Arc<PostgresProvider>, creates: bool) {
     let read = request(&[], Duration::from_secs(600));
     let minted = provider.mint(&read).await.unwrap();
     let (username, password, connection) = password_of(&minted.credential);
@@ -131,7 +133,21 @@ async fn can_do_what_its_grants_say_and_no_more(db: &TestDb, provider: Arc<Postg
     let (username, password, connection) = password_of(&writer.credential);
     let session = db.login(username, password, connection).await.unwrap();
     session.batch_execute("INSERT INTO app.items VALUES (3, 'three')").await.unwrap();
-    session.batch_execute("CREATE TABLE app.mine (id int)").await.unwrap();
+    let created = session.batch_execute("CREATE TABLE app.mine (id int)").await;
+    if creates {
+        created.unwrap();
+    } else {
+        assert_eq!(created.unwrap_err().code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
+        // Nor as one of its groups, which a member may become.
+        let groups = db.memberships(username).await;
+        assert_eq!(groups.len(), 2, "the role's group and the write scope's");
+        for group in groups {
+            session.batch_execute(&format!("SET ROLE \"{group}\"")).await.unwrap();
+            let error = session.batch_execute("CREATE TABLE app.grouped (id int)").await.unwrap_err();
+            assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "as {group}: {error}");
+            session.batch_execute("RESET ROLE").await.unwrap();
+        }
+    }
     for denied in
         ["UPDATE app.items SET name = 'x'", "DELETE FROM app.items", "SELECT * FROM private.secrets"]
     {
@@ -146,7 +162,7 @@ async fn can_do_what_its_grants_say_and_no_more(db: &TestDb, provider: Arc<Postg
 #[tokio::test]
 async fn revocation_ends_open_sessions_and_keeps_what_they_made() {
     let db = TestDb::create().await;
-    let provider = db.provider();
+    let provider = Arc::new(PostgresProvider::new(db.config_granting_to(GrantTo::Login)).unwrap());
     let request = request(&["write"], Duration::from_secs(600));
     let minted = provider.mint(&request).await.unwrap();
     let (username, password, connection) = password_of(&minted.credential);
@@ -401,7 +417,7 @@ async fn what_a_role_owned_goes_to_the_configured_heir() {
         .batch_execute(&format!("CREATE ROLE \"{heir}\"; GRANT \"{heir}\" TO \"{}\"", db.admin))
         .await
         .unwrap();
-    let mut config = db.config();
+    let mut config = db.config_granting_to(GrantTo::Login);
     config.reassign_owned_to = Some(heir.clone());
     let provider = PostgresProvider::new(config).unwrap();
     let request = request(&["write"], Duration::from_secs(600));
