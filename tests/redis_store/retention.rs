@@ -1,0 +1,155 @@
+//! What finished is forgotten after its retention (leases, then closed
+//! tasks), and a close cut short is finished by the sweep.
+
+use super::*;
+
+/// A finished lease stays readable for `finished_retention`, then a sweep
+/// forgets it: gone from reads, listings and its task, and nothing else is
+/// touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_leases_are_forgotten_after_the_retention() {
+    let server = RedisServer::start();
+    let retention = Duration::from_secs(3600);
+    let store =
+        store(&RedisConfig { finished_retention: retention, ..config(server.url(), "retention") }).await;
+    store.create_task(task("t")).await.unwrap();
+    let handle = SealedHandle { key_id: "k".into(), sealed: vec![1; 40] };
+    for n in 1..=3 {
+        store.insert_pending(lease(id(n), "t"), t(0)).await.unwrap();
+        store.activate(id(n), t(100_000), handle.clone(), t(1)).await.unwrap();
+    }
+    store.request_revocation(&[id(1), id(2)], RevocationReason::Operator, t(10)).await.unwrap();
+    store.claim_revocations(t(10), t(70), 10).await.unwrap();
+    let outcomes = [
+        RevocationOutcome::Done { lease_id: id(1), generation: 0 },
+        RevocationOutcome::Retry {
+            lease_id: id(2),
+            generation: 0,
+            next_attempt_at: t(20),
+            error: "no".into(),
+        },
+    ];
+    store.finish_revocations(&outcomes, t(20)).await.unwrap();
+    let revoked = writ::store::LeaseFilter { state: Some(LeaseState::Revoked), ..Default::default() };
+
+    let before = t(20) + TimeDelta::seconds(3599);
+    assert_eq!(store.sweep(before, t(0), 10).await.unwrap().forgotten, 0, "not yet");
+    assert_eq!(store.get_lease(id(1)).await.unwrap().unwrap().state, LeaseState::Revoked);
+    assert_eq!(store.list_leases(&revoked, None, 10).await.unwrap().len(), 1);
+
+    let after = t(20) + TimeDelta::seconds(3600);
+    assert_eq!(store.sweep(after, t(0), 10).await.unwrap().forgotten, 1, "retention passed");
+    assert_eq!(store.get_lease(id(1)).await.unwrap(), None);
+    assert!(store.list_leases(&revoked, None, 10).await.unwrap().is_empty());
+    let left: Vec<Uuid> = store.task_leases("t").await.unwrap().iter().map(|lease| lease.id).collect();
+    assert_eq!(left, [id(2), id(3)], "the retrying and the active lease stay");
+    assert_eq!(store.get_lease(id(2)).await.unwrap().unwrap().state, LeaseState::Revoking);
+    assert_eq!(store.sweep(after, t(0), 10).await.unwrap().forgotten, 0, "forgotten once");
+}
+
+/// A closed task is forgotten once `finished_retention` has passed and no
+/// lease of it is left; an open task, or a closed one whose lease is still
+/// kept, is not. Its id can then be used again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_tasks_are_forgotten_after_their_leases() {
+    let server = RedisServer::start();
+    let store = store(&config(server.url(), "tasks")).await;
+    let day = TimeDelta::days(1); // the default retention
+    for name in ["empty", "with-lease", "open"] {
+        store.create_task(task(name)).await.unwrap();
+    }
+    store.insert_pending(lease(id(1), "with-lease"), t(0)).await.unwrap();
+    let handle = SealedHandle { key_id: "k".into(), sealed: vec![1] };
+    store.activate(id(1), t(100), handle, t(1)).await.unwrap();
+    store.close_task("empty", "engine", RevocationReason::TaskClosed, t(10)).await.unwrap();
+    store.close_task("with-lease", "engine", RevocationReason::TaskClosed, t(10)).await.unwrap();
+    let claimed = store.claim_revocations(t(10), t(40), 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    store
+        .finish_revocations(&[RevocationOutcome::Done { lease_id: id(1), generation: 0 }], t(20))
+        .await
+        .unwrap();
+
+    // The tasks' retention has passed, the lease's (from t(20)) not yet.
+    let swept = store.sweep(t(15) + day, t(0), 100).await.unwrap();
+    assert_eq!((swept.forgotten, swept.forgotten_tasks), (0, 1));
+    assert!(store.get_task("empty").await.unwrap().is_none());
+    assert!(store.get_task("with-lease").await.unwrap().is_some(), "its lease is still kept");
+    // The lease goes; its task is looked at again a minute after the last look.
+    let swept = store.sweep(t(25) + day, t(0), 100).await.unwrap();
+    assert_eq!((swept.forgotten, swept.forgotten_tasks), (1, 0));
+    let swept = store.sweep(t(74) + day, t(0), 100).await.unwrap();
+    assert_eq!(swept.forgotten_tasks, 0, "not before the minute is up");
+    let swept = store.sweep(t(76) + day, t(0), 100).await.unwrap();
+    assert_eq!(swept.forgotten_tasks, 1);
+    assert!(store.get_task("with-lease").await.unwrap().is_none());
+    assert!(store.task_leases("with-lease").await.unwrap().is_empty());
+
+    // Much later, the open task is still there, and nothing else is.
+    let swept = store.sweep(t(0) + day * 30, t(0), 100).await.unwrap();
+    assert_eq!(swept.forgotten_tasks, 0);
+    assert!(store.get_task("open").await.unwrap().is_some());
+    let mut keys: Vec<String> = server.cli(&["keys", "writ:{tasks}:*"]).lines().map(str::to_owned).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["writ:{tasks}:deadlines", "writ:{tasks}:health", "writ:{tasks}:layout", "writ:{tasks}:task:open"]
+    );
+    store.create_task(task("empty")).await.expect("a forgotten task's id can be used again");
+}
+
+/// A close moves its task's leases to revoking a batch per script call. A
+/// close stopped half-way (the closer crashed) leaves the task closed, so
+/// nothing more is issued under it, and the next sweep moves the rest, with
+/// the reason the close was given. Closing again also finishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_stopped_half_way_is_finished_by_the_sweep() {
+    let server = RedisServer::start();
+    let redis = RedisStore::open(&config(server.url(), "closing")).await.unwrap();
+    let handle = SealedHandle { key_id: "k".into(), sealed: vec![1; 40] };
+    for task_id in ["t", "u"] {
+        redis.create_task(task(task_id)).await.unwrap();
+        for n in 0..7 {
+            let lease_id = id(n + if task_id == "t" { 0 } else { 100 });
+            redis.insert_pending(lease(lease_id, task_id), t(0)).await.unwrap();
+            if n % 2 == 0 {
+                redis.activate(lease_id, t(1000), handle.clone(), t(1)).await.unwrap();
+            }
+        }
+    }
+    let closure = br#"{"at":"2026-01-01T00:00:02Z","by":"wf","reason":"task_closed"}"#;
+    let first = redis.close_step_of("t", closure, RevocationReason::TaskClosed, t(2), 3).await.unwrap();
+    assert!(!first.done);
+    assert_eq!(first.revoking, vec![id(0), id(1), id(2)]);
+    assert_eq!(first.task.state, TaskState::Closed);
+    // Closed for issuing at once, though four leases are still live.
+    let late = redis.insert_pending(lease(id(50), "t"), t(3)).await.unwrap_err();
+    assert!(matches!(late, StoreError::TaskClosed(_)), "{late:?}");
+    let live = |leases: Vec<Lease>| {
+        leases.iter().filter(|lease| !lease.state.is_final() && lease.state != LeaseState::Revoking).count()
+    };
+    assert_eq!(live(redis.task_leases("t").await.unwrap()), 4);
+
+    // The sweep (the closer is gone) finishes it: the rest, queued for the
+    // first close's reason, even though a sweep's own reason would differ.
+    let swept = redis.sweep(t(4), t(0), 100).await.unwrap();
+    assert_eq!(swept.closed, (3..7).map(|n| (id(n), RevocationReason::TaskClosed)).collect::<Vec<_>>());
+    for lease in redis.task_leases("t").await.unwrap() {
+        assert_eq!(lease.state, LeaseState::Revoking, "{}", lease.id);
+        assert_eq!(lease.revocation.unwrap().reason, RevocationReason::TaskClosed);
+    }
+    assert!(redis.sweep(t(5), t(0), 100).await.unwrap().closed.is_empty(), "finished once");
+    assert_eq!(live(redis.task_leases("u").await.unwrap()), 7, "another task is untouched");
+
+    // A close stopped half-way and then closed again by its closer is
+    // finished by that close, which reports what it moved.
+    redis.close_step_of("u", closure, RevocationReason::DeadlinePassed, t(6), 2).await.unwrap();
+    let again = redis.close_task("u", "wf", RevocationReason::TaskClosed, t(7)).await.unwrap();
+    assert_eq!(again.revoking, (102..107).map(id).collect::<Vec<_>>());
+    for lease in redis.task_leases("u").await.unwrap() {
+        assert_eq!(lease.revocation.unwrap().reason, RevocationReason::DeadlinePassed, "the first reason");
+    }
+    assert!(
+        redis.close_task("u", "wf", RevocationReason::TaskClosed, t(8)).await.unwrap().revoking.is_empty()
+    );
+}
