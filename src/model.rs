@@ -145,6 +145,8 @@ pub enum RevocationReason {
     Abandoned,
     /// An operator revoked it.
     Operator,
+    /// The agent was suspended (the kill switch): everything it holds goes.
+    AgentSuspended,
 }
 
 impl RevocationReason {
@@ -157,8 +159,41 @@ impl RevocationReason {
             Self::MintFailed => "mint_failed",
             Self::Abandoned => "abandoned",
             Self::Operator => "operator",
+            Self::AgentSuspended => "agent_suspended",
         }
     }
+}
+
+/// Whether an agent may be issued anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentState {
+    Active,
+    /// Refused every grant, renewal and activation until resumed.
+    Suspended,
+}
+
+impl AgentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Suspended => "suspended",
+        }
+    }
+}
+
+/// An agent's runtime state, kept in the lease store rather than in
+/// configuration, so that a suspension made on one replica holds on every
+/// replica from the moment it is written. An agent with no status is
+/// active.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub agent: String,
+    pub state: AgentState,
+    pub changed_at: DateTime<Utc>,
+    pub changed_by: String,
+    /// Why, in the operator's words.
+    pub reason: String,
 }
 
 /// A revocation handle sealed with an AEAD key (see [`crate::sealer`]).

@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::AuditEvent;
@@ -16,6 +15,7 @@ use crate::clock::Clock;
 use crate::config::RevocationConfig;
 use crate::domain::Broker;
 use crate::model::RevocationReason;
+use crate::store::Scope;
 
 const BATCH: usize = 1000;
 
@@ -74,32 +74,15 @@ pub async fn sweep_once(
         broker.audit().record_all_or_log(now, requested).await;
         broker.revocations().wake();
     }
+    // Overdue tasks close through the same path as a workflow engine's
+    // CloseTask, without waiting for their revocations.
     let overdue = broker.store().overdue_tasks(now, BATCH).await?;
     for task_id in &overdue {
-        match broker.store().close_task(task_id, "writ", RevocationReason::DeadlinePassed, now).await {
-            Ok(closed) => {
-                broker
-                    .audit()
-                    .record_or_log(
-                        now,
-                        AuditEvent {
-                            event: "task_closed",
-                            actor: "writ".into(),
-                            outcome: "ok",
-                            agent: Some(closed.task.agent.clone()),
-                            task: Some(task_id.clone()),
-                            reason: Some(RevocationReason::DeadlinePassed.as_str().into()),
-                            details: Some(json!({ "revoking": closed.revoking.len() })),
-                            ..AuditEvent::default()
-                        },
-                    )
-                    .await;
-            }
-            Err(error) => tracing::warn!(task = %task_id, %error, "cannot close an overdue task"),
+        let scope = Scope::Task(task_id.clone());
+        if let Err(error) = broker.end_scope("writ", &scope, RevocationReason::DeadlinePassed, "", now).await
+        {
+            tracing::warn!(task = %task_id, %error, "cannot close an overdue task");
         }
-    }
-    if !overdue.is_empty() {
-        broker.revocations().wake();
     }
     if swept.forgotten > 0 || swept.forgotten_tasks > 0 {
         tracing::debug!(

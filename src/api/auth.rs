@@ -134,29 +134,17 @@ impl Authenticator {
         }
     }
 
-    /// Verifies a token and resolves its principal. An identity that maps
-    /// to no principal is recorded as a sighting and refused.
+    /// Verifies a token and has the broker's registry resolve its
+    /// principal (which records an unknown identity as a sighting).
     pub async fn principal(&self, token: &str) -> Result<Caller, Status> {
         let now = self.clock.now();
         let identity = self.verifier.verify(token, now).await.map_err(|error| {
             tracing::debug!(%error, "workload token refused");
             super::auth_status(&error)
         })?;
-        match self.broker.directory().resolve(&identity) {
-            Some(Principal::Agent(agent)) => Ok(Caller::Agent(agent.clone())),
-            Some(Principal::Service(service)) => Ok(Caller::Service(service.clone())),
-            None => {
-                if let Err(error) =
-                    self.broker.record_sighting(&identity.issuer, &identity.subject, now).await
-                {
-                    tracing::warn!(%error, "cannot record a sighting");
-                }
-                tracing::info!(issuer = %identity.issuer, subject = %identity.subject, "unregistered identity sighted");
-                Err(Status::permission_denied(format!(
-                    "identity {:?} from {:?} is not registered with Writ; it was recorded for review",
-                    identity.subject, identity.issuer
-                )))
-            }
+        match self.broker.registry().resolve(&identity, now).await.map_err(super::status)? {
+            Principal::Agent(agent) => Ok(Caller::Agent(agent)),
+            Principal::Service(service) => Ok(Caller::Service(service)),
         }
     }
 }

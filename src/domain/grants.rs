@@ -140,11 +140,16 @@ impl Broker {
         Ok(issued)
     }
 
-    /// The task, if it is open and bound to this agent.
+    /// The task, if it is open and bound to this agent, and the agent is
+    /// not suspended. (The store checks both again, atomically, when it
+    /// records and activates the lease; this refuses early and clearly.)
     async fn task_for(&self, agent: &Agent, task_id: &str, now: DateTime<Utc>) -> Result<Task, Error> {
         super::tasks::validate_task_id(task_id)?;
         let not_yours = || Error::NotFound(format!("task {task_id:?} not found for agent {:?}", agent.name));
-        let task = self.store.get_task(task_id).await?.ok_or_else(not_yours)?;
+        let (task, active) =
+            tokio::join!(self.store.get_task(task_id), self.registry.ensure_active(&agent.name));
+        active?;
+        let task = task?.ok_or_else(not_yours)?;
         // Another agent's task is reported as missing: its existence is not
         // this agent's business.
         if task.agent != agent.name {
@@ -450,7 +455,7 @@ impl Broker {
             .await
             .map_err(provider_error)?;
         let expires_at = renewed.expires_at.min(plan.expires_at);
-        let lease = self.store.extend(lease.id, expires_at).await?;
+        let lease = self.store.extend(lease.id, expires_at, now).await?;
         self.audit
             .record(
                 now,

@@ -7,11 +7,12 @@
 //! become; their messages are safe to show the caller.
 
 mod grants;
+mod registry;
+mod scopes;
 mod tasks;
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::audit::{AuditError, AuditLog};
@@ -26,6 +27,8 @@ use crate::sealer::Sealer;
 use crate::store::{LeaseFilter, LeaseStore, StoreError};
 
 pub use grants::{GrantRequest, IssueRequest, Issued, Renewal};
+pub use registry::Registry;
+pub use scopes::ScopeOutcome;
 pub use tasks::{CloseOutcome, StartTask};
 
 /// A domain failure. Each variant is one gRPC status code.
@@ -60,6 +63,11 @@ impl From<StoreError> for Error {
             StoreError::TaskClosed(_) | StoreError::LeaseState { .. } => {
                 Self::FailedPrecondition(error.to_string())
             }
+            StoreError::AgentSuspended(agent) => Self::PermissionDenied(format!(
+                "agent {} is suspended; nothing is issued to it until an operator resumes it",
+                quoted(&agent)
+            )),
+            StoreError::AgentNotSuspended(_) => Self::FailedPrecondition(error.to_string()),
             StoreError::Corrupt(_) => {
                 tracing::error!(%error, "lease store data is corrupt");
                 Self::Internal("internal error in the lease store".into())
@@ -80,7 +88,7 @@ pub struct Broker {
     pub(crate) store: Arc<dyn LeaseStore>,
     pub(crate) providers: ProviderRegistry,
     pub(crate) policy: PolicyEngine,
-    pub(crate) directory: Directory,
+    pub(crate) registry: Registry,
     pub(crate) audit: AuditLog,
     pub(crate) sealer: Sealer,
     pub(crate) limits: Limits,
@@ -101,11 +109,12 @@ pub struct Parts {
 
 impl Broker {
     pub fn new(parts: Parts) -> Self {
+        let registry = Registry::new(parts.directory, Arc::clone(&parts.store));
         Self {
+            registry,
             store: parts.store,
             providers: parts.providers,
             policy: parts.policy,
-            directory: parts.directory,
             audit: parts.audit,
             sealer: parts.sealer,
             limits: parts.limits,
@@ -118,8 +127,8 @@ impl Broker {
         &self.store
     }
 
-    pub fn directory(&self) -> &Directory {
-        &self.directory
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     pub fn providers(&self) -> &ProviderRegistry {
@@ -136,16 +145,6 @@ impl Broker {
 
     pub fn audit(&self) -> &AuditLog {
         &self.audit
-    }
-
-    /// Records a call from an identity that matched no principal.
-    pub async fn record_sighting(
-        &self,
-        issuer: &str,
-        subject: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), Error> {
-        Ok(self.store.record_sighting(issuer, subject, now).await?)
     }
 
     pub async fn list_sightings(&self, limit: usize) -> Result<Vec<Sighting>, Error> {
@@ -165,5 +164,18 @@ impl Broker {
     /// accepts writes.
     pub async fn ready(&self) -> bool {
         self.audit.is_healthy() && self.store.health().await.is_ok()
+    }
+}
+
+/// Caller input as a message may quote it: escaped, and cut to a short
+/// prefix so that a long value cannot blow up a status (gRPC clients
+/// refuse metadata over 8 KiB).
+pub(crate) fn quoted(input: &str) -> String {
+    const MAX_CHARS: usize = 64;
+    match input.char_indices().nth(MAX_CHARS) {
+        None => format!("{input:?}"),
+        Some((cut, _)) => {
+            format!("{:?}… ({} characters, shortened)", &input[..cut], input.chars().count())
+        }
     }
 }

@@ -1,18 +1,15 @@
 //! Tasks: opened by workflow engines, closed by them or by their deadline.
 //! Closing a task revokes every lease issued under it.
 
-use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use tokio::sync::broadcast;
-use uuid::Uuid;
 
 use super::{Broker, Error};
 use crate::audit::AuditEvent;
 use crate::model::{Lease, RevocationReason, Task, TaskContext, TaskState};
+use crate::store::Scope;
 
 const MAX_ID_LEN: usize = 128;
 const MAX_LABELS: usize = 32;
@@ -96,9 +93,13 @@ impl Broker {
     ) -> Result<Task, Error> {
         validate_task_id(&request.task_id)?;
         validate_context(&request.context)?;
-        if self.directory.agent(&request.agent).is_none() {
-            return Err(Error::NotFound(format!("agent {:?} is not registered", request.agent)));
+        if self.registry.agent(&request.agent).is_none() {
+            return Err(Error::NotFound(format!(
+                "agent {} is not registered",
+                super::quoted(&request.agent)
+            )));
         }
+        self.registry.ensure_active(&request.agent).await?;
         let deadline =
             request.deadline.ok_or_else(|| Error::InvalidArgument("deadline is required".into()))?;
         if deadline <= now {
@@ -160,80 +161,14 @@ impl Broker {
         now: DateTime<Utc>,
     ) -> Result<CloseOutcome, Error> {
         validate_task_id(task_id)?;
+        let scope = Scope::Task(task_id.to_owned());
         // Subscribed first, so no batch finished after the close is missed.
         let finished = self.revocations.subscribe();
-        let closed = self.store.close_task(task_id, caller, reason, now).await?;
-        if !closed.revoking.is_empty() {
-            self.revocations.wake();
-        }
-        self.audit
-            .record_or_log(
-                now,
-                AuditEvent {
-                    event: "task_closed",
-                    actor: caller.to_string(),
-                    outcome: "ok",
-                    agent: Some(closed.task.agent.clone()),
-                    task: Some(task_id.to_string()),
-                    reason: Some(reason.as_str().to_string()),
-                    details: Some(json!({ "revoking": closed.revoking.len() })),
-                    ..AuditEvent::default()
-                },
-            )
-            .await;
-        let (revoked, retrying) =
-            self.wait_for_revocations(task_id, &closed.revoking, finished, self.limits.close_wait).await?;
-        Ok(CloseOutcome { task: closed.task, revoked, retrying })
-    }
-
-    /// Waits until every lease of the task is final or `wait` passes, and
-    /// counts (revoked, still retrying).
-    ///
-    /// The leases this close queued are ticked off as the worker reports
-    /// them revoked, without reading the store; the store is read once they
-    /// are all done (to count, and to catch leases that were revoking
-    /// before the close or are revoked by another replica), after every
-    /// later batch until nothing is left, and when `wait` runs out.
-    async fn wait_for_revocations(
-        &self,
-        task_id: &str,
-        queued: &[Uuid],
-        mut finished: broadcast::Receiver<Arc<[Uuid]>>,
-        wait: Duration,
-    ) -> Result<(usize, usize), Error> {
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut outstanding: HashSet<Uuid> = queued.iter().copied().collect();
-        let mut recount = outstanding.is_empty();
-        loop {
-            if recount {
-                let (revoked, retrying) = self.revocation_progress(task_id).await?;
-                if retrying == 0 {
-                    return Ok((revoked, 0));
-                }
-            }
-            match tokio::time::timeout_at(deadline, finished.recv()).await {
-                Ok(Ok(batch)) => {
-                    if !recount {
-                        for lease_id in batch.iter() {
-                            outstanding.remove(lease_id);
-                        }
-                        recount = outstanding.is_empty();
-                    }
-                }
-                // Too far behind to know which were revoked: ask the store.
-                Ok(Err(broadcast::error::RecvError::Lagged(_))) => recount = true,
-                Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => {
-                    return self.revocation_progress(task_id).await;
-                }
-            }
-        }
-    }
-
-    /// (final, not yet final) among the task's leases, from the store.
-    async fn revocation_progress(&self, task_id: &str) -> Result<(usize, usize), Error> {
-        let leases = self.store.task_leases(task_id).await?;
-        let revoked = leases.iter().filter(|lease| lease.state.is_final()).count();
-        Ok((revoked, leases.len() - revoked))
+        let closed = self.end_scope(caller, &scope, reason, "", now).await?;
+        let outcome = self.wait_for_scope(closed, &scope, finished).await?;
+        let task =
+            outcome.closed.task.ok_or_else(|| Error::Internal("a task close returned no task".into()))?;
+        Ok(CloseOutcome { task, revoked: outcome.revoked, retrying: outcome.retrying })
     }
 }
 

@@ -18,6 +18,7 @@ use crate::model::{
 };
 
 mod revocation;
+mod scopes;
 
 type Store = Arc<dyn LeaseStore>;
 
@@ -33,6 +34,9 @@ where
     activate_after_close(make_store().await).await;
     extend(make_store().await).await;
     close_task(make_store().await).await;
+    scopes::suspend_agent(make_store().await).await;
+    scopes::resume_agent(make_store().await).await;
+    scopes::nothing_under_a_closed_scope(make_store().await).await;
     revocation::request_revocation(make_store().await).await;
     revocation::sweep(make_store().await).await;
     revocation::sweep_limit(make_store().await).await;
@@ -250,7 +254,7 @@ async fn activate_after_close(store: Store) {
 async fn extend(store: Store) {
     open_task(&store, "t").await;
     let id = active(&store, 1, "t", t(100)).await;
-    let extended = store.extend(id, t(500)).await.expect("extend an active lease");
+    let extended = store.extend(id, t(500), t(50)).await.expect("extend an active lease");
     assert_eq!(extended.expires_at, t(500));
     assert_eq!(lease_of(&store, id).await, extended, "extension is stored");
     let swept = store.sweep(t(100), t(0), 10).await.unwrap();
@@ -258,14 +262,14 @@ async fn extend(store: Store) {
     let swept = store.sweep(t(500), t(0), 10).await.unwrap();
     assert_eq!(swept.expired, vec![id], "the new expiry counts");
 
-    let err = store.extend(id, t(900)).await.unwrap_err();
+    let err = store.extend(id, t(900), t(500)).await.unwrap_err();
     assert_eq!(err, StoreError::LeaseState { id, state: LeaseState::Revoking });
     let waiting = pending(&store, 2, "t", t(0)).await;
-    let err = store.extend(waiting, t(900)).await.unwrap_err();
+    let err = store.extend(waiting, t(900), t(500)).await.unwrap_err();
     assert_eq!(err, StoreError::LeaseState { id: waiting, state: LeaseState::Pending });
     assert_eq!(lease_of(&store, waiting).await, lease(2, "t", t(0)), "refused extend changes nothing");
     let unknown = lease_id(99);
-    assert_eq!(store.extend(unknown, t(900)).await.unwrap_err(), StoreError::LeaseNotFound(unknown));
+    assert_eq!(store.extend(unknown, t(900), t(500)).await.unwrap_err(), StoreError::LeaseNotFound(unknown));
 }
 
 async fn close_task(store: Store) {

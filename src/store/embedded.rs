@@ -24,8 +24,8 @@ use uuid::Uuid;
 use self::plans::Planned;
 use self::tables::{WriteTables, storage_error};
 use self::writer::Writer;
-use super::{ClosedTask, LeaseFilter, LeaseStore, RevocationOutcome, StoreError, Swept};
-use crate::model::{Lease, RevocationReason, SealedHandle, Sighting, Task};
+use super::{ClosedScope, Closure, LeaseFilter, LeaseStore, RevocationOutcome, Scope, StoreError, Swept};
+use crate::model::{AgentStatus, Lease, RevocationReason, SealedHandle, Sighting, Task};
 
 /// redb's page cache. Bounded, so memory stays flat however many leases
 /// the file holds; the hot pages (indexes, recent leases) fit easily.
@@ -115,15 +115,29 @@ impl LeaseStore for EmbeddedStore {
         self.lookup(|txn| reads::get_task(txn, task_id))
     }
 
-    async fn close_task(
+    async fn close_scope(
         &self,
-        task_id: &str,
-        by: &str,
-        reason: RevocationReason,
+        scope: &Scope,
+        closure: &Closure,
         now: DateTime<Utc>,
-    ) -> Result<ClosedTask, StoreError> {
-        let (task_id, by) = (task_id.to_owned(), by.to_owned());
-        self.write(move |tables| plans::close_task(tables, &task_id, &by, reason, now)).await
+    ) -> Result<ClosedScope, StoreError> {
+        let (scope, closure) = (scope.clone(), closure.clone());
+        self.write(move |tables| plans::close_scope(tables, &scope, &closure, now)).await
+    }
+
+    async fn agent_status(&self, agent: &str) -> Result<Option<AgentStatus>, StoreError> {
+        self.lookup(|txn| reads::agent_status(txn, agent))
+    }
+
+    async fn resume_agent(
+        &self,
+        agent: &str,
+        by: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<AgentStatus, StoreError> {
+        let (agent, by, reason) = (agent.to_owned(), by.to_owned(), reason.to_owned());
+        self.write(move |tables| plans::resume_agent(tables, &agent, &by, &reason, now)).await
     }
 
     async fn overdue_tasks(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>, StoreError> {
@@ -149,8 +163,13 @@ impl LeaseStore for EmbeddedStore {
         self.write(move |tables| plans::activate(tables, lease_id, expires_at, handle, now)).await
     }
 
-    async fn extend(&self, lease_id: Uuid, expires_at: DateTime<Utc>) -> Result<Lease, StoreError> {
-        self.write(move |tables| plans::extend(tables, lease_id, expires_at)).await
+    async fn extend(
+        &self,
+        lease_id: Uuid,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Lease, StoreError> {
+        self.write(move |tables| plans::extend(tables, lease_id, expires_at, now)).await
     }
 
     async fn get_lease(&self, lease_id: Uuid) -> Result<Option<Lease>, StoreError> {

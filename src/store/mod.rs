@@ -1,4 +1,5 @@
-//! Where tasks, leases, the revocation queue and sightings are kept.
+//! Where tasks, leases, agents' runtime state, the revocation queue and
+//! sightings are kept.
 //!
 //! [`LeaseStore`] is the one interface the domain uses; implementations are
 //! chosen by configuration ([`open`]) and nothing else branches on them.
@@ -6,6 +7,11 @@
 //! returns `Ok`, or none of it happened. The state rules a change depends on
 //! (a task is still open, a lease is still pending) are checked inside that
 //! same change, so concurrent callers and replicas cannot race past them.
+//! In particular nothing is inserted, activated or extended under a closed
+//! task or for a suspended agent: [`LeaseStore::insert_pending`],
+//! [`LeaseStore::activate`] and [`LeaseStore::extend`] check both, and
+//! ending a [`Scope`] ([`LeaseStore::close_scope`]) marks it ended before it
+//! moves a single lease.
 //!
 //! All times come from the caller: the store never reads the clock.
 
@@ -20,7 +26,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::model::{Lease, LeaseState, RevocationReason, SealedHandle, Sighting, Task};
+use crate::model::{AgentStatus, Lease, LeaseState, RevocationReason, SealedHandle, Sighting, Task};
 
 pub use self::redis::{RedisConfig, RedisStore};
 pub use embedded::EmbeddedStore;
@@ -38,6 +44,12 @@ pub enum StoreError {
     /// The task is closed, or its deadline has passed.
     #[error("task {0:?} is closed")]
     TaskClosed(String),
+    /// The agent is suspended: nothing may be issued to it.
+    #[error("agent {0:?} is suspended")]
+    AgentSuspended(String),
+    /// The agent is not suspended, so there is nothing to resume.
+    #[error("agent {0:?} is not suspended")]
+    AgentNotSuspended(String),
     #[error("lease {0} not found")]
     LeaseNotFound(Uuid),
     /// The lease is not in the state the change needs.
@@ -62,6 +74,48 @@ impl LeaseFilter {
             && self.task_id.as_ref().is_none_or(|task| *task == lease.task_id)
             && self.state.is_none_or(|state| state == lease.state)
     }
+}
+
+/// Everything issued under one thing, which [`LeaseStore::close_scope`]
+/// ends at once: a task (closing it), or an agent (suspending it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Task(String),
+    Agent(String),
+}
+
+impl Scope {
+    /// What the scope is, for messages: `task "t-1"`, `agent "bot"`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Task(task_id) => format!("task {task_id:?}"),
+            Self::Agent(agent) => format!("agent {agent:?}"),
+        }
+    }
+}
+
+/// Who ends a scope, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Closure {
+    pub by: String,
+    /// Given to every lease the close moves to revoking.
+    pub reason: RevocationReason,
+    /// In the caller's words (an agent's suspension keeps it).
+    pub note: String,
+}
+
+/// What [`LeaseStore::close_scope`] did.
+#[derive(Clone, Debug)]
+pub struct ClosedScope {
+    /// The task as closed, for a task scope.
+    pub task: Option<Task>,
+    /// The agent's status as suspended, for an agent scope.
+    pub agent: Option<AgentStatus>,
+    /// Whether this call ended the scope (false: it was ended already, and
+    /// the call at most finished moving its leases).
+    pub ended_now: bool,
+    /// Leases moved to revoking by this call.
+    pub revoking: Vec<Uuid>,
 }
 
 /// What [`LeaseStore::close_task`] did.
@@ -125,16 +179,50 @@ pub trait LeaseStore: Send + Sync + 'static {
 
     async fn get_task(&self, task_id: &str) -> Result<Option<Task>, StoreError>;
 
-    /// Closes an open task and moves each of its pending and active leases
-    /// to revoking (due at `now`) with `reason`. Closing a closed task
-    /// changes nothing and returns it with an empty `revoking`.
+    /// Ends a scope, then moves each of its pending and active leases to
+    /// revoking (due at `now`) with `closure.reason`: a task is closed, an
+    /// agent suspended. From the moment the scope is ended nothing more is
+    /// inserted, activated or extended under it, even where (Redis) the
+    /// leases are moved in batches; a crash between batches leaves the rest
+    /// to [`Self::sweep`]. Ending an ended scope changes nothing but
+    /// finishing such a cut-short close, and says so (`ended_now` false).
+    /// Fails with `TaskNotFound` for an unknown task; an agent the store
+    /// has never seen is suspended all the same (the registry knows it).
+    async fn close_scope(
+        &self,
+        scope: &Scope,
+        closure: &Closure,
+        now: DateTime<Utc>,
+    ) -> Result<ClosedScope, StoreError>;
+
+    /// Closes an open task ([`Self::close_scope`] of [`Scope::Task`]).
+    /// Closing a closed task changes nothing and returns it with an empty
+    /// `revoking`.
     async fn close_task(
         &self,
         task_id: &str,
         by: &str,
         reason: RevocationReason,
         now: DateTime<Utc>,
-    ) -> Result<ClosedTask, StoreError>;
+    ) -> Result<ClosedTask, StoreError> {
+        let closure = Closure { by: by.to_owned(), reason, note: String::new() };
+        let closed = self.close_scope(&Scope::Task(task_id.to_owned()), &closure, now).await?;
+        let task = closed.task.ok_or_else(|| StoreError::Corrupt("a task close returned no task".into()))?;
+        Ok(ClosedTask { task, revoking: closed.revoking })
+    }
+
+    /// An agent's runtime state; `None` for one never suspended (active).
+    async fn agent_status(&self, agent: &str) -> Result<Option<AgentStatus>, StoreError>;
+
+    /// Lifts an agent's suspension; the leases it revoked stay revoked.
+    /// Fails with `AgentNotSuspended` for an agent that is not suspended.
+    async fn resume_agent(
+        &self,
+        agent: &str,
+        by: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<AgentStatus, StoreError>;
 
     /// Open tasks whose deadline is at or before `now`, oldest first.
     async fn overdue_tasks(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>, StoreError>;
@@ -143,8 +231,8 @@ pub trait LeaseStore: Send + Sync + 'static {
     async fn task_leases(&self, task_id: &str) -> Result<Vec<Lease>, StoreError>;
 
     /// Records a pending lease (the intent, before the provider mints). Fails
-    /// with `TaskNotFound`, or `TaskClosed` if the task is closed or its
-    /// deadline is at or before `now`.
+    /// with `TaskNotFound`, `TaskClosed` if the task is closed or its
+    /// deadline is at or before `now`, or `AgentSuspended`.
     async fn insert_pending(&self, lease: Lease, now: DateTime<Utc>) -> Result<(), StoreError>;
 
     /// Marks a pending lease active with its real expiry and handle. If the
@@ -152,7 +240,11 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// is still stored, the revocation is due again at `now` under a new
     /// generation (so an attempt already under way with the old handle does
     /// not count), and the call fails with `LeaseState`: the credential must
-    /// not be handed out.
+    /// not be handed out. Likewise, if the lease is still pending but its
+    /// task is no longer open at `now` or its agent is suspended (a close
+    /// or suspension still moving leases), the lease goes to revoking with
+    /// that reason and the call fails with `TaskClosed` or
+    /// `AgentSuspended`.
     async fn activate(
         &self,
         lease_id: Uuid,
@@ -161,8 +253,15 @@ pub trait LeaseStore: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Lease, StoreError>;
 
-    /// Moves an active lease's expiry. Fails with `LeaseState` otherwise.
-    async fn extend(&self, lease_id: Uuid, expires_at: DateTime<Utc>) -> Result<Lease, StoreError>;
+    /// Moves an active lease's expiry. Fails with `LeaseState` otherwise,
+    /// and with `TaskClosed` or `AgentSuspended` (changing nothing) if its
+    /// task is not open at `now` or its agent is suspended.
+    async fn extend(
+        &self,
+        lease_id: Uuid,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Lease, StoreError>;
 
     /// A lease, whatever its state. A finished (revoked or failed) lease
     /// may be forgotten once the store's retention for finished leases has
@@ -190,7 +289,8 @@ pub trait LeaseStore: Send + Sync + 'static {
 
     /// Queues for revocation, up to `limit` of each: active leases expiring
     /// at or before `now` (reason `Expired`), and pending leases created
-    /// before `pending_before` (reason `Abandoned`). A store that keeps
+    /// before `pending_before` (reason `Abandoned`). A store that ends a
+    /// scope in batches also finishes every close a crash cut short. A store that keeps
     /// finished leases only for a while also forgets up to `limit` whose
     /// retention ran out by `now`, and up to `limit` closed tasks whose
     /// retention ran out and whose leases are all forgotten (after which

@@ -49,8 +49,10 @@ use self::connection::Connection;
 use self::keys::{Keys, lease_id, member};
 use self::record::time as at;
 use self::reply::{Reply, decode, encode, limit as limit_arg, millis, time};
-use super::{ClosedTask, LeaseFilter, LeaseStore, RevocationOutcome, StoreError, Swept};
-use crate::model::{Lease, RevocationReason, SealedHandle, Sighting, Task, TaskClosure, TaskState};
+use super::{ClosedScope, Closure, LeaseFilter, LeaseStore, RevocationOutcome, Scope, StoreError, Swept};
+use crate::model::{
+    AgentState, AgentStatus, Lease, RevocationReason, SealedHandle, Sighting, Task, TaskClosure, TaskState,
+};
 
 /// A [`LeaseStore`] in Redis.
 pub struct RedisStore {
@@ -75,34 +77,44 @@ const TASK_RECHECK_MS: i64 = 60_000;
 #[doc(hidden)]
 #[derive(Debug)]
 pub struct CloseStep {
-    pub task: Task,
+    /// The task as closed, for a task scope.
+    pub task: Option<Task>,
+    /// The agent's status as suspended, for an agent scope.
+    pub agent: Option<AgentStatus>,
     /// Leases this call moved to revoking.
     pub revoking: Vec<Uuid>,
     /// The reason they were queued for: the first close's.
     pub reason: RevocationReason,
-    /// Whether every lease of the task has been seen.
+    /// Whether this call ended the scope.
+    pub ended_now: bool,
+    /// Whether every lease of the scope has been seen.
     pub done: bool,
 }
 
 impl RedisStore {
-    /// One step of closing a task: closes it if it is open, then moves up
-    /// to `limit` more of its leases to revoking (the store uses
+    /// One step of ending a scope: ends it (closes the task, suspends the
+    /// agent, writing `ending`) if it is not ended, then moves up to
+    /// `limit` more of its leases to revoking (the store uses
     /// `CLOSE_BATCH`). Exposed for tests, which stop a close half-way as a
     /// crash would.
     #[doc(hidden)]
     pub async fn close_step_of(
         &self,
-        task_id: &str,
-        closure: &[u8],
+        scope: &Scope,
+        ending: &[u8],
         reason: RevocationReason,
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<CloseStep, StoreError> {
-        let mut call = self.function("close_task");
-        call.arg(task_id)
-            .arg(closure)
+        let (kind, id) = match scope {
+            Scope::Task(task_id) => ("task", task_id),
+            Scope::Agent(agent) => ("agent", agent),
+        };
+        let mut call = self.function("close_scope");
+        call.arg(kind)
+            .arg(id)
+            .arg(ending)
             .arg(record::reason_code(reason))
-            .arg(time(now))
             .arg(&at(now)?[..])
             .arg(limit_arg(limit))
             .arg(millis(now));
@@ -110,32 +122,60 @@ impl RedisStore {
         let done = match reply.status() {
             "ok" => true,
             "more" => false,
-            "task_not_found" => return Err(StoreError::TaskNotFound(task_id.to_owned())),
+            "task_not_found" => return Err(StoreError::TaskNotFound(id.clone())),
             _ => return Err(reply.unexpected()),
         };
-        let task = decode("task", &reply.bytes()?)?;
+        let row = reply.bytes()?;
+        let (task, agent) = match scope {
+            Scope::Task(_) => (Some(decode("task", &row)?), None),
+            Scope::Agent(_) => (None, Some(decode("agent status", &row)?)),
+        };
         let revoking = keys::lease_ids(reply.list()?)?;
         let reason = record::REASONS.get(reply.count()?).copied().ok_or_else(|| reply.unexpected())?;
-        Ok(CloseStep { task, revoking, reason, done })
+        let ended_now = reply.bytes()? == b"new";
+        Ok(CloseStep { task, agent, revoking, reason, ended_now, done })
+    }
+
+    /// Ends a scope and moves all its leases, a batch per call.
+    async fn close_all(
+        &self,
+        scope: &Scope,
+        ending: &[u8],
+        reason: RevocationReason,
+        now: DateTime<Utc>,
+    ) -> Result<ClosedScope, StoreError> {
+        let mut revoking = Vec::new();
+        let mut ended_now = None;
+        loop {
+            let step = self.close_step_of(scope, ending, reason, now, CLOSE_BATCH).await?;
+            revoking.extend(step.revoking);
+            let ended_now = *ended_now.get_or_insert(step.ended_now);
+            if step.done {
+                return Ok(ClosedScope { task: step.task, agent: step.agent, ended_now, revoking });
+            }
+        }
     }
 
     /// Finishes closes that stopped half-way (the closer crashed, or lost
-    /// Redis): every task still in `closing`, until all its leases are
-    /// revoking. Returns the leases moved, with their reason.
+    /// Redis): every task and agent still in `closing` or `closing-agents`,
+    /// until all its leases are revoking. Returns the leases moved, with
+    /// their reason.
     async fn finish_closes(&self, now: DateTime<Utc>) -> Result<Vec<(Uuid, RevocationReason)>, StoreError> {
         let mut moved = Vec::new();
-        for task_id in self.connection.hkeys(&self.keys.closing()).await? {
-            let task_id = String::from_utf8(task_id)
-                .map_err(|_| StoreError::Corrupt("a closing task id is not UTF-8".into()))?;
-            loop {
-                // The task holds its closure already; the function keeps it.
-                let step = self
-                    .close_step_of(&task_id, b"null", RevocationReason::TaskClosed, now, CLOSE_BATCH)
-                    .await?;
-                moved.extend(step.revoking.iter().map(|id| (*id, step.reason)));
-                if step.done {
-                    break;
-                }
+        let unfinished = [(self.keys.closing(), true), (self.keys.closing_agents(), false)];
+        for (closing, tasks) in unfinished {
+            for id in self.connection.hkeys(&closing).await? {
+                let id = String::from_utf8(id)
+                    .map_err(|_| StoreError::Corrupt("a closing scope's id is not UTF-8".into()))?;
+                let scope = if tasks { Scope::Task(id) } else { Scope::Agent(id) };
+                // The scope is ended already; the function keeps what it holds.
+                let closed = self.close_all(&scope, b"null", RevocationReason::TaskClosed, now).await?;
+                let reason = match scope {
+                    Scope::Task(_) => closed.task.and_then(|task| task.closed).map(|closure| closure.reason),
+                    Scope::Agent(_) => Some(RevocationReason::AgentSuspended),
+                };
+                let reason = reason.unwrap_or(RevocationReason::TaskClosed);
+                moved.extend(closed.revoking.into_iter().map(|id| (id, reason)));
             }
         }
         Ok(moved)
@@ -172,6 +212,16 @@ impl RedisStore {
         match reply.status() {
             "ok" => record::decode(lease_id, &reply.bytes()?),
             "lease_not_found" => Err(StoreError::LeaseNotFound(lease_id)),
+            // The lease names its task and agent; the store reads them back.
+            "task_closed" | "agent_suspended" => {
+                let refused = reply.status() == "task_closed";
+                let lease = self.get_lease(lease_id).await?.ok_or(StoreError::LeaseNotFound(lease_id))?;
+                Err(if refused {
+                    StoreError::TaskClosed(lease.task_id)
+                } else {
+                    StoreError::AgentSuspended(lease.agent)
+                })
+            }
             "lease_state" => Err(StoreError::LeaseState { id: lease_id, state: reply.state()? }),
             _ => Err(reply.unexpected()),
         }
@@ -208,22 +258,70 @@ impl LeaseStore for RedisStore {
         row.map(|row| decode("task", &row)).transpose()
     }
 
-    async fn close_task(
+    async fn close_scope(
         &self,
-        task_id: &str,
-        by: &str,
-        reason: RevocationReason,
+        scope: &Scope,
+        closure: &Closure,
         now: DateTime<Utc>,
-    ) -> Result<ClosedTask, StoreError> {
-        let closure = encode("task closure", &TaskClosure { at: now, by: by.to_owned(), reason })?;
-        let mut revoking = Vec::new();
-        loop {
-            let step = self.close_step_of(task_id, closure.as_bytes(), reason, now, CLOSE_BATCH).await?;
-            revoking.extend(step.revoking);
-            if step.done {
-                return Ok(ClosedTask { task: step.task, revoking });
+    ) -> Result<ClosedScope, StoreError> {
+        let ending = match scope {
+            Scope::Task(_) => encode(
+                "task closure",
+                &TaskClosure { at: now, by: closure.by.clone(), reason: closure.reason },
+            )?,
+            Scope::Agent(agent) => encode(
+                "agent status",
+                &AgentStatus {
+                    agent: agent.clone(),
+                    state: AgentState::Suspended,
+                    changed_at: now,
+                    changed_by: closure.by.clone(),
+                    reason: closure.note.clone(),
+                },
+            )?,
+        };
+        self.close_all(scope, ending.as_bytes(), closure.reason, now).await
+    }
+
+    async fn agent_status(&self, agent: &str) -> Result<Option<AgentStatus>, StoreError> {
+        let row = self.connection.hget(&self.keys.agents(), agent.as_bytes()).await?;
+        row.map(|row| decode("agent status", &row)).transpose()
+    }
+
+    async fn resume_agent(
+        &self,
+        agent: &str,
+        by: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<AgentStatus, StoreError> {
+        let status = AgentStatus {
+            agent: agent.to_owned(),
+            state: AgentState::Active,
+            changed_at: now,
+            changed_by: by.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let json = encode("agent status", &status)?;
+        let mut call = self.function("resume_agent");
+        call.arg(agent).arg(json);
+        // A suspension still moving leases is finished first (at most twice:
+        // the suspension cannot start again while it is being lifted).
+        for _ in 0..2 {
+            let reply = Reply::parse(self.invoke(&call).await?)?;
+            match reply.status() {
+                "ok" => return Ok(status),
+                "not_suspended" => return Err(StoreError::AgentNotSuspended(agent.to_owned())),
+                "closing" => {
+                    let scope = Scope::Agent(agent.to_owned());
+                    self.close_all(&scope, b"null", RevocationReason::AgentSuspended, now).await?;
+                }
+                _ => return Err(reply.unexpected()),
             }
         }
+        Err(StoreError::Unavailable(format!(
+            "the suspension of agent {agent:?} is still being finished; try again"
+        )))
     }
 
     async fn overdue_tasks(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>, StoreError> {
@@ -255,6 +353,7 @@ impl LeaseStore for RedisStore {
             "ok" => Ok(()),
             "task_not_found" => Err(StoreError::TaskNotFound(lease.task_id)),
             "task_closed" => Err(StoreError::TaskClosed(lease.task_id)),
+            "agent_suspended" => Err(StoreError::AgentSuspended(lease.agent)),
             "lease_state" => Err(StoreError::LeaseState { id: lease.id, state: reply.state()? }),
             _ => Err(reply.unexpected()),
         }
@@ -269,13 +368,23 @@ impl LeaseStore for RedisStore {
     ) -> Result<Lease, StoreError> {
         let handle = record::handle(&handle)?;
         let mut call = self.function("activate");
-        call.arg(&member(lease_id)[..]).arg(&at(expires_at)?[..]).arg(handle).arg(&at(now)?[..]);
+        call.arg(&member(lease_id)[..])
+            .arg(&at(expires_at)?[..])
+            .arg(handle)
+            .arg(&at(now)?[..])
+            .arg(time(now))
+            .arg(millis(now));
         self.lease_answer(lease_id, &call).await
     }
 
-    async fn extend(&self, lease_id: Uuid, expires_at: DateTime<Utc>) -> Result<Lease, StoreError> {
+    async fn extend(
+        &self,
+        lease_id: Uuid,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Lease, StoreError> {
         let mut call = self.function("extend");
-        call.arg(&member(lease_id)[..]).arg(&at(expires_at)?[..]);
+        call.arg(&member(lease_id)[..]).arg(&at(expires_at)?[..]).arg(time(now)).arg(millis(now));
         self.lease_answer(lease_id, &call).await
     }
 

@@ -34,7 +34,16 @@ async fn a_namespace_in_another_layout_is_refused() {
     let server = RedisServer::start();
     let store = store(&config(server.url(), "layout")).await;
     store.create_task(task("before")).await.unwrap();
-    assert_eq!(server.cli(&["get", "writ:{layout}:layout"]).trim(), "2", "marked on first use");
+    assert_eq!(server.cli(&["get", "writ:{layout}:layout"]).trim(), "3", "marked on first use");
+
+    // Layout 2 (no agent states) is read as it is, and marked 3 by the
+    // first write, after which layout 2 code refuses it.
+    server.cli(&["set", "writ:{layout}:layout", "2"]);
+    assert!(store.get_task("before").await.unwrap().is_some());
+    store.overdue_tasks(t(0), 10).await.expect("a read of a layout 2 namespace");
+    assert_eq!(server.cli(&["get", "writ:{layout}:layout"]).trim(), "2", "a read does not mark");
+    store.insert_pending(lease(id(9), "before"), t(0)).await.expect("a write to a layout 2 namespace");
+    assert_eq!(server.cli(&["get", "writ:{layout}:layout"]).trim(), "3", "upgraded by the first write");
 
     let refused = |result: Result<(), StoreError>, layout: &str| match result {
         Err(StoreError::Unavailable(message)) => {
@@ -44,10 +53,10 @@ async fn a_namespace_in_another_layout_is_refused() {
         }
         other => panic!("expected Unavailable, got {other:?}"),
     };
-    server.cli(&["set", "writ:{layout}:layout", "3"]);
-    refused(store.health().await, "3");
-    refused(store.create_task(task("during")).await, "3");
-    refused(store.overdue_tasks(t(0), 10).await.map(drop), "3");
+    server.cli(&["set", "writ:{layout}:layout", "4"]);
+    refused(store.health().await, "4");
+    refused(store.create_task(task("during")).await, "4");
+    refused(store.overdue_tasks(t(0), 10).await.map(drop), "4");
     assert!(store.get_task("during").await.unwrap().is_none(), "nothing written");
 
     server.cli(&["del", "writ:{layout}:layout"]);
@@ -66,7 +75,7 @@ async fn a_namespace_in_another_layout_is_refused() {
     // check, so the leases written next do not make it look like layout 1.
     server.cli(&["flushall"]);
     store.create_task(task("again")).await.unwrap();
-    assert_eq!(server.cli(&["get", "writ:{layout}:layout"]).trim(), "2");
+    assert_eq!(server.cli(&["get", "writ:{layout}:layout"]).trim(), "3");
     store.insert_pending(lease(id(1), "again"), t(0)).await.unwrap();
     store.health().await.unwrap();
 }

@@ -118,22 +118,35 @@ async fn a_close_stopped_half_way_is_finished_by_the_sweep() {
         }
     }
     let closure = br#"{"at":"2026-01-01T00:00:02Z","by":"wf","reason":"task_closed"}"#;
-    let first = redis.close_step_of("t", closure, RevocationReason::TaskClosed, t(2), 3).await.unwrap();
+    let scope = Scope::Task("t".into());
+    let first = redis.close_step_of(&scope, closure, RevocationReason::TaskClosed, t(2), 3).await.unwrap();
     assert!(!first.done);
+    assert!(first.ended_now);
     assert_eq!(first.revoking, vec![id(0), id(1), id(2)]);
-    assert_eq!(first.task.state, TaskState::Closed);
+    assert_eq!(first.task.unwrap().state, TaskState::Closed);
     // Closed for issuing at once, though four leases are still live.
     let late = redis.insert_pending(lease(id(50), "t"), t(3)).await.unwrap_err();
     assert!(matches!(late, StoreError::TaskClosed(_)), "{late:?}");
+    // A pending lease the close has not reached is not activated: it goes
+    // to revoking with the close's reason; an active one is not extended.
+    let err = redis.activate(id(5), t(1000), handle.clone(), t(3)).await.unwrap_err();
+    assert_eq!(err, StoreError::TaskClosed("t".into()));
+    let refused = redis.get_lease(id(5)).await.unwrap().unwrap();
+    assert_eq!(refused.state, LeaseState::Revoking);
+    assert_eq!(refused.revocation.unwrap().reason, RevocationReason::TaskClosed);
+    let err = redis.extend(id(6), t(2000), t(3)).await.unwrap_err();
+    assert_eq!(err, StoreError::TaskClosed("t".into()));
+    assert_eq!(redis.get_lease(id(6)).await.unwrap().unwrap().expires_at, t(1000), "not extended");
     let live = |leases: Vec<Lease>| {
         leases.iter().filter(|lease| !lease.state.is_final() && lease.state != LeaseState::Revoking).count()
     };
-    assert_eq!(live(redis.task_leases("t").await.unwrap()), 4);
+    assert_eq!(live(redis.task_leases("t").await.unwrap()), 3);
 
     // The sweep (the closer is gone) finishes it: the rest, queued for the
     // first close's reason, even though a sweep's own reason would differ.
     let swept = redis.sweep(t(4), t(0), 100).await.unwrap();
-    assert_eq!(swept.closed, (3..7).map(|n| (id(n), RevocationReason::TaskClosed)).collect::<Vec<_>>());
+    let rest = [3, 4, 6].map(|n| (id(n), RevocationReason::TaskClosed));
+    assert_eq!(swept.closed, rest.to_vec());
     for lease in redis.task_leases("t").await.unwrap() {
         assert_eq!(lease.state, LeaseState::Revoking, "{}", lease.id);
         assert_eq!(lease.revocation.unwrap().reason, RevocationReason::TaskClosed);
@@ -143,7 +156,8 @@ async fn a_close_stopped_half_way_is_finished_by_the_sweep() {
 
     // A close stopped half-way and then closed again by its closer is
     // finished by that close, which reports what it moved.
-    redis.close_step_of("u", closure, RevocationReason::DeadlinePassed, t(6), 2).await.unwrap();
+    let scope = Scope::Task("u".into());
+    redis.close_step_of(&scope, closure, RevocationReason::DeadlinePassed, t(6), 2).await.unwrap();
     let again = redis.close_task("u", "wf", RevocationReason::TaskClosed, t(7)).await.unwrap();
     assert_eq!(again.revoking, (102..107).map(id).collect::<Vec<_>>());
     for lease in redis.task_leases("u").await.unwrap() {
@@ -152,4 +166,65 @@ async fn a_close_stopped_half_way_is_finished_by_the_sweep() {
     assert!(
         redis.close_task("u", "wf", RevocationReason::TaskClosed, t(8)).await.unwrap().revoking.is_empty()
     );
+}
+
+/// A suspension moves the agent's leases a batch per call too: from the
+/// first batch nothing is recorded, activated or extended for the agent,
+/// though some of its leases are still live; the sweep finishes it; and a
+/// resume while it is unfinished finishes it first, so a lease issued after
+/// the resume is not taken by the rest of the old suspension.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspension_stopped_half_way_is_finished_before_anything_else() {
+    let server = RedisServer::start();
+    let redis = RedisStore::open(&config(server.url(), "suspending")).await.unwrap();
+    let handle = SealedHandle { key_id: "k".into(), sealed: vec![1; 40] };
+    for task_id in ["t", "u"] {
+        redis.create_task(task(task_id)).await.unwrap();
+    }
+    for n in 0..6 {
+        let task_id = if n % 2 == 0 { "t" } else { "u" };
+        redis.insert_pending(lease(id(n), task_id), t(0)).await.unwrap();
+        if n < 4 {
+            redis.activate(id(n), t(1000), handle.clone(), t(1)).await.unwrap();
+        }
+    }
+    let scope = Scope::Agent("agent".into());
+    let status = br#"{"agent":"agent","state":"suspended","changed_at":"2026-01-01T00:00:02Z","changed_by":"op","reason":"x"}"#;
+    let first = redis.close_step_of(&scope, status, RevocationReason::AgentSuspended, t(2), 2).await.unwrap();
+    assert!(!first.done);
+    assert!(first.ended_now);
+    assert_eq!(first.revoking, vec![id(0), id(1)]);
+    assert_eq!(redis.agent_status("agent").await.unwrap().unwrap().state, AgentState::Suspended);
+
+    let late = redis.insert_pending(lease(id(50), "t"), t(3)).await.unwrap_err();
+    assert_eq!(late, StoreError::AgentSuspended("agent".into()));
+    let err = redis.extend(id(2), t(2000), t(3)).await.unwrap_err();
+    assert_eq!(err, StoreError::AgentSuspended("agent".into()));
+    let err = redis.activate(id(4), t(1000), handle.clone(), t(3)).await.unwrap_err();
+    assert_eq!(err, StoreError::AgentSuspended("agent".into()));
+    let refused = redis.get_lease(id(4)).await.unwrap().unwrap();
+    assert_eq!(refused.state, LeaseState::Revoking);
+    assert_eq!(refused.revocation.unwrap().reason, RevocationReason::AgentSuspended);
+
+    // The sweep finishes it, with the suspension's reason.
+    let swept = redis.sweep(t(4), t(0), 100).await.unwrap();
+    let rest = [2, 3, 5].map(|n| (id(n), RevocationReason::AgentSuspended));
+    assert_eq!(swept.closed, rest.to_vec());
+    assert!(redis.sweep(t(5), t(0), 100).await.unwrap().closed.is_empty(), "finished once");
+
+    // Suspended again, cut short again, then resumed: the resume finishes
+    // the suspension first.
+    redis.resume_agent("agent", "op", "", t(6)).await.unwrap();
+    redis.insert_pending(lease(id(60), "t"), t(7)).await.unwrap();
+    redis.insert_pending(lease(id(61), "u"), t(7)).await.unwrap();
+    let second =
+        redis.close_step_of(&scope, status, RevocationReason::AgentSuspended, t(8), 1).await.unwrap();
+    assert!(!second.done);
+    redis.resume_agent("agent", "op", "", t(9)).await.unwrap();
+    for n in [60, 61] {
+        assert_eq!(redis.get_lease(id(n)).await.unwrap().unwrap().state, LeaseState::Revoking, "lease {n}");
+    }
+    redis.insert_pending(lease(id(70), "t"), t(10)).await.unwrap();
+    assert!(redis.sweep(t(11), t(0), 100).await.unwrap().closed.is_empty());
+    assert_eq!(redis.get_lease(id(70)).await.unwrap().unwrap().state, LeaseState::Pending, "not taken");
 }

@@ -11,12 +11,13 @@ use redb::ReadableTable;
 use uuid::Uuid;
 
 use super::tables::{
-    Change, WriteTables, decode, due_leases, get_lease, get_task, storage_error, task_leases,
+    Change, WriteTables, decode, due_leases, get_agent, get_lease, get_task, storage_error, task_leases,
 };
 use crate::model::{
-    Lease, LeaseState, Revocation, RevocationReason, SealedHandle, Sighting, Task, TaskClosure, TaskState,
+    AgentState, AgentStatus, Lease, LeaseState, Revocation, RevocationReason, SealedHandle, Sighting, Task,
+    TaskClosure, TaskState,
 };
-use crate::store::{ClosedTask, RevocationOutcome, StoreError, Swept};
+use crate::store::{ClosedScope, Closure, RevocationOutcome, Scope, StoreError, Swept};
 
 /// What an operation will answer, and the rows it writes to get there.
 pub(super) struct Planned<T> {
@@ -39,30 +40,106 @@ pub(super) fn create_task(tables: &WriteTables<'_>, task: Task) -> Result<Planne
     Planned::done((), vec![Change::task(None, task)?])
 }
 
-pub(super) fn close_task(
+pub(super) fn close_scope(
     tables: &WriteTables<'_>,
-    task_id: &str,
-    by: &str,
-    reason: RevocationReason,
+    scope: &Scope,
+    closure: &Closure,
     now: DateTime<Utc>,
-) -> Result<Planned<ClosedTask>, StoreError> {
-    let task =
-        get_task(&tables.tasks, task_id)?.ok_or_else(|| StoreError::TaskNotFound(task_id.to_owned()))?;
-    if task.state == TaskState::Closed {
-        return Planned::done(ClosedTask { task, revoking: Vec::new() }, Vec::new());
-    }
-    let mut closed = task.clone();
-    closed.state = TaskState::Closed;
-    closed.closed = Some(TaskClosure { at: now, by: by.to_owned(), reason });
-    let mut changes = vec![Change::task(Some(task), closed.clone())?];
-    let mut revoking = Vec::new();
-    for lease in task_leases(&tables.leases_by_task, &tables.leases, task_id)? {
+) -> Result<Planned<ClosedScope>, StoreError> {
+    let (ended, mut changes, leases) = match scope {
+        Scope::Task(task_id) => {
+            let task = get_task(&tables.tasks, task_id)?
+                .ok_or_else(|| StoreError::TaskNotFound(task_id.to_owned()))?;
+            if task.state == TaskState::Closed {
+                let ended =
+                    ClosedScope { task: Some(task), agent: None, ended_now: false, revoking: Vec::new() };
+                return Planned::done(ended, Vec::new());
+            }
+            let mut closed = task.clone();
+            closed.state = TaskState::Closed;
+            closed.closed = Some(TaskClosure { at: now, by: closure.by.clone(), reason: closure.reason });
+            let changes = vec![Change::task(Some(task), closed.clone())?];
+            let leases = task_leases(&tables.leases_by_task, &tables.leases, task_id)?;
+            (
+                ClosedScope { task: Some(closed), agent: None, ended_now: true, revoking: Vec::new() },
+                changes,
+                leases,
+            )
+        }
+        Scope::Agent(agent) => {
+            if let Some(status) = get_agent(&tables.agents, agent)?
+                && status.state == AgentState::Suspended
+            {
+                let ended =
+                    ClosedScope { task: None, agent: Some(status), ended_now: false, revoking: Vec::new() };
+                return Planned::done(ended, Vec::new());
+            }
+            let status = AgentStatus {
+                agent: agent.clone(),
+                state: AgentState::Suspended,
+                changed_at: now,
+                changed_by: closure.by.clone(),
+                reason: closure.note.clone(),
+            };
+            let changes = vec![Change::agent(status.clone())?];
+            let leases = task_leases(&tables.leases_by_agent, &tables.leases, agent)?;
+            (
+                ClosedScope { task: None, agent: Some(status), ended_now: true, revoking: Vec::new() },
+                changes,
+                leases,
+            )
+        }
+    };
+    let mut ended = ended;
+    for lease in leases {
         if matches!(lease.state, LeaseState::Pending | LeaseState::Active) {
-            revoking.push(lease.id);
-            changes.push(to_revoking(lease, reason, now)?);
+            ended.revoking.push(lease.id);
+            changes.push(to_revoking(lease, closure.reason, now)?);
         }
     }
-    Planned::done(ClosedTask { task: closed, revoking }, changes)
+    Planned::done(ended, changes)
+}
+
+pub(super) fn resume_agent(
+    tables: &WriteTables<'_>,
+    agent: &str,
+    by: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<Planned<AgentStatus>, StoreError> {
+    let suspended =
+        get_agent(&tables.agents, agent)?.is_some_and(|status| status.state == AgentState::Suspended);
+    if !suspended {
+        return Err(StoreError::AgentNotSuspended(agent.to_owned()));
+    }
+    let status = AgentStatus {
+        agent: agent.to_owned(),
+        state: AgentState::Active,
+        changed_at: now,
+        changed_by: by.to_owned(),
+        reason: reason.to_owned(),
+    };
+    Planned::done(status.clone(), vec![Change::agent(status)?])
+}
+
+/// Why nothing may be issued under `lease` at `now`, if so: the error to
+/// answer, and the reason to revoke the lease with. A closed task or one
+/// past its deadline, then a suspended agent.
+fn refusal(
+    tables: &WriteTables<'_>,
+    lease: &Lease,
+    now: DateTime<Utc>,
+) -> Result<Option<(StoreError, RevocationReason)>, StoreError> {
+    let task = get_task(&tables.tasks, &lease.task_id)?
+        .ok_or_else(|| StoreError::TaskNotFound(lease.task_id.clone()))?;
+    if !task.is_open_at(now) {
+        let reason = task.closed.map_or(RevocationReason::DeadlinePassed, |closure| closure.reason);
+        return Ok(Some((StoreError::TaskClosed(task.id), reason)));
+    }
+    if get_agent(&tables.agents, &lease.agent)?.is_some_and(|status| status.state == AgentState::Suspended) {
+        return Ok(Some((StoreError::AgentSuspended(lease.agent.clone()), RevocationReason::AgentSuspended)));
+    }
+    Ok(None)
 }
 
 pub(super) fn insert_pending(
@@ -70,10 +147,8 @@ pub(super) fn insert_pending(
     lease: Lease,
     now: DateTime<Utc>,
 ) -> Result<Planned<()>, StoreError> {
-    let task = get_task(&tables.tasks, &lease.task_id)?
-        .ok_or_else(|| StoreError::TaskNotFound(lease.task_id.clone()))?;
-    if !task.is_open_at(now) {
-        return Err(StoreError::TaskClosed(task.id));
+    if let Some((refused, _)) = refusal(tables, &lease, now)? {
+        return Err(refused);
     }
     if lease.state != LeaseState::Pending {
         return Err(StoreError::LeaseState { id: lease.id, state: lease.state });
@@ -96,6 +171,15 @@ pub(super) fn activate(
     let lease = existing_lease(tables, lease_id)?;
     let mut updated = lease.clone();
     updated.handle = handle;
+    if lease.state == LeaseState::Pending
+        && let Some((refused, reason)) = refusal(tables, &lease, now)?
+    {
+        // Its task closed, or its agent was suspended, by a close that has
+        // not reached this lease yet: it goes now, with the close's reason,
+        // and with the handle of what was minted.
+        let revoking = revoking(updated, reason, now);
+        return Ok(Planned { reply: Err(refused), changes: vec![Change::lease(Some(lease), revoking)?] });
+    }
     match lease.state {
         LeaseState::Pending => {
             updated.state = LeaseState::Active;
@@ -137,10 +221,14 @@ pub(super) fn extend(
     tables: &WriteTables<'_>,
     lease_id: Uuid,
     expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
 ) -> Result<Planned<Lease>, StoreError> {
     let lease = existing_lease(tables, lease_id)?;
     if lease.state != LeaseState::Active {
         return Err(StoreError::LeaseState { id: lease_id, state: lease.state });
+    }
+    if let Some((refused, _)) = refusal(tables, &lease, now)? {
+        return Err(refused);
     }
     let mut extended = lease.clone();
     extended.expires_at = expires_at;
@@ -306,7 +394,12 @@ fn existing_lease(tables: &WriteTables<'_>, lease_id: Uuid) -> Result<Lease, Sto
 
 /// Queues a pending or active lease for revocation, due at once.
 fn to_revoking(lease: Lease, reason: RevocationReason, now: DateTime<Utc>) -> Result<Change, StoreError> {
-    let mut revoking = lease.clone();
+    let moved = revoking(lease.clone(), reason, now);
+    Change::lease(Some(lease), moved)
+}
+
+/// `lease` as queued for revocation, due at once.
+fn revoking(mut revoking: Lease, reason: RevocationReason, now: DateTime<Utc>) -> Lease {
     revoking.state = LeaseState::Revoking;
     revoking.revocation = Some(Revocation {
         reason,
@@ -317,7 +410,7 @@ fn to_revoking(lease: Lease, reason: RevocationReason, now: DateTime<Utc>) -> Re
         completed_at: None,
         generation: 0,
     });
-    Change::lease(Some(lease), revoking)
+    revoking
 }
 
 /// The revocation record every revoking lease has.

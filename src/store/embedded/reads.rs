@@ -8,10 +8,10 @@ use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, TableDefinition};
 use uuid::Uuid;
 
 use super::tables::{
-    EXPIRIES, LEASES, LEASES_BY_AGENT, LEASES_BY_STATE, LEASES_BY_TASK, REVOCATION_QUEUE, SIGHTINGS,
+    AGENTS, EXPIRIES, LEASES, LEASES_BY_AGENT, LEASES_BY_STATE, LEASES_BY_TASK, REVOCATION_QUEUE, SIGHTINGS,
     SIGHTINGS_BY_LAST_SEEN, TASK_DEADLINES, TASKS, decode, indexed_lease, millis, state_key, storage_error,
 };
-use crate::model::{Lease, Sighting, Task, TaskState};
+use crate::model::{AgentStatus, Lease, Sighting, Task, TaskState};
 use crate::store::{LeaseFilter, StoreError};
 
 fn open<K: redb::Key + 'static, V: redb::Value + 'static>(
@@ -28,6 +28,10 @@ pub(super) fn check(txn: &ReadTransaction) -> Result<(), StoreError> {
 
 pub(super) fn get_task(txn: &ReadTransaction, task_id: &str) -> Result<Option<Task>, StoreError> {
     super::tables::get_task(&open(txn, TASKS)?, task_id)
+}
+
+pub(super) fn agent_status(txn: &ReadTransaction, agent: &str) -> Result<Option<AgentStatus>, StoreError> {
+    super::tables::get_agent(&open(txn, AGENTS)?, agent)
 }
 
 pub(super) fn get_lease(txn: &ReadTransaction, lease_id: Uuid) -> Result<Option<Lease>, StoreError> {

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use crate::model::{Lease, LeaseState, Sighting, Task, TaskState};
+use crate::model::{AgentStatus, Lease, LeaseState, Sighting, Task, TaskState};
 use crate::store::StoreError;
 
 /// Every task, by id.
@@ -38,6 +38,9 @@ pub(super) const PENDING: TableDefinition<(i64, u128), ()> = TableDefinition::ne
 /// Revoking leases by (next_attempt_at, lease id): the revocation queue.
 pub(super) const REVOCATION_QUEUE: TableDefinition<(i64, u128), ()> =
     TableDefinition::new("revocation_queue");
+/// Agents' runtime state (suspensions), by agent name: only agents whose
+/// state was ever changed have a row.
+pub(super) const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
 /// Sightings by (issuer, subject).
 pub(super) const SIGHTINGS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("sightings");
 /// Sightings by (last_seen, issuer, subject): the most recent first, read
@@ -105,6 +108,16 @@ pub(super) fn get_task(
     }
 }
 
+pub(super) fn get_agent(
+    agents: &impl ReadableTable<&'static str, &'static [u8]>,
+    agent: &str,
+) -> Result<Option<AgentStatus>, StoreError> {
+    match agents.get(agent).map_err(storage_error)? {
+        Some(row) => decode("agent status", row.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
 pub(super) fn get_lease(
     leases: &impl ReadableTable<u128, &'static [u8]>,
     lease_id: u128,
@@ -128,7 +141,8 @@ pub(super) fn indexed_lease(
     })
 }
 
-/// Every lease of a task, in id order.
+/// Every lease of a task (from `leases_by_task`) or of an agent (from
+/// `leases_by_agent`), in id order.
 pub(super) fn task_leases(
     by_task: &impl ReadableTable<(&'static str, u128), ()>,
     leases: &impl ReadableTable<u128, &'static [u8]>,
@@ -175,6 +189,7 @@ pub(super) enum Change {
     Task { old: Option<Task>, new: Task, row: Vec<u8> },
     Lease { old: Option<Lease>, new: Lease, row: Vec<u8> },
     Sighting { old: Option<Sighting>, new: Sighting, row: Vec<u8> },
+    Agent { new: AgentStatus, row: Vec<u8> },
 }
 
 impl Change {
@@ -186,6 +201,11 @@ impl Change {
     pub(super) fn lease(old: Option<Lease>, new: Lease) -> Result<Self, StoreError> {
         let row = encode("lease", &new)?;
         Ok(Self::Lease { old, new, row })
+    }
+
+    pub(super) fn agent(new: AgentStatus) -> Result<Self, StoreError> {
+        let row = encode("agent status", &new)?;
+        Ok(Self::Agent { new, row })
     }
 
     pub(super) fn sighting(old: Option<Sighting>, new: Sighting) -> Result<Self, StoreError> {
@@ -206,6 +226,7 @@ pub(super) struct WriteTables<'txn> {
     pub(super) expiries: Table<'txn, (i64, u128), ()>,
     pub(super) pending: Table<'txn, (i64, u128), ()>,
     pub(super) revocation_queue: Table<'txn, (i64, u128), ()>,
+    pub(super) agents: Table<'txn, &'static str, &'static [u8]>,
     pub(super) sightings: Table<'txn, (&'static str, &'static str), &'static [u8]>,
     pub(super) sightings_by_last_seen: Table<'txn, (i64, &'static str, &'static str), ()>,
 }
@@ -223,6 +244,7 @@ impl<'txn> WriteTables<'txn> {
             expiries: txn.open_table(EXPIRIES).map_err(storage_error)?,
             pending: txn.open_table(PENDING).map_err(storage_error)?,
             revocation_queue: txn.open_table(REVOCATION_QUEUE).map_err(storage_error)?,
+            agents: txn.open_table(AGENTS).map_err(storage_error)?,
             sightings: txn.open_table(SIGHTINGS).map_err(storage_error)?,
             sightings_by_last_seen: txn.open_table(SIGHTINGS_BY_LAST_SEEN).map_err(storage_error)?,
         })
@@ -235,6 +257,9 @@ impl<'txn> WriteTables<'txn> {
             Change::Task { old, new, row } => self.apply_task(old.as_ref(), new, row),
             Change::Lease { old, new, row } => self.apply_lease(old.as_ref(), new, row),
             Change::Sighting { old, new, row } => self.apply_sighting(old.as_ref(), new, row),
+            Change::Agent { new, row } => {
+                self.agents.insert(new.agent.as_str(), row.as_slice()).map_err(storage_error).map(drop)
+            }
         }
     }
 

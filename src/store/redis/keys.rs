@@ -9,6 +9,9 @@
 //! | `deadlines`               | zset   | open task ids, score = deadline (ms)               |
 //! | `closed-tasks`            | zset   | closed task ids whose close is done, score = when it closed (ms), moved a minute on each time a sweep finds a lease of it left; the sweep forgets a task once `finished_retention` has passed since its score and no lease of it is left |
 //! | `closing`                 | hash   | closed task id → `<reason code>:<last lease id done>`, while its close is moving leases to revoking (a batch per call) |
+//! | `agents`                  | hash   | agent name → its status (suspended or resumed, by whom, when, why), JSON; only agents whose state ever changed |
+//! | `suspended`               | set    | the names of suspended agents: what every insert, activation and extension checks |
+//! | `closing-agents`          | hash   | suspended agent → `<reason code>:<last lease id done>`, while its suspension is moving leases to revoking |
 //! | `leases`                  | hash   | lease id → the lease record (`record.rs`: compact binary, sealed handle included) |
 //! | `state:<state>`           | index  | lease ids in that state                            |
 //! | `task-leases:<task id>`   | index  | the task's lease ids                               |
@@ -22,7 +25,7 @@
 //! | `sightings`               | hash   | `["issuer","subject"]` → the sighting, JSON        |
 //! | `sightings-seen`          | zset   | sighting fields, score = last_seen (ms)            |
 //! | `health`                  | string | written by every health check                      |
-//! | `layout`                  | string | `2`, the version of this layout (`LAYOUT` in `lua/common.lua`; layout 1 chunked every index); set by the first writing call, checked by every function call |
+//! | `layout`                  | string | `3`, the version of this layout (`LAYOUT` in `lua/common.lua`; layout 1 chunked every index, layout 2 had no agent states and is marked 3 by the first write); set by the first writing call, checked by every function call |
 //!
 //! Every lease is in exactly one state index and the one schedule of its
 //! state (`pending`, `expiries`, `queue` or `finished`), plus its task's
@@ -86,6 +89,16 @@ impl Keys {
     /// Tasks whose close has not moved all their leases yet.
     pub(super) fn closing(&self) -> String {
         format!("{}closing", self.prefix)
+    }
+
+    /// Agents whose suspension has not moved all their leases yet.
+    pub(super) fn closing_agents(&self) -> String {
+        format!("{}closing-agents", self.prefix)
+    }
+
+    /// Agents' statuses, by name.
+    pub(super) fn agents(&self) -> String {
+        format!("{}agents", self.prefix)
     }
 
     /// The hash of every lease record, by lease id.

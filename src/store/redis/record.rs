@@ -50,7 +50,7 @@ const STATES: [LeaseState; 5] =
 
 /// Revocation reasons by their code (the index). `lua/common.lua` knows
 /// `mint_failed` by its code.
-pub(super) const REASONS: [RevocationReason; 7] = [
+pub(super) const REASONS: [RevocationReason; 8] = [
     RevocationReason::TaskClosed,
     RevocationReason::DeadlinePassed,
     RevocationReason::Expired,
@@ -58,6 +58,7 @@ pub(super) const REASONS: [RevocationReason; 7] = [
     RevocationReason::MintFailed,
     RevocationReason::Abandoned,
     RevocationReason::Operator,
+    RevocationReason::AgentSuspended,
 ];
 
 /// A lease as its record.

@@ -1,7 +1,11 @@
--- ARGV: lease id, expires_at, handle (as a record holds it), now.
+-- ARGV: lease id, expires_at, handle (as a record holds it), now, now
+-- (task time text), now (ms).
 -- Replies {'ok', lease record}, or an error status after storing the handle
--- of a lease that is no longer pending.
+-- of a lease that is no longer pending, or that is still pending under a
+-- closed task or a suspended agent (whose close has not reached it yet:
+-- it goes to revoking now, with the close's reason).
 local id, expires_at, handle, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local now_text, now_ms = ARGV[5], tonumber(ARGV[6])
 local raw = redis.call('HGET', LEASES, id)
 if not raw then
   return { 'lease_not_found' }
@@ -10,6 +14,16 @@ local lease = decode_lease(raw)
 local old = entries(id, lease)
 local state = lease.state
 local changes = {}
+if state == 'pending' then
+  local refused, reason = refusal(lease, now_text, now_ms)
+  if refused then
+    lease.handle = handle
+    plan_revoking(changes, id, lease, old, reason, now)
+    apply(changes)
+    if refused == 'task_not_found' then refused = 'task_closed' end
+    return { refused }
+  end
+end
 if state == 'pending' then
   lease.state = 'active'
   lease.issued = now

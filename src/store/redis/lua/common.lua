@@ -18,7 +18,7 @@
 --
 -- The library's top-level locals live as long as the library: everything
 -- that belongs to one call is set afresh by `begin` before the call runs.
-local P, LEASES
+local P, LEASES, SUSPENDED
 
 local function task_key(task_id) return P .. 'task:' .. task_id end
 
@@ -321,6 +321,13 @@ end
 local STATES = { [0] = 'pending', 'active', 'revoking', 'revoked', 'failed' }
 local STATE_CODES = { pending = 0, active = 1, revoking = 2, revoked = 3, failed = 4 }
 local MINT_FAILED = 4
+-- Revocation reasons as task JSON names them, by their record code
+-- (record.rs, REASONS).
+local REASON_CODES = {
+  task_closed = 0, deadline_passed = 1, expired = 2, released = 3,
+  mint_failed = 4, abandoned = 5, operator = 6, agent_suspended = 7,
+}
+local DEADLINE_PASSED, AGENT_SUSPENDED = 1, 7
 
 local function corrupt() error('writ: a lease record is damaged or in an unknown format') end
 
@@ -556,13 +563,46 @@ local function due(name, max, limit)
   return found
 end
 
+-- Why nothing may be issued under `lease` now, if so: a status
+-- ('task_not_found', 'task_closed' or 'agent_suspended') and the reason to
+-- revoke the lease with; nil if it may. `now` is a task time (text) and
+-- `now_ms` its milliseconds. `deadlines` holds every open task with its
+-- deadline in whole ms (rounded down): a later ms settles it without
+-- reading the task.
+local function refusal(lease, now, now_ms)
+  local deadline_ms = redis.call('ZSCORE', P .. 'deadlines', lease.task)
+  if not deadline_ms or tonumber(deadline_ms) <= now_ms then
+    local task_raw = redis.call('GET', task_key(lease.task))
+    if not task_raw then
+      return 'task_not_found', REASON_CODES.task_closed
+    end
+    local task = cjson.decode(task_raw)
+    if task.state ~= 'open' then
+      local closed = type(task.closed) == 'table' and REASON_CODES[task.closed.reason]
+      return 'task_closed', closed or REASON_CODES.task_closed
+    end
+    if not before(now, task.deadline) then
+      return 'task_closed', DEADLINE_PASSED
+    end
+  end
+  if redis.call('SISMEMBER', SUSPENDED, lease.agent) == 1 then
+    return 'agent_suspended', AGENT_SUSPENDED
+  end
+  return nil
+end
+
 ---------------------------------------------------------------------------
 -- Registration.
 ---------------------------------------------------------------------------
 
 -- The layout of a namespace's keys that this code reads and writes
 -- (keys.rs). A namespace is marked with it on first use (health.lua).
-local LAYOUT = '2'
+-- Layout 3 is layout 2 with agents' states (`agents`, `suspended`,
+-- `closing-agents`): this code reads a layout 2 namespace as it is and
+-- marks it 3 on its first write, after which layout 2 code (which would
+-- not honour a suspension) refuses it.
+local LAYOUT = '3'
+local UPGRADES_FROM = '2'
 
 -- Sets up a call: its namespace and a fresh cache. Refuses (before
 -- anything is read or written) a namespace in another layout: one marked
@@ -574,10 +614,15 @@ local function begin(keys, writes)
   if #keys ~= 1 then error('writ: a function takes exactly one key, the namespace prefix') end
   P = keys[1]
   LEASES = P .. 'leases'
+  SUSPENDED = P .. 'suspended'
   located, counts = {}, {}
   local mark = redis.call('GET', P .. 'layout')
   if mark == LAYOUT then return end
-  if mark or redis.call('EXISTS', LEASES, P .. 'deadlines', P .. 'closing') > 0 then
+  if mark == UPGRADES_FROM then
+    if writes then redis.call('SET', P .. 'layout', LAYOUT) end
+    return
+  end
+  if mark or redis.call('EXISTS', LEASES, P .. 'deadlines', P .. 'closing', P .. 'agents') > 0 then
     error('writ layout: the namespace holds data in layout ' .. (mark or '1')
       .. ', written by another version of Writ; this one reads layout ' .. LAYOUT
       .. ' (docs/operations.md, "Upgrading on Redis")')

@@ -2,18 +2,9 @@
 -- The task id and agent are read from the record.
 local id, raw, now, now_ms = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local lease = decode_lease(raw)
--- `deadlines` holds every open task with its deadline in whole ms
--- (rounded down): a later ms settles it without reading the task.
-local deadline_ms = redis.call('ZSCORE', P .. 'deadlines', lease.task)
-if not deadline_ms or tonumber(deadline_ms) <= now_ms then
-  local task_raw = redis.call('GET', task_key(lease.task))
-  if not task_raw then
-    return { 'task_not_found' }
-  end
-  local task = cjson.decode(task_raw)
-  if task.state ~= 'open' or not before(now, task.deadline) then
-    return { 'task_closed' }
-  end
+local refused = refusal(lease, now, now_ms)
+if refused then
+  return { refused }
 end
 if lease.state ~= 'pending' then
   return { 'lease_state', lease.state }

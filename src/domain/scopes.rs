@@ -1,0 +1,216 @@
+//! Ending everything issued under one scope: closing a task, suspending an
+//! agent. One path for both, and for every caller (a workflow engine's
+//! CloseTask, the sweeper's overdue tasks, an operator's suspension): the
+//! store ends the scope and queues its leases in one operation
+//! ([`LeaseStore::close_scope`](crate::store::LeaseStore::close_scope)),
+//! the evidence names what ended and why, and the caller may wait for the
+//! revocations to finish.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use super::{Broker, Error, quoted};
+use crate::audit::AuditEvent;
+use crate::model::{AgentStatus, RevocationReason};
+use crate::store::{ClosedScope, Closure, LeaseFilter, Scope};
+
+/// What ending a scope did, once the wait for its revocations is over.
+#[derive(Clone, Debug)]
+pub struct ScopeOutcome {
+    pub closed: ClosedScope,
+    /// Leases of the scope revoked at their provider when the call returned.
+    pub revoked: usize,
+    /// Leases whose revocation is still being retried.
+    pub retrying: usize,
+}
+
+/// Leases read per page when counting an agent's revocations.
+const PAGE: usize = 1000;
+
+impl Broker {
+    /// Ends `scope` and queues everything issued under it for revocation,
+    /// with evidence; does not wait for the revocations.
+    pub(crate) async fn end_scope(
+        &self,
+        caller: &str,
+        scope: &Scope,
+        reason: RevocationReason,
+        note: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ClosedScope, Error> {
+        let closure = Closure { by: caller.to_owned(), reason, note: note.to_owned() };
+        let closed = self.store.close_scope(scope, &closure, now).await?;
+        if !closed.revoking.is_empty() {
+            self.revocations.wake();
+        }
+        if closed.ended_now || !closed.revoking.is_empty() {
+            let (event, agent, task) = match scope {
+                Scope::Task(task_id) => (
+                    "task_closed",
+                    closed.task.as_ref().map(|task| task.agent.clone()),
+                    Some(task_id.clone()),
+                ),
+                Scope::Agent(agent) => ("agent_suspended", Some(agent.clone()), None),
+            };
+            let mut details = json!({ "revoking": closed.revoking.len() });
+            if !note.is_empty() {
+                details["note"] = json!(note);
+            }
+            if !closed.ended_now {
+                details["finished_a_cut_short_close"] = json!(true);
+            }
+            let evidence = AuditEvent {
+                event,
+                actor: caller.to_owned(),
+                outcome: "ok",
+                agent,
+                task,
+                reason: Some(reason.as_str().to_owned()),
+                details: Some(details),
+                ..AuditEvent::default()
+            };
+            // The scope is ended whatever the audit log says: refusing to
+            // stop issuing because evidence cannot be written would be
+            // failing open.
+            self.audit.record_or_log(now, evidence).await;
+        }
+        Ok(closed)
+    }
+
+    /// Suspends an agent (the kill switch): from the moment this returns
+    /// nothing more is issued, activated or renewed for it on any replica,
+    /// and every lease it holds, in every task, is queued for revocation.
+    /// Waits up to `limits.close_wait` for the revocations.
+    pub async fn suspend_agent(
+        &self,
+        caller: &str,
+        agent: &str,
+        note: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ScopeOutcome, Error> {
+        if self.registry.agent(agent).is_none() {
+            return Err(Error::NotFound(format!("agent {} is not registered", quoted(agent))));
+        }
+        let scope = Scope::Agent(agent.to_owned());
+        let finished = self.revocations.subscribe();
+        let closed = self.end_scope(caller, &scope, RevocationReason::AgentSuspended, note, now).await?;
+        if !closed.ended_now {
+            return Err(Error::FailedPrecondition(format!("agent {} is suspended already", quoted(agent))));
+        }
+        self.wait_for_scope(closed, &scope, finished).await
+    }
+
+    /// Lifts an agent's suspension. What the suspension revoked stays
+    /// revoked.
+    pub async fn resume_agent(
+        &self,
+        caller: &str,
+        agent: &str,
+        note: &str,
+        now: DateTime<Utc>,
+    ) -> Result<AgentStatus, Error> {
+        if self.registry.agent(agent).is_none() {
+            return Err(Error::NotFound(format!("agent {} is not registered", quoted(agent))));
+        }
+        let status = self.store.resume_agent(agent, caller, note, now).await?;
+        self.audit
+            .record(
+                now,
+                AuditEvent {
+                    event: "agent_resumed",
+                    actor: caller.to_owned(),
+                    outcome: "ok",
+                    agent: Some(agent.to_owned()),
+                    details: (!note.is_empty()).then(|| json!({ "note": note })),
+                    ..AuditEvent::default()
+                },
+            )
+            .await?;
+        Ok(status)
+    }
+
+    /// Waits until every lease of the scope is final or `limits.close_wait`
+    /// passes, and counts (revoked, still retrying). `finished` must have
+    /// been subscribed before the scope was ended, so that no batch is
+    /// missed.
+    pub(crate) async fn wait_for_scope(
+        &self,
+        closed: ClosedScope,
+        scope: &Scope,
+        finished: broadcast::Receiver<Arc<[Uuid]>>,
+    ) -> Result<ScopeOutcome, Error> {
+        let (revoked, retrying) =
+            self.wait_for_revocations(scope, &closed.revoking, finished, self.limits.close_wait).await?;
+        Ok(ScopeOutcome { closed, revoked, retrying })
+    }
+
+    /// The leases this close queued are ticked off as the worker reports
+    /// them revoked, without reading the store; the store is read once they
+    /// are all done (to count, and to catch leases that were revoking
+    /// before the close or are revoked by another replica), after every
+    /// later batch until nothing is left, and when `wait` runs out.
+    async fn wait_for_revocations(
+        &self,
+        scope: &Scope,
+        queued: &[Uuid],
+        mut finished: broadcast::Receiver<Arc<[Uuid]>>,
+        wait: Duration,
+    ) -> Result<(usize, usize), Error> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut outstanding: HashSet<Uuid> = queued.iter().copied().collect();
+        let mut recount = outstanding.is_empty();
+        loop {
+            if recount {
+                let (revoked, retrying) = self.revocation_progress(scope).await?;
+                if retrying == 0 {
+                    return Ok((revoked, 0));
+                }
+            }
+            match tokio::time::timeout_at(deadline, finished.recv()).await {
+                Ok(Ok(batch)) => {
+                    if !recount {
+                        for lease_id in batch.iter() {
+                            outstanding.remove(lease_id);
+                        }
+                        recount = outstanding.is_empty();
+                    }
+                }
+                // Too far behind to know which were revoked: ask the store.
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => recount = true,
+                Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => {
+                    return self.revocation_progress(scope).await;
+                }
+            }
+        }
+    }
+
+    /// (final, not yet final) among the scope's leases, from the store.
+    async fn revocation_progress(&self, scope: &Scope) -> Result<(usize, usize), Error> {
+        let states = match scope {
+            Scope::Task(task_id) => {
+                self.store.task_leases(task_id).await?.into_iter().map(|lease| lease.state).collect()
+            }
+            Scope::Agent(agent) => {
+                let filter = LeaseFilter { agent: Some(agent.clone()), ..LeaseFilter::default() };
+                let mut states = Vec::new();
+                let mut after = None;
+                loop {
+                    let page = self.store.list_leases(&filter, after, PAGE).await?;
+                    after = page.last().map(|lease| lease.id);
+                    states.extend(page.iter().map(|lease| lease.state));
+                    if page.len() < PAGE {
+                        break states;
+                    }
+                }
+            }
+        };
+        let revoked = states.iter().filter(|state: &&crate::model::LeaseState| state.is_final()).count();
+        Ok((revoked, states.len() - revoked))
+    }
+}

@@ -1,0 +1,83 @@
+-- ARGV: scope kind ('task' or 'agent'), scope id, what ending the scope
+-- writes (a task's closure, or an agent's status as suspended: JSON),
+-- reason code, now (record time), limit, now (ms).
+-- Replies {'ok' or 'more', the task or agent status JSON, {ids moved to
+-- revoking}, reason code, 'new' if this call ended the scope else 'old'}.
+--
+-- Ending marks the scope ended at once (a task closed, an agent in
+-- `suspended`), so nothing more is inserted, activated or extended under
+-- it (`refusal` in common.lua), and moves at most `limit` of its leases to
+-- revoking per call, so no call holds Redis for long however many leases
+-- the scope has. While some are left, `closing` (tasks) or
+-- `closing-agents` holds the scope with the reason and the last lease id
+-- done, the reply is 'more', and the next call (by the closer, or by the
+-- sweep after a crash) goes on from there with the reason first given.
+local kind, scope_id, ending = ARGV[1], ARGV[2], ARGV[3]
+local reason, now, limit = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
+local CLOSING, raw, ended, index
+if kind == 'task' then
+  CLOSING = P .. 'closing'
+  raw = redis.call('GET', task_key(scope_id))
+  if not raw then
+    return { 'task_not_found' }
+  end
+  ended = cjson.decode(raw).state == 'closed'
+  index = 'task-leases:' .. scope_id
+elseif kind == 'agent' then
+  CLOSING = P .. 'closing-agents'
+  raw = redis.call('HGET', P .. 'agents', scope_id)
+  ended = redis.call('SISMEMBER', SUSPENDED, scope_id) == 1
+  index = 'agent-leases:' .. scope_id
+else
+  error('writ: unknown scope kind')
+end
+local after
+if ended then
+  local closing = redis.call('HGET', CLOSING, scope_id)
+  if not closing then
+    return { 'ok', raw, {}, reason, 'old' }
+  end
+  local colon = string.find(closing, ':', 1, true)
+  reason = tonumber(string.sub(closing, 1, colon - 1))
+  after = string.sub(closing, colon + 1)
+  if after == '' then after = nil end
+end
+-- Everything is read and planned before anything is written: a damaged
+-- lease fails the call with nothing changed (scripts are not rolled back).
+local changes, revoking = {}, {}
+local ids = index_range(index, after, '+', limit)
+for _, id in ipairs(ids) do
+  local lease, old = load_lease(id)
+  if lease.state == 'pending' or lease.state == 'active' then
+    plan_revoking(changes, id, lease, old, reason, now)
+    table.insert(revoking, id)
+  end
+end
+if not ended then
+  if kind == 'task' then
+    local task = cjson.decode(raw)
+    task.state = 'closed'
+    task.closed = cjson.decode(ending)
+    raw = cjson.encode(task)
+    redis.call('SET', task_key(scope_id), raw)
+    redis.call('ZREM', P .. 'deadlines', scope_id)
+  else
+    raw = ending
+    redis.call('HSET', P .. 'agents', scope_id, raw)
+    redis.call('SADD', SUSPENDED, scope_id)
+  end
+end
+apply(changes)
+local fresh = ended and 'old' or 'new'
+if #ids < limit then
+  redis.call('HDEL', CLOSING, scope_id)
+  -- A task closed for good is forgotten by the sweep once its retention
+  -- has passed and its leases are forgotten (sweep.lua). A close finished
+  -- by a later call counts from then.
+  if kind == 'task' then
+    redis.call('ZADD', P .. 'closed-tasks', ARGV[7], scope_id)
+  end
+  return { 'ok', raw, revoking, reason, fresh }
+end
+redis.call('HSET', CLOSING, scope_id, reason .. ':' .. ids[#ids])
+return { 'more', raw, revoking, reason, fresh }
