@@ -346,8 +346,17 @@ async fn task(command: TaskCommand) -> anyhow::Result<()> {
                 .await?
                 .into_inner();
             println!(
-                "task {task_id} closed: {} leases revoked, {} still retrying",
-                response.revoked, response.retrying
+                "task {task_id} closed: {} leases revoked, {} still retrying{}",
+                response.revoked,
+                response.retrying,
+                if response.failed > 0 {
+                    format!(
+                        ", {} failed (the provider cannot revoke them; see `writ leases --task {task_id}`)",
+                        response.failed
+                    )
+                } else {
+                    String::new()
+                }
             );
             Ok(())
         }

@@ -9,6 +9,11 @@
 //! | `writ_provider_failures_total`          | counter   | provider, operation, reason     |
 //! | `writ_revocation_retries_total`         | counter   | provider                        |
 //! | `writ_revocations_done_total`           | counter   | provider                        |
+//! | `writ_revocations_failed_total`         | counter   | provider                        |
+//!
+//! A failed revocation is one the provider said can never succeed: the
+//! lease is `failed` with the reason, the credential may live until its
+//! expiry, and an operator must look (alert on any increase).
 //!
 //! `operation` is `mint`, `renew` or `revoke`; `reason` is `unavailable`,
 //! `timeout`, `refused` or `failed`. Labels carry only names from the
@@ -76,6 +81,7 @@ pub struct Metrics {
     failures: Family<FailureLabels, Counter>,
     retries: Family<ProviderLabels, Counter>,
     revoked: Family<ProviderLabels, Counter>,
+    gave_up: Family<ProviderLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -92,6 +98,12 @@ impl Metrics {
         let failures = Family::<FailureLabels, Counter>::default();
         let retries = Family::<ProviderLabels, Counter>::default();
         let revoked = Family::<ProviderLabels, Counter>::default();
+        let gave_up = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "revocations_failed",
+            "Revocations the provider said can never succeed: the lease is failed and needs an operator",
+            gave_up.clone(),
+        );
         registry.register_with_unit(
             "provider_call_duration",
             "Time a provider took to answer, failures and timeouts included",
@@ -109,7 +121,7 @@ impl Metrics {
             retries.clone(),
         );
         registry.register("revocations_done", "Leases revoked at their provider", revoked.clone());
-        Self { registry: Mutex::new(registry), call_duration, failures, retries, revoked }
+        Self { registry: Mutex::new(registry), call_duration, failures, retries, revoked, gave_up }
     }
 
     /// Runs one provider call under `limit`, recording its latency and any
@@ -151,6 +163,11 @@ impl Metrics {
     /// A revocation failed and is scheduled again.
     pub fn revocation_retried(&self, provider: &str) {
         self.retries.get_or_create(&ProviderLabels { provider: provider.to_string() }).inc();
+    }
+
+    /// A revocation the provider said can never succeed was given up.
+    pub fn revocation_failed(&self, provider: &str) {
+        self.gave_up.get_or_create(&ProviderLabels { provider: provider.to_string() }).inc();
     }
 
     /// A lease was revoked at its provider.

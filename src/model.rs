@@ -75,8 +75,21 @@ pub struct Lease {
     pub revocation: Option<Revocation>,
 }
 
+impl Lease {
+    /// Whether the provider said this lease's revocation can never succeed
+    /// (failed, though the mint had not).
+    pub fn revocation_gave_up(&self) -> bool {
+        self.state == LeaseState::Failed
+            && self
+                .revocation
+                .as_ref()
+                .is_some_and(|revocation| revocation.reason != RevocationReason::MintFailed)
+    }
+}
+
 /// pending → active → revoking → revoked; pending → revoking → failed when
-/// the mint itself failed.
+/// the mint itself failed; revoking → failed when the provider says the
+/// revocation can never succeed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LeaseState {
@@ -88,7 +101,10 @@ pub enum LeaseState {
     Revoking,
     /// Revoked at the provider.
     Revoked,
-    /// The mint failed; whatever it may have left was cleaned up.
+    /// The mint failed, and whatever it may have left was cleaned up; or
+    /// (a revocation whose reason is not `mint_failed`, with its
+    /// `last_error`) the provider said the revocation can never succeed,
+    /// and the credential may live until its expiry: an operator must look.
     Failed,
 }
 

@@ -3,9 +3,13 @@
 //! Every path that ends a lease (close, deadline, expiry, release, a failed
 //! issue, an abandoned pending lease) only moves the lease to *revoking* in
 //! the store. This one worker then claims due revocations, calls the
-//! provider, and records the outcome. A failure is retried with exponential
-//! backoff and jitter, forever: a revocation is never dropped. A claim that
-//! is never finished (the process died) lapses and is taken again.
+//! provider, and records the outcome. A failure the provider calls
+//! transient ([`ProviderError::is_retryable`]) is retried with exponential
+//! backoff and jitter, forever: a revocation is never dropped. One the
+//! provider says can never succeed is not retried thousands of times: the
+//! lease becomes *failed* with the reason, one audit record says so, and
+//! `writ_revocations_failed_total` rises for an operator to act on. A claim
+//! that is never finished (the process died) lapses and is taken again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,15 +27,16 @@ use crate::config::RevocationConfig;
 use crate::domain::Broker;
 use crate::model::Lease;
 use crate::store::RevocationOutcome;
+use writ_provider_api::ProviderError;
 
 /// Signals between the code that queues revocations and the worker.
 #[derive(Debug)]
 pub struct RevocationQueue {
     /// Wakes the worker when something was queued.
     wake: Notify,
-    /// The leases each finished batch revoked, once their outcome is in
-    /// the store, so callers (CloseTask) can wait for their own leases
-    /// instead of polling the store.
+    /// The leases each finished batch is done with (revoked, or failed for
+    /// good), once their outcome is in the store, so callers (CloseTask)
+    /// can wait for their own leases instead of polling the store.
     finished: broadcast::Sender<Arc<[Uuid]>>,
 }
 
@@ -148,7 +153,9 @@ async fn finish(broker: &Broker, outcomes: &[RevocationOutcome], now: DateTime<U
             outcomes
                 .iter()
                 .filter_map(|outcome| match outcome {
-                    RevocationOutcome::Done { lease_id, .. } => Some(*lease_id),
+                    RevocationOutcome::Done { lease_id, .. } | RevocationOutcome::GaveUp { lease_id, .. } => {
+                        Some(*lease_id)
+                    }
                     RevocationOutcome::Retry { .. } => None,
                 })
                 .collect(),
@@ -194,7 +201,7 @@ async fn revoke_all(
 async fn outcome(
     broker: &Broker,
     lease: &Lease,
-    result: Result<(), String>,
+    result: Result<(), ProviderError>,
     config: &RevocationConfig,
     now: DateTime<Utc>,
 ) -> RevocationOutcome {
@@ -221,7 +228,21 @@ async fn outcome(
             broker.audit().record_or_log(now, event("revoked", "ok", json!({ "attempts": attempts }))).await;
             RevocationOutcome::Done { lease_id: lease.id, generation }
         }
+        Err(error) if !error.is_retryable() => {
+            let error = error.to_string();
+            tracing::error!(lease = %lease.id, provider = %lease.provider, attempts, %error, "revocation can never succeed; the lease is failed and needs an operator");
+            broker.metrics().revocation_failed(&lease.provider);
+            broker
+                .audit()
+                .record_or_log(
+                    now,
+                    event("revocation_failed", "error", json!({ "attempts": attempts, "error": error })),
+                )
+                .await;
+            RevocationOutcome::GaveUp { lease_id: lease.id, generation, error }
+        }
         Err(error) => {
+            let error = error.to_string();
             let delay = backoff(attempts, config.min_backoff, config.max_backoff, fastrand::f64());
             let next_attempt_at = now + chrono::Duration::from_std(delay).unwrap_or_default();
             tracing::warn!(lease = %lease.id, provider = %lease.provider, attempts, %error, retry_in = ?delay, "revocation failed; will retry");

@@ -61,6 +61,7 @@ impl TaskService for Tasks {
             task: Some(convert::task(&outcome.task)),
             revoked: u32::try_from(outcome.revoked).unwrap_or(u32::MAX),
             retrying: u32::try_from(outcome.retrying).unwrap_or(u32::MAX),
+            failed: u32::try_from(outcome.failed).unwrap_or(u32::MAX),
         }))
     }
 

@@ -507,16 +507,18 @@ impl Broker {
     }
 
     /// Revokes one lease at its provider: the revocation worker's step.
-    pub(crate) async fn revoke_at_provider(&self, lease: &Lease) -> Result<(), String> {
-        let provider = self
-            .providers
-            .get(&lease.provider)
-            .ok_or_else(|| format!("provider {:?} is no longer configured", lease.provider))?;
-        let handle = self.sealer.open(lease.id, &lease.handle).map_err(|e| e.to_string())?;
+    /// The error's kind says whether trying again can help: a provider
+    /// missing from the configuration or a sealing key that cannot open
+    /// the handle is an operator's to fix, so those are retried.
+    pub(crate) async fn revoke_at_provider(&self, lease: &Lease) -> Result<(), ProviderError> {
+        let provider = self.providers.get(&lease.provider).ok_or_else(|| {
+            ProviderError::Unavailable(format!("provider {:?} is not configured", lease.provider))
+        })?;
+        let handle = self.sealer.open(lease.id, &lease.handle).map_err(|error| {
+            ProviderError::Unavailable(format!("cannot open the revocation handle: {error}"))
+        })?;
         let request = RevokeRequest { lease_id: lease.id, role: lease.role.clone(), handle };
-        self.call_provider(&lease.provider, Operation::revoke, provider.provider.revoke(&request))
-            .await
-            .map_err(|e| e.to_string())
+        self.call_provider(&lease.provider, Operation::revoke, provider.provider.revoke(&request)).await
     }
 
     /// Bounds a provider call by `limits.provider_timeout` and records its

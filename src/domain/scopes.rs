@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::{Broker, Error, quoted};
 use crate::audit::AuditEvent;
-use crate::model::{AgentStatus, RevocationReason};
+use crate::model::{AgentStatus, LeaseState, RevocationReason};
 use crate::store::{ClosedScope, Closure, LeaseFilter, Scope};
 
 /// What ending a scope did, once the wait for its revocations is over.
@@ -28,6 +28,8 @@ pub struct ScopeOutcome {
     pub revoked: usize,
     /// Leases whose revocation is still being retried.
     pub retrying: usize,
+    /// Leases whose revocation the provider said can never succeed.
+    pub failed: usize,
 }
 
 /// Leases read per page when counting an agent's revocations.
@@ -145,9 +147,14 @@ impl Broker {
         scope: &Scope,
         finished: broadcast::Receiver<Arc<[Uuid]>>,
     ) -> Result<ScopeOutcome, Error> {
-        let (revoked, retrying) =
+        let progress =
             self.wait_for_revocations(scope, &closed.revoking, finished, self.limits.close_wait).await?;
-        Ok(ScopeOutcome { closed, revoked, retrying })
+        Ok(ScopeOutcome {
+            closed,
+            revoked: progress.revoked,
+            retrying: progress.retrying,
+            failed: progress.failed,
+        })
     }
 
     /// The leases this close queued are ticked off as the worker reports
@@ -161,15 +168,15 @@ impl Broker {
         queued: &[Uuid],
         mut finished: broadcast::Receiver<Arc<[Uuid]>>,
         wait: Duration,
-    ) -> Result<(usize, usize), Error> {
+    ) -> Result<Progress, Error> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut outstanding: HashSet<Uuid> = queued.iter().copied().collect();
         let mut recount = outstanding.is_empty();
         loop {
             if recount {
-                let (revoked, retrying) = self.revocation_progress(scope).await?;
-                if retrying == 0 {
-                    return Ok((revoked, 0));
+                let progress = self.revocation_progress(scope).await?;
+                if progress.retrying == 0 {
+                    return Ok(progress);
                 }
             }
             match tokio::time::timeout_at(deadline, finished.recv()).await {
@@ -190,12 +197,16 @@ impl Broker {
         }
     }
 
-    /// (final, not yet final) among the scope's leases, from the store.
-    async fn revocation_progress(&self, scope: &Scope) -> Result<(usize, usize), Error> {
-        let states = match scope {
-            Scope::Task(task_id) => {
-                self.store.task_leases(task_id).await?.into_iter().map(|lease| lease.state).collect()
-            }
+    /// How far the scope's leases are, from the store.
+    async fn revocation_progress(&self, scope: &Scope) -> Result<Progress, Error> {
+        let states: Vec<(LeaseState, bool)> = match scope {
+            Scope::Task(task_id) => self
+                .store
+                .task_leases(task_id)
+                .await?
+                .iter()
+                .map(|lease| (lease.state, lease.revocation_gave_up()))
+                .collect(),
             Scope::Agent(agent) => {
                 let filter = LeaseFilter { agent: Some(agent.clone()), ..LeaseFilter::default() };
                 let mut states = Vec::new();
@@ -203,14 +214,23 @@ impl Broker {
                 loop {
                     let page = self.store.list_leases(&filter, after, PAGE).await?;
                     after = page.last().map(|lease| lease.id);
-                    states.extend(page.iter().map(|lease| lease.state));
+                    states.extend(page.iter().map(|lease| (lease.state, lease.revocation_gave_up())));
                     if page.len() < PAGE {
                         break states;
                     }
                 }
             }
         };
-        let revoked = states.iter().filter(|state: &&crate::model::LeaseState| state.is_final()).count();
-        Ok((revoked, states.len() - revoked))
+        let failed = states.iter().filter(|(_, gave_up)| *gave_up).count();
+        let finished = states.iter().filter(|(state, _)| state.is_final()).count();
+        Ok(Progress { revoked: finished - failed, retrying: states.len() - finished, failed })
     }
+}
+
+/// Where a scope's leases are: revoked (or cleaned up after a failed
+/// mint), still being retried, or failed for good.
+struct Progress {
+    revoked: usize,
+    retrying: usize,
+    failed: usize,
 }

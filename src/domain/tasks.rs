@@ -32,6 +32,8 @@ pub struct CloseOutcome {
     pub revoked: usize,
     /// Leases whose revocation is still being retried.
     pub retrying: usize,
+    /// Leases whose revocation the provider said can never succeed.
+    pub failed: usize,
 }
 
 /// Task ids are chosen by callers and end up in logs, audit lines and
@@ -168,7 +170,12 @@ impl Broker {
         let outcome = self.wait_for_scope(closed, &scope, finished).await?;
         let task =
             outcome.closed.task.ok_or_else(|| Error::Internal("a task close returned no task".into()))?;
-        Ok(CloseOutcome { task, revoked: outcome.revoked, retrying: outcome.retrying })
+        Ok(CloseOutcome {
+            task,
+            revoked: outcome.revoked,
+            retrying: outcome.retrying,
+            failed: outcome.failed,
+        })
     }
 }
 

@@ -153,12 +153,18 @@ pub enum RevocationOutcome {
     Done { lease_id: Uuid, generation: u32 },
     /// Not yet: try again at `next_attempt_at`.
     Retry { lease_id: Uuid, generation: u32, next_attempt_at: DateTime<Utc>, error: String },
+    /// The provider said this revocation can never succeed: the lease
+    /// becomes failed, with `error` as its revocation's last error, for an
+    /// operator to see (the credential may live until its expiry).
+    GaveUp { lease_id: Uuid, generation: u32, error: String },
 }
 
 impl RevocationOutcome {
     pub fn lease_id(&self) -> Uuid {
         match self {
-            Self::Done { lease_id, .. } | Self::Retry { lease_id, .. } => *lease_id,
+            Self::Done { lease_id, .. } | Self::Retry { lease_id, .. } | Self::GaveUp { lease_id, .. } => {
+                *lease_id
+            }
         }
     }
 
@@ -166,7 +172,9 @@ impl RevocationOutcome {
     /// for; an outcome for another generation is ignored.
     pub fn generation(&self) -> u32 {
         match self {
-            Self::Done { generation, .. } | Self::Retry { generation, .. } => *generation,
+            Self::Done { generation, .. }
+            | Self::Retry { generation, .. }
+            | Self::GaveUp { generation, .. } => *generation,
         }
     }
 }

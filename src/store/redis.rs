@@ -514,6 +514,9 @@ impl LeaseStore for RedisStore {
                 RevocationOutcome::Retry { generation, next_attempt_at, error, .. } => {
                     call.arg("retry").arg(generation).arg(&at(*next_attempt_at)?[..]).arg(error);
                 }
+                RevocationOutcome::GaveUp { generation, error, .. } => {
+                    call.arg("gave_up").arg(generation).arg("").arg(error);
+                }
             }
         }
         let mut reply = Reply::parse(self.invoke(&call).await?)?;

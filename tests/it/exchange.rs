@@ -275,3 +275,45 @@ async fn revocations_wait_for_a_provider_that_went_away() {
     assert_eq!(h.metric(minted).await, 2.0, "one mint that worked, one that failed");
     h.stop().await;
 }
+
+/// A revocation the provider says can never succeed is not retried
+/// forever: the lease becomes failed with the reason, one audit record and
+/// a metric say so, and CloseTask counts it apart from the revoked ones.
+/// The provider's own words reach the operator (the lease, the audit log),
+/// never the agent.
+#[tokio::test]
+async fn a_revocation_that_cannot_succeed_fails_once_and_visibly() {
+    let plugin = crate::peers::PythonPlugin::start_with(0, &["--refuse-revoke"]);
+    let h = with_reports_provider(plugin.endpoint.clone()).await;
+    h.open_task("pinned", "demo-agent", 600).await;
+    let lease = issue_report_token(&h, "pinned").await;
+    let closed = h
+        .tasks()
+        .await
+        .close_task(authed(&h.workflow(), proto::CloseTaskRequest { task_id: "pinned".into() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((closed.revoked, closed.retrying, closed.failed), (0, 0, 1), "{closed:?}");
+    let failed = h.lease(&lease.lease_id).await;
+    assert_eq!(failed.state, proto::LeaseState::Failed as i32, "{failed:?}");
+    assert_eq!(failed.revocation_reason, "task_closed", "the reason it was revoked for is kept");
+    assert!(failed.revocation_error.contains("pinned and cannot be revoked"), "{failed:?}");
+    let gave_up = r#"writ_revocations_failed_total{provider="reports"}"#;
+    assert_eq!(h.metric(gave_up).await, 1.0, "{}", h.metrics().await);
+
+    // Time passes: nothing is tried again, and the evidence says so once.
+    for _ in 0..3 {
+        h.advance(3600);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let revokes = r#"writ_provider_call_duration_seconds_count{provider="reports",operation="revoke"}"#;
+    assert_eq!(h.metric(revokes).await, 1.0, "one attempt, not retried: {}", h.metrics().await);
+    let audit = h.audit_lines();
+    let hashed = h.running().broker.audit().lease_hash(lease.lease_id.parse().unwrap());
+    let about = |event: &str| {
+        audit.iter().filter(|line| line["event"] == event && line["lease"] == hashed.as_str()).count()
+    };
+    assert_eq!((about("revocation_failed"), about("revocation_retry"), about("revoked")), (1, 0, 0));
+    h.stop().await;
+}

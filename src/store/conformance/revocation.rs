@@ -5,7 +5,7 @@ use super::{
     Store, active, assert_revoking, ids, lease, lease_id, lease_of, open_task, pending, sorted, t, task,
 };
 use crate::model::{LeaseState, RevocationReason};
-use crate::store::{RevocationOutcome, StoreError, Swept};
+use crate::store::{LeaseFilter, RevocationOutcome, StoreError, Swept};
 
 pub(super) async fn request_revocation(store: Store) {
     open_task(&store, "t").await;
@@ -130,6 +130,30 @@ pub(super) async fn finish_revocations(store: Store) {
     let unknown = [RevocationOutcome::Done { lease_id: lease_id(99), generation: 0 }];
     let err = store.finish_revocations(&unknown, t(30)).await.unwrap_err();
     assert_eq!(err, StoreError::LeaseNotFound(lease_id(99)));
+
+    // A revocation the provider says can never succeed: failed, with why,
+    // keeping the reason it was revoked for, and never claimed again. An
+    // outcome for an older generation is ignored as for the others.
+    let error = "provider failed: the key is pinned".to_string();
+    let stale = [RevocationOutcome::GaveUp { lease_id: retried, generation: 7, error: error.clone() }];
+    store.finish_revocations(&stale, t(210)).await.unwrap();
+    assert_eq!(lease_of(&store, retried).await.state, LeaseState::Revoking, "a stale give-up is ignored");
+    let gave_up = [RevocationOutcome::GaveUp { lease_id: retried, generation: 0, error: error.clone() }];
+    store.finish_revocations(&gave_up, t(220)).await.unwrap();
+    let failed = lease_of(&store, retried).await;
+    assert_eq!(failed.state, LeaseState::Failed);
+    assert!(failed.revocation_gave_up());
+    let revocation = failed.revocation.clone().unwrap();
+    assert_eq!(revocation.reason, RevocationReason::Operator);
+    assert_eq!(revocation.last_error, Some(error));
+    assert_eq!(revocation.completed_at, Some(t(220)));
+    assert!(!lease_of(&store, mint_failed).await.revocation_gave_up(), "a failed mint is not a give-up");
+    assert!(store.claim_revocations(t(10_000), t(10_060), 10).await.unwrap().is_empty());
+    let listed = store
+        .list_leases(&LeaseFilter { state: Some(LeaseState::Failed), ..LeaseFilter::default() }, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(sorted(ids(&listed)), sorted(vec![mint_failed, retried]), "failed leases are listed");
 }
 
 pub(super) async fn next_due(store: Store) {

@@ -341,6 +341,12 @@ pub(super) fn finish_revocations(
                 revocation_of(lease)?.completed_at = Some(now);
                 lease.state = if failed_mint { LeaseState::Failed } else { LeaseState::Revoked };
             }
+            RevocationOutcome::GaveUp { error, .. } => {
+                let revocation = revocation_of(lease)?;
+                revocation.completed_at = Some(now);
+                revocation.last_error = Some(error.clone());
+                lease.state = LeaseState::Failed;
+            }
             RevocationOutcome::Retry { next_attempt_at, error, .. } => {
                 let revocation = revocation_of(lease)?;
                 revocation.next_attempt_at = *next_attempt_at;

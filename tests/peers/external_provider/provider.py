@@ -77,7 +77,7 @@ def utcnow():
     return dt.datetime.now(dt.timezone.utc)
 
 
-def build_servicer(pb2, pb2_grpc, token, journal=None, revoke_delay=0.0):
+def build_servicer(pb2, pb2_grpc, token, journal=None, revoke_delay=0.0, refuse_revoke=False):
     class ApiKeyProvider(pb2_grpc.ProviderPluginServicer):
         def __init__(self):
             # handle -> (api key, expiry); api key -> handle. One lock: the
@@ -166,6 +166,10 @@ def build_servicer(pb2, pb2_grpc, token, journal=None, revoke_delay=0.0):
             if revoke_delay:
                 # A slow backend, so that tests can stop Writ mid-revocation.
                 time.sleep(revoke_delay)
+            if refuse_revoke:
+                # A backend that will never take this key back (for tests of
+                # revocations that cannot succeed).
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this key is pinned and cannot be revoked")
             with self.lock:
                 entry = self.by_handle.pop(request.revocation_handle, None)
                 if entry is not None:
@@ -203,6 +207,8 @@ def main():
     parser.add_argument("--journal", help="append a line per mint and revocation to this file")
     parser.add_argument("--revoke-delay-ms", type=int, default=0,
                         help="sleep this long in every Revoke (a slow backend, for tests)")
+    parser.add_argument("--refuse-revoke", action="store_true",
+                        help="refuse every Revoke with FAILED_PRECONDITION (a revocation that can never succeed)")
     parser.add_argument("--proto-dir", default=os.environ.get("WRIT_PROTO_DIR", DEFAULT_PROTO_DIR))
     parser.add_argument("--exit-on-stdin-eof", action="store_true",
                         help="stop when stdin closes (so a test's plugin dies with the test)")
@@ -216,7 +222,7 @@ def main():
     pb2, pb2_grpc = generate_stubs(args.proto_dir)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     pb2_grpc.add_ProviderPluginServicer_to_server(build_servicer(pb2, pb2_grpc, token, open(args.journal, "a") if args.journal else None,
-                       args.revoke_delay_ms / 1000.0), server)
+                       args.revoke_delay_ms / 1000.0, args.refuse_revoke), server)
     if args.listen.startswith("unix:"):
         server.add_insecure_port(args.listen)
         ready = {"unix": args.listen[len("unix:"):]}

@@ -1,5 +1,6 @@
--- ARGV: now, then four per outcome: lease id, "done" or "retry",
--- generation, next_attempt_at, error (the last two empty for "done").
+-- ARGV: now, then five per outcome: lease id, "done", "retry" or
+-- "gave_up", generation, next_attempt_at (empty but for "retry"), error
+-- (empty for "done").
 -- Replies {'ok'} or {'lease_not_found', id}.
 --
 -- Outcomes for leases that are no longer revoking (a lapsed claim that
@@ -27,9 +28,15 @@ for i = 2, #ARGV, 5 do
     if kind == 'done' then
       lease.revocation.completed = now
       lease.state = lease.revocation.reason == MINT_FAILED and 'failed' or 'revoked'
-    else
+    elseif kind == 'gave_up' then
+      lease.revocation.completed = now
+      lease.revocation.last_error = ARGV[i + 4]
+      lease.state = 'failed'
+    elseif kind == 'retry' then
       lease.revocation.next = ARGV[i + 3]
       lease.revocation.last_error = ARGV[i + 4]
+    else
+      error('writ: unknown revocation outcome')
     end
   end
 end
