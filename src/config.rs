@@ -56,6 +56,13 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
 }
 
+/// The largest `limits.max_token_bytes`. The gRPC listener's HTTP/2
+/// header-list limit follows the configured value
+/// (`crate::server::header_list_limit`); the HTTP listener's HTTP/1 parser holds at
+/// most about 400 KiB of request head, so larger tokens could not be
+/// honoured there.
+pub const MAX_TOKEN_BYTES: usize = 256 * 1024;
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
@@ -340,8 +347,11 @@ impl Config {
         if self.policy.paths.is_empty() {
             return invalid("policy.paths needs at least one file or directory".into());
         }
-        if self.limits.max_token_bytes < 256 {
-            return invalid("limits.max_token_bytes must be at least 256".into());
+        if !(256..=MAX_TOKEN_BYTES).contains(&self.limits.max_token_bytes) {
+            return invalid(format!(
+                "limits.max_token_bytes must be 256 to {MAX_TOKEN_BYTES} (256 KiB), the largest token both \
+                 listeners can receive"
+            ));
         }
         let durations = [
             ("limits.max_task_lifetime", self.limits.max_task_lifetime),

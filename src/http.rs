@@ -113,7 +113,11 @@ async fn introspect(
     let lease = match shared.broker.store().get_lease(verified.lease_id).await {
         Ok(Some(lease)) => lease,
         Ok(None) => return inactive(),
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", &e.to_string()),
+        // The domain's message: the store's own text (hosts, errors) is for the log.
+        Err(e) => {
+            let message = crate::domain::Error::from(e).to_string();
+            return error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", &message);
+        }
     };
     if lease.state != LeaseState::Active || lease.expires_at <= now || lease.provider != name {
         return inactive();

@@ -36,6 +36,21 @@ pub struct App {
     clock: Arc<dyn Clock>,
     revocation: RevocationConfig,
     shutdown_grace: std::time::Duration,
+    header_list_limit: u32,
+}
+
+/// Room the gRPC listener leaves beside the token for the other headers of
+/// a request (path, content type, user agent, tracing headers).
+const HEADER_ALLOWANCE: usize = 16 * 1024;
+
+/// The HTTP/2 header-list limit (SETTINGS_MAX_HEADER_LIST_SIZE) of the gRPC
+/// listener: `limits.max_token_bytes` plus [`HEADER_ALLOWANCE`], so that a
+/// token over the configured limit still reaches Writ's own check and gets
+/// its clear UNAUTHENTICATED, not the transport's refusal (hyper's default
+/// is 16 KiB whatever the configuration says). Clients must allow as much
+/// for the headers they send.
+pub fn header_list_limit(limits: &crate::config::Limits) -> u32 {
+    u32::try_from(limits.max_token_bytes.saturating_add(HEADER_ALLOWANCE)).unwrap_or(u32::MAX)
 }
 
 impl App {
@@ -73,6 +88,7 @@ impl App {
             clock,
             revocation: config.revocation.clone(),
             shutdown_grace: config.server.shutdown_grace,
+            header_list_limit: header_list_limit(&config.limits),
         })
     }
 
@@ -110,6 +126,7 @@ impl App {
             .build_v1()
             .context("building gRPC reflection")?;
         let grpc_server = Server::builder()
+            .http2_max_header_list_size(self.header_list_limit)
             .layer(AuthLayer::new(self.authenticator.clone()))
             .add_service(health_service)
             .add_service(reflection)

@@ -16,18 +16,44 @@ pub fn timestamp(at: DateTime<Utc>) -> Timestamp {
     Timestamp { seconds: at.timestamp(), nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0) }
 }
 
+/// The range of `google.protobuf.Timestamp`: 0001-01-01T00:00:00Z to
+/// 9999-12-31T23:59:59.999999999Z.
+const TIMESTAMP_SECONDS: std::ops::RangeInclusive<i64> = -62_135_596_800..=253_402_300_799;
+/// The range of `google.protobuf.Duration`'s seconds: about ±10,000 years.
+const DURATION_SECONDS: i64 = 315_576_000_000;
+const MAX_NANOS: i32 = 999_999_999;
+
+/// A wire timestamp, refused with a precise message when it is not a valid
+/// `google.protobuf.Timestamp` (rather than clamped or wrapped).
 pub fn from_timestamp(field: &str, at: &Timestamp) -> Result<DateTime<Utc>, Status> {
-    let nanos =
-        u32::try_from(at.nanos).map_err(|_| Status::invalid_argument(format!("{field}: negative nanos")))?;
+    let invalid = |why: &str| Status::invalid_argument(format!("{field} is not a valid timestamp: {why}"));
+    if !(0..=MAX_NANOS).contains(&at.nanos) {
+        return Err(invalid("nanos must be 0 to 999999999"));
+    }
+    if !TIMESTAMP_SECONDS.contains(&at.seconds) {
+        return Err(invalid("it must lie between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z"));
+    }
+    let nanos = u32::try_from(at.nanos).map_err(|_| invalid("nanos must be 0 to 999999999"))?;
     DateTime::from_timestamp(at.seconds, nanos)
-        .ok_or_else(|| Status::invalid_argument(format!("{field} is out of range")))
+        .ok_or_else(|| invalid("it must lie between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z"))
 }
 
+/// A wire duration that must not be negative, refused with a precise
+/// message when it is not a valid `google.protobuf.Duration`.
 pub fn from_duration(field: &str, duration: &prost_types::Duration) -> Result<Duration, Status> {
-    let seconds = u64::try_from(duration.seconds);
-    let nanos = u32::try_from(duration.nanos);
-    match (seconds, nanos) {
-        (Ok(seconds), Ok(nanos)) if nanos < 1_000_000_000 => Ok(Duration::new(seconds, nanos)),
+    let invalid = |why: &str| Status::invalid_argument(format!("{field} is not a valid duration: {why}"));
+    let (seconds, nanos) = (duration.seconds, duration.nanos);
+    if !(-DURATION_SECONDS..=DURATION_SECONDS).contains(&seconds) {
+        return Err(invalid("seconds must be within ±315576000000"));
+    }
+    if !(-MAX_NANOS..=MAX_NANOS).contains(&nanos) {
+        return Err(invalid("nanos must be within ±999999999"));
+    }
+    if (seconds < 0 && nanos > 0) || (seconds > 0 && nanos < 0) {
+        return Err(invalid("seconds and nanos must have the same sign"));
+    }
+    match (u64::try_from(seconds), u32::try_from(nanos)) {
+        (Ok(seconds), Ok(nanos)) => Ok(Duration::new(seconds, nanos)),
         _ => Err(Status::invalid_argument(format!("{field} must be a non-negative duration"))),
     }
 }
@@ -158,5 +184,63 @@ pub fn sighting(sighting: &Sighting) -> proto::Sighting {
         first_seen: Some(timestamp(sighting.first_seen)),
         last_seen: Some(timestamp(sighting.last_seen)),
         count: sighting.count,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(seconds: i64, nanos: i32) -> prost_types::Duration {
+        prost_types::Duration { seconds, nanos }
+    }
+
+    #[test]
+    fn durations_outside_the_protobuf_range_are_refused() {
+        assert_eq!(from_duration("ttl", &wire(300, 5)).unwrap(), Duration::new(300, 5));
+        let largest = from_duration("ttl", &wire(315_576_000_000, 999_999_999)).unwrap();
+        assert_eq!(largest, Duration::new(315_576_000_000, 999_999_999));
+        let cases = [
+            (wire(315_576_000_001, 0), "ttl is not a valid duration: seconds must be within ±315576000000"),
+            (wire(i64::MAX, 0), "ttl is not a valid duration: seconds must be within ±315576000000"),
+            (wire(i64::MIN, 0), "ttl is not a valid duration: seconds must be within ±315576000000"),
+            (wire(1, 1_000_000_000), "ttl is not a valid duration: nanos must be within ±999999999"),
+            (wire(0, i32::MIN), "ttl is not a valid duration: nanos must be within ±999999999"),
+            (wire(1, -1), "ttl is not a valid duration: seconds and nanos must have the same sign"),
+            (wire(-1, 1), "ttl is not a valid duration: seconds and nanos must have the same sign"),
+            (wire(-1, 0), "ttl must be a non-negative duration"),
+            (wire(0, -1), "ttl must be a non-negative duration"),
+        ];
+        for (duration, message) in cases {
+            let status = from_duration("ttl", &duration).unwrap_err();
+            assert_eq!(
+                (status.code(), status.message()),
+                (tonic::Code::InvalidArgument, message),
+                "{duration:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn timestamps_outside_the_protobuf_range_are_refused() {
+        let first = Timestamp { seconds: -62_135_596_800, nanos: 0 };
+        assert_eq!(from_timestamp("deadline", &first).unwrap().to_rfc3339(), "0001-01-01T00:00:00+00:00");
+        let last = Timestamp { seconds: 253_402_300_799, nanos: 999_999_999 };
+        assert_eq!(from_timestamp("deadline", &last).unwrap().timestamp(), 253_402_300_799);
+        let range = "deadline is not a valid timestamp: it must lie between 0001-01-01T00:00:00Z and \
+                     9999-12-31T23:59:59Z";
+        let nanos = "deadline is not a valid timestamp: nanos must be 0 to 999999999";
+        let cases = [
+            (Timestamp { seconds: 253_402_300_800, nanos: 0 }, range),
+            (Timestamp { seconds: -62_135_596_801, nanos: 0 }, range),
+            (Timestamp { seconds: i64::MAX, nanos: 0 }, range),
+            (Timestamp { seconds: 0, nanos: -1 }, nanos),
+            (Timestamp { seconds: 0, nanos: 1_000_000_000 }, nanos),
+            (Timestamp { seconds: 0, nanos: 1_500_000_000 }, nanos),
+        ];
+        for (at, message) in cases {
+            let status = from_timestamp("deadline", &at).unwrap_err();
+            assert_eq!((status.code(), status.message()), (tonic::Code::InvalidArgument, message), "{at:?}");
+        }
     }
 }

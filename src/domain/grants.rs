@@ -21,7 +21,7 @@ use serde_json::json;
 use uuid::Uuid;
 use writ_provider_api::{Credential, MintRequest, ProviderError, RenewRequest, RevokeRequest, SecretString};
 
-use super::{Broker, Error};
+use super::{Broker, Error, check_text, quoted};
 use crate::audit::AuditEvent;
 use crate::metrics::Operation;
 use crate::model::{Lease, LeaseState, RevocationReason, Task};
@@ -145,7 +145,8 @@ impl Broker {
     /// records and activates the lease; this refuses early and clearly.)
     async fn task_for(&self, agent: &Agent, task_id: &str, now: DateTime<Utc>) -> Result<Task, Error> {
         super::tasks::validate_task_id(task_id)?;
-        let not_yours = || Error::NotFound(format!("task {task_id:?} not found for agent {:?}", agent.name));
+        let not_yours =
+            || Error::NotFound(format!("task {} not found for agent {:?}", quoted(task_id), agent.name));
         let (task, active) =
             tokio::join!(self.store.get_task(task_id), self.registry.ensure_active(&agent.name));
         active?;
@@ -156,7 +157,7 @@ impl Broker {
             return Err(not_yours());
         }
         if !task.is_open_at(now) {
-            return Err(Error::FailedPrecondition(format!("task {task_id:?} is closed")));
+            return Err(Error::FailedPrecondition(format!("task {} is closed", quoted(task_id))));
         }
         Ok(task)
     }
@@ -172,12 +173,15 @@ impl Broker {
                 "provider and role names are at most {MAX_NAME_LEN} bytes"
             )));
         }
-        let provider = self
-            .providers
-            .get(&grant.provider)
-            .ok_or_else(|| Error::NotFound(format!("provider {:?} is not configured", grant.provider)))?;
+        let provider = self.providers.get(&grant.provider).ok_or_else(|| {
+            Error::NotFound(format!("provider {} is not configured", quoted(&grant.provider)))
+        })?;
         let role = provider.role(&grant.role).ok_or_else(|| {
-            Error::NotFound(format!("provider {:?} has no role {:?}", grant.provider, grant.role))
+            Error::NotFound(format!(
+                "provider {} has no role {}",
+                quoted(&grant.provider),
+                quoted(&grant.role)
+            ))
         })?;
         if grant.scopes.len() > MAX_SCOPES || grant.scopes.iter().any(|scope| scope.len() > MAX_NAME_LEN) {
             return Err(Error::InvalidArgument(format!(
@@ -186,8 +190,10 @@ impl Broker {
         }
         if let Some(scope) = grant.scopes.iter().find(|scope| !role.scopes.contains(scope)) {
             return Err(Error::InvalidArgument(format!(
-                "role {:?} of provider {:?} does not offer scope {scope:?}",
-                grant.role, grant.provider
+                "role {} of provider {} does not offer scope {}",
+                quoted(&grant.role),
+                quoted(&grant.provider),
+                quoted(scope)
             )));
         }
         let mut notices = Vec::new();
@@ -275,7 +281,11 @@ impl Broker {
     ) -> Result<Issued, Error> {
         let grant = plan.grant;
         let lease_id = Uuid::now_v7();
-        let intent = plan.provider.provider.intent(lease_id, &grant.role).map_err(provider_error)?;
+        let intent = plan
+            .provider
+            .provider
+            .intent(lease_id, &grant.role)
+            .map_err(|e| provider_error(&grant.provider, e))?;
         let lease = Lease {
             id: lease_id,
             agent: agent.name.clone(),
@@ -328,7 +338,7 @@ impl Broker {
                         },
                     )
                     .await;
-                return Err(provider_error(error));
+                return Err(provider_error(&grant.provider, error));
             }
         };
         let expires_at = minted.expires_at.min(plan.expires_at);
@@ -399,7 +409,7 @@ impl Broker {
     /// The agent's own lease, or NOT_FOUND.
     async fn own_lease(&self, agent: &Agent, lease_id: &str) -> Result<Lease, Error> {
         let id = Uuid::parse_str(lease_id)
-            .map_err(|_| Error::InvalidArgument(format!("lease_id {lease_id:?} is not a UUID")))?;
+            .map_err(|_| Error::InvalidArgument(format!("lease_id {} is not a UUID", quoted(lease_id))))?;
         match self.store.get_lease(id).await? {
             Some(lease) if lease.agent == agent.name => Ok(lease),
             _ => Err(Error::NotFound(format!("lease {id} not found for agent {:?}", agent.name))),
@@ -453,7 +463,7 @@ impl Broker {
         let renewed = self
             .call_provider(&lease.provider, Operation::renew, plan.provider.provider.renew(&request))
             .await
-            .map_err(provider_error)?;
+            .map_err(|error| provider_error(&lease.provider, error))?;
         let expires_at = renewed.expires_at.min(plan.expires_at);
         let lease = self.store.extend(lease.id, expires_at, now).await?;
         self.audit
@@ -570,6 +580,9 @@ fn denial(action: &str, agent: &Agent, grant: &GrantRequest, policies: &[String]
 
 /// Settles a grant's expiry: the asked TTL (or the role's default), clamped
 /// to the role's maximum and the task's deadline. Notices say what changed.
+/// A TTL shorter than the role's minimum is refused: the provider cannot
+/// mint anything shorter (STS: 15 minutes), and a credential living longer
+/// than asked is not what the caller asked for.
 fn lifetime(
     ttl: Option<Duration>,
     role: &writ_provider_api::RoleDescription,
@@ -579,6 +592,14 @@ fn lifetime(
     let mut notices = Vec::new();
     let asked = match ttl {
         Some(ttl) if ttl.is_zero() => return Err(Error::InvalidArgument("ttl must be positive".into())),
+        Some(ttl) if ttl < role.min_ttl => {
+            return Err(Error::InvalidArgument(format!(
+                "ttl must be at least the role's minimum credential lifetime of {}s; leave it unset for \
+                 the role's default of {}s",
+                role.min_ttl.as_secs(),
+                role.default_ttl.as_secs()
+            )));
+        }
         Some(ttl) => ttl,
         None => role.default_ttl,
     };
@@ -586,12 +607,6 @@ fn lifetime(
     if ttl > role.max_ttl {
         ttl = role.max_ttl;
         notices.push(format!("ttl clamped to the role maximum of {}s", role.max_ttl.as_secs()));
-    }
-    if ttl < role.min_ttl {
-        // The provider cannot mint anything shorter (STS: 15 minutes); the
-        // lease must say how long the credential really lives.
-        ttl = role.min_ttl;
-        notices.push(format!("ttl raised to the provider's minimum of {}s", role.min_ttl.as_secs()));
     }
     let remaining = (deadline - now).to_std().unwrap_or_default();
     if ttl > remaining {
@@ -610,23 +625,38 @@ fn lifetime(
     Ok((now + ttl, notices))
 }
 
+/// The tool name: 1 to 256 characters (not bytes), printable (see
+/// [`check_text`]).
 fn validate_tool(tool: &str) -> Result<(), Error> {
-    if tool.is_empty() || tool.len() > MAX_TOOL_LEN || tool.chars().any(char::is_control) {
+    if tool.is_empty() {
         return Err(Error::InvalidArgument(format!(
             "tool must name the tool about to be called (1 to {MAX_TOOL_LEN} printable characters)"
         )));
     }
-    Ok(())
+    check_text("tool", tool, MAX_TOOL_LEN)
 }
 
-fn provider_error(error: ProviderError) -> Error {
+/// What an agent hears of a provider's failure: which provider, and what to
+/// do. The provider's own text (an upstream's message, a role ARN, a host)
+/// is for operators: it goes to the log, never to the agent.
+fn provider_error(provider: &str, error: ProviderError) -> Error {
+    let provider = quoted(provider);
     match error {
-        ProviderError::Unavailable(_) => Error::Unavailable(format!("{error}; nothing was issued")),
-        ProviderError::Refused(message) => Error::FailedPrecondition(message),
+        ProviderError::Unavailable(_) => {
+            tracing::warn!(%provider, %error, "provider unavailable");
+            Error::Unavailable(format!(
+                "provider {provider} is unavailable; nothing was issued or changed; try again later"
+            ))
+        }
+        ProviderError::Refused(_) => {
+            tracing::warn!(%provider, %error, "provider refused the grant");
+            Error::FailedPrecondition(format!(
+                "provider {provider} refused the grant; an operator can see why in Writ's log"
+            ))
+        }
         ProviderError::Failed(_) => {
-            // The detail is for operators, not agents.
-            tracing::error!(%error, "provider failed");
-            Error::Internal("the provider failed; an operator has to fix it".into())
+            tracing::error!(%provider, %error, "provider failed");
+            Error::Internal(format!("provider {provider} failed; an operator has to fix it"))
         }
     }
 }
@@ -661,18 +691,109 @@ mod tests {
         let (at, notices) = lifetime(Some(Duration::from_secs(9000)), &role, deadline, now()).unwrap();
         assert_eq!(at, now() + secs(3600));
         assert_eq!(notices, ["ttl clamped to the role maximum of 3600s"]);
-        let (at, notices) = lifetime(Some(Duration::from_secs(60)), &role, deadline, now()).unwrap();
-        assert_eq!(at, now() + secs(900));
-        assert_eq!(notices, ["ttl raised to the provider's minimum of 900s"]);
+        let (at, notices) = lifetime(Some(Duration::from_secs(900)), &role, deadline, now()).unwrap();
+        assert_eq!((at, notices), (now() + secs(900), vec![]), "the minimum itself is fine");
         let (at, notices) = lifetime(None, &role, now() + secs(1000), now()).unwrap();
         assert_eq!(at, now() + secs(1000));
         assert_eq!(notices, ["ttl clamped to the task deadline (1000s left)"]);
     }
 
     #[test]
+    fn a_ttl_below_the_role_minimum_is_refused_not_raised() {
+        let role = role(900, 1800, 3600);
+        for ttl in [Duration::from_secs(60), Duration::from_millis(899_999)] {
+            let error = lifetime(Some(ttl), &role, now() + secs(7200), now()).unwrap_err();
+            assert_eq!(
+                error,
+                Error::InvalidArgument(
+                    "ttl must be at least the role's minimum credential lifetime of 900s; leave it unset \
+                     for the role's default of 1800s"
+                        .into()
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn a_huge_ttl_is_clamped_without_overflow() {
+        let role = role(1, 1800, 3600);
+        let largest = Duration::new(315_576_000_000, 999_999_999);
+        let (at, notices) = lifetime(Some(largest), &role, now() + secs(7200), now()).unwrap();
+        assert_eq!(at, now() + secs(3600));
+        assert_eq!(notices, ["ttl clamped to the role maximum of 3600s"]);
+    }
+
+    #[test]
+    fn tools_are_printable_and_counted_in_characters() {
+        assert!(validate_tool("orders.lookup").is_ok());
+        assert!(validate_tool(&"é".repeat(MAX_TOOL_LEN)).is_ok(), "256 characters, 512 bytes");
+        let error = validate_tool(&"é".repeat(MAX_TOOL_LEN + 1)).unwrap_err();
+        assert_eq!(error, Error::InvalidArgument("tool is longer than 256 characters".into()));
+        assert!(matches!(validate_tool(""), Err(Error::InvalidArgument(m)) if m.contains("1 to 256")));
+        for hidden in [
+            '\u{0}',
+            '\n',
+            '\u{7f}',
+            '\u{ad}',
+            '\u{61c}',
+            '\u{180e}',
+            '\u{200b}',
+            '\u{200f}',
+            '\u{2028}',
+            '\u{2029}',
+            '\u{202e}',
+            '\u{2066}',
+            '\u{2069}',
+            '\u{2060}',
+            '\u{2064}',
+            '\u{feff}',
+            '\u{e0001}',
+            '\u{e007f}',
+        ] {
+            let tool = format!("orders{hidden}.lookup");
+            let error = validate_tool(&tool).unwrap_err();
+            let expected = format!(
+                "tool must be printable: character 7 is U+{:04X}, a control, format or separator character",
+                u32::from(hidden)
+            );
+            assert_eq!(error, Error::InvalidArgument(expected));
+        }
+        assert!(validate_tool("orders lookup \u{3000}東京 ✓").is_ok(), "spaces and symbols are printable");
+    }
+
+    #[test]
+    fn provider_errors_name_the_provider_and_keep_its_text_for_the_log() {
+        let secret = "arn:aws:iam::123456789012:role/writ denied by SCP p-42";
+        let cases = [
+            (
+                ProviderError::Refused(secret.into()),
+                "provider \"pg\" refused the grant; an operator can see why in Writ's log",
+            ),
+            (
+                ProviderError::Unavailable(secret.into()),
+                "provider \"pg\" is unavailable; nothing was issued or changed; try again later",
+            ),
+            (ProviderError::Failed(secret.into()), "provider \"pg\" failed; an operator has to fix it"),
+        ];
+        for (error, expected) in cases {
+            let error = provider_error("pg", error);
+            assert_eq!(error.to_string(), expected);
+        }
+        assert!(matches!(
+            provider_error("pg", ProviderError::Refused(String::new())),
+            Error::FailedPrecondition(_)
+        ));
+        assert!(matches!(
+            provider_error("pg", ProviderError::Unavailable(String::new())),
+            Error::Unavailable(_)
+        ));
+        assert!(matches!(provider_error("pg", ProviderError::Failed(String::new())), Error::Internal(_)));
+    }
+
+    #[test]
     fn a_deadline_sooner_than_the_minimum_lifetime_is_refused() {
         let role = role(900, 1800, 3600);
-        let error = lifetime(Some(Duration::from_secs(60)), &role, now() + secs(600), now()).unwrap_err();
+        let error = lifetime(Some(Duration::from_secs(1200)), &role, now() + secs(600), now()).unwrap_err();
         assert!(
             matches!(&error, Error::FailedPrecondition(m) if m.contains("600s left") && m.contains("900s")),
             "{error:?}"

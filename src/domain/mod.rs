@@ -31,6 +31,66 @@ pub use registry::Registry;
 pub use scopes::ScopeOutcome;
 pub use tasks::{CloseOutcome, StartTask};
 
+/// The longest part of a caller's input an error message quotes, counted
+/// in characters of its escaped form.
+const QUOTED_CHARS: usize = 64;
+
+/// A caller's input as an error message quotes it: escaped like `{:?}` and
+/// cut after [`QUOTED_CHARS`] escaped characters, with `…` before the closing
+/// quote to say it was cut. An error must never echo an unbounded
+/// value: a 20 KB lease id would make a 20 KB status that some clients
+/// cannot even read.
+pub(crate) fn quoted(input: &str) -> String {
+    let mut out = String::with_capacity(input.len().min(QUOTED_CHARS) + 8);
+    out.push('"');
+    let mut budget = QUOTED_CHARS;
+    for c in input.chars() {
+        // `{:?}` of a string leaves single quotes alone.
+        let escaped: String = if c == '\'' { c.to_string() } else { c.escape_debug().collect() };
+        let width = escaped.chars().count();
+        if width > budget {
+            out.push_str("…\"");
+            return out;
+        }
+        budget -= width;
+        out.push_str(&escaped);
+    }
+    out.push('"');
+    out
+}
+
+/// Checks free text a caller sets (a tool name, a task's context): at most
+/// `max_chars` characters (not bytes), and printable. Printable means no
+/// control characters (Unicode category Cc), no format characters (Cf:
+/// zero-width characters, bidirectional overrides and isolates, the soft
+/// hyphen, the byte-order mark, tag characters…) and no line or paragraph
+/// separators (Zl, Zp): text that policies match and operators read must
+/// show what it holds.
+pub(crate) fn check_text(field: &str, text: &str, max_chars: usize) -> Result<(), Error> {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    for (index, c) in text.chars().enumerate() {
+        if index == max_chars {
+            return Err(Error::InvalidArgument(format!("{field} is longer than {max_chars} characters")));
+        }
+        let hidden = matches!(
+            c.general_category(),
+            GeneralCategory::Control
+                | GeneralCategory::Format
+                | GeneralCategory::LineSeparator
+                | GeneralCategory::ParagraphSeparator
+        );
+        if hidden {
+            return Err(Error::InvalidArgument(format!(
+                "{field} must be printable: character {} is U+{:04X}, a control, format or separator \
+                 character",
+                index + 1,
+                u32::from(c)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A domain failure. Each variant is one gRPC status code.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {
@@ -167,15 +227,19 @@ impl Broker {
     }
 }
 
-/// Caller input as a message may quote it: escaped, and cut to a short
-/// prefix so that a long value cannot blow up a status (gRPC clients
-/// refuse metadata over 8 KiB).
-pub(crate) fn quoted(input: &str) -> String {
-    const MAX_CHARS: usize = 64;
-    match input.char_indices().nth(MAX_CHARS) {
-        None => format!("{input:?}"),
-        Some((cut, _)) => {
-            format!("{:?}… ({} characters, shortened)", &input[..cut], input.chars().count())
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_input_is_escaped_and_cut_short() {
+        assert_eq!(quoted("pg"), "\"pg\"");
+        assert_eq!(quoted("it's \"x\"\n"), format!("{:?}", "it's \"x\"\n"), "escaped like {{:?}}");
+        assert_eq!(quoted(&"a".repeat(64)), format!("\"{}\"", "a".repeat(64)));
+        assert_eq!(quoted(&"a".repeat(20_000)), format!("\"{}…\"", "a".repeat(64)));
+        // The bound is on the escaped form: escapes cannot make it longer.
+        let escaped = quoted(&"\u{202e}".repeat(1000));
+        assert!(escaped.chars().count() <= 64 + 3, "{escaped}");
+        assert!(escaped.starts_with("\"\\u{202e}") && escaped.ends_with("…\""), "{escaped}");
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::{Broker, Error};
+use super::{Broker, Error, check_text, quoted};
 use crate::audit::AuditEvent;
 use crate::model::{Lease, RevocationReason, Task, TaskContext, TaskState};
 use crate::store::Scope;
@@ -59,11 +59,7 @@ fn validate_context(context: &TaskContext) -> Result<(), Error> {
         ("ticket", &context.ticket),
     ];
     for (name, value) in attributes {
-        if value.len() > MAX_ATTRIBUTE_LEN {
-            return Err(Error::InvalidArgument(format!(
-                "context.{name} is longer than {MAX_ATTRIBUTE_LEN} bytes"
-            )));
-        }
+        check_text(&format!("context.{name}"), value, MAX_ATTRIBUTE_LEN)?;
     }
     if context.labels.len() > MAX_LABELS {
         return Err(Error::InvalidArgument(format!("context.labels holds more than {MAX_LABELS} labels")));
@@ -74,14 +70,11 @@ fn validate_context(context: &TaskContext) -> Result<(), Error> {
             && key.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         if !key_ok {
             return Err(Error::InvalidArgument(format!(
-                "label key {key:?} must be 1 to 64 characters of letters, digits and -_."
+                "label key {} must be 1 to 64 characters of letters, digits and -_.",
+                quoted(key)
             )));
         }
-        if value.len() > MAX_ATTRIBUTE_LEN {
-            return Err(Error::InvalidArgument(format!(
-                "label {key:?} is longer than {MAX_ATTRIBUTE_LEN} bytes"
-            )));
-        }
+        check_text(&format!("label {key:?}"), value, MAX_ATTRIBUTE_LEN)?;
     }
     Ok(())
 }
@@ -96,10 +89,7 @@ impl Broker {
         validate_task_id(&request.task_id)?;
         validate_context(&request.context)?;
         if self.registry.agent(&request.agent).is_none() {
-            return Err(Error::NotFound(format!(
-                "agent {} is not registered",
-                super::quoted(&request.agent)
-            )));
+            return Err(Error::NotFound(format!("agent {} is not registered", quoted(&request.agent))));
         }
         self.registry.ensure_active(&request.agent).await?;
         let deadline =
@@ -148,7 +138,7 @@ impl Broker {
             .store
             .get_task(task_id)
             .await?
-            .ok_or_else(|| Error::NotFound(format!("task {task_id:?} not found")))?;
+            .ok_or_else(|| Error::NotFound(format!("task {} not found", quoted(task_id))))?;
         let leases = self.store.task_leases(task_id).await?;
         Ok((task, leases))
     }
@@ -181,4 +171,53 @@ impl Broker {
 
 fn humanize(duration: Duration) -> String {
     humantime_serde::re::humantime::format_duration(duration).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context() -> TaskContext {
+        TaskContext { environment: "prod".into(), ..TaskContext::default() }
+    }
+
+    #[test]
+    fn context_text_is_printable_and_counted_in_characters() {
+        assert!(validate_context(&context()).is_ok());
+        let long = TaskContext { purpose: "é".repeat(MAX_ATTRIBUTE_LEN), ..context() };
+        assert!(validate_context(&long).is_ok(), "256 characters, 512 bytes");
+        let too_long = TaskContext { ticket: "é".repeat(MAX_ATTRIBUTE_LEN + 1), ..context() };
+        assert_eq!(
+            validate_context(&too_long),
+            Err(Error::InvalidArgument("context.ticket is longer than 256 characters".into()))
+        );
+        let hidden = TaskContext { environment: "prod\u{202e}ved".into(), ..context() };
+        assert_eq!(
+            validate_context(&hidden),
+            Err(Error::InvalidArgument(
+                "context.environment must be printable: character 5 is U+202E, a control, format or \
+                 separator character"
+                    .into()
+            ))
+        );
+    }
+
+    #[test]
+    fn labels_are_checked_and_quoted_briefly() {
+        let mut labels = context();
+        labels.labels.insert("team".into(), "bill\u{200b}ing".into());
+        assert_eq!(
+            validate_context(&labels),
+            Err(Error::InvalidArgument(
+                "label \"team\" must be printable: character 5 is U+200B, a control, format or separator \
+                 character"
+                    .into()
+            ))
+        );
+        let mut key = context();
+        key.labels.insert("k".repeat(10_000), String::new());
+        let Err(Error::InvalidArgument(message)) = validate_context(&key) else { panic!("refused") };
+        assert!(message.len() < 200, "{message}");
+        assert!(message.starts_with(&format!("label key \"{}…\" must be", "k".repeat(64))), "{message}");
+    }
 }

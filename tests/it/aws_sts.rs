@@ -1,6 +1,6 @@
 //! The `aws-sts` provider through Writ, against a `moto_server` of the
-//! test's own: an agent gets an STS session named for its lease, raised to
-//! STS's 15-minute minimum with a notice, reported as expiry-only, and
+//! test's own: an agent gets an STS session named for its lease (a TTL
+//! under STS's 15-minute minimum is refused), reported as expiry-only, and
 //! recorded as revoked (not ended) when the task closes.
 //!
 //! Writ reads its own AWS credentials from environment variables its
@@ -214,21 +214,21 @@ fn aws_session(issued: &proto::IssuedCredential) -> proto::AwsSession {
 }
 
 #[tokio::test]
-async fn an_sts_session_is_named_for_its_lease_raised_to_the_sts_minimum_and_expiry_only() {
+async fn an_sts_session_is_named_for_its_lease_at_least_the_sts_minimum_and_expiry_only() {
     let moto = moto_with_role().await;
     let h = with_aws(&moto).await;
     h.open_task("aws-1", "demo-agent", 3600).await;
     let now = h.clock.now();
-    // Under STS's 15-minute minimum: Writ raises it and says so.
+    // Under STS's 15-minute minimum: refused, naming the minimum.
     let mut request = harness::issue_request("aws-1", "reports", &[], 300);
     request.grants[0].provider = "aws".into();
+    let status = h.credentials().await.issue(authed(&h.agent(), request.clone())).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("minimum credential lifetime of 900s"), "{status:?}");
+    request.grants[0].ttl = Some(prost_types::Duration { seconds: 900, nanos: 0 });
     let issued = h.credentials().await.issue(authed(&h.agent(), request)).await.unwrap().into_inner();
     let issued = &issued.credentials[0];
-    assert!(
-        issued.notices.iter().any(|n| n == "ttl raised to the provider's minimum of 900s"),
-        "{:?}",
-        issued.notices
-    );
+    assert!(issued.notices.is_empty(), "{:?}", issued.notices);
     let lease = issued.lease.clone().unwrap();
     assert_eq!(lease.provider, "aws");
     assert_eq!(lease.role, "reports");
@@ -236,7 +236,7 @@ async fn an_sts_session_is_named_for_its_lease_raised_to_the_sts_minimum_and_exp
     assert_eq!(lease.shape, proto::CredentialShape::ExpiryOnly as i32, "an STS session cannot be revoked");
     let (issued_at, expires_at) = (lease.issued_at.unwrap().seconds, lease.expires_at.unwrap().seconds);
     assert_eq!(issued_at, now.timestamp(), "issued now, by Writ's clock");
-    assert_eq!(expires_at - issued_at, 900, "the lease lasts STS's minimum, not the 300 s asked");
+    assert_eq!(expires_at - issued_at, 900, "the lease lasts the 900 s asked, STS's minimum");
     let session = aws_session(issued);
 
     // The agent uses the session; moto now checks its signature.

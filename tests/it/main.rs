@@ -7,6 +7,7 @@ mod crash;
 mod exchange;
 mod harness;
 mod identity;
+mod input;
 mod lifecycle;
 mod oauth2;
 mod oidc;
