@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -38,6 +38,14 @@ pub struct RevocationQueue {
     /// good), once their outcome is in the store, so callers (CloseTask)
     /// can wait for their own leases instead of polling the store.
     finished: broadcast::Sender<Arc<[Uuid]>>,
+    /// The time through which the sweeper last found nothing left to do:
+    /// every lease due by then was queued. Tests wait on it (and on
+    /// `revoked_through`) instead of sleeping, so that a check that
+    /// something has not happened yet is exact.
+    swept_through: watch::Sender<Option<DateTime<Utc>>>,
+    /// The time through which the revocation worker last found no due
+    /// revocation left to claim.
+    revoked_through: watch::Sender<Option<DateTime<Utc>>>,
 }
 
 /// Finished batches a slow subscriber may fall behind by before it is told
@@ -46,7 +54,12 @@ const FINISHED_BACKLOG: usize = 256;
 
 impl Default for RevocationQueue {
     fn default() -> Self {
-        Self { wake: Notify::new(), finished: broadcast::Sender::new(FINISHED_BACKLOG) }
+        Self {
+            wake: Notify::new(),
+            finished: broadcast::Sender::new(FINISHED_BACKLOG),
+            swept_through: watch::Sender::new(None),
+            revoked_through: watch::Sender::new(None),
+        }
     }
 }
 
@@ -58,6 +71,23 @@ impl RevocationQueue {
     /// Every batch finished from now on: the ids of the leases it revoked.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<[Uuid]>> {
         self.finished.subscribe()
+    }
+
+    /// The sweeper has queued everything due by `at`.
+    pub(crate) fn swept(&self, at: DateTime<Utc>) {
+        self.swept_through.send_replace(Some(at));
+    }
+
+    /// Completes once both workers have caught up with `at`: the sweeper
+    /// has queued everything due by then, and the revocation worker has
+    /// then found nothing due left to claim. With a [`crate::clock::ManualClock`]
+    /// that is moved to `at`, both run a pass at once; what they have not
+    /// done by then they will not do before the clock moves again.
+    pub async fn settled(&self, at: DateTime<Utc>) {
+        let mut swept = self.swept_through.subscribe();
+        let _ = swept.wait_for(|through| through.is_some_and(|through| through >= at)).await;
+        let mut revoked = self.revoked_through.subscribe();
+        let _ = revoked.wait_for(|through| through.is_some_and(|through| through >= at)).await;
     }
 
     fn finished_batch(&self, revoked: Arc<[Uuid]>) {
@@ -101,6 +131,9 @@ pub async fn run(
         if clock.now() + claim_timeout / 2 >= finishing_claims_end {
             finished(&mut finishing).await;
         }
+        // Taken before the time, so that a move of a manual clock after it
+        // wakes the sleep below.
+        let moved = clock.changed();
         let now = clock.now();
         let claim_until = now + claim_timeout;
         let claimed = match broker.store().claim_revocations(now, claim_until, BATCH).await {
@@ -108,7 +141,7 @@ pub async fn run(
             Err(error) => {
                 tracing::warn!(%error, "cannot claim revocations; retrying");
                 finished(&mut finishing).await;
-                if sleep_or_stop(&shutdown, &queue, config.poll_interval).await {
+                if sleep_or_stop(&shutdown, &queue, moved, config.poll_interval).await {
                     break;
                 }
                 continue;
@@ -116,8 +149,9 @@ pub async fn run(
         };
         if claimed.is_empty() {
             finished(&mut finishing).await;
+            queue.revoked_through.send_replace(Some(now));
             let pause = next_pause(&broker, clock.as_ref(), config.poll_interval).await;
-            if sleep_or_stop(&shutdown, &queue, pause).await {
+            if sleep_or_stop(&shutdown, &queue, moved, pause).await {
                 break;
             }
             continue;
@@ -274,11 +308,18 @@ pub(crate) async fn next_pause(broker: &Broker, clock: &dyn Clock, poll: Duratio
     }
 }
 
-/// Sleeps for `pause`, or less if woken. Returns true if shutdown began.
-async fn sleep_or_stop(shutdown: &CancellationToken, queue: &RevocationQueue, pause: Duration) -> bool {
+/// Sleeps for `pause`, or less if woken or the clock is moved by hand.
+/// Returns true if shutdown began.
+async fn sleep_or_stop(
+    shutdown: &CancellationToken,
+    queue: &RevocationQueue,
+    moved: impl std::future::Future<Output = ()>,
+    pause: Duration,
+) -> bool {
     tokio::select! {
         () = shutdown.cancelled() => true,
         () = queue.wake.notified() => false,
+        () = moved => false,
         () = tokio::time::sleep(pause) => false,
     }
 }

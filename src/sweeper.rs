@@ -27,8 +27,17 @@ pub async fn run(
 ) {
     tracing::info!("expiry sweeper started");
     loop {
-        let busy = match sweep_once(&broker, clock.as_ref(), &config).await {
-            Ok(busy) => busy,
+        // Taken before the time, so that a move of a manual clock after it
+        // wakes the sleep below.
+        let moved = clock.changed();
+        let now = clock.now();
+        let busy = match sweep_once(&broker, now, &config).await {
+            Ok(busy) => {
+                if !busy {
+                    broker.revocations().swept(now);
+                }
+                busy
+            }
             Err(error) => {
                 tracing::warn!(%error, "sweep failed; retrying");
                 false
@@ -41,6 +50,7 @@ pub async fn run(
         };
         tokio::select! {
             () = shutdown.cancelled() => break,
+            () = moved => {}
             () = tokio::time::sleep(pause) => {}
         }
     }
@@ -50,10 +60,9 @@ pub async fn run(
 /// One pass. Returns whether a batch was full (so there may be more).
 pub async fn sweep_once(
     broker: &Broker,
-    clock: &dyn Clock,
+    now: chrono::DateTime<chrono::Utc>,
     config: &RevocationConfig,
 ) -> Result<bool, crate::domain::Error> {
-    let now = clock.now();
     let pending_before = now - chrono::Duration::from_std(config.pending_timeout).unwrap_or_default();
     let swept = broker.store().sweep(now, pending_before, BATCH).await?;
     // One commit for the whole batch: a thousand expiries recorded one

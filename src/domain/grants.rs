@@ -28,6 +28,7 @@ use crate::model::{Lease, LeaseState, RevocationReason, Task};
 use crate::policy::{Decision, GrantFacts, RoleFacts};
 use crate::principals::Agent;
 use crate::providers::Registered;
+use crate::store::StoreError;
 
 const MAX_TOOL_LEN: usize = 256;
 const MAX_SCOPES: usize = 32;
@@ -359,6 +360,7 @@ impl Broker {
         );
         let failure = match (&activated, &recorded) {
             (Ok(_), Ok(())) => None,
+            (Err(StoreError::LeaseState { .. }), _) => Some(self.why_taken_away(lease_id).await),
             (Err(error), _) => Some(Error::from(error.clone())),
             (_, Err(error)) => Some(Error::from(error.clone())),
         };
@@ -381,6 +383,30 @@ impl Broker {
         }
         let lease = activated?;
         Ok(Issued { lease, credential: minted.credential, notices: plan.notices })
+    }
+
+    /// Why a lease was queued for revocation while its mint was under way
+    /// (its task closed, or its agent was suspended, on this replica or
+    /// another), in the words the caller needs.
+    async fn why_taken_away(&self, lease_id: Uuid) -> Error {
+        let lease = match self.store.get_lease(lease_id).await {
+            Ok(Some(lease)) => lease,
+            Ok(None) => {
+                return Error::FailedPrecondition(format!("lease {lease_id} was revoked during issue"));
+            }
+            Err(error) => return error.into(),
+        };
+        let reason = lease.revocation.as_ref().map(|revocation| revocation.reason);
+        match reason {
+            Some(RevocationReason::AgentSuspended) => match self.registry.status(&lease.agent).await {
+                Ok(Some(status)) => super::registry::suspended(&status),
+                _ => StoreError::AgentSuspended(lease.agent).into(),
+            },
+            Some(RevocationReason::TaskClosed | RevocationReason::DeadlinePassed) => {
+                StoreError::TaskClosed(lease.task_id).into()
+            }
+            _ => StoreError::LeaseState { id: lease.id, state: lease.state }.into(),
+        }
     }
 
     /// Queues leases of a failed issue for revocation (reason

@@ -212,8 +212,9 @@ async fn a_batch_that_outlasts_its_claims_is_not_claimed_again() {
     h.advance(31);
     let closed = closing.await.unwrap().unwrap().into_inner();
     assert_eq!((closed.revoked, closed.retrying), (4, 0));
-    // Time for a second claim and its 1.5 s at the provider, had there been one.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Had the worker claimed the batch again, it would not be idle before
+    // that second batch was done at the provider.
+    h.settle().await;
     let text = std::fs::read_to_string(&journal).unwrap();
     let calls = |outcome: &str| text.lines().filter(|line| line.starts_with(outcome)).count();
     assert_eq!((calls("revoked "), calls("revoke-noop ")), (4, 0), "{text}");
@@ -305,7 +306,7 @@ async fn a_revocation_that_cannot_succeed_fails_once_and_visibly() {
     // Time passes: nothing is tried again, and the evidence says so once.
     for _ in 0..3 {
         h.advance(3600);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        h.settle().await;
     }
     let revokes = r#"writ_provider_call_duration_seconds_count{provider="reports",operation="revoke"}"#;
     assert_eq!(h.metric(revokes).await, 1.0, "one attempt, not retried: {}", h.metrics().await);

@@ -91,6 +91,15 @@ impl Harness {
         self.clock.advance(chrono::Duration::seconds(seconds));
     }
 
+    /// Waits until the sweeper and the revocation worker have acted on the
+    /// clock's time: what they have not done by then they will not do
+    /// before the clock moves again. A check that something has not
+    /// happened yet uses this instead of sleeping, so it is exact.
+    pub async fn settle(&self) {
+        let settled = self.running().broker.revocations().settled(self.clock.now());
+        tokio::time::timeout(Duration::from_secs(10), settled).await.expect("the workers settle within 10 s");
+    }
+
     pub fn token(&self, subject: &str) -> String {
         self.issuer.mint(subject, "writ", Duration::from_secs(3600), self.clock.now()).unwrap()
     }

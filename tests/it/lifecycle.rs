@@ -12,7 +12,7 @@ async fn expiry_revokes_on_time() {
     let issued = h.issue_orders_read("exp-1", 30).await.unwrap();
     let lease_id = issued.lease.clone().unwrap().lease_id;
     h.advance(29);
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    h.settle().await;
     assert_eq!(h.lease(&lease_id).await.state, proto::LeaseState::Active as i32, "not before its time");
     h.advance(1);
     let lease = h.wait_for_state(&lease_id, proto::LeaseState::Revoked).await;
@@ -198,7 +198,7 @@ async fn a_failing_revocation_is_retried_visibly_until_it_succeeds() {
             break;
         }
         h.advance(1);
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        h.settle().await;
         lease = h.lease(&lease_id).await;
     }
     assert_eq!(lease.state, proto::LeaseState::Revoking as i32);

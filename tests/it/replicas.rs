@@ -11,7 +11,7 @@ use writ::store::{RedisConfig, StoreConfig};
 use crate::harness::{self, authed};
 use crate::redis_support::RedisServer;
 
-async fn on_redis(redis: &RedisServer) -> harness::Harness {
+pub(crate) async fn on_redis(redis: &RedisServer) -> harness::Harness {
     let url = redis.url();
     harness::start_with(Box::new(move |config, _| {
         let mut store = RedisConfig::single(url);
@@ -22,7 +22,7 @@ async fn on_redis(redis: &RedisServer) -> harness::Harness {
 }
 
 /// A second replica: the same keys and store, its own ports and audit log.
-async fn second_replica(h: &harness::Harness) -> Running {
+pub(crate) async fn second_replica(h: &harness::Harness) -> Running {
     let mut config = h.config.clone();
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.server.http_listen = "127.0.0.1:0".parse().unwrap();

@@ -77,7 +77,8 @@ def utcnow():
     return dt.datetime.now(dt.timezone.utc)
 
 
-def build_servicer(pb2, pb2_grpc, token, journal=None, revoke_delay=0.0, refuse_revoke=False):
+def build_servicer(pb2, pb2_grpc, token, journal=None, revoke_delay=0.0, refuse_revoke=False,
+                   mint_delay=0.0):
     class ApiKeyProvider(pb2_grpc.ProviderPluginServicer):
         def __init__(self):
             # handle -> (api key, expiry); api key -> handle. One lock: the
@@ -132,6 +133,9 @@ def build_servicer(pb2, pb2_grpc, token, journal=None, revoke_delay=0.0, refuse_
         def Mint(self, request, context):
             self._authorize(context)
             expires_at = self._check_grant(request, context)
+            if mint_delay:
+                # A slow backend, so that tests can act while a mint is under way.
+                time.sleep(mint_delay)
             handle = intent(request.lease_id)
             key = "rk_" + secrets.token_urlsafe(32)
             with self.lock:
@@ -207,6 +211,8 @@ def main():
     parser.add_argument("--journal", help="append a line per mint and revocation to this file")
     parser.add_argument("--revoke-delay-ms", type=int, default=0,
                         help="sleep this long in every Revoke (a slow backend, for tests)")
+    parser.add_argument("--mint-delay-ms", type=int, default=0,
+                        help="sleep this long in every Mint (a slow backend, for tests)")
     parser.add_argument("--refuse-revoke", action="store_true",
                         help="refuse every Revoke with FAILED_PRECONDITION (a revocation that can never succeed)")
     parser.add_argument("--proto-dir", default=os.environ.get("WRIT_PROTO_DIR", DEFAULT_PROTO_DIR))
@@ -222,7 +228,8 @@ def main():
     pb2, pb2_grpc = generate_stubs(args.proto_dir)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     pb2_grpc.add_ProviderPluginServicer_to_server(build_servicer(pb2, pb2_grpc, token, open(args.journal, "a") if args.journal else None,
-                       args.revoke_delay_ms / 1000.0, args.refuse_revoke), server)
+                       args.revoke_delay_ms / 1000.0, args.refuse_revoke,
+                       args.mint_delay_ms / 1000.0), server)
     if args.listen.startswith("unix:"):
         server.add_insecure_port(args.listen)
         ready = {"unix": args.listen[len("unix:"):]}
