@@ -118,6 +118,17 @@ impl DevIssuer {
         Ok(jsonwebtoken::encode(&header, &claims, &self.key)?)
     }
 
+    /// Signs `header` and `payload` exactly as given, byte for byte: tests
+    /// need tokens with headers or JSON that [`Self::mint`] never produces.
+    #[cfg(test)]
+    pub fn sign_raw(&self, header: &[u8], payload: &[u8]) -> anyhow::Result<String> {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let message = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload));
+        let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &self.key, Algorithm::ES256)?;
+        Ok(format!("{message}.{signature}"))
+    }
+
     /// Discovery and JWKS, to be served at the issuer URL.
     pub fn router(&self) -> Router {
         let discovery = json!({

@@ -22,8 +22,12 @@ const MAX_DOCUMENT: usize = 256 * 1024;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum KeyError {
-    #[error("no key {0:?}")]
-    Unknown(String),
+    /// No key for this `kid` (or, without a `kid`, no single key).
+    #[error("no such key")]
+    Unknown(Option<String>),
+    /// The key the `kid` names is pinned to another algorithm.
+    #[error("the key is for another algorithm")]
+    WrongAlgorithm,
     #[error("cannot fetch keys: {0}")]
     Fetch(String),
 }
@@ -109,9 +113,9 @@ impl IssuerKeys {
             }
             let cache = self.cache.read().await;
             return lookup(&cache, kid, algorithm)
-                .unwrap_or_else(|| Err(KeyError::Unknown(kid.unwrap_or("<none>").into())));
+                .unwrap_or_else(|| Err(KeyError::Unknown(kid.map(str::to_string))));
         }
-        found.unwrap_or_else(|| Err(KeyError::Unknown(kid.unwrap_or("<none>").into())))
+        found.unwrap_or_else(|| Err(KeyError::Unknown(kid.map(str::to_string))))
     }
 
     /// Fetches the keys now, ignoring the rate limit (start-up warm-up).
@@ -176,10 +180,7 @@ fn lookup(cache: &KeySet, kid: Option<&str>, algorithm: Algorithm) -> Option<Res
         None => return None,
     }?;
     if cached.algorithm.is_some_and(|own| own != algorithm) {
-        return Some(Err(KeyError::Unknown(format!(
-            "{} (the key is for another algorithm)",
-            kid.unwrap_or("<none>")
-        ))));
+        return Some(Err(KeyError::WrongAlgorithm));
     }
     Some(Ok(cached.key.clone()))
 }

@@ -2,22 +2,25 @@
 //!
 //! A token is checked in a fixed order, cheapest first, and the first
 //! failure is reported with a message a person can act on:
-//! size → header and algorithm allow-list → trusted issuer (exact `iss`) →
-//! key (by `kid`, from the issuer's JWKS) → signature, `aud` → `exp`, `nbf`,
-//! `iat` against the caller-supplied `now`, with a small leeway.
+//! size → three canonical base64url parts of JSON objects without repeated
+//! names → header rules (`alg` allow-list, `crit`, `b64`, `zip`, embedded
+//! keys, `typ`, …) → claim types → trusted issuer (exact `iss`) → key (by
+//! `kid`, from the issuer's JWKS) → signature, `aud` → `exp`, `nbf`, `iat`
+//! against the caller-supplied `now`, with a small leeway.
 //!
 //! JOSE parsing and claim checks are `jsonwebtoken`'s, the signature
-//! primitives `ring`'s (see the `writ-jose` crate). Keys are cached per
-//! issuer by [`jwks::IssuerKeys`].
+//! primitives `ring`'s (see the `writ-jose` crate); the header and claim
+//! rules `jsonwebtoken` does not enforce are Writ's own, in [`rules`]
+//! (`docs/token-rules.md` has the whole list). Keys are cached per issuer
+//! by [`jwks::IssuerKeys`].
 
 pub mod jwks;
+mod rules;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
@@ -25,6 +28,8 @@ use serde_json::{Map, Value};
 
 use crate::config::{IssuerConfig, Limits};
 use jwks::{IssuerKeys, KeyError};
+pub use rules::quoted;
+use rules::{Round, check_claims, check_header, numeric_date, split_unverified};
 
 /// The algorithms Writ accepts, whatever an issuer is configured with.
 pub const ALLOWED_ALGORITHMS: [Algorithm; 4] =
@@ -42,21 +47,29 @@ pub struct Identity {
     pub claims: Map<String, Value>,
 }
 
-/// Why a token was refused. Messages never quote the token.
+/// Why a token was refused. Messages never quote the token, and quote
+/// text taken from it (an `alg`, `iss` or `kid`) only through [`quoted`]:
+/// escaped and at most 64 characters.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AuthError {
     #[error("missing credentials: send `authorization: Bearer <workload JWT>`")]
     Missing,
     #[error("malformed token: {0}")]
     Malformed(String),
+    /// A well-formed token that uses a JOSE feature Writ refuses.
+    #[error("token refused: {0}")]
+    Refused(String),
     #[error("token is larger than the {0}-byte limit")]
     TooLarge(usize),
-    #[error("algorithm {0:?} is not allowed; use one of RS256, PS256, ES256, EdDSA")]
+    #[error("algorithm {} is not allowed; use one of RS256, PS256, ES256, EdDSA", quoted(.0))]
     Algorithm(String),
-    #[error("issuer {0:?} is not trusted")]
+    #[error("issuer {} is not trusted", quoted(.0))]
     UntrustedIssuer(String),
-    #[error("no key {0:?} in the issuer's JWKS")]
-    UnknownKey(String),
+    /// No key for the token's `kid` (or, without a `kid`, no single key).
+    #[error("{}", unknown_key(.0.as_deref()))]
+    UnknownKey(Option<String>),
+    #[error("the issuer's key does not fit the token's algorithm")]
+    KeyMismatch,
     #[error("token signature is invalid")]
     BadSignature,
     #[error("token audience does not include {0:?}")]
@@ -70,8 +83,15 @@ pub enum AuthError {
     #[error("token was issued in the future (iat)")]
     IssuedInFuture,
     /// The issuer's keys could not be fetched: not the caller's fault.
-    #[error("cannot fetch the keys of issuer {0:?}; try again later")]
+    #[error("cannot fetch the keys of issuer {}; try again later", quoted(.0))]
     IssuerUnavailable(String),
+}
+
+fn unknown_key(kid: Option<&str>) -> String {
+    match kid {
+        Some(kid) => format!("no key {} in the issuer's JWKS", quoted(kid)),
+        None => "the token names no key (kid) and the issuer's JWKS does not hold exactly one".into(),
+    }
 }
 
 /// The most verified tokens remembered at once (each at most
@@ -166,40 +186,42 @@ impl Verifier {
         self.verified.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Every check but the lifetime is made here, before the identity is
+    /// remembered: Writ's own header and claim rules ([`rules`]) first, then
+    /// issuer and key, then `jsonwebtoken`'s signature and claim checks.
     async fn verify_fully(&self, token: &str, now: DateTime<Utc>) -> Result<Identity, AuthError> {
-        let (header, payload) = split_unverified(token)?;
-        let algorithm_name = header
-            .get("alg")
-            .and_then(Value::as_str)
-            .ok_or_else(|| AuthError::Malformed("header has no alg".into()))?;
-        let algorithm = parse_algorithm(algorithm_name)
-            .ok_or_else(|| AuthError::Algorithm(algorithm_name.to_string()))?;
-        let issuer_name = payload
-            .get("iss")
-            .and_then(Value::as_str)
-            .ok_or_else(|| AuthError::MissingClaim("iss".into()))?;
+        let (header, payload, signature) = split_unverified(token)?;
+        let algorithm = check_header(&header)?;
+        if signature.is_empty() {
+            return Err(AuthError::Malformed("the token has no signature".into()));
+        }
+        check_claims(&payload)?;
+        let issuer_name = payload.get("iss").and_then(Value::as_str).unwrap_or_default();
         let issuer = self
             .issuers
             .get(issuer_name)
             .ok_or_else(|| AuthError::UntrustedIssuer(issuer_name.to_string()))?;
         if !issuer.allows(algorithm) {
-            return Err(AuthError::Algorithm(algorithm_name.to_string()));
+            return Err(AuthError::Algorithm(format!("{algorithm:?}")));
         }
         let kid = header.get("kid").and_then(Value::as_str);
         let key = issuer.key(kid, algorithm).await.map_err(|error| match error {
             KeyError::Unknown(kid) => AuthError::UnknownKey(kid),
+            KeyError::WrongAlgorithm => AuthError::KeyMismatch,
             KeyError::Fetch(_) => AuthError::IssuerUnavailable(issuer_name.to_string()),
         })?;
 
         let mut validation = Validation::new(algorithm);
         validation.set_issuer(&[issuer_name]);
         validation.set_audience(&[&self.audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        // Lifetimes are checked below against `now`, not the system clock.
+        // `exp` is required by `check_claims`, and it and the other
+        // lifetimes are checked below against `now`, not the system clock
+        // (`jsonwebtoken` would take a negative `exp` for a missing one).
+        validation.set_required_spec_claims(&["iss", "aud", "sub"]);
         validation.validate_exp = false;
         validation.validate_nbf = false;
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation)
-            .map_err(|error| self.explain(error))?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|error| self.explain(&error))?;
         let claims = data.claims;
         self.check_lifetime(&claims, now)?;
         let subject = claims
@@ -211,57 +233,59 @@ impl Verifier {
         Ok(Identity { issuer: issuer_name.to_string(), subject, claims })
     }
 
-    fn explain(&self, error: jsonwebtoken::errors::Error) -> AuthError {
+    /// A `jsonwebtoken` refusal in words. Most kinds cannot occur after
+    /// Writ's own checks; they are mapped anyway, and none is shown as
+    /// Rust debug text.
+    fn explain(&self, error: &jsonwebtoken::errors::Error) -> AuthError {
+        let malformed = |text: &str| AuthError::Malformed(text.into());
         match error.kind() {
             ErrorKind::InvalidSignature => AuthError::BadSignature,
             ErrorKind::InvalidAudience => AuthError::WrongAudience(self.audience.clone()),
             ErrorKind::MissingRequiredClaim(claim) => AuthError::MissingClaim(claim.clone()),
-            ErrorKind::InvalidIssuer => AuthError::Malformed("issuer mismatch".into()),
-            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidKeyFormat => {
-                AuthError::Malformed("the key does not fit the token's algorithm".into())
+            ErrorKind::InvalidClaimFormat(claim) => {
+                AuthError::Malformed(format!("claim {} has the wrong type", quoted(claim)))
             }
-            other => AuthError::Malformed(format!("{other:?}")),
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+            ErrorKind::InvalidIssuer => malformed("iss does not name the issuer whose key was used"),
+            ErrorKind::InvalidSubject => malformed("the subject is not the expected one"),
+            ErrorKind::InvalidAlgorithm
+            | ErrorKind::MissingAlgorithm
+            | ErrorKind::UnsupportedAlgorithm
+            | ErrorKind::InvalidAlgorithmName
+            | ErrorKind::InvalidKeyFormat
+            | ErrorKind::InvalidEcdsaKey
+            | ErrorKind::InvalidEddsaKey
+            | ErrorKind::InvalidRsaKey(_) => AuthError::KeyMismatch,
+            ErrorKind::InvalidToken => malformed("the token is not a signed JWT"),
+            ErrorKind::Base64(_) => malformed("a part of the token is not unpadded base64url"),
+            ErrorKind::Json(_) => malformed("a header parameter or claim has the wrong type"),
+            ErrorKind::Utf8(_) => malformed("a part of the token is not UTF-8"),
+            // Signing errors and provider errors, and kinds added later.
+            _ => malformed("the token could not be verified"),
         }
     }
 
-    fn check_lifetime(&self, claims: &Map<String, Value>, now: DateTime<Utc>) -> Result<(), AuthError> {
+    fn check_lifetime(&self, claims: &Claims, now: DateTime<Utc>) -> Result<(), AuthError> {
         let leeway = i64::try_from(self.leeway.as_secs()).unwrap_or(i64::MAX);
         let now = now.timestamp();
-        let number = |name: &str| claims.get(name).and_then(Value::as_i64);
-        let exp = number("exp").ok_or_else(|| AuthError::MissingClaim("exp".into()))?;
+        let exp =
+            numeric_date(claims, "exp", Round::Down)?.ok_or_else(|| AuthError::MissingClaim("exp".into()))?;
         if now > exp.saturating_add(leeway) {
             return Err(AuthError::Expired);
         }
-        if number("nbf").is_some_and(|nbf| now.saturating_add(leeway) < nbf) {
+        if numeric_date(claims, "nbf", Round::Up)?.is_some_and(|nbf| now.saturating_add(leeway) < nbf) {
             return Err(AuthError::NotYetValid);
         }
-        if number("iat").is_some_and(|iat| iat > now.saturating_add(leeway)) {
+        if numeric_date(claims, "iat", Round::Up)?.is_some_and(|iat| iat > now.saturating_add(leeway)) {
             return Err(AuthError::IssuedInFuture);
         }
         Ok(())
     }
 }
 
-/// Reads header and payload without verifying anything, to pick the issuer
-/// and key. Nothing read here is trusted until the signature checks out.
-type Claims = Map<String, Value>;
-
-fn split_unverified(token: &str) -> Result<(Claims, Claims), AuthError> {
-    let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(_), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(AuthError::Malformed("a JWT has three dot-separated parts".into()));
-    };
-    let decode = |part: &str, what: &str| -> Result<Claims, AuthError> {
-        let bytes = URL_SAFE_NO_PAD
-            .decode(part)
-            .map_err(|_| AuthError::Malformed(format!("{what} is not base64url")))?;
-        serde_json::from_slice(&bytes)
-            .map_err(|_| AuthError::Malformed(format!("{what} is not a JSON object")))
-    };
-    Ok((decode(header, "header")?, decode(payload, "payload")?))
-}
+/// A decoded header or claims set.
+type Claims = rules::Object;
 
 #[cfg(test)]
 mod tests;
