@@ -451,7 +451,12 @@ impl Broker {
         subject_token: Option<SecretString>,
         now: DateTime<Utc>,
     ) -> Result<Renewal, Error> {
-        let lease = self.own_lease(agent, lease_id).await?;
+        // A suspended agent hears of its suspension before anything about
+        // the lease (which the suspension revoked).
+        let (lease, active) =
+            tokio::join!(self.own_lease(agent, lease_id), self.registry.ensure_active(&agent.name));
+        active?;
+        let lease = lease?;
         if lease.state != LeaseState::Active || lease.expires_at <= now {
             return Err(Error::FailedPrecondition(format!(
                 "lease {} is {} and cannot be renewed",

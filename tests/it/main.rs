@@ -18,3 +18,4 @@ mod postgres_support;
 #[path = "../support/redis.rs"]
 mod redis_support;
 mod replicas;
+mod suspension;
