@@ -74,7 +74,9 @@ pub async fn sweep_once(
             event: "revocation_requested",
             actor: "writ".into(),
             outcome: "ok",
-            lease: Some(*lease),
+            agent: Some(lease.agent.clone()),
+            task: Some(lease.task_id.clone()),
+            lease: Some(lease.id),
             reason: Some(reason.as_str().into()),
             ..AuditEvent::default()
         })

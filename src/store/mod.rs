@@ -126,20 +126,35 @@ pub struct ClosedTask {
     pub revoking: Vec<Uuid>,
 }
 
+/// A lease the sweep queued, with the agent and task its evidence names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SweptLease {
+    pub id: Uuid,
+    pub agent: String,
+    pub task_id: String,
+}
+
+/// Compares by lease id, so a listing of swept leases reads as the ids.
+impl PartialEq<Uuid> for SweptLease {
+    fn eq(&self, id: &Uuid) -> bool {
+        self.id == *id
+    }
+}
+
 /// What [`LeaseStore::sweep`] queued for revocation.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Swept {
     /// Active leases whose expiry passed.
-    pub expired: Vec<Uuid>,
+    pub expired: Vec<SweptLease>,
     /// Pending leases older than the cutoff: an issue that never finished.
-    pub abandoned: Vec<Uuid>,
+    pub abandoned: Vec<SweptLease>,
     /// Finished leases whose retention ran out and which the store forgot
     /// (a store that keeps finished leases for good forgets none).
     pub forgotten: usize,
     /// Leases of a closed task that a close stopped half-way (by a crash)
     /// had not moved to revoking yet, now moved, with the close's reason.
     /// A store that closes a task in one step has none.
-    pub closed: Vec<(Uuid, RevocationReason)>,
+    pub closed: Vec<(SweptLease, RevocationReason)>,
     /// Closed tasks the store forgot: their retention ran out and no lease
     /// of theirs is left (a store that keeps tasks for good forgets none).
     pub forgotten_tasks: usize,

@@ -49,7 +49,9 @@ use self::connection::Connection;
 use self::keys::{Keys, lease_id, member};
 use self::record::time as at;
 use self::reply::{Reply, decode, encode, limit as limit_arg, millis, time};
-use super::{ClosedScope, Closure, LeaseFilter, LeaseStore, RevocationOutcome, Scope, StoreError, Swept};
+use super::{
+    ClosedScope, Closure, LeaseFilter, LeaseStore, RevocationOutcome, Scope, StoreError, Swept, SweptLease,
+};
 use crate::model::{
     AgentState, AgentStatus, Lease, RevocationReason, SealedHandle, Sighting, Task, TaskClosure, TaskState,
 };
@@ -82,7 +84,7 @@ pub struct CloseStep {
     /// The agent's status as suspended, for an agent scope.
     pub agent: Option<AgentStatus>,
     /// Leases this call moved to revoking.
-    pub revoking: Vec<Uuid>,
+    pub revoking: Vec<SweptLease>,
     /// The reason they were queued for: the first close's.
     pub reason: RevocationReason,
     /// Whether this call ended the scope.
@@ -130,28 +132,32 @@ impl RedisStore {
             Scope::Task(_) => (Some(decode("task", &row)?), None),
             Scope::Agent(_) => (None, Some(decode("agent status", &row)?)),
         };
-        let revoking = keys::lease_ids(reply.list()?)?;
+        let ids = keys::lease_ids(reply.list()?)?;
         let reason = record::REASONS.get(reply.count()?).copied().ok_or_else(|| reply.unexpected())?;
         let ended_now = reply.bytes()? == b"new";
+        let revoking = reply::named(ids, reply.list()?)?;
         Ok(CloseStep { task, agent, revoking, reason, ended_now, done })
     }
 
-    /// Ends a scope and moves all its leases, a batch per call.
+    /// Ends a scope and moves all its leases, a batch per call. Returns
+    /// what it did and the leases it moved, with their agent and task.
     async fn close_all(
         &self,
         scope: &Scope,
         ending: &[u8],
         reason: RevocationReason,
         now: DateTime<Utc>,
-    ) -> Result<ClosedScope, StoreError> {
-        let mut revoking = Vec::new();
+    ) -> Result<(ClosedScope, Vec<SweptLease>, RevocationReason), StoreError> {
+        let mut moved = Vec::new();
         let mut ended_now = None;
         loop {
             let step = self.close_step_of(scope, ending, reason, now, CLOSE_BATCH).await?;
-            revoking.extend(step.revoking);
+            moved.extend(step.revoking);
             let ended_now = *ended_now.get_or_insert(step.ended_now);
             if step.done {
-                return Ok(ClosedScope { task: step.task, agent: step.agent, ended_now, revoking });
+                let revoking = moved.iter().map(|lease| lease.id).collect();
+                let closed = ClosedScope { task: step.task, agent: step.agent, ended_now, revoking };
+                return Ok((closed, moved, step.reason));
             }
         }
     }
@@ -160,7 +166,10 @@ impl RedisStore {
     /// Redis): every task and agent still in `closing` or `closing-agents`,
     /// until all its leases are revoking. Returns the leases moved, with
     /// their reason.
-    async fn finish_closes(&self, now: DateTime<Utc>) -> Result<Vec<(Uuid, RevocationReason)>, StoreError> {
+    async fn finish_closes(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(SweptLease, RevocationReason)>, StoreError> {
         let mut moved = Vec::new();
         let unfinished = [(self.keys.closing(), true), (self.keys.closing_agents(), false)];
         for (closing, tasks) in unfinished {
@@ -168,14 +177,11 @@ impl RedisStore {
                 let id = String::from_utf8(id)
                     .map_err(|_| StoreError::Corrupt("a closing scope's id is not UTF-8".into()))?;
                 let scope = if tasks { Scope::Task(id) } else { Scope::Agent(id) };
-                // The scope is ended already; the function keeps what it holds.
-                let closed = self.close_all(&scope, b"null", RevocationReason::TaskClosed, now).await?;
-                let reason = match scope {
-                    Scope::Task(_) => closed.task.and_then(|task| task.closed).map(|closure| closure.reason),
-                    Scope::Agent(_) => Some(RevocationReason::AgentSuspended),
-                };
-                let reason = reason.unwrap_or(RevocationReason::TaskClosed);
-                moved.extend(closed.revoking.into_iter().map(|id| (id, reason)));
+                // The scope is ended already; the function keeps what it
+                // holds and answers with the reason the close was given.
+                let (_, leases, reason) =
+                    self.close_all(&scope, b"null", RevocationReason::TaskClosed, now).await?;
+                moved.extend(leases.into_iter().map(|lease| (lease, reason)));
             }
         }
         Ok(moved)
@@ -280,7 +286,7 @@ impl LeaseStore for RedisStore {
                 },
             )?,
         };
-        self.close_all(scope, ending.as_bytes(), closure.reason, now).await
+        Ok(self.close_all(scope, ending.as_bytes(), closure.reason, now).await?.0)
     }
 
     async fn agent_status(&self, agent: &str) -> Result<Option<AgentStatus>, StoreError> {
@@ -464,13 +470,14 @@ impl LeaseStore for RedisStore {
             .arg(recheck);
         let mut reply = Reply::parse(self.invoke(&call).await?)?;
         let mut swept = match reply.status() {
-            "ok" => Swept {
-                expired: keys::lease_ids(reply.list()?)?,
-                abandoned: keys::lease_ids(reply.list()?)?,
-                forgotten: reply.count()?,
-                closed: Vec::new(),
-                forgotten_tasks: reply.count()?,
-            },
+            "ok" => {
+                let expired = keys::lease_ids(reply.list()?)?;
+                let abandoned = keys::lease_ids(reply.list()?)?;
+                let (forgotten, forgotten_tasks) = (reply.count()?, reply.count()?);
+                let mut leases = reply::named([expired.as_slice(), &abandoned].concat(), reply.list()?)?;
+                let abandoned = leases.split_off(expired.len());
+                Swept { expired: leases, abandoned, forgotten, closed: Vec::new(), forgotten_tasks }
+            }
             _ => return Err(reply.unexpected()),
         };
         swept.closed = self.finish_closes(now).await?;

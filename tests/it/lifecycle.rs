@@ -18,6 +18,14 @@ async fn expiry_revokes_on_time() {
     let lease = h.wait_for_state(&lease_id, proto::LeaseState::Revoked).await;
     assert_eq!(lease.revocation_reason, "expired");
     assert_eq!(h.introspect(&bearer(&issued)).await["active"], false);
+    // The sweeper's evidence names the agent and the task.
+    let hashed = h.running().broker.audit().lease_hash(lease_id.parse().unwrap());
+    let audit = h.audit_lines();
+    let requested = audit
+        .iter()
+        .find(|line| line["event"] == "revocation_requested" && line["lease"] == hashed.as_str())
+        .expect("the sweeper recorded the expiry");
+    assert_eq!((&requested["agent"], &requested["task"]), (&"demo-agent".into(), &"exp-1".into()));
     h.stop().await;
 }
 
@@ -91,6 +99,14 @@ async fn a_passed_deadline_closes_the_task_and_revokes() {
     assert_eq!(task_state.state, proto::TaskState::Closed as i32);
     assert_eq!(task_state.close_reason, "deadline_passed");
     assert_eq!(task.leases.len(), 1);
+    // The sweeper closed it through the same path as CloseTask: one
+    // task_closed record naming the agent, by `writ`.
+    let audit = h.audit_lines();
+    let closed: Vec<_> = audit.iter().filter(|line| line["event"] == "task_closed").collect();
+    assert_eq!(closed.len(), 1, "{closed:?}");
+    assert_eq!((&closed[0]["actor"], &closed[0]["agent"]), (&"writ".into(), &"demo-agent".into()));
+    assert_eq!(closed[0]["task"], "deadline-1");
+    assert_eq!(closed[0]["reason"], "deadline_passed");
     h.stop().await;
 }
 

@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 use chrono::TimeDelta;
 use uuid::Uuid;
 use writ::model::{AgentState, Lease, LeaseState, RevocationReason, SealedHandle, Task, TaskState};
-use writ::store::{LeaseStore, RedisConfig, RedisStore, RevocationOutcome, Scope, StoreError, conformance};
+use writ::store::{
+    LeaseStore, RedisConfig, RedisStore, RevocationOutcome, Scope, StoreError, SweptLease, conformance,
+};
 
 use redis_support::{RedisCluster, RedisServer};
 use store_fixtures::{lease, t, task};

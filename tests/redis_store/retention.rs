@@ -145,8 +145,10 @@ async fn a_close_stopped_half_way_is_finished_by_the_sweep() {
     // The sweep (the closer is gone) finishes it: the rest, queued for the
     // first close's reason, even though a sweep's own reason would differ.
     let swept = redis.sweep(t(4), t(0), 100).await.unwrap();
-    let rest = [3, 4, 6].map(|n| (id(n), RevocationReason::TaskClosed));
-    assert_eq!(swept.closed, rest.to_vec());
+    let named =
+        |n: u128, task_id: &str| SweptLease { id: id(n), agent: "agent".into(), task_id: task_id.into() };
+    let rest = [3, 4, 6].map(|n| (named(n, "t"), RevocationReason::TaskClosed));
+    assert_eq!(swept.closed, rest.to_vec(), "with the agent and task the evidence names");
     for lease in redis.task_leases("t").await.unwrap() {
         assert_eq!(lease.state, LeaseState::Revoking, "{}", lease.id);
         assert_eq!(lease.revocation.unwrap().reason, RevocationReason::TaskClosed);
@@ -208,8 +210,14 @@ async fn a_suspension_stopped_half_way_is_finished_before_anything_else() {
 
     // The sweep finishes it, with the suspension's reason.
     let swept = redis.sweep(t(4), t(0), 100).await.unwrap();
-    let rest = [2, 3, 5].map(|n| (id(n), RevocationReason::AgentSuspended));
-    assert_eq!(swept.closed, rest.to_vec());
+    let named = |n: u128| {
+        let task_id = if n % 2 == 0 { "t" } else { "u" };
+        (
+            SweptLease { id: id(n), agent: "agent".into(), task_id: task_id.into() },
+            RevocationReason::AgentSuspended,
+        )
+    };
+    assert_eq!(swept.closed, [2, 3, 5].map(named).to_vec(), "with the agent and task of each lease");
     assert!(redis.sweep(t(5), t(0), 100).await.unwrap().closed.is_empty(), "finished once");
 
     // Suspended again, cut short again, then resumed: the resume finishes

@@ -34,6 +34,8 @@ pub(super) async fn sweep(store: Store) {
     assert_eq!(swept, Swept::default(), "nothing is due before t+99");
     let swept = store.sweep(t(100), t(50), 10).await.unwrap();
     assert_eq!(swept.expired, vec![due], "expires_at == now counts as expired");
+    let named = crate::store::SweptLease { id: due, agent: "agent-1".into(), task_id: "t".into() };
+    assert_eq!(swept.expired, vec![named], "with the agent and task its evidence names");
     assert_eq!(swept.abandoned, vec![stale], "only pendings created before the cutoff");
     assert_revoking(&store, due, RevocationReason::Expired, t(100)).await;
     assert_revoking(&store, stale, RevocationReason::Abandoned, t(100)).await;

@@ -17,7 +17,7 @@ use crate::model::{
     AgentState, AgentStatus, Lease, LeaseState, Revocation, RevocationReason, SealedHandle, Sighting, Task,
     TaskClosure, TaskState,
 };
-use crate::store::{ClosedScope, Closure, RevocationOutcome, Scope, StoreError, Swept};
+use crate::store::{ClosedScope, Closure, RevocationOutcome, Scope, StoreError, Swept, SweptLease};
 
 /// What an operation will answer, and the rows it writes to get there.
 pub(super) struct Planned<T> {
@@ -277,11 +277,11 @@ pub(super) fn sweep(
     let mut swept = Swept::default();
     let mut changes = Vec::with_capacity(expired.len() + abandoned.len());
     for lease in expired {
-        swept.expired.push(lease.id);
+        swept.expired.push(swept_lease(&lease));
         changes.push(to_revoking(lease, RevocationReason::Expired, now)?);
     }
     for lease in abandoned {
-        swept.abandoned.push(lease.id);
+        swept.abandoned.push(swept_lease(&lease));
         changes.push(to_revoking(lease, RevocationReason::Abandoned, now)?);
     }
     Planned::done(swept, changes)
@@ -392,6 +392,10 @@ pub(super) fn record_sighting(
         },
     };
     Planned::done((), vec![Change::sighting(old, new)?])
+}
+
+fn swept_lease(lease: &Lease) -> SweptLease {
+    SweptLease { id: lease.id, agent: lease.agent.clone(), task_id: lease.task_id.clone() }
 }
 
 fn existing_lease(tables: &WriteTables<'_>, lease_id: Uuid) -> Result<Lease, StoreError> {

@@ -8,7 +8,8 @@ use serde::de::DeserializeOwned;
 
 use super::record;
 use crate::model::{Lease, LeaseState, Task};
-use crate::store::StoreError;
+use crate::store::{StoreError, SweptLease};
+use uuid::Uuid;
 
 /// A write script's answer: a status (`ok`, or the check that failed, such
 /// as `task_closed`), then what that status carries.
@@ -106,6 +107,22 @@ fn items(value: Value) -> Result<Vec<Value>, StoreError> {
         Value::Array(items) => Ok(items),
         _ => Err(malformed()),
     }
+}
+
+/// Lease ids with the flat {agent, task, agent, task, …} list a function
+/// answered alongside them.
+pub(super) fn named(ids: Vec<Uuid>, names: Vec<Vec<u8>>) -> Result<Vec<SweptLease>, StoreError> {
+    if names.len() != ids.len() * 2 {
+        return Err(malformed());
+    }
+    let text = |bytes: &[u8]| {
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| StoreError::Corrupt("a stored name is not UTF-8".into()))
+    };
+    ids.into_iter()
+        .zip(names.chunks_exact(2))
+        .map(|(id, pair)| Ok(SweptLease { id, agent: text(&pair[0])?, task_id: text(&pair[1])? }))
+        .collect()
 }
 
 fn bytes(value: Option<Value>) -> Result<Vec<u8>, StoreError> {

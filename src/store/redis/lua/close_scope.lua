@@ -2,7 +2,8 @@
 -- writes (a task's closure, or an agent's status as suspended: JSON),
 -- reason code, now (record time), limit, now (ms).
 -- Replies {'ok' or 'more', the task or agent status JSON, {ids moved to
--- revoking}, reason code, 'new' if this call ended the scope else 'old'}.
+-- revoking}, reason code, 'new' if this call ended the scope else 'old',
+-- {agent, task} of each lease moved (flat)}.
 --
 -- Ending marks the scope ended at once (a task closed, an agent in
 -- `suspended`), so nothing more is inserted, activated or extended under
@@ -35,7 +36,7 @@ local after
 if ended then
   local closing = redis.call('HGET', CLOSING, scope_id)
   if not closing then
-    return { 'ok', raw, {}, reason, 'old' }
+    return { 'ok', raw, {}, reason, 'old', {} }
   end
   local colon = string.find(closing, ':', 1, true)
   reason = tonumber(string.sub(closing, 1, colon - 1))
@@ -44,11 +45,13 @@ if ended then
 end
 -- Everything is read and planned before anything is written: a damaged
 -- lease fails the call with nothing changed (scripts are not rolled back).
-local changes, revoking = {}, {}
+local changes, revoking, names = {}, {}, {}
 local ids = index_range(index, after, '+', limit)
 for _, id in ipairs(ids) do
   local lease, old = load_lease(id)
   if lease.state == 'pending' or lease.state == 'active' then
+    table.insert(names, lease.agent)
+    table.insert(names, lease.task)
     plan_revoking(changes, id, lease, old, reason, now)
     table.insert(revoking, id)
   end
@@ -77,7 +80,7 @@ if #ids < limit then
   if kind == 'task' then
     redis.call('ZADD', P .. 'closed-tasks', ARGV[7], scope_id)
   end
-  return { 'ok', raw, revoking, reason, fresh }
+  return { 'ok', raw, revoking, reason, fresh, names }
 end
 redis.call('HSET', CLOSING, scope_id, reason .. ':' .. ids[#ids])
-return { 'more', raw, revoking, reason, fresh }
+return { 'more', raw, revoking, reason, fresh, names }

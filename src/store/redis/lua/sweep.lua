@@ -1,7 +1,8 @@
 -- ARGV: now, pending_before, forget_before, limit, forget_before (ms, or
 -- "-inf"), recheck (ms).
 -- Replies {'ok', {expired ids}, {abandoned ids}, forgotten count,
--- forgotten task count}.
+-- forgotten task count, {agent, task} of each expired then each abandoned
+-- lease (flat)}.
 --
 -- Active leases due by now expire; pending leases created before
 -- pending_before are abandoned; finished leases completed by forget_before
@@ -17,12 +18,16 @@ local EXPIRED, ABANDONED = 2, 5
 local expired = due('expiries', due_by(now), limit)
 local abandoned = due('pending', '(' .. cutoff, limit)
 local forgotten = due('finished', due_by(forget_before), limit)
-local changes, expired_ids, abandoned_ids = {}, {}, {}
+local changes, expired_ids, abandoned_ids, names = {}, {}, {}, {}
 for _, found in ipairs(expired) do
+  table.insert(names, found[2].agent)
+  table.insert(names, found[2].task)
   plan_revoking(changes, found[1], found[2], found[3], EXPIRED, now)
   table.insert(expired_ids, found[1])
 end
 for _, found in ipairs(abandoned) do
+  table.insert(names, found[2].agent)
+  table.insert(names, found[2].task)
   plan_revoking(changes, found[1], found[2], found[3], ABANDONED, now)
   table.insert(abandoned_ids, found[1])
 end
@@ -46,4 +51,4 @@ for _, task_id in ipairs(closed_due) do
     redis.call('ZADD', CLOSED, recheck, task_id)
   end
 end
-return { 'ok', expired_ids, abandoned_ids, #forgotten, forgotten_tasks }
+return { 'ok', expired_ids, abandoned_ids, #forgotten, forgotten_tasks, names }
