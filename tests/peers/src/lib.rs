@@ -1,8 +1,9 @@
 //! The real processes Writ's tests run against, started in one place for
 //! every test binary of the workspace: npm `oidc-provider` and `jose`
-//! ([`oidc`]), `moto_server` ([`moto`]), the example Python plugin
-//! ([`plugin`]), a throw-away database on the local PostgreSQL server
-//! ([`postgres`]) and `redis-server` ([`redis`]).
+//! ([`oidc`]), `moto_server` (`moto`, behind the feature of that name, for
+//! the AWS SDK it brings), the example Python plugin ([`plugin`]), a
+//! throw-away database on the local PostgreSQL server ([`postgres`]) and
+//! `redis-server` ([`redis`]).
 //!
 //! Each starter runs the real program on a free local port, waits until it
 //! answers (with a timeout, and a panic that says what to install), and
@@ -16,6 +17,7 @@
 //! types stays in their tests.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "moto")]
 pub mod moto;
 pub mod oidc;
 pub mod plugin;

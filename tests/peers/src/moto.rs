@@ -47,7 +47,7 @@ pub struct Moto {
 impl Moto {
     /// Starts moto and waits (at most 30 s) until it answers.
     pub async fn start() -> Self {
-        let port = process::free_port();
+        let port = free_port();
         let id = Uuid::now_v7().simple();
         let recording = std::env::temp_dir().join(format!("writ-moto-{id}.jsonl"));
         let log = std::env::temp_dir().join(format!("writ-moto-{id}.log"));
@@ -164,6 +164,14 @@ impl Drop for Moto {
         let _ = std::fs::remove_file(&self.recording);
         let _ = std::fs::remove_file(&self.log);
     }
+}
+
+/// A local port nothing listens on now (moto cannot be asked to choose
+/// one). Another process may take it before moto binds it; moto then exits
+/// and the start panics with its log.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free local port");
+    listener.local_addr().expect("the free port's address").port()
 }
 
 /// Credentials for setting moto up: any key works while it does not

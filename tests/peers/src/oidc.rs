@@ -184,16 +184,24 @@ impl AuthorizationServer {
         }
     }
 
-    /// Kills the server. It keeps its tokens in memory: they are gone.
-    pub fn stop(&mut self) {
+    /// Kills the server and waits until it is gone. It keeps its tokens in
+    /// memory: they are gone.
+    ///
+    /// Then the test's runtime gets a turn, so that clients of this process
+    /// see their idle connections to the server closed, as they would by
+    /// the time an outage is noticed: without it, the next request goes out
+    /// on a connection whose close was not read yet, and fails with
+    /// "connection closed" instead of "connection refused".
+    pub async fn stop(&mut self) {
         if let Some(mut node) = self.node.take() {
             node.process.stop();
         }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 
     /// Starts it again on the same port, with the same configuration.
     pub async fn restart(&mut self) {
-        self.stop();
+        self.stop().await;
         let config = self.config.clone();
         self.node = Some(unblocked(move || NodeScript::start("authz.mjs", &config)).await);
     }

@@ -80,11 +80,3 @@ impl Drop for Running {
         self.stop();
     }
 }
-
-/// A local port nothing listens on now. Another process may take it before
-/// the peer binds it; the peers that choose their own port (port 0) avoid
-/// that race.
-pub(crate) fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free local port");
-    listener.local_addr().expect("the free port's address").port()
-}
