@@ -143,16 +143,14 @@ impl TestDatabase {
         toml::from_str(&text).expect("the provider settings are TOML")
     }
 
-    /// Logs in as `username`; see [`login`].
-    pub async fn login<Hints>(
+    /// Logs in as `username` with a provider credential's connection hints
+    /// (see [`login`]).
+    pub async fn login(
         &self,
         username: &str,
         password: &str,
-        connection: &Hints,
-    ) -> Result<Client, tokio_postgres::Error>
-    where
-        Hints: for<'key> Index<&'key str, Output = String> + ?Sized,
-    {
+        connection: &BTreeMap<String, String>,
+    ) -> Result<Client, tokio_postgres::Error> {
         login(username, password, connection).await
     }
 
