@@ -11,23 +11,14 @@
 //! the session is minted, the test turns enforcement on, so the session's
 //! own signature is checked when the agent uses it.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
-use aws_sdk_sts::config::{BehaviorVersion, Credentials, Region, SharedHttpClient};
-use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use aws_sdk_sts::config::Credentials;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use writ::api::proto;
 use writ::clock::Clock;
+use writ_test_peers::moto::{self, ACCOUNT, Moto, REGION};
 
 use crate::harness::{self, authed};
 
-/// moto's default account.
-const ACCOUNT: &str = "123456789012";
-const REGION: &str = "eu-west-1";
 const ROLE: &str = "writ-reports";
 /// Variables cargo sets for every test process it runs; their values stand
 /// in for Writ's access key id and secret key while moto takes any key.
@@ -36,119 +27,22 @@ const WRIT_SECRET_ENV: &str = "CARGO_MANIFEST_DIR";
 /// Named so that no session token is used, whatever the environment holds.
 const NO_SESSION_TOKEN_ENV: &str = "WRIT_IT_AWS_STS_NO_SESSION_TOKEN";
 
-/// A `moto_server` on a free port, stopped when dropped. The command is
-/// `moto_server` from `PATH` (`pip install -r
-/// providers/aws-sts/tests/peer/requirements.txt`), or what
-/// `WRIT_TEST_MOTO_SERVER` names.
-struct Moto {
-    child: Child,
-    port: u16,
-    log: tempfile::NamedTempFile,
-}
-
-impl Moto {
-    async fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let log = tempfile::NamedTempFile::new().unwrap();
-        let program = std::env::var("WRIT_TEST_MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
-        let child = Command::new(&program)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(log.reopen().unwrap())
-            .stderr(log.reopen().unwrap())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start {program} (pip install -r providers/aws-sts/tests/peer/requirements.txt): {e}")
-            });
-        let moto = Self { child, port, log };
-        for _ in 0..300 {
-            if let Ok((200, _)) = moto.http("GET", "/moto-api/data.json", "").await {
-                return moto;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("moto did not answer on port {port}: {}", std::fs::read_to_string(moto.log.path()).unwrap());
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// One plain HTTP/1.0 request to moto's own API.
-    async fn http(&self, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await?;
-        let request = format!(
-            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nContent-Type: text/plain\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            self.port,
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await?;
-        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-        let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
-        Ok((status, body.to_string()))
-    }
-
-    /// From now on, moto checks every AWS request's signature and the
-    /// caller's IAM policies.
-    async fn enforce_iam(&self) {
-        let (status, body) = self.http("POST", "/moto-api/reset-auth", "0").await.unwrap();
-        assert_eq!(status, 200, "{body}");
-    }
-
-    fn iam(&self, credentials: Credentials) -> aws_sdk_iam::Client {
-        let config = aws_sdk_iam::Config::builder()
-            .behavior_version(aws_sdk_iam::config::BehaviorVersion::v2026_01_12())
-            .region(aws_sdk_iam::config::Region::new(REGION))
-            .endpoint_url(self.url())
-            .credentials_provider(credentials)
-            .http_client(http_client())
-            .build();
-        aws_sdk_iam::Client::from_conf(config)
-    }
-
-    fn sts(&self, credentials: Credentials) -> aws_sdk_sts::Client {
-        let config = aws_sdk_sts::Config::builder()
-            .behavior_version(BehaviorVersion::v2026_01_12())
-            .region(Region::new(REGION))
-            .endpoint_url(self.url())
-            .credentials_provider(credentials)
-            .http_client(http_client())
-            .build();
-        aws_sdk_sts::Client::from_conf(config)
-    }
-
-    /// Who moto says the holder of `session` is.
-    async fn caller_arn(&self, session: &proto::AwsSession) -> Result<String, String> {
-        let credentials = Credentials::new(
-            &session.access_key_id,
-            &session.secret_access_key,
-            Some(session.session_token.clone()),
-            None,
-            "issued",
-        );
-        let identity = self.sts(credentials).get_caller_identity().send().await;
-        identity.map(|identity| identity.arn().unwrap_or_default().to_string()).map_err(|e| format!("{e:?}"))
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn http_client() -> SharedHttpClient {
-    aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring)).build_https()
+/// Who moto says the holder of `session` is.
+async fn caller_arn(moto: &Moto, session: &proto::AwsSession) -> Result<String, String> {
+    let credentials = Credentials::new(
+        &session.access_key_id,
+        &session.secret_access_key,
+        Some(session.session_token.clone()),
+        None,
+        "issued",
+    );
+    let identity = moto.sts(credentials).get_caller_identity().send().await;
+    identity.map(|identity| identity.arn().unwrap_or_default().to_string()).map_err(|e| format!("{e:?}"))
 }
 
 /// moto with the IAM role Writ assumes (any key works: IAM is not enforced).
 async fn moto_with_role() -> Moto {
     let moto = Moto::start().await;
-    let setup = Credentials::new("AKIASETUPSETUPSETUP0", "setup-secret", None, None, "setup");
     let trust = json!({
         "Version": "2012-10-17",
         "Statement": [{
@@ -157,7 +51,7 @@ async fn moto_with_role() -> Moto {
             "Action": ["sts:AssumeRole", "sts:TagSession", "sts:SetSourceIdentity"],
         }],
     });
-    moto.iam(setup)
+    moto.iam(moto::setup_credentials())
         .create_role()
         .role_name(ROLE)
         .assume_role_policy_document(trust.to_string())
@@ -242,10 +136,10 @@ async fn an_sts_session_is_named_for_its_lease_at_least_the_sts_minimum_and_expi
     // The agent uses the session; moto now checks its signature.
     moto.enforce_iam().await;
     let session_name = format!("writ-{}", lease.lease_id.replace('-', ""));
-    let arn = moto.caller_arn(&session).await.unwrap();
+    let arn = caller_arn(&moto, &session).await.unwrap();
     assert_eq!(arn, format!("arn:aws:sts::{ACCOUNT}:assumed-role/{ROLE}/{session_name}"));
     let forged = proto::AwsSession { secret_access_key: "not-the-secret".into(), ..session.clone() };
-    assert!(moto.caller_arn(&forged).await.is_err(), "moto checks the session's signature");
+    assert!(caller_arn(&moto, &forged).await.is_err(), "moto checks the session's signature");
 
     let closed = h
         .tasks()
@@ -261,7 +155,7 @@ async fn an_sts_session_is_named_for_its_lease_at_least_the_sts_minimum_and_expi
     assert_eq!(revoked.shape, proto::CredentialShape::ExpiryOnly as i32);
     // Expiry-only: the revocation is recorded, and the session lives on
     // until its expiry.
-    assert_eq!(moto.caller_arn(&session).await.unwrap(), arn);
+    assert_eq!(caller_arn(&moto, &session).await.unwrap(), arn);
 
     let audit = std::fs::read_to_string(&h.config.audit.path).unwrap();
     assert!(!audit.contains(&session.secret_access_key) && !audit.contains(&session.session_token));

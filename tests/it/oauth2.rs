@@ -4,14 +4,11 @@
 //! closes, and an RFC 8693 exchange of the agent's own workload token (the
 //! one it called Writ with) for a token whose subject is the agent.
 
-use std::io::BufRead;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use writ::api::proto;
+use writ_test_peers::oidc::AuthorizationServer;
 
 use crate::harness::{self, authed, bearer};
 
@@ -23,130 +20,53 @@ const RS_CLIENT: &str = "orders-api";
 const RS_SECRET: &str = "orders-api-it-s3cret";
 const ORDERS: &str = "https://orders.example.com/";
 
-/// The peers' folder, with its npm packages installed (once per run).
-fn peer_dir() -> PathBuf {
-    static INSTALLED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    INSTALLED
-        .get_or_init(|| {
-            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/oidc");
-            if !dir.join("node_modules/oidc-provider").exists() {
-                let status = Command::new("npm")
-                    .current_dir(&dir)
-                    .args(["ci", "--no-audit", "--no-fund"])
-                    .status()
-                    .expect("npm runs (install Node.js and npm)");
-                assert!(status.success(), "`npm ci` failed in {}", dir.display());
-            }
-            dir
-        })
-        .clone()
-}
-
-/// A running `authz.mjs`, killed on drop.
-struct AuthServer {
-    issuer: String,
-    introspection_endpoint: String,
-    child: Child,
-    _config: tempfile::NamedTempFile,
-}
-
-impl AuthServer {
-    /// Starts the server, trusting `subject_issuer`'s JWTs (audience
-    /// `writ`) as subject tokens for token exchange.
-    ///
-    /// Writ discovers the server when it starts, and the server must know
-    /// the harness's development issuer, whose address exists only inside
-    /// `harness::start_with`: so this runs in the harness's (synchronous)
-    /// customize step and waits for the ready line on a thread of its own.
-    fn start_blocking(subject_issuer: &str) -> Self {
-        let config = json!({
-            "port": 0,
-            "ttl": 600,
-            "revocation": true,
-            "clients": [
-                {
-                    "client_id": WRIT_CLIENT,
-                    "client_secret": WRIT_SECRET,
-                    "auth_method": "client_secret_basic",
-                    "grant_types": ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"],
-                    "scope": "orders:read orders:write",
-                },
-                { "client_id": RS_CLIENT, "client_secret": RS_SECRET, "grant_types": [] },
-            ],
-            "resources": { ORDERS: { "scope": "orders:read orders:write orders:admin" } },
-            "subject_issuer": {
-                "issuer": subject_issuer,
-                // The development issuer serves its keys here (src/dev/issuer.rs).
-                "jwks_uri": format!("{subject_issuer}/jwks.json"),
-                "audience": writ::dev::AUDIENCE,
+/// The authorization server (`authz.mjs`) for Writ's client, trusting
+/// `subject_issuer`'s JWTs (audience `writ`) as subject tokens for token
+/// exchange.
+///
+/// Writ discovers the server when it starts, and the server must know the
+/// harness's development issuer, whose address exists only inside
+/// `harness::start_with`: so this runs in the harness's (synchronous)
+/// customize step, and starts the server without a runtime.
+fn start_server(subject_issuer: &str) -> AuthorizationServer {
+    AuthorizationServer::start_blocking(json!({
+        "port": 0,
+        "ttl": 600,
+        "revocation": true,
+        "clients": [
+            {
+                "client_id": WRIT_CLIENT,
+                "client_secret": WRIT_SECRET,
+                "auth_method": "client_secret_basic",
+                "grant_types": ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"],
+                "scope": "orders:read orders:write",
             },
-        });
-        let config_file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(config_file.path(), config.to_string()).unwrap();
-        let mut child = Command::new("node")
-            .current_dir(peer_dir())
-            .arg("authz.mjs")
-            .arg(config_file.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node starts");
-        let stdout = child.stdout.take().unwrap();
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
-            let _ = sender.send(line);
-        });
-        let line = receiver.recv_timeout(Duration::from_secs(30));
-        let Ok(line) = line.map_err(|_| ()).and_then(|line| if line.is_empty() { Err(()) } else { Ok(line) })
-        else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("authz.mjs did not print its ready line within 30 s");
-        };
-        let ready: Value = serde_json::from_str(&line).unwrap();
-        let get =
-            |key: &str| ready[key].as_str().unwrap_or_else(|| panic!("no {key} in {ready}")).to_string();
-        Self {
-            issuer: get("issuer"),
-            introspection_endpoint: get("introspection_endpoint"),
-            child,
-            _config: config_file,
-        }
-    }
-
-    /// RFC 7662 introspection, as the orders resource server would do it.
-    async fn introspect(&self, token: &str) -> Value {
-        let response = reqwest::Client::new()
-            .post(&self.introspection_endpoint)
-            .basic_auth(RS_CLIENT, Some(RS_SECRET))
-            .form(&[("token", token)])
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success(), "introspection answers: {}", response.status());
-        response.json().await.unwrap()
-    }
+            { "client_id": RS_CLIENT, "client_secret": RS_SECRET, "grant_types": [] },
+        ],
+        "resources": { ORDERS: { "scope": "orders:read orders:write orders:admin" } },
+        "subject_issuer": {
+            "issuer": subject_issuer,
+            // The development issuer serves its keys here (src/dev/issuer.rs).
+            "jwks_uri": format!("{subject_issuer}/jwks.json"),
+            "audience": writ::dev::AUDIENCE,
+        },
+    }))
 }
 
-impl Drop for AuthServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// RFC 7662 introspection, as the orders resource server would do it.
+async fn introspect(server: &AuthorizationServer, token: &str) -> Value {
+    server.introspect(RS_CLIENT, RS_SECRET, token).await
 }
 
 /// Writ with provider `orders` (`kind = "oauth2"`) at a fresh `authz.mjs`
 /// that trusts the harness's development issuer for token exchange, and a
 /// policy letting the demo agent use both of its roles.
-async fn with_orders() -> (harness::Harness, AuthServer) {
-    let slot: Arc<Mutex<Option<AuthServer>>> = Arc::default();
+async fn with_orders() -> (harness::Harness, AuthorizationServer) {
+    let slot: Arc<Mutex<Option<AuthorizationServer>>> = Arc::default();
     let started = slot.clone();
     let h = harness::start_with(Box::new(move |config, dir| {
         let dev_issuer = config.issuers[0].issuer.clone();
-        let server = AuthServer::start_blocking(&dev_issuer);
+        let server = start_server(&dev_issuer);
         let secret = dir.join("orders-client-secret");
         std::fs::write(&secret, format!("{WRIT_SECRET}\n")).unwrap();
         let settings = format!(
@@ -219,7 +139,7 @@ async fn a_client_credentials_token_is_narrowed_to_the_grant_and_revoked_when_th
     assert_eq!(lease.expires_at.unwrap().seconds - lease.issued_at.unwrap().seconds, 300);
     let token = bearer(issued);
 
-    let seen = server.introspect(&token).await;
+    let seen = introspect(&server, &token).await;
     assert_eq!(seen["active"], true, "{seen}");
     assert_eq!(seen["scope"], "orders:read", "only the scope asked for, not the role's others: {seen}");
     assert_eq!(seen["aud"], ORDERS, "bound to the role's resource: {seen}");
@@ -231,7 +151,7 @@ async fn a_client_credentials_token_is_narrowed_to_the_grant_and_revoked_when_th
     let revoked = h.lease(&lease.lease_id).await;
     assert_eq!(revoked.state, proto::LeaseState::Revoked as i32);
     assert_eq!(revoked.revocation_reason, "task_closed");
-    assert_eq!(server.introspect(&token).await, json!({ "active": false }), "revoked at the server");
+    assert_eq!(introspect(&server, &token).await, json!({ "active": false }), "revoked at the server");
 
     let audit = std::fs::read_to_string(&h.config.audit.path).unwrap();
     assert!(!audit.contains(&token), "the audit log holds no token");
@@ -252,7 +172,7 @@ async fn token_exchange_turns_the_agents_own_workload_token_into_a_token_for_the
     let token = bearer(issued);
     assert_ne!(token, agent_token);
 
-    let seen = server.introspect(&token).await;
+    let seen = introspect(&server, &token).await;
     assert_eq!(seen["active"], true, "{seen}");
     assert_eq!(seen["sub"], writ::dev::AGENT_SUBJECT, "the agent is the subject: {seen}");
     assert_eq!(seen["act"]["sub"], WRIT_CLIENT, "Writ is the actor: {seen}");
@@ -261,7 +181,7 @@ async fn token_exchange_turns_the_agents_own_workload_token_into_a_token_for_the
 
     let closed = close(&h, "oauth2-te").await;
     assert_eq!((closed.revoked, closed.retrying), (1, 0), "{closed:?}");
-    assert_eq!(server.introspect(&token).await, json!({ "active": false }));
+    assert_eq!(introspect(&server, &token).await, json!({ "active": false }));
 
     // Evidence of the exchange, without either token.
     let lines = h.audit_lines();

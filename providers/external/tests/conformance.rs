@@ -1,13 +1,10 @@
 //! Runs the provider against the example Python plugin in
-//! `tests/peers/external_provider`: the conformance suite over TCP and a
-//! Unix socket, the error mapping, a plugin that went away, and the bearer
-//! token. Needs `python3`; installs the plugin's requirements once if `grpc`
-//! is not importable.
+//! `tests/peers/external_provider` (started by `writ-test-peers`): the
+//! conformance suite over TCP and a Unix socket, the error mapping, a
+//! plugin that went away, and the bearer token. Needs `python3`; the plugin's
+//! requirements are installed once if `grpc` is not importable.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,81 +12,7 @@ use chrono::Utc;
 use writ_provider_api::conformance::{self, Grant, Probe};
 use writ_provider_api::{Credential, MintRequest, Provider, ProviderError};
 use writ_provider_external::{ExternalConfig, ExternalProvider};
-
-fn peer_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/external_provider")
-}
-
-/// Installs the plugin's requirements unless `grpc` already imports; once
-/// per test binary, whichever test gets here first.
-fn python_ready() {
-    static READY: OnceLock<Result<(), String>> = OnceLock::new();
-    let ready = READY.get_or_init(|| {
-        let importable = |()| {
-            Command::new("python3")
-                .args(["-c", "import grpc, grpc_tools"])
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|status| status.success())
-        };
-        if importable(()) {
-            return Ok(());
-        }
-        let status = Command::new("python3")
-            .args(["-m", "pip", "install", "-q", "-r"])
-            .arg(peer_dir().join("requirements.txt"))
-            .status()
-            .map_err(|e| format!("cannot run python3 -m pip: {e}"))?;
-        if status.success() && importable(()) { Ok(()) } else { Err(format!("pip install failed: {status}")) }
-    });
-    if let Err(message) = ready {
-        panic!("the Python plugin cannot run: {message}");
-    }
-}
-
-/// The Python plugin, killed when dropped. It also exits when its stdin
-/// closes, so it dies with a test binary that is killed outright.
-struct Plugin {
-    child: Child,
-    endpoint: String,
-}
-
-impl Plugin {
-    fn start(listen: &str, extra: &[&str]) -> Self {
-        python_ready();
-        let mut child = Command::new("python3")
-            .arg(peer_dir().join("provider.py"))
-            .arg(listen)
-            .arg("--exit-on-stdin-eof")
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let ready: serde_json::Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("the plugin's ready line {line:?}: {e}"));
-        let endpoint = match (&ready["port"], &ready["unix"]) {
-            (serde_json::Value::Number(port), _) => format!("http://127.0.0.1:{port}"),
-            (_, serde_json::Value::String(path)) => format!("unix:{path}"),
-            _ => panic!("unexpected ready line {line:?}"),
-        };
-        Self { child, endpoint }
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Plugin {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+use writ_test_peers::plugin::PythonPlugin;
 
 async fn connect(endpoint: &str) -> Arc<ExternalProvider> {
     Arc::new(ExternalProvider::connect(ExternalConfig::new(endpoint)).await.unwrap())
@@ -111,7 +34,7 @@ impl Probe for Introspect {
 
 #[tokio::test]
 async fn passes_the_conformance_suite_over_tcp() {
-    let plugin = Plugin::start("0", &[]);
+    let plugin = PythonPlugin::start();
     let provider = connect(&plugin.endpoint).await;
     assert_eq!(provider.plugin_name(), "api-key");
     assert_eq!(provider.describe().kind, "external");
@@ -122,14 +45,14 @@ async fn passes_the_conformance_suite_over_tcp() {
 async fn passes_the_conformance_suite_over_a_unix_socket() {
     let dir = tempfile::tempdir().unwrap();
     let listen = format!("unix:{}", dir.path().join("plugin.sock").display());
-    let plugin = Plugin::start(&listen, &[]);
+    let plugin = PythonPlugin::listening(&listen, &[]);
     let provider = connect(&plugin.endpoint).await;
     conformance::run(provider.clone(), grant(), &Introspect(provider), Utc::now()).await;
 }
 
 #[tokio::test]
 async fn plugin_errors_map_to_refused_with_the_plugins_message() {
-    let plugin = Plugin::start("0", &[]);
+    let plugin = PythonPlugin::start();
     let provider = connect(&plugin.endpoint).await;
     let mut request = conformance::request(&grant(), Utc::now(), Duration::from_secs(60));
     request.role = "payroll-admin".into();
@@ -148,7 +71,7 @@ async fn plugin_errors_map_to_refused_with_the_plugins_message() {
 
 #[tokio::test]
 async fn a_plugin_that_is_down_is_unavailable() {
-    let mut plugin = Plugin::start("0", &[]);
+    let mut plugin = PythonPlugin::start();
     let provider = connect(&plugin.endpoint).await;
     provider.health().await.unwrap();
     plugin.stop();
@@ -167,7 +90,7 @@ async fn the_bearer_token_is_sent_and_never_printed() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "plugin-s3cret\n").unwrap();
-    let plugin = Plugin::start("0", &["--token-file", token_file.to_str().unwrap()]);
+    let plugin = PythonPlugin::start_with(0, &["--token-file", token_file.to_str().unwrap()]);
 
     let error = ExternalProvider::connect(ExternalConfig::new(plugin.endpoint.clone())).await.unwrap_err();
     assert!(error.contains("Unauthenticated"), "a call without the token fails: {error}");

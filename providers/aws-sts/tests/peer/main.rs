@@ -1,9 +1,8 @@
 //! The provider against a real peer: a `moto_server` per test (see
-//! [`moto`]), with Writ's own IAM user, its least-privilege policy and the
-//! roles it assumes set up as `docs/providers/aws-sts.md` says.
+//! [`writ_test_peers::moto`]), with Writ's own IAM user, its
+//! least-privilege policy and the roles it assumes set up as
+//! `docs/providers/aws-sts.md` says.
 #![forbid(unsafe_code)]
-
-mod moto;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,7 +22,7 @@ use writ_provider_aws_sts::names::{self, Handle};
 use writ_provider_aws_sts::policy::REVOCATION_POLICY_NAME;
 use writ_provider_aws_sts::{AwsStsConfig, AwsStsProvider};
 
-use moto::{ACCOUNT, Moto};
+use writ_test_peers::moto::{self, ACCOUNT, Moto};
 
 const WRIT_USER: &str = "writ";
 const REPORTS: &str = "writ-reports";

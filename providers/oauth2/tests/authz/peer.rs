@@ -1,15 +1,14 @@
-//! The real peers: npm `oidc-provider` as the authorization server
-//! (`tests/peers/oidc/authz.mjs`) and as the agents' workload issuer
-//! (`server.mjs`), each a `node` process on a free port, killed on drop.
+//! The real peers, from `writ-test-peers`: npm `oidc-provider` as the
+//! authorization server (`tests/peers/oidc/authz.mjs`) and as the agents'
+//! workload issuer (`server.mjs`), each a `node` process on a free port,
+//! killed on drop. What is this binary's own is their configuration: the
+//! clients, resources and scopes the tests expect.
 
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::Duration;
+use std::ops::{Deref, DerefMut};
 
 use secrecy::SecretString;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use writ_test_peers::oidc::{AuthorizationServer, OidcIssuer};
 
 /// Writ's client at the authorization server, and its secret.
 pub const WRIT_CLIENT: &str = "writ";
@@ -24,94 +23,27 @@ const AGENT_SECRET: &str = "agent-a-s3cret";
 pub const ORDERS: &str = "https://orders.example.com/";
 pub const BILLING: &str = "https://billing.example.com/";
 
-/// The peers' folder, with its npm packages installed (once per run).
-fn peer_dir() -> PathBuf {
-    static INSTALLED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    INSTALLED
-        .get_or_init(|| {
-            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/oidc");
-            if !dir.join("node_modules/oidc-provider").exists() {
-                let status = std::process::Command::new("npm")
-                    .current_dir(&dir)
-                    .args(["ci", "--no-audit", "--no-fund"])
-                    .status()
-                    .expect("npm runs (install Node.js and npm)");
-                assert!(status.success(), "`npm ci` failed in {}", dir.display());
-            }
-            dir
-        })
-        .clone()
-}
+/// The agents' workload issuer: client-credentials JWTs for agent
+/// `agent-a`, audience `writ`.
+pub struct Issuer(OidcIssuer);
 
-/// A `node` script running with a JSON config; its ready line parsed.
-struct Node {
-    ready: Value,
-    child: Child,
-    _config: tempfile::NamedTempFile,
-}
+impl Deref for Issuer {
+    type Target = OidcIssuer;
 
-impl Node {
-    async fn start(script: &str, config: &Value) -> Self {
-        let config_file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(config_file.path(), config.to_string()).unwrap();
-        let mut child = Command::new("node")
-            .current_dir(peer_dir())
-            .arg(script)
-            .arg(config_file.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node starts");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .unwrap_or_else(|_| panic!("{script} starts within 30 s"))
-            .unwrap()
-            .unwrap_or_else(|| panic!("{script} prints its ready line"));
-        Self { ready: serde_json::from_str(&ready).unwrap(), child, _config: config_file }
+    fn deref(&self) -> &OidcIssuer {
+        &self.0
     }
-
-    fn get(&self, key: &str) -> String {
-        self.ready[key].as_str().unwrap_or_else(|| panic!("ready line has {key}: {}", self.ready)).to_string()
-    }
-}
-
-/// The agents' workload issuer (`server.mjs`): client-credentials JWTs for
-/// agent `agent-a`, audience `writ`.
-pub struct Issuer {
-    pub issuer: String,
-    token_endpoint: String,
-    _node: Node,
 }
 
 impl Issuer {
     /// An issuer whose tokens live `ttl` seconds.
     pub async fn start(ttl: u64) -> Self {
-        let config = json!({
-            "port": 0,
-            "audience": "writ",
-            "scopes": ["writ"],
-            "ttl": ttl,
-            "clients": [{ "client_id": AGENT, "client_secret": AGENT_SECRET, "alg": "ES256" }],
-        });
-        let node = Node::start("server.mjs", &config).await;
-        Self { issuer: node.get("issuer"), token_endpoint: node.get("token_endpoint"), _node: node }
+        Self(OidcIssuer::start_with_ttl(&[(AGENT, AGENT_SECRET, "ES256")], ttl).await)
     }
 
     /// A fresh workload token of `agent-a`.
     pub async fn workload_token(&self) -> SecretString {
-        let response: Value = reqwest::Client::new()
-            .post(&self.token_endpoint)
-            .basic_auth(AGENT, Some(AGENT_SECRET))
-            .form(&[("grant_type", "client_credentials"), ("resource", "urn:writ"), ("scope", "writ")])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        SecretString::from(response["access_token"].as_str().unwrap().to_string())
+        SecretString::from(self.0.token(AGENT, AGENT_SECRET).await)
     }
 }
 
@@ -133,16 +65,24 @@ impl Default for Options<'_> {
     }
 }
 
-/// The authorization server (`authz.mjs`). Writ's client may use
-/// `orders:read`, `orders:write` and `billing:read`; the orders resource
-/// also knows `orders:admin`, which Writ's client may not have.
-pub struct AuthServer {
-    pub issuer: String,
-    pub token_endpoint: String,
-    pub revocation_endpoint: Option<String>,
-    introspection_endpoint: String,
-    config: Value,
-    node: Option<Node>,
+/// The authorization server. Writ's client may use `orders:read`,
+/// `orders:write` and `billing:read`; the orders resource also knows
+/// `orders:admin`, which Writ's client may not have. Its endpoints, `stop`
+/// and `restart` are [`AuthorizationServer`]'s.
+pub struct AuthServer(AuthorizationServer);
+
+impl Deref for AuthServer {
+    type Target = AuthorizationServer;
+
+    fn deref(&self) -> &AuthorizationServer {
+        &self.0
+    }
+}
+
+impl DerefMut for AuthServer {
+    fn deref_mut(&mut self) -> &mut AuthorizationServer {
+        &mut self.0
+    }
 }
 
 impl AuthServer {
@@ -167,48 +107,14 @@ impl AuthServer {
             },
         });
         if let Some(issuer) = options.subject_issuer {
-            config["subject_issuer"] = json!({
-                "issuer": issuer.issuer,
-                "jwks_uri": format!("{}/jwks", issuer.issuer),
-                "audience": "writ",
-            });
+            config["subject_issuer"] =
+                json!({ "issuer": issuer.issuer, "jwks_uri": issuer.jwks_uri, "audience": "writ" });
         }
-        let node = Node::start("authz.mjs", &config).await;
-        // Restarts come back on the same port, so the endpoints stay valid.
-        config["port"] = node.ready["port"].clone();
-        Self {
-            issuer: node.get("issuer"),
-            token_endpoint: node.get("token_endpoint"),
-            revocation_endpoint: node.ready["revocation_endpoint"].as_str().map(String::from),
-            introspection_endpoint: node.get("introspection_endpoint"),
-            config,
-            node: Some(node),
-        }
-    }
-
-    /// Kills the server (it keeps its tokens in memory: they are gone).
-    pub async fn stop(&mut self) {
-        if let Some(mut node) = self.node.take() {
-            node.child.kill().await.unwrap();
-        }
-    }
-
-    /// Starts it again on the same port.
-    pub async fn restart(&mut self) {
-        self.stop().await;
-        self.node = Some(Node::start("authz.mjs", &self.config).await);
+        Self(AuthorizationServer::start(config).await)
     }
 
     /// RFC 7662 introspection, as the orders resource server would do it.
     pub async fn introspect(&self, token: &str) -> Value {
-        let response = reqwest::Client::new()
-            .post(&self.introspection_endpoint)
-            .basic_auth(RS_CLIENT, Some(RS_SECRET))
-            .form(&[("token", token)])
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success(), "introspection answers: {}", response.status());
-        response.json().await.unwrap()
+        self.0.introspect(RS_CLIENT, RS_SECRET, token).await
     }
 }
