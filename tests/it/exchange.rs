@@ -143,21 +143,12 @@ async fn ttl_is_clamped_to_role_maximum_and_task_deadline() {
 /// plugin) is configured like any other and goes through the same lease
 /// lifecycle: issued, then revoked at the plugin when the task closes.
 async fn with_reports_provider(endpoint: String) -> harness::Harness {
-    harness::start_with(Box::new(move |config, dir| {
-        let settings: toml::Table = toml::from_str(&format!("endpoint = {endpoint:?}")).unwrap();
-        config.providers.insert("reports".into(), writ::config::ProviderConfig { kind: "external".into(), settings });
-        let policy = r#"
-            @id("demo-agent-reads-reports")
-            permit (principal == Writ::Agent::"demo-agent", action == Writ::Action::"issue", resource == Writ::Role::"reports/reports-read");
-        "#;
-        std::fs::write(dir.join("policies/reports.cedar"), policy).unwrap();
-    }))
-    .await
+    harness::start_with(Box::new(move |config, dir| harness::add_reports_provider(config, dir, &endpoint)))
+        .await
 }
 
 async fn issue_report_token(h: &harness::Harness, task_id: &str) -> proto::Lease {
-    let mut request = harness::issue_request(task_id, "reports-read", &["reports:read"], 60);
-    request.grants[0].provider = "reports".into();
+    let request = harness::reports_request(task_id);
     let issued = h.credentials().await.issue(authed(&h.agent(), request)).await.unwrap().into_inner();
     assert!(!bearer(&issued.credentials[0]).is_empty());
     issued.credentials[0].lease.clone().unwrap()
@@ -233,8 +224,7 @@ async fn revocations_wait_for_a_provider_that_went_away() {
     let lease = issue_report_token(&h, "ext-down").await;
     drop(plugin);
 
-    let mut request = harness::issue_request("ext-down", "reports-read", &["reports:read"], 60);
-    request.grants[0].provider = "reports".into();
+    let request = harness::reports_request("ext-down");
     let status = h.credentials().await.issue(authed(&h.agent(), request)).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     let failures =

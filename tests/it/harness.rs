@@ -228,6 +228,27 @@ impl Harness {
     }
 }
 
+/// Configures the example Python plugin at `endpoint` as provider
+/// `reports`, with a policy that lets the demo agent read reports.
+pub fn add_reports_provider(config: &mut Config, dir: &std::path::Path, endpoint: &str) {
+    let settings: toml::Table = toml::from_str(&format!("endpoint = {endpoint:?}")).unwrap();
+    config
+        .providers
+        .insert("reports".into(), writ::config::ProviderConfig { kind: "external".into(), settings });
+    let policy = r#"
+        @id("demo-agent-reads-reports")
+        permit (principal == Writ::Agent::"demo-agent", action == Writ::Action::"issue", resource == Writ::Role::"reports/reports-read");
+    "#;
+    std::fs::write(dir.join("policies/reports.cedar"), policy).unwrap();
+}
+
+/// An issue request for the `reports` provider's one role.
+pub fn reports_request(task_id: &str) -> proto::IssueRequest {
+    let mut request = issue_request(task_id, "reports-read", &["reports:read"], 60);
+    request.grants[0].provider = "reports".into();
+    request
+}
+
 pub fn issue_request(task_id: &str, role: &str, scopes: &[&str], ttl_seconds: i64) -> proto::IssueRequest {
     proto::IssueRequest {
         task_id: task_id.into(),

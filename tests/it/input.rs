@@ -257,24 +257,8 @@ async fn tools_and_task_context_must_be_printable() {
 
 /// The example Python plugin as provider `reports`.
 async fn with_reports(endpoint: String) -> harness::Harness {
-    harness::start_with(Box::new(move |config, dir| {
-        let settings: toml::Table = toml::from_str(&format!("endpoint = {endpoint:?}")).unwrap();
-        config
-            .providers
-            .insert("reports".into(), writ::config::ProviderConfig { kind: "external".into(), settings });
-        let policy = r#"
-            @id("demo-agent-reads-reports")
-            permit (principal == Writ::Agent::"demo-agent", action == Writ::Action::"issue", resource == Writ::Role::"reports/reports-read");
-        "#;
-        std::fs::write(dir.join("policies/reports.cedar"), policy).unwrap();
-    }))
-    .await
-}
-
-fn reports_request(task_id: &str) -> proto::IssueRequest {
-    let mut request = harness::issue_request(task_id, "reports-read", &["reports:read"], 60);
-    request.grants[0].provider = "reports".into();
-    request
+    harness::start_with(Box::new(move |config, dir| harness::add_reports_provider(config, dir, &endpoint)))
+        .await
 }
 
 #[tokio::test]
@@ -285,8 +269,12 @@ async fn a_providers_refusal_and_outage_reach_the_agent_without_the_providers_te
     // ("expires_at is in the past").
     h.advance(-86_400);
     h.open_task("refused-1", "demo-agent", 600).await;
-    let status =
-        h.credentials().await.issue(authed(&h.agent(), reports_request("refused-1"))).await.unwrap_err();
+    let status = h
+        .credentials()
+        .await
+        .issue(authed(&h.agent(), harness::reports_request("refused-1")))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     assert_eq!(
         status.message(),
@@ -296,8 +284,12 @@ async fn a_providers_refusal_and_outage_reach_the_agent_without_the_providers_te
     h.advance(86_400);
     drop(plugin);
     h.open_task("down-1", "demo-agent", 600).await;
-    let status =
-        h.credentials().await.issue(authed(&h.agent(), reports_request("down-1"))).await.unwrap_err();
+    let status = h
+        .credentials()
+        .await
+        .issue(authed(&h.agent(), harness::reports_request("down-1")))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert_eq!(
         status.message(),

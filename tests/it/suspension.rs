@@ -113,21 +113,14 @@ async fn a_suspension_during_a_mint_on_another_replica_is_honoured() {
         let mut store = writ::store::RedisConfig::single(url);
         store.namespace = format!("it-{}", uuid::Uuid::now_v7().simple());
         config.store = writ::store::StoreConfig::Redis(store);
-        let settings: toml::Table = toml::from_str(&format!("endpoint = {endpoint:?}")).unwrap();
-        config.providers.insert("reports".into(), writ::config::ProviderConfig { kind: "external".into(), settings });
-        let policy = r#"
-            @id("demo-agent-reads-reports")
-            permit (principal == Writ::Agent::"demo-agent", action == Writ::Action::"issue", resource == Writ::Role::"reports/reports-read");
-        "#;
-        std::fs::write(dir.join("policies/reports.cedar"), policy).unwrap();
+        harness::add_reports_provider(config, dir, &endpoint);
     }))
     .await;
     let b = second_replica(&h).await;
     h.open_task("slow-mint", "demo-agent", 600).await;
 
     let mut credentials = h.credentials().await;
-    let mut request = harness::issue_request("slow-mint", "reports-read", &["reports:read"], 60);
-    request.grants[0].provider = "reports".into();
+    let request = harness::reports_request("slow-mint");
     let agent = h.agent();
     let issuing = tokio::spawn(async move { credentials.issue(authed(&agent, request)).await });
     // The lease is recorded and the mint under way (it takes 1.5 s).

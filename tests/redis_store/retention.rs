@@ -183,8 +183,8 @@ async fn a_suspension_stopped_half_way_is_finished_before_anything_else() {
     for task_id in ["t", "u"] {
         redis.create_task(task(task_id)).await.unwrap();
     }
-    for n in 0..6 {
-        let task_id = if n % 2 == 0 { "t" } else { "u" };
+    for n in 0..6u128 {
+        let task_id = if n.is_multiple_of(2) { "t" } else { "u" };
         redis.insert_pending(lease(id(n), task_id), t(0)).await.unwrap();
         if n < 4 {
             redis.activate(id(n), t(1000), handle.clone(), t(1)).await.unwrap();
@@ -211,7 +211,7 @@ async fn a_suspension_stopped_half_way_is_finished_before_anything_else() {
     // The sweep finishes it, with the suspension's reason.
     let swept = redis.sweep(t(4), t(0), 100).await.unwrap();
     let named = |n: u128| {
-        let task_id = if n % 2 == 0 { "t" } else { "u" };
+        let task_id = if n.is_multiple_of(2) { "t" } else { "u" };
         (
             SweptLease { id: id(n), agent: "agent".into(), task_id: task_id.into() },
             RevocationReason::AgentSuspended,
