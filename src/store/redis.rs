@@ -97,8 +97,9 @@ impl RedisStore {
     /// One step of ending a scope: ends it (closes the task, suspends the
     /// agent, writing `ending`) if it is not ended, then moves up to
     /// `limit` more of its leases to revoking (the store uses
-    /// `CLOSE_BATCH`). Exposed for tests, which stop a close half-way as a
-    /// crash would.
+    /// `CLOSE_BATCH`). An empty `ending` only goes on with a close under
+    /// way, and answers `None` if there is none. Exposed for tests, which
+    /// stop a close half-way as a crash would.
     #[doc(hidden)]
     pub async fn close_step_of(
         &self,
@@ -107,7 +108,7 @@ impl RedisStore {
         reason: RevocationReason,
         now: DateTime<Utc>,
         limit: usize,
-    ) -> Result<CloseStep, StoreError> {
+    ) -> Result<Option<CloseStep>, StoreError> {
         let (kind, id) = match scope {
             Scope::Task(task_id) => ("task", task_id),
             Scope::Agent(agent) => ("agent", agent),
@@ -125,6 +126,7 @@ impl RedisStore {
             "ok" => true,
             "more" => false,
             "task_not_found" => return Err(StoreError::TaskNotFound(id.clone())),
+            "idle" => return Ok(None),
             _ => return Err(reply.unexpected()),
         };
         let row = reply.bytes()?;
@@ -136,28 +138,37 @@ impl RedisStore {
         let reason = record::REASONS.get(reply.count()?).copied().ok_or_else(|| reply.unexpected())?;
         let ended_now = reply.bytes()? == b"new";
         let revoking = reply::named(ids, reply.list()?)?;
-        Ok(CloseStep { task, agent, revoking, reason, ended_now, done })
+        Ok(Some(CloseStep { task, agent, revoking, reason, ended_now, done }))
     }
 
     /// Ends a scope and moves all its leases, a batch per call. Returns
-    /// what it did and the leases it moved, with their agent and task.
+    /// what it did and the leases it moved, with their agent and task;
+    /// `None` when `ending` is empty and no close was under way.
     async fn close_all(
         &self,
         scope: &Scope,
         ending: &[u8],
         reason: RevocationReason,
         now: DateTime<Utc>,
-    ) -> Result<(ClosedScope, Vec<SweptLease>, RevocationReason), StoreError> {
+    ) -> Result<Option<(ClosedScope, Vec<SweptLease>, RevocationReason)>, StoreError> {
         let mut moved = Vec::new();
         let mut ended_now = None;
         loop {
-            let step = self.close_step_of(scope, ending, reason, now, CLOSE_BATCH).await?;
+            let Some(step) = self.close_step_of(scope, ending, reason, now, CLOSE_BATCH).await? else {
+                // Another caller finished it between our calls.
+                if moved.is_empty() {
+                    return Ok(None);
+                }
+                let revoking = moved.iter().map(|lease: &SweptLease| lease.id).collect();
+                let closed = ClosedScope { task: None, agent: None, ended_now: false, revoking };
+                return Ok(Some((closed, moved, reason)));
+            };
             moved.extend(step.revoking);
             let ended_now = *ended_now.get_or_insert(step.ended_now);
             if step.done {
                 let revoking = moved.iter().map(|lease| lease.id).collect();
                 let closed = ClosedScope { task: step.task, agent: step.agent, ended_now, revoking };
-                return Ok((closed, moved, step.reason));
+                return Ok(Some((closed, moved, step.reason)));
             }
         }
     }
@@ -165,26 +176,40 @@ impl RedisStore {
     /// Finishes closes that stopped half-way (the closer crashed, or lost
     /// Redis): every task and agent still in `closing` or `closing-agents`,
     /// until all its leases are revoking. Returns the leases moved, with
-    /// their reason.
-    async fn finish_closes(
-        &self,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<(SweptLease, RevocationReason)>, StoreError> {
+    /// their reason. A scope that cannot be finished now is logged and left
+    /// for the next sweep; it does not hold up the others, nor the rest of
+    /// the sweep.
+    async fn finish_closes(&self, now: DateTime<Utc>) -> Vec<(SweptLease, RevocationReason)> {
         let mut moved = Vec::new();
         let unfinished = [(self.keys.closing(), true), (self.keys.closing_agents(), false)];
         for (closing, tasks) in unfinished {
-            for id in self.connection.hkeys(&closing).await? {
-                let id = String::from_utf8(id)
-                    .map_err(|_| StoreError::Corrupt("a closing scope's id is not UTF-8".into()))?;
+            let ids = match self.connection.hkeys(&closing).await {
+                Ok(ids) => ids,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot list closes under way; the next sweep tries again");
+                    continue;
+                }
+            };
+            for id in ids {
+                let Ok(id) = String::from_utf8(id) else {
+                    tracing::error!("a closing scope's id is not UTF-8; it is left as it is");
+                    continue;
+                };
                 let scope = if tasks { Scope::Task(id) } else { Scope::Agent(id) };
-                // The scope is ended already; the function keeps what it
-                // holds and answers with the reason the close was given.
-                let (_, leases, reason) =
-                    self.close_all(&scope, b"null", RevocationReason::TaskClosed, now).await?;
-                moved.extend(leases.into_iter().map(|lease| (lease, reason)));
+                // Only goes on with a close under way; the function answers
+                // with the reason that close was given.
+                match self.close_all(&scope, b"", RevocationReason::TaskClosed, now).await {
+                    Ok(Some((_, leases, reason))) => {
+                        moved.extend(leases.into_iter().map(|lease| (lease, reason)))
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::warn!(scope = %scope.describe(), %error, "cannot finish a close under way; the next sweep tries again");
+                    }
+                }
             }
         }
-        Ok(moved)
+        moved
     }
 
     /// Connects and checks that the namespace's node takes writes
@@ -286,7 +311,11 @@ impl LeaseStore for RedisStore {
                 },
             )?,
         };
-        Ok(self.close_all(scope, ending.as_bytes(), closure.reason, now).await?.0)
+        let (closed, _, _) =
+            self.close_all(scope, ending.as_bytes(), closure.reason, now).await?.ok_or_else(|| {
+                StoreError::Corrupt("ending a scope answered that there was nothing to end".into())
+            })?;
+        Ok(closed)
     }
 
     async fn agent_status(&self, agent: &str) -> Result<Option<AgentStatus>, StoreError> {
@@ -320,7 +349,7 @@ impl LeaseStore for RedisStore {
                 "not_suspended" => return Err(StoreError::AgentNotSuspended(agent.to_owned())),
                 "closing" => {
                     let scope = Scope::Agent(agent.to_owned());
-                    self.close_all(&scope, b"null", RevocationReason::AgentSuspended, now).await?;
+                    self.close_all(&scope, b"", RevocationReason::AgentSuspended, now).await?;
                 }
                 _ => return Err(reply.unexpected()),
             }
@@ -480,7 +509,7 @@ impl LeaseStore for RedisStore {
             }
             _ => return Err(reply.unexpected()),
         };
-        swept.closed = self.finish_closes(now).await?;
+        swept.closed = self.finish_closes(now).await;
         Ok(swept)
     }
 

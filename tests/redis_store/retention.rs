@@ -119,7 +119,8 @@ async fn a_close_stopped_half_way_is_finished_by_the_sweep() {
     }
     let closure = br#"{"at":"2026-01-01T00:00:02Z","by":"wf","reason":"task_closed"}"#;
     let scope = Scope::Task("t".into());
-    let first = redis.close_step_of(&scope, closure, RevocationReason::TaskClosed, t(2), 3).await.unwrap();
+    let first =
+        redis.close_step_of(&scope, closure, RevocationReason::TaskClosed, t(2), 3).await.unwrap().unwrap();
     assert!(!first.done);
     assert!(first.ended_now);
     assert_eq!(first.revoking, vec![id(0), id(1), id(2)]);
@@ -168,6 +169,17 @@ async fn a_close_stopped_half_way_is_finished_by_the_sweep() {
     assert!(
         redis.close_task("u", "wf", RevocationReason::TaskClosed, t(8)).await.unwrap().revoking.is_empty()
     );
+
+    // A close under way that cannot be finished (here: its task is gone)
+    // is left for later; it holds up neither the others nor the rest of
+    // the sweep.
+    server.cli(&["hset", "writ:{closing}:closing", "ghost", "0:"]);
+    redis.create_task(task("v")).await.unwrap();
+    redis.insert_pending(lease(id(200), "v"), t(8)).await.unwrap();
+    redis.activate(id(200), t(9), handle.clone(), t(8)).await.unwrap();
+    let swept = redis.sweep(t(10), t(0), 100).await.expect("the sweep goes on");
+    assert_eq!(swept.expired, [id(200)]);
+    assert_eq!(server.cli(&["hexists", "writ:{closing}:closing", "ghost"]).trim(), "1", "left for later");
 }
 
 /// A suspension moves the agent's leases a batch per call too: from the
@@ -192,7 +204,11 @@ async fn a_suspension_stopped_half_way_is_finished_before_anything_else() {
     }
     let scope = Scope::Agent("agent".into());
     let status = br#"{"agent":"agent","state":"suspended","changed_at":"2026-01-01T00:00:02Z","changed_by":"op","reason":"x"}"#;
-    let first = redis.close_step_of(&scope, status, RevocationReason::AgentSuspended, t(2), 2).await.unwrap();
+    let first = redis
+        .close_step_of(&scope, status, RevocationReason::AgentSuspended, t(2), 2)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!first.done);
     assert!(first.ended_now);
     assert_eq!(first.revoking, vec![id(0), id(1)]);
@@ -225,8 +241,11 @@ async fn a_suspension_stopped_half_way_is_finished_before_anything_else() {
     redis.resume_agent("agent", "op", "", t(6)).await.unwrap();
     redis.insert_pending(lease(id(60), "t"), t(7)).await.unwrap();
     redis.insert_pending(lease(id(61), "u"), t(7)).await.unwrap();
-    let second =
-        redis.close_step_of(&scope, status, RevocationReason::AgentSuspended, t(8), 1).await.unwrap();
+    let second = redis
+        .close_step_of(&scope, status, RevocationReason::AgentSuspended, t(8), 1)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!second.done);
     redis.resume_agent("agent", "op", "", t(9)).await.unwrap();
     for n in [60, 61] {
@@ -234,5 +253,11 @@ async fn a_suspension_stopped_half_way_is_finished_before_anything_else() {
     }
     redis.insert_pending(lease(id(70), "t"), t(10)).await.unwrap();
     assert!(redis.sweep(t(11), t(0), 100).await.unwrap().closed.is_empty());
+    // Going on with a close that is no longer under way (a sweep that read
+    // `closing-agents` before the resume) never suspends the agent again.
+    let stale = redis.close_step_of(&scope, b"", RevocationReason::AgentSuspended, t(12), 10).await.unwrap();
+    assert!(stale.is_none(), "{stale:?}");
+    assert_eq!(redis.agent_status("agent").await.unwrap().unwrap().state, AgentState::Active);
+    redis.insert_pending(lease(id(71), "t"), t(13)).await.expect("still active");
     assert_eq!(redis.get_lease(id(70)).await.unwrap().unwrap().state, LeaseState::Pending, "not taken");
 }

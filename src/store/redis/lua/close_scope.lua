@@ -1,6 +1,7 @@
 -- ARGV: scope kind ('task' or 'agent'), scope id, what ending the scope
--- writes (a task's closure, or an agent's status as suspended: JSON),
--- reason code, now (record time), limit, now (ms).
+-- writes (a task's closure, or an agent's status as suspended: JSON; empty
+-- to only go on with a close under way), reason code, now (record time),
+-- limit, now (ms).
 -- Replies {'ok' or 'more', the task or agent status JSON, {ids moved to
 -- revoking}, reason code, 'new' if this call ended the scope else 'old',
 -- {agent, task} of each lease moved (flat)}.
@@ -13,6 +14,12 @@
 -- `closing-agents` holds the scope with the reason and the last lease id
 -- done, the reply is 'more', and the next call (by the closer, or by the
 -- sweep after a crash) goes on from there with the reason first given.
+--
+-- With an empty `ending` (the sweep, or a resume finishing a suspension)
+-- the call never ends a scope: one that is not ended, or has no close
+-- under way, answers {'idle'} with nothing changed. So a sweep that read
+-- `closing-agents` just before another replica finished the suspension
+-- and an operator resumed the agent cannot suspend it again.
 local kind, scope_id, ending = ARGV[1], ARGV[2], ARGV[3]
 local reason, now, limit = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
 local CLOSING, raw, ended, index
@@ -31,6 +38,9 @@ elseif kind == 'agent' then
   index = 'agent-leases:' .. scope_id
 else
   error('writ: unknown scope kind')
+end
+if ending == '' and not (ended and redis.call('HEXISTS', CLOSING, scope_id) == 1) then
+  return { 'idle' }
 end
 local after
 if ended then
