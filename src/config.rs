@@ -159,6 +159,11 @@ pub struct RevocationConfig {
     /// Longest a background worker sleeps before it looks again.
     #[serde(with = "humantime_serde", default = "defaults::poll_interval")]
     pub poll_interval: Duration,
+    /// The attempt from which a revocation the provider says can never
+    /// succeed is given up (the lease becomes failed) instead of retried;
+    /// the earlier ones are retried, in case the provider was wrong once.
+    #[serde(default = "defaults::give_up_after")]
+    pub give_up_after: u32,
 }
 
 impl Default for RevocationConfig {
@@ -170,6 +175,7 @@ impl Default for RevocationConfig {
             concurrency: defaults::revocation_concurrency(),
             pending_timeout: defaults::pending_timeout(),
             poll_interval: defaults::poll_interval(),
+            give_up_after: defaults::give_up_after(),
         }
     }
 }
@@ -391,6 +397,9 @@ impl Config {
         {
             return invalid(format!("sealing key id {:?} is empty or used twice", key.id));
         }
+        if self.revocation.give_up_after == 0 {
+            return invalid("revocation.give_up_after must be at least 1".into());
+        }
         if self.revocation.concurrency == 0 {
             return invalid("revocation.concurrency must be at least 1".into());
         }
@@ -484,6 +493,9 @@ mod defaults {
     }
     pub fn claim_timeout() -> Duration {
         Duration::from_secs(30)
+    }
+    pub fn give_up_after() -> u32 {
+        3
     }
     pub fn revocation_concurrency() -> usize {
         64

@@ -76,14 +76,14 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// Whether the provider said this lease's revocation can never succeed
-    /// (failed, though the mint had not).
+    /// Whether the provider said this lease's revocation can never succeed:
+    /// failed with an error (a revocation that finished clears its error,
+    /// so a failed mint that was cleaned up has none), whatever the reason
+    /// it was revoked for (a `mint_failed` one may hold a real credential:
+    /// an issue whose evidence could not be written after the mint).
     pub fn revocation_gave_up(&self) -> bool {
         self.state == LeaseState::Failed
-            && self
-                .revocation
-                .as_ref()
-                .is_some_and(|revocation| revocation.reason != RevocationReason::MintFailed)
+            && self.revocation.as_ref().is_some_and(|revocation| revocation.last_error.is_some())
     }
 }
 

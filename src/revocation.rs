@@ -262,7 +262,7 @@ async fn outcome(
             broker.audit().record_or_log(now, event("revoked", "ok", json!({ "attempts": attempts }))).await;
             RevocationOutcome::Done { lease_id: lease.id, generation }
         }
-        Err(error) if !error.is_retryable() => {
+        Err(error) if !error.is_retryable() && attempts >= config.give_up_after => {
             let error = error.to_string();
             tracing::error!(lease = %lease.id, provider = %lease.provider, attempts, %error, "revocation can never succeed; the lease is failed and needs an operator");
             broker.metrics().revocation_failed(&lease.provider);

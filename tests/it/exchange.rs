@@ -268,14 +268,15 @@ async fn revocations_wait_for_a_provider_that_went_away() {
 }
 
 /// A revocation the provider says can never succeed is not retried
-/// forever: the lease becomes failed with the reason, one audit record and
-/// a metric say so, and CloseTask counts it apart from the revoked ones.
-/// The provider's own words reach the operator (the lease, the audit log),
-/// never the agent.
+/// forever: from attempt `give_up_after` the lease becomes failed with the
+/// reason, one audit record and a metric say so, and nothing is tried
+/// again. The provider's own words reach the operator (the lease, the
+/// audit log), never the agent.
 #[tokio::test]
 async fn a_revocation_that_cannot_succeed_fails_once_and_visibly() {
     let plugin = crate::peers::PythonPlugin::start_with(0, &["--refuse-revoke"]);
     let h = with_reports_provider(plugin.endpoint.clone()).await;
+    assert_eq!(h.config.revocation.give_up_after, 3, "the default");
     h.open_task("pinned", "demo-agent", 600).await;
     let lease = issue_report_token(&h, "pinned").await;
     let closed = h
@@ -285,11 +286,20 @@ async fn a_revocation_that_cannot_succeed_fails_once_and_visibly() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((closed.revoked, closed.retrying, closed.failed), (0, 0, 1), "{closed:?}");
-    let failed = h.lease(&lease.lease_id).await;
+    assert_eq!((closed.revoked, closed.retrying, closed.failed), (0, 1, 0), "retried at first: {closed:?}");
+    let mut failed = h.lease(&lease.lease_id).await;
+    for _ in 0..50 {
+        if failed.state != proto::LeaseState::Revoking as i32 {
+            break;
+        }
+        h.advance(600);
+        h.settle().await;
+        failed = h.lease(&lease.lease_id).await;
+    }
     assert_eq!(failed.state, proto::LeaseState::Failed as i32, "{failed:?}");
     assert_eq!(failed.revocation_reason, "task_closed", "the reason it was revoked for is kept");
     assert!(failed.revocation_error.contains("pinned and cannot be revoked"), "{failed:?}");
+    assert_eq!(failed.revocation_attempts, 3);
     let gave_up = r#"writ_revocations_failed_total{provider="reports"}"#;
     assert_eq!(h.metric(gave_up).await, 1.0, "{}", h.metrics().await);
 
@@ -299,12 +309,15 @@ async fn a_revocation_that_cannot_succeed_fails_once_and_visibly() {
         h.settle().await;
     }
     let revokes = r#"writ_provider_call_duration_seconds_count{provider="reports",operation="revoke"}"#;
-    assert_eq!(h.metric(revokes).await, 1.0, "one attempt, not retried: {}", h.metrics().await);
+    assert_eq!(h.metric(revokes).await, 3.0, "three attempts, then no more: {}", h.metrics().await);
     let audit = h.audit_lines();
     let hashed = h.running().broker.audit().lease_hash(lease.lease_id.parse().unwrap());
     let about = |event: &str| {
         audit.iter().filter(|line| line["event"] == event && line["lease"] == hashed.as_str()).count()
     };
-    assert_eq!((about("revocation_failed"), about("revocation_retry"), about("revoked")), (1, 0, 0));
+    assert_eq!((about("revocation_failed"), about("revocation_retry"), about("revoked")), (1, 2, 0));
+    let request = proto::GetTaskRequest { task_id: "pinned".into() };
+    let task = h.tasks().await.get_task(authed(&h.workflow(), request)).await.unwrap().into_inner();
+    assert_eq!(task.leases[0].state, proto::LeaseState::Failed as i32);
     h.stop().await;
 }

@@ -18,9 +18,13 @@ pub(crate) fn status_to_error(status: &Status) -> ProviderError {
         return ProviderError::Unavailable(format!("plugin: connection failed: {message}"));
     }
     match status.code() {
-        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted => {
-            ProviderError::Unavailable(format!("plugin: {:?}: {message}", status.code()))
-        }
+        // Cancelled and aborted calls (a plugin restarting, a transaction
+        // that lost a race) may well succeed when tried again.
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::ResourceExhausted
+        | Code::Cancelled
+        | Code::Aborted => ProviderError::Unavailable(format!("plugin: {:?}: {message}", status.code())),
         Code::InvalidArgument | Code::NotFound | Code::PermissionDenied | Code::FailedPrecondition => {
             ProviderError::Refused(message.to_string())
         }
@@ -173,7 +177,13 @@ mod tests {
 
     #[test]
     fn status_codes_map_to_reactions() {
-        let unavailable = [Code::Unavailable, Code::DeadlineExceeded, Code::ResourceExhausted];
+        let unavailable = [
+            Code::Unavailable,
+            Code::DeadlineExceeded,
+            Code::ResourceExhausted,
+            Code::Cancelled,
+            Code::Aborted,
+        ];
         for code in unavailable {
             assert!(
                 matches!(status_to_error(&Status::new(code, "x")), ProviderError::Unavailable(_)),
@@ -189,7 +199,7 @@ mod tests {
             );
         }
         let failed =
-            [Code::Internal, Code::Unknown, Code::Unimplemented, Code::Unauthenticated, Code::Aborted];
+            [Code::Internal, Code::Unknown, Code::Unimplemented, Code::Unauthenticated, Code::DataLoss];
         for code in failed {
             assert!(matches!(status_to_error(&Status::new(code, "x")), ProviderError::Failed(_)), "{code:?}");
         }

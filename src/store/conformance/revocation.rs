@@ -149,13 +149,41 @@ pub(super) async fn finish_revocations(store: Store) {
     assert_eq!(revocation.reason, RevocationReason::Operator);
     assert_eq!(revocation.last_error, Some(error));
     assert_eq!(revocation.completed_at, Some(t(220)));
-    assert!(!lease_of(&store, mint_failed).await.revocation_gave_up(), "a failed mint is not a give-up");
+    assert!(!lease_of(&store, mint_failed).await.revocation_gave_up(), "a cleaned-up mint is not a give-up");
+
+    // A failed mint whose clean-up gives up is a give-up too; a revocation
+    // that finished after retries carries no error.
+    let leftover = pending(&store, 5, "t", t(0)).await;
+    let recovered = active(&store, 6, "t", t(1000)).await;
+    store.request_revocation(&[leftover], RevocationReason::MintFailed, t(300)).await.unwrap();
+    store.request_revocation(&[recovered], RevocationReason::Operator, t(300)).await.unwrap();
+    store.claim_revocations(t(300), t(360), 10).await.unwrap();
+    let retry = RevocationOutcome::Retry {
+        lease_id: recovered,
+        generation: 0,
+        next_attempt_at: t(301),
+        error: "provider down".into(),
+    };
+    let outcomes =
+        [RevocationOutcome::GaveUp { lease_id: leftover, generation: 0, error: "pinned".into() }, retry];
+    store.finish_revocations(&outcomes, t(300)).await.unwrap();
+    assert!(lease_of(&store, leftover).await.revocation_gave_up(), "a failed mint's clean-up that gave up");
+    store.claim_revocations(t(301), t(360), 10).await.unwrap();
+    let done = [RevocationOutcome::Done { lease_id: recovered, generation: 0 }];
+    store.finish_revocations(&done, t(302)).await.unwrap();
+    let finished = lease_of(&store, recovered).await;
+    assert_eq!(finished.state, LeaseState::Revoked);
+    assert_eq!(finished.revocation.unwrap().last_error, None, "a finished revocation carries no error");
     assert!(store.claim_revocations(t(10_000), t(10_060), 10).await.unwrap().is_empty());
     let listed = store
         .list_leases(&LeaseFilter { state: Some(LeaseState::Failed), ..LeaseFilter::default() }, None, 10)
         .await
         .unwrap();
-    assert_eq!(sorted(ids(&listed)), sorted(vec![mint_failed, retried]), "failed leases are listed");
+    assert_eq!(
+        sorted(ids(&listed)),
+        sorted(vec![mint_failed, retried, leftover]),
+        "failed leases are listed"
+    );
 }
 
 pub(super) async fn next_due(store: Store) {

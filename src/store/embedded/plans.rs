@@ -338,7 +338,10 @@ pub(super) fn finish_revocations(
         let failed_mint = revocation_of(lease)?.reason == RevocationReason::MintFailed;
         match outcome {
             RevocationOutcome::Done { .. } => {
+                // A finished revocation carries no error: an error on a
+                // failed lease is what says its revocation gave up.
                 revocation_of(lease)?.completed_at = Some(now);
+                revocation_of(lease)?.last_error = None;
                 lease.state = if failed_mint { LeaseState::Failed } else { LeaseState::Revoked };
             }
             RevocationOutcome::GaveUp { error, .. } => {

@@ -27,6 +27,9 @@ for i = 2, #ARGV, 5 do
     entry.changed = true
     if kind == 'done' then
       lease.revocation.completed = now
+      -- A finished revocation carries no error: an error on a failed lease
+      -- is what says its revocation gave up.
+      lease.revocation.last_error = false
       lease.state = lease.revocation.reason == MINT_FAILED and 'failed' or 'revoked'
     elseif kind == 'gave_up' then
       lease.revocation.completed = now
