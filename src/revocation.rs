@@ -44,7 +44,8 @@ pub struct RevocationQueue {
     /// something has not happened yet is exact.
     swept_through: watch::Sender<Option<DateTime<Utc>>>,
     /// The time through which the revocation worker last found no due
-    /// revocation left to claim.
+    /// revocation left to claim, having started its claim after the
+    /// sweeper had queued everything due by then.
     revoked_through: watch::Sender<Option<DateTime<Utc>>>,
 }
 
@@ -134,6 +135,9 @@ pub async fn run(
         // Taken before the time, so that a move of a manual clock after it
         // wakes the sleep below.
         let moved = clock.changed();
+        // What the sweeper had queued when this pass began: an empty claim
+        // below settles through that time at most.
+        let swept = *queue.swept_through.borrow();
         let now = clock.now();
         let claim_until = now + claim_timeout;
         let claimed = match broker.store().claim_revocations(now, claim_until, BATCH).await {
@@ -149,7 +153,7 @@ pub async fn run(
         };
         if claimed.is_empty() {
             finished(&mut finishing).await;
-            queue.revoked_through.send_replace(Some(now));
+            queue.revoked_through.send_replace(swept.map(|swept| swept.min(now)));
             let pause = next_pause(&broker, clock.as_ref(), config.poll_interval).await;
             if sleep_or_stop(&shutdown, &queue, moved, pause).await {
                 break;

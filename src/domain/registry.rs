@@ -70,13 +70,13 @@ impl Registry {
     }
 }
 
-/// The refusal a suspended agent gets, naming the suspension.
+/// The refusal a suspended agent gets, naming the suspension by when it
+/// began. Who suspended it and why are for operators (the audit log, the
+/// agent's status), not for an agent that may be the incident.
 pub(crate) fn suspended(status: &AgentStatus) -> Error {
     Error::PermissionDenied(format!(
-        "agent {} is suspended (by {} at {}: {}); nothing is issued to it until an operator resumes it",
+        "agent {} is suspended since {}; nothing is issued to it until an operator resumes it",
         quoted(&status.agent),
-        quoted(&status.changed_by),
         status.changed_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        quoted(&status.reason)
     ))
 }

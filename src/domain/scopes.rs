@@ -17,8 +17,8 @@ use uuid::Uuid;
 
 use super::{Broker, Error, quoted};
 use crate::audit::AuditEvent;
-use crate::model::{AgentStatus, LeaseState, RevocationReason};
-use crate::store::{ClosedScope, Closure, LeaseFilter, Scope};
+use crate::model::{AgentState, AgentStatus, LeaseState, RevocationReason};
+use crate::store::{ClosedScope, Closure, LeaseFilter, Scope, StoreError};
 
 /// What ending a scope did, once the wait for its revocations is over.
 #[derive(Clone, Debug)]
@@ -47,39 +47,24 @@ impl Broker {
         now: DateTime<Utc>,
     ) -> Result<ClosedScope, Error> {
         let closure = Closure { by: caller.to_owned(), reason, note: note.to_owned() };
-        let closed = self.store.close_scope(scope, &closure, now).await?;
+        let closed = match self.store.close_scope(scope, &closure, now).await {
+            Ok(closed) => closed,
+            Err(error) => {
+                // The scope may be ended already (on Redis the first batch
+                // ends it): the attempt is evidence too.
+                let attempt = scope_event(scope, caller, reason, note, "error", None);
+                self.audit.record_or_log(now, attempt).await;
+                return Err(error.into());
+            }
+        };
         if !closed.revoking.is_empty() {
             self.revocations.wake();
         }
         if closed.ended_now || !closed.revoking.is_empty() {
-            let (event, agent, task) = match scope {
-                Scope::Task(task_id) => (
-                    "task_closed",
-                    closed.task.as_ref().map(|task| task.agent.clone()),
-                    Some(task_id.clone()),
-                ),
-                Scope::Agent(agent) => ("agent_suspended", Some(agent.clone()), None),
-            };
-            let mut details = json!({ "revoking": closed.revoking.len() });
-            if !note.is_empty() {
-                details["note"] = json!(note);
-            }
-            if !closed.ended_now {
-                details["finished_a_cut_short_close"] = json!(true);
-            }
-            let evidence = AuditEvent {
-                event,
-                actor: caller.to_owned(),
-                outcome: "ok",
-                agent,
-                task,
-                reason: Some(reason.as_str().to_owned()),
-                details: Some(details),
-                ..AuditEvent::default()
-            };
             // The scope is ended whatever the audit log says: refusing to
             // stop issuing because evidence cannot be written would be
             // failing open.
+            let evidence = scope_event(scope, caller, reason, note, "ok", Some(&closed));
             self.audit.record_or_log(now, evidence).await;
         }
         Ok(closed)
@@ -120,7 +105,13 @@ impl Broker {
         if self.registry.agent(agent).is_none() {
             return Err(Error::NotFound(format!("agent {} is not registered", quoted(agent))));
         }
-        let status = self.store.resume_agent(agent, caller, note, now).await?;
+        let suspended =
+            self.registry.status(agent).await?.is_some_and(|status| status.state == AgentState::Suspended);
+        if !suspended {
+            return Err(StoreError::AgentNotSuspended(agent.to_owned()).into());
+        }
+        // Resuming gives access back: its evidence is durable first, and
+        // without it nothing is resumed.
         self.audit
             .record(
                 now,
@@ -134,7 +125,7 @@ impl Broker {
                 },
             )
             .await?;
-        Ok(status)
+        Ok(self.store.resume_agent(agent, caller, note, now).await?)
     }
 
     /// Waits until every lease of the scope is final or `limits.close_wait`
@@ -224,6 +215,45 @@ impl Broker {
         let failed = states.iter().filter(|(_, gave_up)| *gave_up).count();
         let finished = states.iter().filter(|(state, _)| state.is_final()).count();
         Ok(Progress { revoked: finished - failed, retrying: states.len() - finished, failed })
+    }
+}
+
+/// The evidence of ending a scope: `task_closed` or `agent_suspended`.
+fn scope_event(
+    scope: &Scope,
+    caller: &str,
+    reason: RevocationReason,
+    note: &str,
+    outcome: &'static str,
+    closed: Option<&ClosedScope>,
+) -> AuditEvent {
+    let (event, agent, task) = match scope {
+        Scope::Task(task_id) => (
+            "task_closed",
+            closed.and_then(|closed| closed.task.as_ref()).map(|task| task.agent.clone()),
+            Some(task_id.clone()),
+        ),
+        Scope::Agent(agent) => ("agent_suspended", Some(agent.clone()), None),
+    };
+    let mut details = json!({});
+    if let Some(closed) = closed {
+        details["revoking"] = json!(closed.revoking.len());
+        if !closed.ended_now {
+            details["finished_a_cut_short_close"] = json!(true);
+        }
+    }
+    if !note.is_empty() {
+        details["note"] = json!(note);
+    }
+    AuditEvent {
+        event,
+        actor: caller.to_owned(),
+        outcome,
+        agent,
+        task,
+        reason: Some(reason.as_str().to_owned()),
+        details: Some(details),
+        ..AuditEvent::default()
     }
 }
 

@@ -32,8 +32,9 @@ async fn suspension_stops_the_agent(h: &Harness, suspender: &Arc<Broker>) {
 
     let refused = h.issue_orders_read("s-1", 60).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(refused.message().contains("is suspended since"), "{refused:?}");
     assert!(
-        refused.message().contains("suspended") && refused.message().contains("incident 42"),
+        !refused.message().contains("incident 42") && !refused.message().contains("soc-oncall"),
         "{refused:?}"
     );
     let renew = proto::RenewRequest { lease_id: leases[0].lease_id.clone(), ttl: None };
@@ -130,7 +131,7 @@ async fn a_suspension_during_a_mint_on_another_replica_is_honoured() {
 
     let refused = issuing.await.unwrap().unwrap_err();
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
-    assert!(refused.message().contains("incident 43"), "{refused:?}");
+    assert!(refused.message().contains("is suspended since"), "{refused:?}");
     let request = proto::ListLeasesRequest { task_id: "slow-mint".into(), ..Default::default() };
     let leases =
         h.admin().await.list_leases(authed(&h.operator(), request)).await.unwrap().into_inner().leases;

@@ -36,14 +36,19 @@ async fn a_namespace_in_another_layout_is_refused() {
     store.create_task(task("before")).await.unwrap();
     assert_eq!(server.cli(&["get", "writ:{layout}:layout"]).trim(), "3", "marked on first use");
 
-    // Layout 2 (no agent states) is read as it is, and marked 3 by the
-    // first write, after which layout 2 code refuses it.
+    // Layout 2 (no agent states) is read and written as it is, and marked
+    // 3 by the first suspension, after which layout 2 code refuses it.
     server.cli(&["set", "writ:{layout}:layout", "2"]);
     assert!(store.get_task("before").await.unwrap().is_some());
     store.overdue_tasks(t(0), 10).await.expect("a read of a layout 2 namespace");
-    assert_eq!(server.cli(&["get", "writ:{layout}:layout"]).trim(), "2", "a read does not mark");
     store.insert_pending(lease(id(9), "before"), t(0)).await.expect("a write to a layout 2 namespace");
-    assert_eq!(server.cli(&["get", "writ:{layout}:layout"]).trim(), "3", "upgraded by the first write");
+    store.health().await.unwrap();
+    assert_eq!(server.cli(&["get", "writ:{layout}:layout"]).trim(), "2", "still layout 2 code's");
+    let suspension =
+        Closure { by: "op".into(), reason: RevocationReason::AgentSuspended, note: String::new() };
+    store.close_scope(&Scope::Agent("agent".into()), &suspension, t(1)).await.unwrap();
+    assert_eq!(server.cli(&["get", "writ:{layout}:layout"]).trim(), "3", "marked by the first suspension");
+    store.resume_agent("agent", "op", "", t(2)).await.unwrap();
 
     let refused = |result: Result<(), StoreError>, layout: &str| match result {
         Err(StoreError::Unavailable(message)) => {

@@ -24,7 +24,8 @@ use chrono::TimeDelta;
 use uuid::Uuid;
 use writ::model::{AgentState, Lease, LeaseState, RevocationReason, SealedHandle, Task, TaskState};
 use writ::store::{
-    LeaseStore, RedisConfig, RedisStore, RevocationOutcome, Scope, StoreError, SweptLease, conformance,
+    Closure, LeaseStore, RedisConfig, RedisStore, RevocationOutcome, Scope, StoreError, SweptLease,
+    conformance,
 };
 
 use redis_support::{RedisCluster, RedisServer};

@@ -76,6 +76,7 @@ if not ended then
     redis.call('ZREM', P .. 'deadlines', scope_id)
   else
     raw = ending
+    uses_agent_states()
     redis.call('HSET', P .. 'agents', scope_id, raw)
     redis.call('SADD', SUSPENDED, scope_id)
   end

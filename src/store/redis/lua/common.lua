@@ -598,11 +598,19 @@ end
 -- The layout of a namespace's keys that this code reads and writes
 -- (keys.rs). A namespace is marked with it on first use (health.lua).
 -- Layout 3 is layout 2 with agents' states (`agents`, `suspended`,
--- `closing-agents`): this code reads a layout 2 namespace as it is and
--- marks it 3 on its first write, after which layout 2 code (which would
--- not honour a suspension) refuses it.
+-- `closing-agents`): this code reads and writes a layout 2 namespace as it
+-- is, and marks it 3 when it first writes an agent's state
+-- (`uses_agent_states`), after which layout 2 code (which would not
+-- honour a suspension) refuses it. So a mixed fleet keeps serving until
+-- the first suspension.
 local LAYOUT = '3'
 local UPGRADES_FROM = '2'
+
+-- Marks the namespace as holding layout 3 data, before the first write of
+-- an agent's state.
+local function uses_agent_states()
+  redis.call('SET', P .. 'layout', LAYOUT)
+end
 
 -- Sets up a call: its namespace and a fresh cache. Refuses (before
 -- anything is read or written) a namespace in another layout: one marked
@@ -618,10 +626,7 @@ local function begin(keys, writes)
   located, counts = {}, {}
   local mark = redis.call('GET', P .. 'layout')
   if mark == LAYOUT then return end
-  if mark == UPGRADES_FROM then
-    if writes then redis.call('SET', P .. 'layout', LAYOUT) end
-    return
-  end
+  if mark == UPGRADES_FROM then return end
   if mark or redis.call('EXISTS', LEASES, P .. 'deadlines', P .. 'closing', P .. 'agents') > 0 then
     error('writ layout: the namespace holds data in layout ' .. (mark or '1')
       .. ', written by another version of Writ; this one reads layout ' .. LAYOUT
