@@ -40,6 +40,7 @@ pub mod sealer;
 pub mod server;
 pub mod store;
 pub mod sweeper;
+pub mod text;
 
 /// Completes on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {

@@ -31,33 +31,7 @@ pub use registry::Registry;
 pub use scopes::ScopeOutcome;
 pub use tasks::{CloseOutcome, StartTask};
 
-/// The longest part of a caller's input an error message quotes, counted
-/// in characters of its escaped form.
-const QUOTED_CHARS: usize = 64;
-
-/// A caller's input as an error message quotes it: escaped like `{:?}` and
-/// cut after [`QUOTED_CHARS`] escaped characters, with `…` before the closing
-/// quote to say it was cut. An error must never echo an unbounded
-/// value: a 20 KB lease id would make a 20 KB status that some clients
-/// cannot even read.
-pub(crate) fn quoted(input: &str) -> String {
-    let mut out = String::with_capacity(input.len().min(QUOTED_CHARS) + 8);
-    out.push('"');
-    let mut budget = QUOTED_CHARS;
-    for c in input.chars() {
-        // `{:?}` of a string leaves single quotes alone.
-        let escaped: String = if c == '\'' { c.to_string() } else { c.escape_debug().collect() };
-        let width = escaped.chars().count();
-        if width > budget {
-            out.push_str("…\"");
-            return out;
-        }
-        budget -= width;
-        out.push_str(&escaped);
-    }
-    out.push('"');
-    out
-}
+pub(crate) use crate::text::quoted;
 
 /// Checks free text a caller sets (a tool name, a task's context): at most
 /// `max_chars` characters (not bytes), and printable. Printable means no

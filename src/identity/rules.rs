@@ -16,18 +16,9 @@ use super::{AuthError, parse_algorithm};
 /// A decoded JOSE header or JWT claims set.
 pub type Object = Map<String, Value>;
 
-/// The longest piece of caller-supplied text a message quotes, in characters.
-const QUOTED_CHARS: usize = 64;
-
 /// Caller-supplied text (an `iss`, a `kid`, an `alg` from the token) as a
-/// message may show it: escaped, quoted, and cut to [`QUOTED_CHARS`]
-/// characters, saying so when it was cut.
-pub fn quoted(text: &str) -> String {
-    match text.char_indices().nth(QUOTED_CHARS) {
-        None => format!("{text:?}"),
-        Some((end, _)) => format!("{:?} (shortened)", &text[..end]),
-    }
-}
+/// message may show it: the one bounded, escaped form every message uses.
+pub use crate::text::quoted;
 
 /// Header parameters registered by RFC 7515 and RFC 7518 (JWS and JWE):
 /// `crit` must not name them (RFC 7515 §4.1.11).

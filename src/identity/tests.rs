@@ -620,7 +620,7 @@ fn quoted_escapes_and_shortens_caller_text() {
     let exact = "é".repeat(64);
     assert_eq!(quoted(&exact), format!("\"{exact}\""));
     let long = "é".repeat(65);
-    assert_eq!(quoted(&long), format!("\"{}\" (shortened)", "é".repeat(64)));
+    assert_eq!(quoted(&long), format!("\"{}…\"", "é".repeat(64)));
 }
 
 /// The message without the caller text it quotes.
@@ -744,5 +744,5 @@ async fn refusal_messages_are_plain_words_and_quote_little_of_the_token() {
         assert!(!message.contains('\n'), "{message:?} has no raw newline");
     }
     let untrusted = f.refusal(&f.with_claim("iss", json!(long))).await;
-    assert_eq!(untrusted, format!("issuer \"https://{}\" (shortened) is not trusted", "a".repeat(56)));
+    assert_eq!(untrusted, format!("issuer \"https://{}…\" is not trusted", "a".repeat(56)));
 }
