@@ -451,13 +451,11 @@ impl Broker {
         subject_token: Option<SecretString>,
         now: DateTime<Utc>,
     ) -> Result<Renewal, Error> {
-        // A suspended agent hears of its suspension before anything about
-        // the lease (which the suspension revoked).
-        let (lease, active) =
-            tokio::join!(self.own_lease(agent, lease_id), self.registry.ensure_active(&agent.name));
-        active?;
-        let lease = lease?;
+        let lease = self.own_lease(agent, lease_id).await?;
         if lease.state != LeaseState::Active || lease.expires_at <= now {
+            // A suspended agent hears of its suspension rather than of the
+            // lease it revoked. (On the live path `task_for` checks it.)
+            self.registry.ensure_active(&agent.name).await?;
             return Err(Error::FailedPrecondition(format!(
                 "lease {} is {} and cannot be renewed",
                 lease.id,
