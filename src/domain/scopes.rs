@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::{Broker, Error, quoted};
 use crate::audit::AuditEvent;
-use crate::model::{AgentState, AgentStatus, LeaseState, RevocationReason};
+use crate::model::{AgentState, AgentStatus, Lease, LeaseState, RevocationReason};
 use crate::store::{ClosedScope, Closure, LeaseFilter, Scope, StoreError};
 
 /// What ending a scope did, once the wait for its revocations is over.
@@ -161,11 +161,12 @@ impl Broker {
         wait: Duration,
     ) -> Result<Progress, Error> {
         let deadline = tokio::time::Instant::now() + wait;
-        let mut outstanding: HashSet<Uuid> = queued.iter().copied().collect();
+        let all_queued: HashSet<Uuid> = queued.iter().copied().collect();
+        let mut outstanding = all_queued.clone();
         let mut recount = outstanding.is_empty();
         loop {
             if recount {
-                let progress = self.revocation_progress(scope).await?;
+                let progress = self.revocation_progress(scope, &all_queued).await?;
                 if progress.retrying == 0 {
                     return Ok(progress);
                 }
@@ -182,39 +183,53 @@ impl Broker {
                 // Too far behind to know which were revoked: ask the store.
                 Ok(Err(broadcast::error::RecvError::Lagged(_))) => recount = true,
                 Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => {
-                    return self.revocation_progress(scope).await;
+                    return self.revocation_progress(scope, &all_queued).await;
                 }
             }
         }
     }
 
-    /// How far the scope's leases are, from the store.
-    async fn revocation_progress(&self, scope: &Scope) -> Result<Progress, Error> {
-        let states: Vec<(LeaseState, bool)> = match scope {
-            Scope::Task(task_id) => self
-                .store
-                .task_leases(task_id)
-                .await?
-                .iter()
-                .map(|lease| (lease.state, lease.revocation_gave_up()))
-                .collect(),
-            Scope::Agent(agent) => {
-                let filter = LeaseFilter { agent: Some(agent.clone()), ..LeaseFilter::default() };
-                let mut states = Vec::new();
-                let mut after = None;
-                loop {
-                    let page = self.store.list_leases(&filter, after, PAGE).await?;
-                    after = page.last().map(|lease| lease.id);
-                    states.extend(page.iter().map(|lease| (lease.state, lease.revocation_gave_up())));
-                    if page.len() < PAGE {
-                        break states;
-                    }
-                }
+    /// How far the scope's leases are, from the store. For a task: all
+    /// its leases. For an agent, whose history may be long: the leases this
+    /// suspension `queued`, and any of the agent's still being revoked,
+    /// read from the (small) revoking and failed states only.
+    async fn revocation_progress(&self, scope: &Scope, queued: &HashSet<Uuid>) -> Result<Progress, Error> {
+        match scope {
+            Scope::Task(task_id) => {
+                let leases = self.store.task_leases(task_id).await?;
+                let failed = leases.iter().filter(|lease| lease.revocation_gave_up()).count();
+                let finished = leases.iter().filter(|lease| lease.state.is_final()).count();
+                Ok(Progress { revoked: finished - failed, retrying: leases.len() - finished, failed })
             }
-        };
-        let failed = states.iter().filter(|(_, gave_up)| *gave_up).count();
-        let finished = states.iter().filter(|(state, _)| state.is_final()).count();
-        Ok(Progress { revoked: finished - failed, retrying: states.len() - finished, failed })
+            Scope::Agent(agent) => {
+                let revoking = self.agent_leases_in(agent, LeaseState::Revoking).await?;
+                let failed = self
+                    .agent_leases_in(agent, LeaseState::Failed)
+                    .await?
+                    .iter()
+                    .filter(|lease| queued.contains(&lease.id) && lease.revocation_gave_up())
+                    .count();
+                let still_queued = revoking.iter().filter(|lease| queued.contains(&lease.id)).count();
+                let revoked = queued.len().saturating_sub(still_queued + failed);
+                Ok(Progress { revoked, retrying: revoking.len(), failed })
+            }
+        }
+    }
+
+    /// Every lease of `agent` in `state`, a page at a time.
+    async fn agent_leases_in(&self, agent: &str, state: LeaseState) -> Result<Vec<Lease>, Error> {
+        let filter =
+            LeaseFilter { agent: Some(agent.to_owned()), state: Some(state), ..LeaseFilter::default() };
+        let mut leases = Vec::new();
+        loop {
+            let page =
+                self.store.list_leases(&filter, leases.last().map(|lease: &Lease| lease.id), PAGE).await?;
+            let full = page.len() == PAGE;
+            leases.extend(page);
+            if !full {
+                return Ok(leases);
+            }
+        }
     }
 }
 

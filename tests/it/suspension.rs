@@ -68,6 +68,11 @@ async fn suspension_stops_the_agent(h: &Harness, suspender: &Arc<Broker>) {
         assert_eq!(h.lease(&lease.lease_id).await.state, proto::LeaseState::Revoked as i32, "stays revoked");
     }
     h.tasks().await.start_task(authed(&h.workflow(), start)).await.expect("a task again");
+
+    // A second suspension counts only what it revoked, not the history.
+    let again = suspender.suspend_agent("soc-oncall", "demo-agent", "again", h.clock.now()).await.unwrap();
+    assert_eq!((again.closed.revoking.len(), again.revoked, again.retrying, again.failed), (1, 1, 0, 0));
+    suspender.resume_agent("soc-oncall", "demo-agent", "", h.clock.now()).await.unwrap();
 }
 
 #[tokio::test]
@@ -77,7 +82,7 @@ async fn a_suspension_stops_the_agent_on_the_embedded_store() {
     suspension_stops_the_agent(&h, &broker).await;
     let audit = h.audit_lines();
     let event = |name: &str| audit.iter().filter(|line| line["event"] == name).count();
-    assert_eq!((event("agent_suspended"), event("agent_resumed")), (1, 1));
+    assert_eq!((event("agent_suspended"), event("agent_resumed")), (2, 2));
     let suspended = audit.iter().find(|line| line["event"] == "agent_suspended").unwrap();
     assert_eq!(suspended["actor"], "soc-oncall");
     assert_eq!(suspended["agent"], "demo-agent");
