@@ -8,8 +8,11 @@
 //! policies that decided by that id (a policy without one is named after its
 //! file and position). Policy text is never shown to agents.
 //!
-//! The loaded set sits behind a lock so a later live reload can swap it;
-//! a set that fails to parse or validate is refused whole.
+//! The loaded set sits behind a lock so a live reload ([`PolicyEngine::reload`],
+//! on SIGHUP or an authorized call) can swap it; a set that fails to parse
+//! or validate is refused whole, with the file, line and reason, and the
+//! running set is kept. Each set is known by its digest (SHA-256 of its
+//! files' names and contents), which every decision record names.
 
 mod request;
 
@@ -51,12 +54,25 @@ pub enum PolicyError {
 /// One validated policy set, with the schema it was checked against.
 struct Loaded {
     policies: PolicySet,
+    /// Hex SHA-256 of the files (names and contents) the set came from.
+    digest: Arc<str>,
 }
 
 pub struct PolicyEngine {
     authorizer: Authorizer,
     /// The active set; replaced whole on reload.
     current: RwLock<Arc<Loaded>>,
+    /// Where the set was loaded from, read again on reload (none for a set
+    /// built from text).
+    paths: Vec<PathBuf>,
+}
+
+/// What a reload did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reloaded {
+    pub previous: Arc<str>,
+    pub digest: Arc<str>,
+    pub policies: usize,
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -68,17 +84,43 @@ impl std::fmt::Debug for PolicyEngine {
 impl PolicyEngine {
     /// Loads every `*.cedar` file under `paths` and validates the set.
     pub fn load(paths: &[PathBuf]) -> Result<Self, PolicyError> {
-        let schema = schema()?;
-        let policies = load_set(paths, &schema)?;
-        Ok(Self { authorizer: Authorizer::new(), current: RwLock::new(Arc::new(Loaded { policies })) })
+        let loaded = load_set(paths, &schema()?)?;
+        Ok(Self { authorizer: Authorizer::new(), current: RwLock::new(Arc::new(loaded)), paths: paths.to_vec() })
+    }
+
+    /// Loads the set again from its files and, if it parses and validates,
+    /// puts it in force for every decision from now on. On any error the
+    /// running set is kept and the error names the file, line and reason.
+    pub fn reload(&self) -> Result<Reloaded, PolicyError> {
+        if self.paths.is_empty() {
+            return Err(PolicyError::Invalid("this policy set was not loaded from files".into()));
+        }
+        let loaded = Arc::new(load_set(&self.paths, &schema()?)?);
+        let reloaded = Reloaded {
+            previous: self.digest(),
+            digest: loaded.digest.clone(),
+            policies: loaded.policies.policies().count(),
+        };
+        *self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = loaded;
+        Ok(reloaded)
+    }
+
+    /// The digest of the set in force.
+    pub fn digest(&self) -> Arc<str> {
+        self.loaded().digest.clone()
     }
 
     /// Builds an engine from policy text, for tests and benchmarks.
     pub fn from_text(text: &str) -> Result<Self, PolicyError> {
         let schema = schema()?;
-        let policies = parse_file(Path::new("<inline>"), text)?;
-        validate(&policies, &schema)?;
-        Ok(Self { authorizer: Authorizer::new(), current: RwLock::new(Arc::new(Loaded { policies })) })
+        let inline = Path::new("<inline>");
+        let policies = parse_file(inline, text)?;
+        let sources = Sources::of(inline, text, &policies);
+        validate(&policies, &schema, &sources)?;
+        let mut digest = Digest::default();
+        digest.add(inline, text);
+        let loaded = Loaded { policies, digest: digest.finish() };
+        Ok(Self { authorizer: Authorizer::new(), current: RwLock::new(Arc::new(loaded)), paths: Vec::new() })
     }
 
     /// The number of policies in force.
@@ -121,7 +163,7 @@ fn schema() -> Result<Schema, PolicyError> {
         .map_err(|e| PolicyError::Invalid(format!("built-in schema: {e}")))
 }
 
-fn load_set(paths: &[PathBuf], schema: &Schema) -> Result<PolicySet, PolicyError> {
+fn load_set(paths: &[PathBuf], schema: &Schema) -> Result<Loaded, PolicyError> {
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {
@@ -138,25 +180,84 @@ fn load_set(paths: &[PathBuf], schema: &Schema) -> Result<PolicySet, PolicyError
         }
     }
     let mut set = PolicySet::new();
+    let mut sources = Sources::default();
+    let mut digest = Digest::default();
     for file in files {
         let text = std::fs::read_to_string(&file)
             .map_err(|e| PolicyError::Read { path: file.clone(), message: e.to_string() })?;
-        for policy in parse_file(&file, &text)?.policies() {
+        digest.add(&file, &text);
+        let parsed = parse_file(&file, &text)?;
+        sources.extend(Sources::of(&file, &text, &parsed));
+        for policy in parsed.policies() {
             set.add(policy.clone()).map_err(|e| PolicyError::Parse {
                 path: file.clone(),
                 message: format!("{e} (is an @id used twice?)"),
             })?;
         }
     }
-    validate(&set, schema)?;
-    Ok(set)
+    validate(&set, schema, &sources)?;
+    Ok(Loaded { policies: set, digest: digest.finish() })
+}
+
+/// The digest of a set's sources: each file's name and contents, in load
+/// order, so that any change to what is loaded changes it.
+#[derive(Default)]
+struct Digest(Vec<u8>);
+
+impl Digest {
+    fn add(&mut self, file: &Path, text: &str) {
+        for part in [file.to_string_lossy().as_bytes(), text.as_bytes()] {
+            self.0.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            self.0.extend_from_slice(part);
+        }
+    }
+
+    fn finish(self) -> Arc<str> {
+        hex::encode(ring::digest::digest(&ring::digest::SHA256, &self.0).as_ref()).into()
+    }
+}
+
+/// Which file and text each policy came from, so that an error names the
+/// file and line, not only the policy.
+#[derive(Default)]
+struct Sources(std::collections::HashMap<PolicyId, (PathBuf, Arc<str>)>);
+
+impl Sources {
+    fn of(file: &Path, text: &str, set: &PolicySet) -> Self {
+        let text: Arc<str> = text.into();
+        Self(set.policies().map(|policy| (policy.id().clone(), (file.to_path_buf(), text.clone()))).collect())
+    }
+
+    fn extend(&mut self, other: Self) {
+        self.0.extend(other.0);
+    }
+
+    /// `file, line N` of an error about `policy`, from the error's first
+    /// source label (an offset into the policy's file).
+    fn locate(&self, policy: &PolicyId, error: &dyn miette::Diagnostic) -> String {
+        let Some((file, text)) = self.0.get(policy) else { return format!("policy {policy}") };
+        match error.labels().and_then(|mut labels| labels.next()) {
+            Some(label) => format!("{}, line {}", file.display(), line_at(text, label.offset())),
+            None => format!("{}", file.display()),
+        }
+    }
+}
+
+/// The 1-based line of byte `offset` in `text`.
+fn line_at(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&byte| byte == b'\n').count() + 1
 }
 
 /// Parses one file and renames each policy after its `@id` annotation.
 fn parse_file(path: &Path, text: &str) -> Result<PolicySet, PolicyError> {
     let parse_error = |message: String| PolicyError::Parse { path: path.into(), message };
-    let parsed: PolicySet =
-        text.parse().map_err(|e: cedar_policy::ParseErrors| parse_error(e.to_string()))?;
+    let parsed: PolicySet = text.parse().map_err(|e: cedar_policy::ParseErrors| {
+        use miette::Diagnostic as _;
+        match e.labels().and_then(|mut labels| labels.next()) {
+            Some(label) => parse_error(format!("line {}: {e}", line_at(text, label.offset()))),
+            None => parse_error(e.to_string()),
+        }
+    })?;
     if parsed.templates().next().is_some() {
         return Err(parse_error("policy templates are not supported".into()));
     }
@@ -171,14 +272,19 @@ fn parse_file(path: &Path, text: &str) -> Result<PolicySet, PolicyError> {
     Ok(named)
 }
 
-fn validate(set: &PolicySet, schema: &Schema) -> Result<(), PolicyError> {
+fn validate(set: &PolicySet, schema: &Schema, sources: &Sources) -> Result<(), PolicyError> {
     let result = Validator::new(schema.clone()).validate(set, ValidationMode::Strict);
     if result.validation_passed() {
         return Ok(());
     }
-    let errors: Vec<String> = result.validation_errors().map(|e| e.to_string()).collect();
+    let errors: Vec<String> = result
+        .validation_errors()
+        .map(|error| format!("{}: {error}", sources.locate(error.policy_id(), error)))
+        .collect();
     Err(PolicyError::Invalid(errors.join("; ")))
 }
 
+#[cfg(test)]
+mod reload_tests;
 #[cfg(test)]
 mod tests;
