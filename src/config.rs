@@ -136,6 +136,10 @@ pub struct SealingKeyConfig {
 pub struct PolicyConfig {
     /// Cedar policy files, or directories of `*.cedar` files.
     pub paths: Vec<PathBuf>,
+    /// Reload the policy files on SIGHUP (they can always be reloaded
+    /// through `PolicyService`).
+    #[serde(default = "defaults::reload_on_sighup")]
+    pub reload_on_sighup: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -226,6 +230,9 @@ pub enum ServiceRole {
     Operator,
     /// Introspects tokens Writ signed.
     ResourceServer,
+    /// Owns the policy: reloads it and reads which set is in force
+    /// (distinct from `operator`).
+    PolicyAdmin,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -493,6 +500,9 @@ mod defaults {
     }
     pub fn claim_timeout() -> Duration {
         Duration::from_secs(30)
+    }
+    pub fn reload_on_sighup() -> bool {
+        true
     }
     pub fn give_up_after() -> u32 {
         3

@@ -10,6 +10,7 @@
 //! | `writ_revocation_retries_total`         | counter   | provider                        |
 //! | `writ_revocations_done_total`           | counter   | provider                        |
 //! | `writ_revocations_failed_total`         | counter   | provider                        |
+//! | `writ_policy_set_info`                  | gauge     | digest                          |
 //!
 //! A failed revocation is one the provider said can never succeed: the
 //! lease is `failed` with the reason, the credential may live until its
@@ -69,6 +70,11 @@ struct ProviderLabels {
     provider: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicySetLabels {
+    digest: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 0.5 ms to about 16 s.
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
@@ -82,6 +88,9 @@ pub struct Metrics {
     retries: Family<ProviderLabels, Counter>,
     revoked: Family<ProviderLabels, Counter>,
     gave_up: Family<ProviderLabels, Counter>,
+    /// 1 for the digest of the policy set in force, so that replicas
+    /// running different sets show up side by side.
+    policy_set: Family<PolicySetLabels, prometheus_client::metrics::gauge::Gauge>,
 }
 
 impl Default for Metrics {
@@ -99,6 +108,12 @@ impl Metrics {
         let retries = Family::<ProviderLabels, Counter>::default();
         let revoked = Family::<ProviderLabels, Counter>::default();
         let gave_up = Family::<ProviderLabels, Counter>::default();
+        let policy_set = Family::<PolicySetLabels, prometheus_client::metrics::gauge::Gauge>::default();
+        registry.register(
+            "policy_set_info",
+            "The policy set this replica decides with, by digest (1 for the one in force)",
+            policy_set.clone(),
+        );
         registry.register(
             "revocations_failed",
             "Revocations the provider said can never succeed: the lease is failed and needs an operator",
@@ -121,7 +136,15 @@ impl Metrics {
             retries.clone(),
         );
         registry.register("revocations_done", "Leases revoked at their provider", revoked.clone());
-        Self { registry: Mutex::new(registry), call_duration, failures, retries, revoked, gave_up }
+        Self {
+            registry: Mutex::new(registry),
+            call_duration,
+            failures,
+            retries,
+            revoked,
+            gave_up,
+            policy_set,
+        }
     }
 
     /// Runs one provider call under `limit`, recording its latency and any
@@ -168,6 +191,15 @@ impl Metrics {
     /// A revocation the provider said can never succeed was given up.
     pub fn revocation_failed(&self, provider: &str) {
         self.gave_up.get_or_create(&ProviderLabels { provider: provider.to_string() }).inc();
+    }
+
+    /// The policy set in force changed from `previous` (empty at start) to
+    /// `digest`.
+    pub fn policy_set(&self, previous: &str, digest: &str) {
+        if previous != digest {
+            self.policy_set.remove(&PolicySetLabels { digest: previous.to_string() });
+        }
+        self.policy_set.get_or_create(&PolicySetLabels { digest: digest.to_string() }).set(1);
     }
 
     /// A lease was revoked at its provider.

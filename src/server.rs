@@ -17,6 +17,7 @@ use tonic::transport::Server;
 
 use crate::api::proto::admin_service_server::AdminServiceServer;
 use crate::api::proto::credential_service_server::CredentialServiceServer;
+use crate::api::proto::policy_service_server::PolicyServiceServer;
 use crate::api::proto::task_service_server::TaskServiceServer;
 use crate::api::{self, AuthLayer, Authenticator};
 use crate::audit::AuditLog;
@@ -37,6 +38,30 @@ pub struct App {
     revocation: RevocationConfig,
     shutdown_grace: std::time::Duration,
     header_list_limit: u32,
+    /// SIGHUP, listened for from the moment the app is built (so a signal
+    /// sent once `Running::start` returned is never the default "hang up",
+    /// which ends the process); `None` when `reload_on_sighup` is off.
+    hangups: Option<Hangups>,
+}
+
+#[cfg(unix)]
+type Hangups = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangups = ();
+
+fn listen_for_hangups(config: &Config) -> anyhow::Result<Option<Hangups>> {
+    if !config.policy.reload_on_sighup {
+        return Ok(None);
+    }
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Some(signal(SignalKind::hangup()).context("listening for SIGHUP (policy.reload_on_sighup)")?))
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(None)
+    }
 }
 
 /// Room the gRPC listener leaves beside the token for the other headers of
@@ -89,6 +114,7 @@ impl App {
             revocation: config.revocation.clone(),
             shutdown_grace: config.server.shutdown_grace,
             header_list_limit: header_list_limit(&config.limits),
+            hangups: listen_for_hangups(config)?,
         })
     }
 
@@ -115,6 +141,12 @@ impl App {
             let (broker, clock, config) = (self.broker.clone(), self.clock.clone(), self.revocation.clone());
             move |token| crate::sweeper::run(broker, clock, config, token)
         });
+        if let Some(hangups) = self.hangups {
+            workers.spawn("policy-reloader", &stop, {
+                let (broker, clock) = (self.broker.clone(), self.clock.clone());
+                move |token| reload_on_hangup(broker, clock, hangups, token)
+            });
+        }
         workers.spawn("health-watch", &stop, {
             let (broker, workers) = (self.broker.clone(), workers.clone());
             move |token| watch_health(broker, workers, health_reporter, token)
@@ -139,6 +171,10 @@ impl App {
                 self.clock.clone(),
             )))
             .add_service(AdminServiceServer::new(api::admin::Admin::new(self.broker.clone())))
+            .add_service(PolicyServiceServer::new(api::policy::Policies::new(
+                self.broker.clone(),
+                self.clock.clone(),
+            )))
             // Small request/response messages: without TCP_NODELAY, Nagle and
             // delayed ACKs add ~40 ms to every call.
             .serve_with_incoming_shutdown(
@@ -199,8 +235,13 @@ async fn watch_health(
     reporter: tonic_health::server::HealthReporter,
     stop: CancellationToken,
 ) {
-    const SERVICES: [&str; 4] =
-        ["", "writ.v1.CredentialService", "writ.v1.TaskService", "writ.v1.AdminService"];
+    const SERVICES: [&str; 5] = [
+        "",
+        "writ.v1.CredentialService",
+        "writ.v1.TaskService",
+        "writ.v1.AdminService",
+        "writ.v1.PolicyService",
+    ];
     loop {
         let workers_alive = workers.all_running();
         if !workers_alive {
@@ -221,6 +262,38 @@ async fn watch_health(
     }
     for service in SERVICES {
         reporter.set_service_status(service, tonic_health::ServingStatus::NotServing).await;
+    }
+}
+
+/// Reloads the policy files on every SIGHUP until `stop`. A refused set is
+/// logged and audited by the broker, and the running one kept.
+async fn reload_on_hangup(
+    broker: Arc<Broker>,
+    clock: Arc<dyn Clock>,
+    hangups: Hangups,
+    stop: CancellationToken,
+) {
+    #[cfg(unix)]
+    {
+        let mut hangups = hangups;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                received = hangups.recv() => {
+                    if received.is_none() {
+                        stop.cancelled().await;
+                        break;
+                    }
+                    // The broker logs and audits the outcome either way.
+                    let _ = broker.reload_policies("sighup", clock.now()).await;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (broker, clock, hangups);
+        stop.cancelled().await;
     }
 }
 

@@ -79,6 +79,7 @@ impl Audience {
             "writ.v1.CredentialService" => Some(Self::Agents),
             "writ.v1.TaskService" => Some(Self::Role(ServiceRole::Workflow)),
             "writ.v1.AdminService" => Some(Self::Role(ServiceRole::Operator)),
+            "writ.v1.PolicyService" => Some(Self::Role(ServiceRole::PolicyAdmin)),
             // Fail closed: a Writ service missing above is never open.
             name if name.starts_with("writ.") => Some(Self::Unknown),
             _ => None,
@@ -154,6 +155,7 @@ fn role_name(role: ServiceRole) -> &'static str {
         ServiceRole::Workflow => "workflow",
         ServiceRole::Operator => "operator",
         ServiceRole::ResourceServer => "resource_server",
+        ServiceRole::PolicyAdmin => "policy_admin",
     }
 }
 
@@ -243,6 +245,10 @@ mod tests {
         assert_eq!(
             Audience::of("/writ.v1.AdminService/ListLeases"),
             Some(Audience::Role(ServiceRole::Operator))
+        );
+        assert_eq!(
+            Audience::of("/writ.v1.PolicyService/ReloadPolicies"),
+            Some(Audience::Role(ServiceRole::PolicyAdmin))
         );
         assert_eq!(Audience::of("/grpc.health.v1.Health/Check"), None);
         assert_eq!(Audience::of("/writ.v2.AdminService/ListLeases"), Some(Audience::Unknown));

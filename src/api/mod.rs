@@ -9,6 +9,7 @@ pub mod admin;
 pub mod auth;
 pub mod convert;
 pub mod credentials;
+pub mod policy;
 pub mod tasks;
 
 use tonic::{Code, Status};

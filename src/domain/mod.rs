@@ -144,6 +144,8 @@ pub struct Parts {
 impl Broker {
     pub fn new(parts: Parts) -> Self {
         let registry = Registry::new(parts.directory, Arc::clone(&parts.store));
+        let metrics = Metrics::new();
+        metrics.policy_set("", &parts.policy.digest());
         Self {
             registry,
             store: parts.store,
@@ -153,7 +155,7 @@ impl Broker {
             sealer: parts.sealer,
             limits: parts.limits,
             revocations: Arc::new(RevocationQueue::default()),
-            metrics: Metrics::new(),
+            metrics,
         }
     }
 
@@ -192,6 +194,62 @@ impl Broker {
         limit: usize,
     ) -> Result<Vec<Lease>, Error> {
         Ok(self.store.list_leases(filter, after, limit).await?)
+    }
+
+    /// The digest of the policy set in force on this replica.
+    pub fn policy_digest(&self) -> std::sync::Arc<str> {
+        self.policy.digest()
+    }
+
+    /// The number of policies in force.
+    pub fn policy_count(&self) -> usize {
+        self.policy.len()
+    }
+
+    /// Loads the policy files again (`by`: the caller, or `sighup`). A set
+    /// that does not load is refused, naming file, line and reason, and the
+    /// running set is kept. Either way the attempt is evidence: a refused
+    /// reload is recorded, and a reload is in force only once its record
+    /// is durable (if the log refuses, the new set is still in force and
+    /// the call says the evidence could not be written).
+    pub async fn reload_policies(
+        &self,
+        by: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<crate::policy::Reloaded, Error> {
+        match self.policy.reload() {
+            Ok(reloaded) => {
+                self.metrics.policy_set(&reloaded.previous, &reloaded.digest);
+                let event = crate::audit::AuditEvent {
+                    event: "policy_reloaded",
+                    actor: by.to_owned(),
+                    outcome: "ok",
+                    details: Some(serde_json::json!({
+                        "previous_digest": &*reloaded.previous,
+                        "digest": &*reloaded.digest,
+                        "policies": reloaded.policies,
+                    })),
+                    ..crate::audit::AuditEvent::default()
+                };
+                self.audit.record(now, event).await?;
+                tracing::info!(by, digest = %reloaded.digest, policies = reloaded.policies, "policies reloaded");
+                Ok(reloaded)
+            }
+            Err(error) => {
+                let message = error.to_string();
+                tracing::warn!(by, %message, "policy reload refused; the running set is kept");
+                let event = crate::audit::AuditEvent {
+                    event: "policy_reloaded",
+                    actor: by.to_owned(),
+                    outcome: "error",
+                    reason: Some(message.clone()),
+                    details: Some(serde_json::json!({ "digest": &*self.policy.digest() })),
+                    ..crate::audit::AuditEvent::default()
+                };
+                self.audit.record_or_log(now, event).await;
+                Err(Error::FailedPrecondition(format!("{message}; the running policy set is kept")))
+            }
+        }
     }
 
     /// Whether Writ can issue now: the store answers and the audit log

@@ -85,7 +85,11 @@ impl PolicyEngine {
     /// Loads every `*.cedar` file under `paths` and validates the set.
     pub fn load(paths: &[PathBuf]) -> Result<Self, PolicyError> {
         let loaded = load_set(paths, &schema()?)?;
-        Ok(Self { authorizer: Authorizer::new(), current: RwLock::new(Arc::new(loaded)), paths: paths.to_vec() })
+        Ok(Self {
+            authorizer: Authorizer::new(),
+            current: RwLock::new(Arc::new(loaded)),
+            paths: paths.to_vec(),
+        })
     }
 
     /// Loads the set again from its files and, if it parses and validates,

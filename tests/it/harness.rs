@@ -48,6 +48,9 @@ pub async fn start_with(customize: Customize) -> Harness {
     config.revocation.poll_interval = Duration::from_millis(50);
     config.revocation.min_backoff = Duration::from_millis(50);
     config.revocation.max_backoff = Duration::from_millis(200);
+    // A SIGHUP reaches every Writ in the test process: only the test that
+    // sends one listens for it.
+    config.policy.reload_on_sighup = false;
     customize(&mut config, dir.path());
     let issuer = Arc::new(
         DevIssuer::load_or_create(&writ::dev::issuer_url(&options), &dir.path().join("dev-issuer.pk8"))

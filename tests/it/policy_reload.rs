@@ -1,0 +1,147 @@
+//! Live policy reload by the identity team: through PolicyService (role
+//! `policy_admin`, not `operator`) and on SIGHUP. A good set changes the
+//! next decision; a broken one is refused with file and line and the
+//! running set is kept; every reload is evidence with the set's digest.
+
+use std::time::Duration;
+
+use writ::api::proto;
+use writ::api::proto::policy_service_client::PolicyServiceClient;
+use writ::config::{IdentityMatch, ServiceConfig, ServiceRole};
+
+use crate::harness::{self, Harness, authed};
+
+const POLICY_ADMIN: &str = "policy-admin";
+
+async fn with_policy_admin() -> Harness {
+    with_policy_admin_and(false).await
+}
+
+async fn with_policy_admin_and(reload_on_sighup: bool) -> Harness {
+    harness::start_with(Box::new(move |config, _| {
+        config.policy.reload_on_sighup = reload_on_sighup;
+        let issuer = config.issuers[0].issuer.clone();
+        config.services.push(ServiceConfig {
+            name: "policy-team".into(),
+            roles: vec![ServiceRole::PolicyAdmin],
+            identity: IdentityMatch {
+                issuer,
+                subject: Some(POLICY_ADMIN.into()),
+                claims: Default::default(),
+            },
+        });
+    }))
+    .await
+}
+
+async fn policies(h: &Harness) -> PolicyServiceClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", h.grpc_addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    PolicyServiceClient::new(channel)
+}
+
+fn policy_dir(h: &Harness) -> std::path::PathBuf {
+    h.config.policy.paths[0].clone()
+}
+
+const FORBID: &str = r#"@id("orders-frozen")
+forbid (principal, action, resource == Writ::Role::"tokens/orders-read");
+"#;
+
+#[tokio::test]
+async fn a_reload_changes_the_next_decision_and_a_broken_set_is_refused() {
+    let h = with_policy_admin().await;
+    let admin = h.token(POLICY_ADMIN);
+    let mut client = policies(&h).await;
+    let first =
+        client.get_policy_set(authed(&admin, proto::GetPolicySetRequest {})).await.unwrap().into_inner();
+    assert_eq!(first.digest.len(), 64, "{first:?}");
+    let info = format!("writ_policy_set_info{{digest=\"{}\"}}", first.digest);
+    assert_eq!(h.metric(&info).await, 1.0, "the replica reports its set: {}", h.metrics().await);
+
+    h.open_task("p-1", "demo-agent", 600).await;
+    h.issue_orders_read("p-1", 60).await.expect("allowed by the example policy");
+
+    std::fs::write(policy_dir(&h).join("freeze.cedar"), FORBID).unwrap();
+    let reloaded =
+        client.reload_policies(authed(&admin, proto::ReloadPoliciesRequest {})).await.unwrap().into_inner();
+    assert_eq!(reloaded.previous_digest, first.digest);
+    let second = reloaded.policy_set.unwrap();
+    assert_ne!(second.digest, first.digest);
+    assert_eq!(second.policies, first.policies + 1);
+    let denied = h.issue_orders_read("p-1", 60).await.unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    assert!(denied.message().contains("orders-frozen"), "the next decision uses the new set: {denied:?}");
+    let info = |digest: &str| format!("writ_policy_set_info{{digest=\"{digest}\"}}");
+    assert_eq!(h.metric(&info(&second.digest)).await, 1.0);
+    assert_eq!(h.metric(&info(&first.digest)).await, 0.0, "the old set is no longer reported");
+
+    // A broken file: refused with file and line, the running set kept.
+    std::fs::write(policy_dir(&h).join("broken.cedar"), "@id(\"x\")\n\npermit (principal, action,\n")
+        .unwrap();
+    let refused = client.reload_policies(authed(&admin, proto::ReloadPoliciesRequest {})).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("broken.cedar") && refused.message().contains("line "), "{refused:?}");
+    assert!(refused.message().contains("running policy set is kept"), "{refused:?}");
+    let now =
+        client.get_policy_set(authed(&admin, proto::GetPolicySetRequest {})).await.unwrap().into_inner();
+    assert_eq!(now.digest, second.digest);
+    assert_eq!(h.issue_orders_read("p-1", 60).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+
+    // Evidence: both reloads, with who and which digests.
+    let audit = h.audit_lines();
+    let reloads: Vec<_> = audit.iter().filter(|line| line["event"] == "policy_reloaded").collect();
+    assert_eq!(reloads.len(), 2, "{reloads:?}");
+    assert_eq!((&reloads[0]["outcome"], &reloads[0]["actor"]), (&"ok".into(), &"policy-team".into()));
+    assert_eq!(reloads[0]["details"]["digest"], second.digest.as_str());
+    assert_eq!(reloads[0]["details"]["previous_digest"], first.digest.as_str());
+    assert_eq!(reloads[1]["outcome"], "error");
+    assert!(reloads[1]["reason"].as_str().unwrap().contains("broken.cedar"));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn only_the_policy_admin_role_reaches_the_policy_service() {
+    let h = with_policy_admin().await;
+    let mut client = policies(&h).await;
+    for token in [h.operator(), h.workflow(), h.agent()] {
+        let refused =
+            client.reload_policies(authed(&token, proto::ReloadPoliciesRequest {})).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+        assert!(refused.message().contains("policy_admin"), "{refused:?}");
+    }
+    let missing =
+        client.get_policy_set(tonic::Request::new(proto::GetPolicySetRequest {})).await.unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::Unauthenticated);
+    assert!(h.audit_lines().iter().all(|line| line["event"] != "policy_reloaded"), "nothing was reloaded");
+    h.stop().await;
+}
+
+/// SIGHUP reloads the files. (The signal goes to this whole test process;
+/// only this test's Writ listens for it, `reload_on_sighup` being off in
+/// the others.)
+#[tokio::test]
+async fn sighup_reloads_the_policy_files() {
+    let h = with_policy_admin_and(true).await;
+    let before = h.running().broker.policy_digest();
+    std::fs::write(policy_dir(&h).join("freeze.cedar"), FORBID).unwrap();
+    let status =
+        std::process::Command::new("kill").args(["-HUP", &std::process::id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let mut after = before.clone();
+    for _ in 0..100 {
+        after = h.running().broker.policy_digest();
+        if after != before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_ne!(after, before, "reloaded on SIGHUP");
+    let audit = h.audit_lines();
+    let reload = audit.iter().find(|line| line["event"] == "policy_reloaded").expect("audited");
+    assert_eq!(reload["actor"], "sighup");
+    h.stop().await;
+}
