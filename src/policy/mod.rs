@@ -11,6 +11,7 @@
 //! The loaded set sits behind a lock so a later live reload can swap it;
 //! a set that fails to parse or validate is refused whole.
 
+pub mod cases;
 mod request;
 
 use std::path::{Path, PathBuf};
