@@ -12,6 +12,7 @@ mod lifecycle;
 mod oauth2;
 mod oidc;
 mod peers;
+mod policy_cases;
 mod postgres;
 #[path = "../support/postgres.rs"]
 mod postgres_support;
