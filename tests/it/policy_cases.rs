@@ -1,5 +1,6 @@
 //! `writ policy test`, as the real binary: the example cases `writ dev`
-//! writes, a copy with one expectation flipped, and a broken policy.
+//! writes, a copy with one expectation flipped, a broken policy, a bad cases
+//! file, and the worked example in docs/policy.md.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -125,4 +126,28 @@ fn a_bad_cases_file_and_step_up_exit_2() {
         ),
         "{stderr}"
     );
+}
+
+/// The fenced block of `lang` that follows `from` in `text`.
+fn block<'a>(text: &'a str, from: &str, lang: &str) -> &'a str {
+    let rest = &text[text.find(from).unwrap()..];
+    let start = rest.find(&format!("```{lang}\n")).unwrap() + lang.len() + 4;
+    let len = rest[start..].find("```").unwrap();
+    &rest[start..start + len]
+}
+
+#[test]
+fn the_worked_example_in_the_docs_passes() {
+    let docs = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/policy.md")).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("policies")).unwrap();
+    std::fs::create_dir_all(root.path().join("policy-tests")).unwrap();
+    std::fs::write(root.path().join("policies/orders.cedar"), block(&docs, "### A worked example", "cedar"))
+        .unwrap();
+    std::fs::write(root.path().join("policy-tests/cases.toml"), block(&docs, "### A worked example", "toml"))
+        .unwrap();
+    let output = writ(root.path(), &["policy", "test", "policy-tests/cases.toml"]);
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{}", text(&output.stderr));
+    assert_eq!(stdout.lines().last(), Some("4 passed, 0 failed"), "{stdout}");
 }
