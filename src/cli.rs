@@ -102,6 +102,9 @@ pub enum Command {
     /// Audit log tools.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Policy tools, offline (no server, store or issuer).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -142,6 +145,21 @@ pub enum TaskCommand {
 pub enum AuditCommand {
     /// Check that an audit log's hash chain is unbroken.
     Verify { path: PathBuf },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Run a file of cases (a request and the decision it must get)
+    /// against a policy set. Exits 0 when every case passes, 1 when one
+    /// does not, 2 when the cases file or the policies are unusable.
+    Test {
+        /// The cases file (TOML; see docs/policy.md).
+        cases: PathBuf,
+        /// A policy file or directory, repeatable; replaces the file's
+        /// `policies`.
+        #[arg(long = "policies", value_name = "PATH")]
+        policies: Vec<PathBuf>,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -257,6 +275,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(AuditCommand::Verify { path }) => {
             let count = crate::audit::verify_file(&path).map_err(anyhow::Error::msg)?;
             println!("{}: {count} records, hash chain intact", path.display());
+            Ok(())
+        }
+        Command::Policy(PolicyCommand::Test { cases, policies }) => {
+            use std::io::Write as _;
+            let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+            let code = crate::policy::cases::run(&cases, &policies, &mut out, &mut err);
+            let _ = out.flush();
+            if code != crate::policy::cases::EXIT_PASSED {
+                // 1 (a case failed) and 2 (unusable input) differ, which
+                // an error returned to main cannot express.
+                drop((out, err));
+                std::process::exit(code);
+            }
             Ok(())
         }
     }

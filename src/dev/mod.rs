@@ -2,9 +2,9 @@
 //!
 //! Under a data directory it creates (once) everything a real deployment
 //! configures: a token-signing key, a sealing key, an audit key, a
-//! development issuer key, an example policy and a `writ.toml` that ties
-//! them together. Then it serves the development issuer and Writ on local
-//! ports and prints how to try it.
+//! development issuer key, an example policy with cases that test it, and a
+//! `writ.toml` that ties them together. Then it serves the development
+//! issuer and Writ on local ports and prints how to try it.
 
 pub mod issuer;
 
@@ -34,6 +34,8 @@ pub const OPERATOR_SUBJECT: &str = "operator:demo";
 pub const AUDIENCE: &str = "writ";
 
 const EXAMPLE_POLICY: &str = include_str!("example.cedar");
+/// Cases for the example policy, for `writ policy test`.
+const EXAMPLE_CASES: &str = include_str!("example-cases.toml");
 
 /// Writes `bytes` readable by the owner only.
 pub fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
@@ -79,6 +81,11 @@ pub fn prepare(options: &DevOptions) -> anyhow::Result<Config> {
     let policy = dir.join("policies/example.cedar");
     if !policy.exists() {
         std::fs::write(&policy, EXAMPLE_POLICY)?;
+    }
+    // Next to `policies`, which it names: `writ policy test <dir>/example-cases.toml`.
+    let cases = dir.join("example-cases.toml");
+    if !cases.exists() {
+        std::fs::write(&cases, EXAMPLE_CASES)?;
     }
     let text = config_text(options);
     std::fs::write(dir.join("writ.toml"), &text)?;
@@ -204,6 +211,8 @@ Try it from another terminal:
   WRIT_TOKEN=$(writ token --data-dir {dir} operator) writ leases --task demo-1
   WRIT_TOKEN=$(writ token --data-dir {dir} workflow) writ task close demo-1
   writ audit verify {dir}/audit.jsonl
+  # the example policy's cases, offline, as an identity team's CI would run them
+  writ policy test {dir}/example-cases.toml
 
 Press Ctrl-C to stop.
 "#,

@@ -14,6 +14,7 @@
 //! running set is kept. Each set is known by its digest (SHA-256 of its
 //! files' names and contents), which every decision record names.
 
+pub mod cases;
 mod request;
 
 use std::path::{Path, PathBuf};

@@ -12,6 +12,7 @@ mod lifecycle;
 mod oauth2;
 mod oidc;
 mod peers;
+mod policy_cases;
 mod policy_reload;
 mod postgres;
 #[path = "../support/postgres.rs"]
