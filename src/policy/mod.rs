@@ -9,16 +9,22 @@
 //! file and position). Policy text is never shown to agents.
 //!
 //! The loaded set sits behind a lock so a later live reload can swap it;
-//! a set that fails to parse or validate is refused whole.
+//! a set that fails to parse or validate is refused whole. Each loaded set
+//! carries an index ([`index`]) so a decision evaluates only the policies
+//! that can apply to its principal and resource (ADR 0011).
 
+mod index;
 mod request;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use cedar_policy::{
-    Authorizer, Decision as CedarDecision, PolicyId, PolicySet, Schema, ValidationMode, Validator,
+    AuthorizationError, Authorizer, Decision as CedarDecision, PolicyId, PolicySet, Request, Schema,
+    ValidationMode, Validator,
 };
+
+use index::PolicyIndex;
 
 pub use request::{GrantFacts, RoleFacts};
 
@@ -51,6 +57,25 @@ pub enum PolicyError {
 /// One validated policy set, with the schema it was checked against.
 struct Loaded {
     policies: PolicySet,
+    /// Built with the set, never per request.
+    index: PolicyIndex,
+}
+
+impl Loaded {
+    fn new(policies: PolicySet) -> Arc<Self> {
+        let index = PolicyIndex::new(&policies);
+        Arc::new(Self { policies, index })
+    }
+}
+
+/// Which policies a decision hands to Cedar. Only [`Scope::Indexed`] is used
+/// in service; the others are there so benchmarks and the equality test can
+/// compare against the full scan.
+#[derive(Clone, Copy, Debug)]
+enum Scope {
+    All,
+    Indexed,
+    IndexedUncached,
 }
 
 pub struct PolicyEngine {
@@ -70,7 +95,7 @@ impl PolicyEngine {
     pub fn load(paths: &[PathBuf]) -> Result<Self, PolicyError> {
         let schema = schema()?;
         let policies = load_set(paths, &schema)?;
-        Ok(Self { authorizer: Authorizer::new(), current: RwLock::new(Arc::new(Loaded { policies })) })
+        Ok(Self { authorizer: Authorizer::new(), current: RwLock::new(Loaded::new(policies)) })
     }
 
     /// Builds an engine from policy text, for tests and benchmarks.
@@ -78,7 +103,7 @@ impl PolicyEngine {
         let schema = schema()?;
         let policies = parse_file(Path::new("<inline>"), text)?;
         validate(&policies, &schema)?;
-        Ok(Self { authorizer: Authorizer::new(), current: RwLock::new(Arc::new(Loaded { policies })) })
+        Ok(Self { authorizer: Authorizer::new(), current: RwLock::new(Loaded::new(policies)) })
     }
 
     /// The number of policies in force.
@@ -96,11 +121,46 @@ impl PolicyEngine {
 
     /// Decides one grant.
     pub fn decide(&self, facts: &GrantFacts<'_>) -> Result<Decision, PolicyError> {
+        self.decide_in(facts, Scope::Indexed)
+    }
+
+    /// Decides one grant against every loaded policy, without the index:
+    /// the reference the index is measured and tested against.
+    #[doc(hidden)]
+    pub fn decide_scanning_all(&self, facts: &GrantFacts<'_>) -> Result<Decision, PolicyError> {
+        self.decide_in(facts, Scope::All)
+    }
+
+    /// Decides one grant through the index but assembling the candidate set
+    /// afresh, as on the first request for a (principal, resource): for
+    /// benchmarks.
+    #[doc(hidden)]
+    pub fn decide_uncached(&self, facts: &GrantFacts<'_>) -> Result<Decision, PolicyError> {
+        self.decide_in(facts, Scope::IndexedUncached)
+    }
+
+    fn decide_in(&self, facts: &GrantFacts<'_>, scope: Scope) -> Result<Decision, PolicyError> {
         let (request, entities) = facts.build(None)?;
         let loaded = self.loaded();
-        let response = self.authorizer.is_authorized(&request, &loaded.policies, &entities);
+        let response = match scope {
+            Scope::All => self.authorizer.is_authorized(&request, &loaded.policies, &entities),
+            Scope::Indexed => {
+                let (principal, resource) = request_key(&request)?;
+                let candidates = loaded.index.candidates(principal, resource)?;
+                self.authorizer.is_authorized(&request, &candidates, &entities)
+            }
+            Scope::IndexedUncached => {
+                let (principal, resource) = request_key(&request)?;
+                let candidates = loaded.index.assemble(&(principal.clone(), resource.clone()))?;
+                self.authorizer.is_authorized(&request, &candidates, &entities)
+            }
+        };
         let diagnostics = response.diagnostics();
-        if let Some(error) = diagnostics.errors().next() {
+        // The error named is the one of the lowest policy id, so which one
+        // is reported does not depend on the order Cedar iterates a set in
+        // (which differs between the full set and a candidate set).
+        let first_error = diagnostics.errors().min_by(|a, b| errored_policy(a).cmp(errored_policy(b)));
+        if let Some(error) = first_error {
             // Cedar skips a policy that fails to evaluate. A skipped `forbid`
             // could turn into an allow, so any error fails closed.
             tracing::error!(error = %error, "a policy failed to evaluate; denying");
@@ -112,6 +172,23 @@ impl PolicyEngine {
             CedarDecision::Allow => Decision::Allow { policies },
             CedarDecision::Deny => Decision::Deny { policies },
         })
+    }
+}
+
+/// The request's principal and resource; [`GrantFacts::build`] always sets
+/// both.
+fn request_key(
+    request: &Request,
+) -> Result<(&cedar_policy::EntityUid, &cedar_policy::EntityUid), PolicyError> {
+    match (request.principal(), request.resource()) {
+        (Some(principal), Some(resource)) => Ok((principal, resource)),
+        _ => Err(PolicyError::Request("request without a principal or resource".into())),
+    }
+}
+
+fn errored_policy(error: &AuthorizationError) -> &str {
+    match error {
+        AuthorizationError::PolicyEvaluationError(error) => error.policy_id().as_ref(),
     }
 }
 
@@ -180,5 +257,7 @@ fn validate(set: &PolicySet, schema: &Schema) -> Result<(), PolicyError> {
     Err(PolicyError::Invalid(errors.join("; ")))
 }
 
+#[cfg(test)]
+mod index_tests;
 #[cfg(test)]
 mod tests;
