@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the hot path's parts: workload-token verification,
-//! policy evaluation, and a lease-store round trip (pending + activate,
+//! policy evaluation (also with 1, 100 and 1,000 policies, full scan
+//! against the index), and a lease-store round trip (pending + activate,
 //! each a durable commit).
 //!
 //! `cargo bench --bench micro`
@@ -93,6 +94,105 @@ fn policy_evaluation(c: &mut Criterion) {
     });
 }
 
+/// What policy `i` of a generated set is. Most grant one bot of one team
+/// one role; a few say something about every role of a provider, or about
+/// every role, and cannot be indexed.
+enum Kind {
+    /// `principal == …, resource == …`
+    BotRole,
+    /// `principal is Writ::Agent, resource == …` with attribute conditions
+    AnyAgentOnRole,
+    /// `forbid`, `resource in Writ::Provider::…`
+    ForbidProvider,
+    /// `forbid`, `principal` unconstrained, `resource is Writ::Role`
+    ForbidAnyRole,
+}
+
+fn kind(i: usize) -> Kind {
+    match (i % 100, i % 10) {
+        (98, _) => Kind::ForbidAnyRole,
+        (49 | 99, _) => Kind::ForbidProvider,
+        (_, 7) => Kind::AnyAgentOnRole,
+        _ => Kind::BotRole,
+    }
+}
+
+/// `count` policies over `count / 10` teams (at least one), policy `i`
+/// about team `i % teams`, bot `i / teams`.
+fn policy_text(count: usize) -> String {
+    let teams = (count / 10).max(1);
+    (0..count)
+        .map(|i| {
+            let (team, bot) = (i % teams, i / teams);
+            match kind(i) {
+                Kind::BotRole => format!(
+                    "@id(\"p{i}\") permit (principal == Writ::Agent::\"team-{team}-bot-{bot}\", \
+                     action == Writ::Action::\"issue\", resource == Writ::Role::\"pg-{team}/reader\") \
+                     when {{ context.task.environment == \"prod\" }};\n"
+                ),
+                Kind::AnyAgentOnRole => format!(
+                    "@id(\"p{i}\") permit (principal is Writ::Agent, action == Writ::Action::\"issue\", \
+                     resource == Writ::Role::\"pg-{team}/writer\") \
+                     when {{ principal.owner == \"team-{team}@example.com\" && principal.risk_tier == \"low\" \
+                     && context.ttl_seconds <= 900 }};\n"
+                ),
+                Kind::ForbidProvider => format!(
+                    "@id(\"p{i}\") forbid (principal, action, resource in Writ::Provider::\"pg-{team}\") \
+                     when {{ context.task.data_classification == \"restricted\" }};\n"
+                ),
+                Kind::ForbidAnyRole => format!(
+                    "@id(\"p{i}\") forbid (principal, action, resource is Writ::Role) \
+                     when {{ principal.risk_tier == \"high\" && context.now.hour_utc < 6 }};\n"
+                ),
+            }
+        })
+        .collect()
+}
+
+fn policy_scaling(c: &mut Criterion) {
+    let mut group = c.benchmark_group("policy decision");
+    for count in [1, 100, 1000] {
+        let engine = PolicyEngine::from_text(&policy_text(count)).unwrap();
+        // The bot of a `BotRole` policy in the middle of the set, on its role.
+        let i = (count / 2..count).find(|&i| matches!(kind(i), Kind::BotRole)).unwrap();
+        let teams = (count / 10).max(1);
+        let (team, bot) = (i % teams, i / teams);
+        let agent = Agent {
+            name: format!("team-{team}-bot-{bot}"),
+            owner: format!("team-{team}@example.com"),
+            description: String::new(),
+            risk_tier: "low".into(),
+        };
+        let mut task = task();
+        task.context.environment = "prod".into();
+        let provider = format!("pg-{team}");
+        let scopes = vec![];
+        let facts = GrantFacts {
+            action: "issue",
+            agent: &agent,
+            task: &task,
+            role: RoleFacts { provider: &provider, role: "reader", shape: "revocable" },
+            tool: "sql.query",
+            scopes: &scopes,
+            ttl_seconds: 300,
+            now: Utc::now(),
+        };
+        let full = engine.decide_scanning_all(&facts).unwrap();
+        assert_eq!(full, writ::policy::Decision::Allow { policies: vec![format!("p{i}")] });
+        assert_eq!(engine.decide(&facts).unwrap(), full);
+        group.bench_function(format!("{count} policies, full scan"), |b| {
+            b.iter(|| engine.decide_scanning_all(&facts).unwrap())
+        });
+        group.bench_function(format!("{count} policies, indexed, candidate set assembled"), |b| {
+            b.iter(|| engine.decide_uncached(&facts).unwrap())
+        });
+        group.bench_function(format!("{count} policies, indexed, candidate set cached"), |b| {
+            b.iter(|| engine.decide(&facts).unwrap())
+        });
+    }
+    group.finish();
+}
+
 fn store_round_trip(c: &mut Criterion) {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
@@ -167,6 +267,6 @@ fn store_round_trip(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(5));
-    targets = token_verification, policy_evaluation, store_round_trip
+    targets = token_verification, policy_evaluation, policy_scaling, store_round_trip
 }
 criterion_main!(benches);

@@ -228,7 +228,7 @@ impl Broker {
             ttl_seconds: (plan.expires_at - now).num_seconds(),
             now,
         };
-        let decision = self.policy.decide(&facts).map_err(|error| {
+        let (decision, policy_set) = self.policy.decide_with_digest(&facts).map_err(|error| {
             tracing::error!(%error, "policy evaluation failed");
             Error::Internal("policy evaluation failed".into())
         })?;
@@ -247,7 +247,11 @@ impl Broker {
             tool: Some(tool.to_string()),
             reason: Some(action.to_string()),
             policies,
-            details: Some(json!({ "scopes": plan.grant.scopes, "ttl_seconds": facts.ttl_seconds })),
+            details: Some(json!({
+                "scopes": plan.grant.scopes,
+                "ttl_seconds": facts.ttl_seconds,
+                "policy_set": &*policy_set,
+            })),
             ..AuditEvent::default()
         };
         Ok((decision, event))

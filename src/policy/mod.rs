@@ -12,17 +12,23 @@
 //! on SIGHUP or an authorized call) can swap it; a set that fails to parse
 //! or validate is refused whole, with the file, line and reason, and the
 //! running set is kept. Each set is known by its digest (SHA-256 of its
-//! files' names and contents), which every decision record names.
+//! files' names and contents), and carries an index ([`index`]) so a
+//! decision evaluates only the policies that can apply to its principal
+//! and resource (ADR 0011).
 
 pub mod cases;
+mod index;
 mod request;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use cedar_policy::{
-    Authorizer, Decision as CedarDecision, PolicyId, PolicySet, Schema, ValidationMode, Validator,
+    AuthorizationError, Authorizer, Decision as CedarDecision, PolicyId, PolicySet, Request, Schema,
+    ValidationMode, Validator,
 };
+
+use index::PolicyIndex;
 
 pub use request::{GrantFacts, RoleFacts};
 
@@ -57,6 +63,25 @@ struct Loaded {
     policies: PolicySet,
     /// Hex SHA-256 of the files (names and contents) the set came from.
     digest: Arc<str>,
+    /// Built with the set, never per request.
+    index: PolicyIndex,
+}
+
+impl Loaded {
+    fn new(policies: PolicySet, digest: Arc<str>) -> Self {
+        let index = PolicyIndex::new(&policies);
+        Self { policies, digest, index }
+    }
+}
+
+/// Which policies a decision hands to Cedar. Only [`Scope::Indexed`] is used
+/// in service; the others are there so benchmarks and the equality test can
+/// compare against the full scan.
+#[derive(Clone, Copy, Debug)]
+enum Scope {
+    All,
+    Indexed,
+    IndexedUncached,
 }
 
 pub struct PolicyEngine {
@@ -124,7 +149,7 @@ impl PolicyEngine {
         validate(&policies, &schema, &sources)?;
         let mut digest = Digest::default();
         digest.add(inline, text);
-        let loaded = Loaded { policies, digest: digest.finish() };
+        let loaded = Loaded::new(policies, digest.finish());
         Ok(Self { authorizer: Authorizer::new(), current: RwLock::new(Arc::new(loaded)), paths: Vec::new() })
     }
 
@@ -143,11 +168,63 @@ impl PolicyEngine {
 
     /// Decides one grant.
     pub fn decide(&self, facts: &GrantFacts<'_>) -> Result<Decision, PolicyError> {
-        let (request, entities) = facts.build(None)?;
+        self.decide_in(facts, Scope::Indexed)
+    }
+
+    /// Decides one grant against every loaded policy, without the index:
+    /// the reference the index is measured and tested against.
+    #[doc(hidden)]
+    pub fn decide_scanning_all(&self, facts: &GrantFacts<'_>) -> Result<Decision, PolicyError> {
+        self.decide_in(facts, Scope::All)
+    }
+
+    /// Decides one grant through the index but assembling the candidate set
+    /// afresh, as on the first request for a (principal, resource): for
+    /// benchmarks.
+    #[doc(hidden)]
+    pub fn decide_uncached(&self, facts: &GrantFacts<'_>) -> Result<Decision, PolicyError> {
+        self.decide_in(facts, Scope::IndexedUncached)
+    }
+
+    /// Decides one grant and names the set that decided it (its digest),
+    /// for the decision's evidence: the set read once, so a reload at the
+    /// same moment cannot make the record name another set.
+    pub fn decide_with_digest(&self, facts: &GrantFacts<'_>) -> Result<(Decision, Arc<str>), PolicyError> {
         let loaded = self.loaded();
-        let response = self.authorizer.is_authorized(&request, &loaded.policies, &entities);
+        let decision = self.decide_on(&loaded, facts, Scope::Indexed)?;
+        Ok((decision, loaded.digest.clone()))
+    }
+
+    fn decide_in(&self, facts: &GrantFacts<'_>, scope: Scope) -> Result<Decision, PolicyError> {
+        self.decide_on(&self.loaded(), facts, scope)
+    }
+
+    fn decide_on(
+        &self,
+        loaded: &Loaded,
+        facts: &GrantFacts<'_>,
+        scope: Scope,
+    ) -> Result<Decision, PolicyError> {
+        let (request, entities) = facts.build(None)?;
+        let response = match scope {
+            Scope::All => self.authorizer.is_authorized(&request, &loaded.policies, &entities),
+            Scope::Indexed => {
+                let (principal, resource) = request_key(&request)?;
+                let candidates = loaded.index.candidates(principal, resource)?;
+                self.authorizer.is_authorized(&request, &candidates, &entities)
+            }
+            Scope::IndexedUncached => {
+                let (principal, resource) = request_key(&request)?;
+                let candidates = loaded.index.assemble(&(principal.clone(), resource.clone()))?;
+                self.authorizer.is_authorized(&request, &candidates, &entities)
+            }
+        };
         let diagnostics = response.diagnostics();
-        if let Some(error) = diagnostics.errors().next() {
+        // The error named is the one of the lowest policy id, so which one
+        // is reported does not depend on the order Cedar iterates a set in
+        // (which differs between the full set and a candidate set).
+        let first_error = diagnostics.errors().min_by(|a, b| errored_policy(a).cmp(errored_policy(b)));
+        if let Some(error) = first_error {
             // Cedar skips a policy that fails to evaluate. A skipped `forbid`
             // could turn into an allow, so any error fails closed.
             tracing::error!(error = %error, "a policy failed to evaluate; denying");
@@ -159,6 +236,23 @@ impl PolicyEngine {
             CedarDecision::Allow => Decision::Allow { policies },
             CedarDecision::Deny => Decision::Deny { policies },
         })
+    }
+}
+
+/// The request's principal and resource; [`GrantFacts::build`] always sets
+/// both.
+fn request_key(
+    request: &Request,
+) -> Result<(&cedar_policy::EntityUid, &cedar_policy::EntityUid), PolicyError> {
+    match (request.principal(), request.resource()) {
+        (Some(principal), Some(resource)) => Ok((principal, resource)),
+        _ => Err(PolicyError::Request("request without a principal or resource".into())),
+    }
+}
+
+fn errored_policy(error: &AuthorizationError) -> &str {
+    match error {
+        AuthorizationError::PolicyEvaluationError(error) => error.policy_id().as_ref(),
     }
 }
 
@@ -201,7 +295,7 @@ fn load_set(paths: &[PathBuf], schema: &Schema) -> Result<Loaded, PolicyError> {
         }
     }
     validate(&set, schema, &sources)?;
-    Ok(Loaded { policies: set, digest: digest.finish() })
+    Ok(Loaded::new(set, digest.finish()))
 }
 
 /// The digest of a set's sources: each file's name and contents, in load
@@ -289,6 +383,8 @@ fn validate(set: &PolicySet, schema: &Schema, sources: &Sources) -> Result<(), P
     Err(PolicyError::Invalid(errors.join("; ")))
 }
 
+#[cfg(test)]
+mod index_tests;
 #[cfg(test)]
 mod reload_tests;
 #[cfg(test)]

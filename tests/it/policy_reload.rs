@@ -91,8 +91,18 @@ async fn a_reload_changes_the_next_decision_and_a_broken_set_is_refused() {
     assert_eq!(now.digest, second.digest);
     assert_eq!(h.issue_orders_read("p-1", 60).await.unwrap_err().code(), tonic::Code::PermissionDenied);
 
-    // Evidence: both reloads, with who and which digests.
+    // Evidence: both reloads, with who and which digests; every decision
+    // names the set it was made under.
     let audit = h.audit_lines();
+    let decisions: Vec<_> = audit.iter().filter(|line| line["event"] == "decision").collect();
+    assert_eq!(decisions.len(), 3, "{decisions:?}");
+    assert_eq!(decisions[0]["details"]["policy_set"], first.digest.as_str());
+    assert_eq!(decisions[1]["details"]["policy_set"], second.digest.as_str());
+    assert_eq!(
+        decisions[2]["details"]["policy_set"],
+        second.digest.as_str(),
+        "the refused set never decided"
+    );
     let reloads: Vec<_> = audit.iter().filter(|line| line["event"] == "policy_reloaded").collect();
     assert_eq!(reloads.len(), 2, "{reloads:?}");
     assert_eq!((&reloads[0]["outcome"], &reloads[0]["actor"]), (&"ok".into(), &"policy-team".into()));
