@@ -160,6 +160,38 @@ pub enum PolicyCommand {
         #[arg(long = "policies", value_name = "PATH")]
         policies: Vec<PathBuf>,
     },
+    /// Ask a running Writ what it would decide for an agent, a task (or
+    /// task attributes), a tool and a grant, and which policies decide it,
+    /// without issuing anything (role `policy_admin`).
+    Explain {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long)]
+        agent: String,
+        /// An open task of the agent; without it, the attributes below
+        /// describe a task opened now.
+        #[arg(long, conflicts_with_all = ["purpose", "environment", "classification", "ticket", "labels"])]
+        task: Option<String>,
+        #[arg(long, default_value = "")]
+        purpose: String,
+        #[arg(long, default_value = "")]
+        environment: String,
+        #[arg(long, default_value = "")]
+        classification: String,
+        #[arg(long, default_value = "")]
+        ticket: String,
+        /// `key=value`, repeatable.
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        #[arg(long)]
+        tool: String,
+        /// `provider/role[:scope,scope…][@ttl]`.
+        #[arg(long)]
+        grant: String,
+        /// `issue` or `renew`.
+        #[arg(long, default_value = "issue")]
+        action: String,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -277,6 +309,49 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}: {count} records, hash chain intact", path.display());
             Ok(())
         }
+        Command::Policy(PolicyCommand::Explain {
+            client,
+            agent,
+            task,
+            purpose,
+            environment,
+            classification,
+            ticket,
+            labels,
+            tool,
+            grant,
+            action,
+        }) => {
+            let context = match task {
+                Some(_) => None,
+                None => Some(proto::TaskContext {
+                    purpose,
+                    environment,
+                    data_classification: classification,
+                    ticket,
+                    labels: parse_labels(&labels)?,
+                }),
+            };
+            let request = proto::ExplainRequest {
+                agent,
+                task_id: task.unwrap_or_default(),
+                context,
+                tool,
+                grant: Some(parse_grant(&grant)?),
+                action,
+            };
+            let mut service = proto::policy_service_client::PolicyServiceClient::new(connect(&client).await?);
+            let explained = service.explain(authorized(&client, request)?).await?.into_inner();
+            println!("{}: {}", explained.decision, explained.explanation);
+            if !explained.allowed && explained.decision == "allow" {
+                println!("  an Issue would be refused now");
+            }
+            for notice in &explained.notices {
+                println!("  note: {notice}");
+            }
+            println!("  policy set {}", explained.policy_set);
+            Ok(())
+        }
         Command::Policy(PolicyCommand::Test { cases, policies }) => {
             use std::io::Write as _;
             let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
@@ -336,15 +411,7 @@ async fn task(command: TaskCommand) -> anyhow::Result<()> {
             labels,
             deadline_in,
         } => {
-            let labels = labels
-                .iter()
-                .map(|label| {
-                    label
-                        .split_once('=')
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .context("labels are key=value")
-                })
-                .collect::<anyhow::Result<_>>()?;
+            let labels = parse_labels(&labels)?;
             let deadline = chrono::Utc::now() + chrono::Duration::from_std(deadline_in)?;
             let request = proto::StartTaskRequest {
                 task_id,
@@ -408,6 +475,16 @@ async fn task(command: TaskCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Parses repeated `key=value` labels.
+fn parse_labels(labels: &[String]) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    labels
+        .iter()
+        .map(|label| {
+            label.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).context("labels are key=value")
+        })
+        .collect()
 }
 
 /// Parses `provider/role[:scope,scope…][@ttl]`.

@@ -8,7 +8,8 @@ use tonic::{Request, Response, Status};
 use super::proto::{self, policy_service_server::PolicyService};
 use super::status;
 use crate::clock::Clock;
-use crate::domain::Broker;
+use crate::domain::{Broker, ExplainRequest, ExplainTask, GrantRequest};
+use crate::policy::Decision;
 
 pub struct Policies {
     broker: Arc<Broker>,
@@ -43,6 +44,50 @@ impl PolicyService for Policies {
         Ok(Response::new(proto::ReloadPoliciesResponse {
             previous_digest: reloaded.previous.to_string(),
             policy_set: Some(policy_set),
+        }))
+    }
+
+    async fn explain(
+        &self,
+        request: Request<proto::ExplainRequest>,
+    ) -> Result<Response<proto::ExplainResponse>, Status> {
+        let caller = super::auth::caller(&request)?;
+        let request = request.into_inner();
+        let grant = request.grant.ok_or_else(|| Status::invalid_argument("grant is required"))?;
+        let ttl =
+            grant.ttl.as_ref().map(|ttl| super::convert::from_duration("grant.ttl", ttl)).transpose()?;
+        let action = match request.action.as_str() {
+            "" | "issue" => "issue",
+            "renew" => "renew",
+            _ => return Err(Status::invalid_argument("action must be \"issue\" or \"renew\"")),
+        };
+        let task = if request.task_id.is_empty() {
+            ExplainTask::Attributes(super::convert::from_task_context(request.context))
+        } else if request.context.is_some() {
+            return Err(Status::invalid_argument("give task_id or context, not both"));
+        } else {
+            ExplainTask::Existing(request.task_id)
+        };
+        let question = ExplainRequest {
+            agent: request.agent,
+            task,
+            tool: request.tool,
+            grant: GrantRequest { provider: grant.provider, role: grant.role, scopes: grant.scopes, ttl },
+            action,
+        };
+        let explained =
+            self.broker.explain(caller.name(), question, self.clock.now()).await.map_err(status)?;
+        let (decision, policies) = match explained.decision {
+            Decision::Allow { policies } => ("allow", policies),
+            Decision::Deny { policies } => ("deny", policies),
+        };
+        Ok(Response::new(proto::ExplainResponse {
+            decision: decision.into(),
+            policies,
+            policy_set: explained.policy_set,
+            notices: explained.notices,
+            explanation: explained.explanation,
+            allowed: explained.allowed,
         }))
     }
 

@@ -70,11 +70,11 @@ pub struct Renewal {
 }
 
 /// A grant that passed validation, with its lifetime settled.
-struct Planned<'a> {
+pub(super) struct Planned<'a> {
     grant: &'a GrantRequest,
     provider: &'a Registered,
     expires_at: DateTime<Utc>,
-    notices: Vec<String>,
+    pub(super) notices: Vec<String>,
     policies: Vec<String>,
     /// The agent's own token, for providers that exchange it.
     subject_token: Option<SecretString>,
@@ -163,7 +163,7 @@ impl Broker {
         Ok(task)
     }
 
-    fn plan<'a>(
+    pub(super) fn plan<'a>(
         &'a self,
         task: &Task,
         grant: &'a GrantRequest,
@@ -205,7 +205,7 @@ impl Broker {
 
     /// Decides one grant by policy. Returns the decision and its evidence,
     /// not yet recorded.
-    fn decide(
+    pub(super) fn decide(
         &self,
         action: &'static str,
         agent: &Agent,
@@ -660,7 +660,7 @@ fn lifetime(
 
 /// The tool name: 1 to 256 characters (not bytes), printable (see
 /// [`check_text`]).
-fn validate_tool(tool: &str) -> Result<(), Error> {
+pub(super) fn validate_tool(tool: &str) -> Result<(), Error> {
     if tool.is_empty() {
         return Err(Error::InvalidArgument(format!(
             "tool must name the tool about to be called (1 to {MAX_TOOL_LEN} printable characters)"

@@ -6,6 +6,7 @@
 //! caller. Errors are [`Error`]s whose variants match the gRPC codes they
 //! become; their messages are safe to show the caller.
 
+mod explain;
 mod grants;
 mod registry;
 mod scopes;
@@ -26,6 +27,7 @@ use crate::revocation::RevocationQueue;
 use crate::sealer::Sealer;
 use crate::store::{LeaseFilter, LeaseStore, StoreError};
 
+pub use explain::{ExplainRequest, ExplainTask, Explained};
 pub use grants::{GrantRequest, IssueRequest, Issued, Renewal};
 pub use registry::Registry;
 pub use scopes::ScopeOutcome;

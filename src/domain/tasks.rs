@@ -51,7 +51,7 @@ pub(crate) fn validate_task_id(task_id: &str) -> Result<(), Error> {
     }
 }
 
-fn validate_context(context: &TaskContext) -> Result<(), Error> {
+pub(super) fn validate_context(context: &TaskContext) -> Result<(), Error> {
     let attributes = [
         ("purpose", &context.purpose),
         ("environment", &context.environment),

@@ -12,8 +12,8 @@ mod lifecycle;
 mod oauth2;
 mod oidc;
 mod peers;
+mod policy_admin;
 mod policy_cases;
-mod policy_reload;
 mod postgres;
 #[path = "../support/postgres.rs"]
 mod postgres_support;

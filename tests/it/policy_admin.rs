@@ -1,12 +1,14 @@
-//! Live policy reload by the identity team: through PolicyService (role
-//! `policy_admin`, not `operator`) and on SIGHUP. A good set changes the
-//! next decision; a broken one is refused with file and line and the
-//! running set is kept; every reload is evidence with the set's digest.
+//! The identity team's PolicyService (role `policy_admin`, not `operator`):
+//! live reload (also on SIGHUP) and explain. A good set changes the next
+//! decision; a broken one is refused with file and line and the running set
+//! is kept; every reload is evidence with the set's digest; explain says
+//! what would be decided without issuing anything.
 
 use std::time::Duration;
 
 use writ::api::proto;
 use writ::api::proto::policy_service_client::PolicyServiceClient;
+use writ::clock::Clock;
 use writ::config::{IdentityMatch, ServiceConfig, ServiceRole};
 
 use crate::harness::{self, Harness, authed};
@@ -153,5 +155,134 @@ async fn sighup_reloads_the_policy_files() {
     let audit = h.audit_lines();
     let reload = audit.iter().find(|line| line["event"] == "policy_reloaded").expect("audited");
     assert_eq!(reload["actor"], "sighup");
+    h.stop().await;
+}
+
+fn explain_request(grant: &str, context: proto::TaskContext) -> proto::ExplainRequest {
+    proto::ExplainRequest {
+        agent: "demo-agent".into(),
+        task_id: String::new(),
+        context: Some(context),
+        tool: "orders.refund".into(),
+        grant: Some(writ::cli::parse_grant(grant).unwrap()),
+        action: String::new(),
+    }
+}
+
+fn environment(environment: &str, classification: &str) -> proto::TaskContext {
+    proto::TaskContext {
+        environment: environment.into(),
+        data_classification: classification.into(),
+        ..Default::default()
+    }
+}
+
+/// Explain says what Writ would decide and which policies decide it,
+/// through the same validation and policy as Issue, and issues nothing.
+#[tokio::test]
+async fn explain_says_what_would_be_decided_and_issues_nothing() {
+    let h = with_policy_admin().await;
+    let admin = h.token(POLICY_ADMIN);
+    let mut client = policies(&h).await;
+    let digest = h.running().broker.policy_digest();
+
+    let request = explain_request("tokens/orders-admin:orders:refund@5m", environment("dev", "internal"));
+    let allowed = client.explain(authed(&admin, request)).await.unwrap().into_inner();
+    assert_eq!((allowed.decision.as_str(), allowed.allowed), ("allow", true), "{allowed:?}");
+    assert_eq!(allowed.policies, ["refunds-only-in-dev"]);
+    assert_eq!(allowed.policy_set, *digest);
+    assert!(allowed.explanation.contains("permitted by refunds-only-in-dev"), "{allowed:?}");
+
+    let request = explain_request("tokens/orders-admin:orders:refund", environment("prod", "internal"));
+    let denied = client.explain(authed(&admin, request)).await.unwrap().into_inner();
+    assert_eq!((denied.decision.as_str(), denied.allowed), ("deny", false));
+    assert!(denied.policies.is_empty() && denied.explanation.contains("no policy permits"), "{denied:?}");
+
+    let request = explain_request("tokens/orders-admin:orders:refund", environment("dev", "restricted"));
+    let forbidden = client.explain(authed(&admin, request)).await.unwrap().into_inner();
+    assert_eq!(forbidden.policies, ["no-restricted-data"]);
+    assert!(forbidden.explanation.contains("denied by no-restricted-data"), "{forbidden:?}");
+
+    // An existing task of the agent: its attributes decide.
+    h.open_task("x-1", "demo-agent", 600).await;
+    let mut on_task = explain_request("tokens/orders-read:orders:read@1h", environment("", ""));
+    (on_task.task_id, on_task.context) = ("x-1".into(), None);
+    let read = client.explain(authed(&admin, on_task.clone())).await.unwrap().into_inner();
+    assert_eq!(read.policies, ["demo-agent-reads-orders"]);
+    assert!(!read.notices.is_empty(), "the TTL clamp is said as Issue would: {read:?}");
+
+    // Bad questions get clear errors.
+    let mut unknown = on_task.clone();
+    unknown.agent = "nobody".into();
+    let error = client.explain(authed(&admin, unknown)).await.unwrap_err();
+    assert_eq!(error.code(), tonic::Code::NotFound, "{error:?}");
+    let mut both = on_task.clone();
+    both.context = Some(environment("dev", ""));
+    assert_eq!(client.explain(authed(&admin, both)).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    let mut action = on_task.clone();
+    action.action = "delete".into();
+    assert_eq!(
+        client.explain(authed(&admin, action)).await.unwrap_err().code(),
+        tonic::Code::InvalidArgument
+    );
+    let mut role = on_task.clone();
+    role.grant = Some(writ::cli::parse_grant("tokens/no-such-role").unwrap());
+    assert_eq!(client.explain(authed(&admin, role)).await.unwrap_err().code(), tonic::Code::NotFound);
+    h.tasks()
+        .await
+        .close_task(authed(&h.workflow(), proto::CloseTaskRequest { task_id: "x-1".into() }))
+        .await
+        .unwrap();
+    let closed = client.explain(authed(&admin, on_task)).await.unwrap_err();
+    assert_eq!(closed.code(), tonic::Code::FailedPrecondition, "{closed:?}");
+
+    // A suspended agent: the policy's answer, and that Writ would refuse.
+    h.running().broker.suspend_agent("soc", "demo-agent", "", h.clock.now()).await.unwrap();
+    let request = explain_request("tokens/orders-admin:orders:refund", environment("dev", "internal"));
+    let suspended = client.explain(authed(&admin, request)).await.unwrap().into_inner();
+    assert_eq!((suspended.decision.as_str(), suspended.allowed), ("allow", false));
+    assert!(suspended.explanation.contains("is suspended"), "{suspended:?}");
+
+    // Nothing was issued; each question is evidence.
+    let listed = h
+        .admin()
+        .await
+        .list_leases(authed(&h.operator(), proto::ListLeasesRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .leases;
+    assert!(listed.is_empty(), "{listed:?}");
+    let audit = h.audit_lines();
+    let asked = audit.iter().filter(|line| line["event"] == "policy_explained").count();
+    assert_eq!(asked, 5, "the five questions that reached policy");
+    h.stop().await;
+}
+
+/// `writ policy explain` prints the decision and the policies.
+#[tokio::test]
+async fn the_cli_explains() {
+    let h = with_policy_admin().await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_writ"))
+        .args([
+            "policy",
+            "explain",
+            "--agent",
+            "demo-agent",
+            "--environment",
+            "dev",
+            "--tool",
+            "orders.refund",
+        ])
+        .args(["--grant", "tokens/orders-admin:orders:refund@5m"])
+        .env("WRIT_ENDPOINT", format!("http://{}", h.grpc_addr()))
+        .env("WRIT_TOKEN", h.token(POLICY_ADMIN))
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text} {}", String::from_utf8_lossy(&output.stderr));
+    assert!(text.starts_with("allow: permitted by refunds-only-in-dev"), "{text}");
+    assert!(text.contains(&format!("policy set {}", h.running().broker.policy_digest())), "{text}");
     h.stop().await;
 }
