@@ -163,35 +163,38 @@ pub enum PolicyCommand {
     /// Ask a running Writ what it would decide for an agent, a task (or
     /// task attributes), a tool and a grant, and which policies decide it,
     /// without issuing anything (role `policy_admin`).
-    Explain {
-        #[command(flatten)]
-        client: ClientArgs,
-        #[arg(long)]
-        agent: String,
-        /// An open task of the agent; without it, the attributes below
-        /// describe a task opened now.
-        #[arg(long, conflicts_with_all = ["purpose", "environment", "classification", "ticket", "labels"])]
-        task: Option<String>,
-        #[arg(long, default_value = "")]
-        purpose: String,
-        #[arg(long, default_value = "")]
-        environment: String,
-        #[arg(long, default_value = "")]
-        classification: String,
-        #[arg(long, default_value = "")]
-        ticket: String,
-        /// `key=value`, repeatable.
-        #[arg(long = "label")]
-        labels: Vec<String>,
-        #[arg(long)]
-        tool: String,
-        /// `provider/role[:scope,scope…][@ttl]`.
-        #[arg(long)]
-        grant: String,
-        /// `issue` or `renew`.
-        #[arg(long, default_value = "issue")]
-        action: String,
-    },
+    Explain(Box<ExplainArgs>),
+}
+
+#[derive(Args, Debug)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[arg(long)]
+    agent: String,
+    /// An open task of the agent; without it, the attributes below
+    /// describe a task opened now.
+    #[arg(long, conflicts_with_all = ["purpose", "environment", "classification", "ticket", "labels"])]
+    task: Option<String>,
+    #[arg(long, default_value = "")]
+    purpose: String,
+    #[arg(long, default_value = "")]
+    environment: String,
+    #[arg(long, default_value = "")]
+    classification: String,
+    #[arg(long, default_value = "")]
+    ticket: String,
+    /// `key=value`, repeatable.
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    #[arg(long)]
+    tool: String,
+    /// `provider/role[:scope,scope…][@ttl]`.
+    #[arg(long)]
+    grant: String,
+    /// `issue` or `renew`.
+    #[arg(long, default_value = "issue")]
+    action: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -309,19 +312,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}: {count} records, hash chain intact", path.display());
             Ok(())
         }
-        Command::Policy(PolicyCommand::Explain {
-            client,
-            agent,
-            task,
-            purpose,
-            environment,
-            classification,
-            ticket,
-            labels,
-            tool,
-            grant,
-            action,
-        }) => {
+        Command::Policy(PolicyCommand::Explain(explain)) => {
+            let ExplainArgs {
+                client,
+                agent,
+                task,
+                purpose,
+                environment,
+                classification,
+                ticket,
+                labels,
+                tool,
+                grant,
+                action,
+            } = *explain;
             let context = match task {
                 Some(_) => None,
                 None => Some(proto::TaskContext {
