@@ -47,7 +47,8 @@ pub enum Command {
         issuer_listen: std::net::SocketAddr,
     },
     /// Print a development workload token: `agent`, `workflow`, `operator`,
-    /// or any other subject (which Writ will record as a sighting).
+    /// `policy-admin`, or any other subject (which Writ will record as a
+    /// sighting).
     Token {
         #[arg(long, default_value = ".writ-dev")]
         data_dir: PathBuf,
@@ -254,6 +255,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 "agent" => crate::dev::AGENT_SUBJECT,
                 "workflow" => crate::dev::WORKFLOW_SUBJECT,
                 "operator" => crate::dev::OPERATOR_SUBJECT,
+                "policy-admin" => crate::dev::POLICY_ADMIN_SUBJECT,
                 other => other,
             };
             println!("{}", issuer.mint(subject, crate::dev::AUDIENCE, ttl, chrono::Utc::now())?);

@@ -31,6 +31,7 @@ pub struct DevOptions {
 pub const AGENT_SUBJECT: &str = "agent:demo";
 pub const WORKFLOW_SUBJECT: &str = "workflow:demo";
 pub const OPERATOR_SUBJECT: &str = "operator:demo";
+pub const POLICY_ADMIN_SUBJECT: &str = "policy-admin:demo";
 pub const AUDIENCE: &str = "writ";
 
 const EXAMPLE_POLICY: &str = include_str!("example.cedar");
@@ -146,6 +147,11 @@ name = "demo-operator"
 roles = ["operator", "resource_server"]
 identity = {{ issuer = "{issuer}", subject = "{OPERATOR_SUBJECT}" }}
 
+[[services]]
+name = "demo-policy-team"
+roles = ["policy_admin"]
+identity = {{ issuer = "{issuer}", subject = "{POLICY_ADMIN_SUBJECT}" }}
+
 [providers.tokens]
 kind = "jwt"
 issuer = "http://{http_listen}/providers/tokens"
@@ -213,6 +219,9 @@ Try it from another terminal:
   writ audit verify {dir}/audit.jsonl
   # the example policy's cases, offline, as an identity team's CI would run them
   writ policy test {dir}/example-cases.toml
+  # the identity team asks what policy would decide (edit {dir}/policies and
+  # send Writ SIGHUP to reload them: a broken set is refused, the old one kept)
+  WRIT_TOKEN=$(writ token --data-dir {dir} policy-admin) writ policy explain --agent demo-agent --environment dev --tool orders.refund --grant tokens/orders-admin:orders:refund
 
 Press Ctrl-C to stop.
 "#,
