@@ -116,17 +116,8 @@ pub enum TaskCommand {
         task_id: String,
         #[arg(long)]
         agent: String,
-        #[arg(long, default_value = "")]
-        purpose: String,
-        #[arg(long, default_value = "")]
-        environment: String,
-        #[arg(long, default_value = "")]
-        classification: String,
-        #[arg(long, default_value = "")]
-        ticket: String,
-        /// `key=value`, repeatable.
-        #[arg(long = "label")]
-        labels: Vec<String>,
+        #[command(flatten)]
+        context: TaskContextArgs,
         #[arg(long, default_value = "1h", value_parser = humantime_serde::re::humantime::parse_duration)]
         deadline_in: Duration,
     },
@@ -167,16 +158,10 @@ pub enum PolicyCommand {
     Explain(Box<ExplainArgs>),
 }
 
-#[derive(Args, Debug)]
-pub struct ExplainArgs {
-    #[command(flatten)]
-    client: ClientArgs,
-    #[arg(long)]
-    agent: String,
-    /// An open task of the agent; without it, the attributes below
-    /// describe a task opened now.
-    #[arg(long, conflicts_with_all = ["purpose", "environment", "classification", "ticket", "labels"])]
-    task: Option<String>,
+/// A task's attributes, as `task start` sets them and `policy explain`
+/// describes them.
+#[derive(Args, Debug, Clone)]
+pub struct TaskContextArgs {
     #[arg(long, default_value = "")]
     purpose: String,
     #[arg(long, default_value = "")]
@@ -188,6 +173,32 @@ pub struct ExplainArgs {
     /// `key=value`, repeatable.
     #[arg(long = "label")]
     labels: Vec<String>,
+}
+
+impl TaskContextArgs {
+    fn into_proto(self) -> anyhow::Result<proto::TaskContext> {
+        Ok(proto::TaskContext {
+            purpose: self.purpose,
+            environment: self.environment,
+            data_classification: self.classification,
+            ticket: self.ticket,
+            labels: parse_labels(&self.labels)?,
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[arg(long)]
+    agent: String,
+    /// An open task of the agent; without it, the attributes below
+    /// describe a task opened now.
+    #[arg(long, conflicts_with_all = ["purpose", "environment", "classification", "ticket", "labels"])]
+    task: Option<String>,
+    #[command(flatten)]
+    context: TaskContextArgs,
     #[arg(long)]
     tool: String,
     /// `provider/role[:scope,scope…][@ttl]`.
@@ -315,28 +326,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Policy(PolicyCommand::Explain(explain)) => {
-            let ExplainArgs {
-                client,
-                agent,
-                task,
-                purpose,
-                environment,
-                classification,
-                ticket,
-                labels,
-                tool,
-                grant,
-                action,
-            } = *explain;
+            let ExplainArgs { client, agent, task, context, tool, grant, action } = *explain;
             let context = match task {
                 Some(_) => None,
-                None => Some(proto::TaskContext {
-                    purpose,
-                    environment,
-                    data_classification: classification,
-                    ticket,
-                    labels: parse_labels(&labels)?,
-                }),
+                None => Some(context.into_proto()?),
             };
             let request = proto::ExplainRequest {
                 agent,
@@ -406,29 +399,12 @@ fn authorized<T>(client: &ClientArgs, message: T) -> anyhow::Result<tonic::Reque
 
 async fn task(command: TaskCommand) -> anyhow::Result<()> {
     match command {
-        TaskCommand::Start {
-            client,
-            task_id,
-            agent,
-            purpose,
-            environment,
-            classification,
-            ticket,
-            labels,
-            deadline_in,
-        } => {
-            let labels = parse_labels(&labels)?;
+        TaskCommand::Start { client, task_id, agent, context, deadline_in } => {
             let deadline = chrono::Utc::now() + chrono::Duration::from_std(deadline_in)?;
             let request = proto::StartTaskRequest {
                 task_id,
                 agent,
-                context: Some(proto::TaskContext {
-                    purpose,
-                    environment,
-                    data_classification: classification,
-                    ticket,
-                    labels,
-                }),
+                context: Some(context.into_proto()?),
                 deadline: Some(convert::timestamp(deadline)),
             };
             let mut service = proto::task_service_client::TaskServiceClient::new(connect(&client).await?);
