@@ -40,13 +40,14 @@
 //! a policy twice.
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, RwLock};
+use std::sync::{Arc, RwLock};
 
 use cedar_policy::{
     EntityId, EntityTypeName, EntityUid, Policy, PolicySet, PrincipalConstraint, ResourceConstraint,
 };
 
 use super::PolicyError;
+use super::request::types;
 
 /// How many per-(principal, resource) sets are kept. A fleet has far fewer
 /// live agent/role pairs than this; past it the cache is emptied and
@@ -54,20 +55,6 @@ use super::PolicyError;
 const CACHE_CAPACITY: usize = 4096;
 
 type Pair = (EntityUid, EntityUid);
-
-fn type_name(name: &str) -> Result<EntityTypeName, String> {
-    name.parse().map_err(|e| format!("entity type {name}: {e}"))
-}
-
-static AGENT: LazyLock<Result<EntityTypeName, String>> = LazyLock::new(|| type_name("Writ::Agent"));
-static ROLE: LazyLock<Result<EntityTypeName, String>> = LazyLock::new(|| type_name("Writ::Role"));
-static PROVIDER: LazyLock<Result<EntityTypeName, String>> = LazyLock::new(|| type_name("Writ::Provider"));
-
-fn known(
-    name: &'static LazyLock<Result<EntityTypeName, String>>,
-) -> Result<&'static EntityTypeName, PolicyError> {
-    name.as_ref().map_err(|e| PolicyError::Evaluation(e.clone()))
-}
 
 /// What one scope (principal or resource) of a policy is indexed by.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -133,10 +120,11 @@ pub(super) struct PolicyIndex {
 /// providers it can be a role of (see the module docs). `None` when the
 /// resource is not a role, whose ancestors the index does not know.
 pub(super) fn resource_ancestors(resource: &EntityUid) -> Result<Option<Vec<EntityUid>>, PolicyError> {
-    if resource.type_name() != known(&ROLE)? {
+    let types = types()?;
+    if resource.type_name() != &types.role {
         return Ok(None);
     }
-    let provider = known(&PROVIDER)?;
+    let provider = &types.provider;
     let id = resource.id().unescaped();
     Ok(Some(
         id.match_indices('/')
@@ -187,7 +175,7 @@ impl PolicyIndex {
     pub(super) fn assemble(&self, key: &Pair) -> Result<Arc<PolicySet>, PolicyError> {
         let (principal, resource) = key;
         let ancestors = match resource_ancestors(resource)? {
-            Some(ancestors) if principal.type_name() == known(&AGENT)? => ancestors,
+            Some(ancestors) if principal.type_name() == &types()?.agent => ancestors,
             // Not a request `request.rs` builds: no scope is left out.
             _ => return Ok(self.all.clone()),
         };
