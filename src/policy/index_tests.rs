@@ -10,8 +10,10 @@ use crate::model::{Task, TaskContext, TaskState};
 use crate::principals::Agent;
 
 const AGENTS: usize = 4;
-const PROVIDERS: usize = 3;
-const ROLES: usize = 3;
+/// With a `/` in a provider's and a role's name, the role id `p0/x/r0` is
+/// a role of `p0/x` in some requests and of `p0` in others.
+const PROVIDERS: &[&str] = &["p0", "p1", "p2", "p0/x"];
+const ROLES: &[&str] = &["r0", "r1", "r2", "x/r0"];
 
 fn pick<'a>(rng: &mut fastrand::Rng, options: &[&'a str]) -> &'a str {
     options[rng.usize(..options.len())]
@@ -22,21 +24,26 @@ fn agent_uid(rng: &mut fastrand::Rng) -> String {
 }
 
 fn role_uid(rng: &mut fastrand::Rng) -> String {
-    format!("Writ::Role::\"p{}/r{}\"", rng.usize(..PROVIDERS), rng.usize(..ROLES))
+    format!("Writ::Role::\"{}/{}\"", pick(rng, PROVIDERS), pick(rng, ROLES))
 }
 
 fn provider_uid(rng: &mut fastrand::Rng) -> String {
-    format!("Writ::Provider::\"p{}\"", rng.usize(..PROVIDERS))
+    format!("Writ::Provider::\"{}\"", pick(rng, PROVIDERS))
 }
 
 /// One policy: every scope form Cedar has for principal and resource,
 /// permit and forbid, and conditions that hold, fail or error.
 fn policy(rng: &mut fastrand::Rng, id: usize) -> String {
     let effect = if rng.u8(..4) == 0 { "forbid" } else { "permit" };
-    let principal = match rng.u8(..5) {
+    let principal = match rng.u8(..8) {
         0 => "principal".to_string(),
         1 => "principal is Writ::Agent".to_string(),
         2 => format!("principal in {}", agent_uid(rng)),
+        3 => format!("principal is Writ::Agent in {}", agent_uid(rng)),
+        // Never true: an agent is in no role.
+        4 => format!("principal in {}", role_uid(rng)),
+        // Never true: the principal is always an agent.
+        5 => "principal is Writ::Task".to_string(),
         _ => format!("principal == {}", agent_uid(rng)),
     };
     let action = pick(
@@ -48,11 +55,16 @@ fn policy(rng: &mut fastrand::Rng, id: usize) -> String {
             "action in [Writ::Action::\"issue\", Writ::Action::\"renew\"]",
         ],
     );
-    let resource = match rng.u8(..6) {
+    let resource = match rng.u8(..12) {
         0 => "resource".to_string(),
-        1 => format!("resource in {}", provider_uid(rng)),
-        2 => "resource is Writ::Role".to_string(),
-        3 => format!("resource is Writ::Role in {}", provider_uid(rng)),
+        1 | 2 => format!("resource in {}", provider_uid(rng)),
+        3 => format!("resource in {}", role_uid(rng)),
+        4 => "resource is Writ::Role".to_string(),
+        5 => format!("resource is Writ::Role in {}", provider_uid(rng)),
+        6 => format!("resource is Writ::Role in {}", role_uid(rng)),
+        // Never true: the resource is always a role.
+        7 => "resource is Writ::Provider".to_string(),
+        8 => format!("resource is Writ::Provider in {}", provider_uid(rng)),
         _ => format!("resource == {}", role_uid(rng)),
     };
     let condition = pick(
@@ -113,8 +125,8 @@ fn indexed_decisions_equal_the_full_scan() {
                 risk_tier: pick(&mut rng, &["low", "high"]).into(),
             };
             let task = task(&mut rng, &name);
-            let provider = format!("p{}", rng.usize(..PROVIDERS));
-            let role = format!("r{}", rng.usize(..ROLES));
+            let provider = pick(&mut rng, PROVIDERS).to_string();
+            let role = pick(&mut rng, ROLES).to_string();
             let facts = GrantFacts {
                 action: pick(&mut rng, &["issue", "renew"]),
                 agent: &agent,
@@ -156,16 +168,25 @@ fn indexed_decisions_equal_the_full_scan() {
     assert!(narrowed > cases / 2, "{narrowed} of {cases}");
 }
 
-/// Policies with `==` scopes go to their bucket; `in`, `is` and
-/// unconstrained scopes are always evaluated.
+/// Each scope form goes to its bucket, and a request gets the buckets of
+/// its principal, its role, the role's provider and their types: `in` on
+/// a provider or the role itself, `is` on the request's types only.
 #[test]
-fn only_literal_equality_scopes_are_indexed() {
+fn scopes_are_indexed_by_what_they_compare_with() {
     let text = r#"
         @id("eq-both") permit (principal == Writ::Agent::"a", action, resource == Writ::Role::"p/r");
         @id("eq-principal") permit (principal == Writ::Agent::"a", action, resource in Writ::Provider::"p");
         @id("eq-resource") forbid (principal, action, resource == Writ::Role::"p/r");
         @id("in-principal") permit (principal in Writ::Agent::"b", action, resource);
-        @id("is-both") permit (principal is Writ::Agent, action, resource is Writ::Role in Writ::Provider::"q");
+        @id("is-in-principal") permit (principal is Writ::Agent in Writ::Agent::"a", action, resource);
+        @id("in-role") permit (principal, action, resource in Writ::Role::"p/r");
+        @id("in-provider") forbid (principal, action, resource in Writ::Provider::"p");
+        @id("is-in-provider") permit (principal is Writ::Agent, action, resource is Writ::Role in Writ::Provider::"q");
+        @id("is-role") forbid (principal, action, resource is Writ::Role);
+        @id("is-provider") permit (principal, action, resource is Writ::Provider);
+        @id("is-provider-in") permit (principal, action, resource is Writ::Provider in Writ::Provider::"p");
+        @id("is-task") permit (principal is Writ::Task, action, resource);
+        @id("any") permit (principal, action, resource);
         @id("other") permit (principal == Writ::Agent::"b", action, resource == Writ::Role::"p/s");
     "#;
     let engine = PolicyEngine::from_text(text).unwrap();
@@ -184,8 +205,77 @@ fn only_literal_equality_scopes_are_indexed() {
     };
     assert_eq!(
         ids(r#"Writ::Agent::"a""#, r#"Writ::Role::"p/r""#),
-        ["eq-both", "eq-principal", "eq-resource", "in-principal", "is-both"]
+        [
+            "any",
+            "eq-both",
+            "eq-principal",
+            "eq-resource",
+            "in-provider",
+            "in-role",
+            "is-in-principal",
+            "is-role"
+        ]
     );
-    assert_eq!(ids(r#"Writ::Agent::"c""#, r#"Writ::Role::"x/y""#), ["in-principal", "is-both"]);
-    assert_eq!(ids(r#"Writ::Agent::"b""#, r#"Writ::Role::"p/s""#), ["in-principal", "is-both", "other"]);
+    assert_eq!(ids(r#"Writ::Agent::"c""#, r#"Writ::Role::"x/y""#), ["any", "is-role"]);
+    assert_eq!(
+        ids(r#"Writ::Agent::"b""#, r#"Writ::Role::"p/s""#),
+        ["any", "in-principal", "in-provider", "is-role", "other"]
+    );
+    assert_eq!(
+        ids(r#"Writ::Agent::"b""#, r#"Writ::Role::"q/s""#),
+        ["any", "in-principal", "is-in-provider", "is-role"]
+    );
+    // `p/r/s` is a role of `p/r` or of `p`: both providers' buckets.
+    assert_eq!(ids(r#"Writ::Agent::"c""#, r#"Writ::Role::"p/r/s""#), ["any", "in-provider", "is-role"]);
+    // Not a request Writ builds: every policy.
+    assert_eq!(ids(r#"Writ::Task::"c""#, r#"Writ::Role::"p/r""#).len(), 14);
+    assert_eq!(ids(r#"Writ::Agent::"a""#, r#"Writ::Provider::"p""#).len(), 14);
+}
+
+/// The index's reading of `in` (module docs) rests on the entities
+/// `GrantFacts::build` makes: an agent with no parents, a role whose only
+/// parent is its provider, a provider with no parents. If that changes,
+/// this fails, and the index must change with it.
+#[test]
+fn request_entities_have_the_parents_the_index_assumes() {
+    let mut rng = fastrand::Rng::with_seed(0x0011_0002);
+    let agent = Agent {
+        name: "a0".into(),
+        owner: "o@example.com".into(),
+        description: String::new(),
+        risk_tier: "low".into(),
+    };
+    let task = task(&mut rng, "a0");
+    for provider in PROVIDERS.iter().chain(&["", "a//b", "/"]) {
+        for role in ROLES.iter().chain(&["", "/x"]) {
+            let facts = GrantFacts {
+                action: "issue",
+                agent: &agent,
+                task: &task,
+                role: RoleFacts { provider, role, shape: "revocable" },
+                tool: "t0",
+                scopes: &[],
+                ttl_seconds: 1,
+                now: task.created_at,
+            };
+            let (request, entities) = facts.build(None).unwrap();
+            let (principal, resource) = (request.principal().unwrap(), request.resource().unwrap());
+            let uid = |s: &str| s.parse::<cedar_policy::EntityUid>().unwrap();
+            let provider_uid = cedar_policy::EntityUid::from_type_name_and_id(
+                "Writ::Provider".parse().unwrap(),
+                cedar_policy::EntityId::new(provider),
+            );
+            assert_eq!(principal, &uid(r#"Writ::Agent::"a0""#));
+            assert_eq!(resource.type_name().to_string(), "Writ::Role");
+            let ancestors = |of: &cedar_policy::EntityUid| -> Vec<cedar_policy::EntityUid> {
+                entities.ancestors(of).map(|a| a.cloned().collect()).unwrap_or_default()
+            };
+            assert_eq!(ancestors(principal), [], "an agent has no parents");
+            assert_eq!(ancestors(resource), [provider_uid.clone()], "{provider} {role}");
+            assert_eq!(ancestors(&provider_uid), [], "a provider has no parents");
+            // What the index looks up covers the role's one parent.
+            let looked_up = index::resource_ancestors(resource).unwrap().unwrap();
+            assert!(looked_up.contains(&provider_uid), "{looked_up:?} {provider_uid}");
+        }
+    }
 }

@@ -4,6 +4,7 @@ use cedar_policy::{
     Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression, Schema,
 };
 use chrono::{DateTime, Datelike, Timelike, Utc};
+use std::sync::LazyLock;
 
 use super::PolicyError;
 use crate::model::Task;
@@ -32,10 +33,36 @@ pub struct GrantFacts<'a> {
     pub now: DateTime<Utc>,
 }
 
-fn uid(kind: &str, id: &str) -> Result<EntityUid, PolicyError> {
-    let name: EntityTypeName =
-        kind.parse().map_err(|e| PolicyError::Request(format!("entity type {kind}: {e}")))?;
-    Ok(EntityUid::from_type_name_and_id(name, EntityId::new(id)))
+/// The entity types of Writ's requests, parsed once: parsing a name goes
+/// through Cedar's policy parser, which was a good part of building a
+/// request.
+pub(super) struct Types {
+    pub(super) agent: EntityTypeName,
+    pub(super) provider: EntityTypeName,
+    pub(super) role: EntityTypeName,
+    pub(super) task: EntityTypeName,
+    pub(super) action: EntityTypeName,
+}
+
+static TYPES: LazyLock<Result<Types, String>> = LazyLock::new(|| {
+    let parse = |kind: &str| -> Result<EntityTypeName, String> {
+        kind.parse().map_err(|e| format!("entity type {kind}: {e}"))
+    };
+    Ok(Types {
+        agent: parse("Writ::Agent")?,
+        provider: parse("Writ::Provider")?,
+        role: parse("Writ::Role")?,
+        task: parse("Writ::Task")?,
+        action: parse("Writ::Action")?,
+    })
+});
+
+pub(super) fn types() -> Result<&'static Types, PolicyError> {
+    TYPES.as_ref().map_err(|e| PolicyError::Request(e.clone()))
+}
+
+fn uid(kind: &EntityTypeName, id: &str) -> EntityUid {
+    EntityUid::from_type_name_and_id(kind.clone(), EntityId::new(id))
 }
 
 fn string(value: &str) -> RestrictedExpression {
@@ -59,10 +86,11 @@ impl GrantFacts<'_> {
     /// evaluate denies.
     pub(super) fn build(&self, schema: Option<&Schema>) -> Result<(Request, Entities), PolicyError> {
         let error = |e: &dyn std::fmt::Display| PolicyError::Request(e.to_string());
-        let agent_uid = uid("Writ::Agent", &self.agent.name)?;
-        let provider_uid = uid("Writ::Provider", self.role.provider)?;
-        let role_uid = uid("Writ::Role", &format!("{}/{}", self.role.provider, self.role.role))?;
-        let task_uid = uid("Writ::Task", &self.task.id)?;
+        let types = types()?;
+        let agent_uid = uid(&types.agent, &self.agent.name);
+        let provider_uid = uid(&types.provider, self.role.provider);
+        let role_uid = uid(&types.role, &format!("{}/{}", self.role.provider, self.role.role));
+        let task_uid = uid(&types.task, &self.task.id);
 
         let agent = Entity::new(
             agent_uid.clone(),
@@ -95,7 +123,7 @@ impl GrantFacts<'_> {
             [
                 (
                     "agent".to_string(),
-                    RestrictedExpression::new_entity_uid(uid("Writ::Agent", &self.task.agent)?),
+                    RestrictedExpression::new_entity_uid(uid(&types.agent, &self.task.agent)),
                 ),
                 ("purpose".to_string(), string(&context.purpose)),
                 ("environment".to_string(), string(&context.environment)),
@@ -122,7 +150,7 @@ impl GrantFacts<'_> {
             ("now".to_string(), clock),
         ])
         .map_err(|e| error(&e))?;
-        let action = uid("Writ::Action", self.action)?;
+        let action = uid(&types.action, self.action);
         let request = Request::new(agent_uid, action, role_uid, context, schema).map_err(|e| error(&e))?;
         Ok((request, entities))
     }
