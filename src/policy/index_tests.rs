@@ -271,7 +271,7 @@ fn request_entities_have_the_parents_the_index_assumes() {
                 entities.ancestors(of).map(|a| a.cloned().collect()).unwrap_or_default()
             };
             assert_eq!(ancestors(principal), [], "an agent has no parents");
-            assert_eq!(ancestors(resource), [provider_uid.clone()], "{provider} {role}");
+            assert_eq!(ancestors(resource), std::slice::from_ref(&provider_uid), "{provider} {role}");
             assert_eq!(ancestors(&provider_uid), [], "a provider has no parents");
             // What the index looks up covers the role's one parent.
             let looked_up = index::resource_ancestors(resource).unwrap().unwrap();
