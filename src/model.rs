@@ -8,6 +8,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+mod approvals;
+
+pub use approvals::{Approval, ApprovalEnd, ApprovalGrant, ApprovalState, ApprovalVote};
+
 /// A unit of work opened by a workflow engine for one agent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Task {

@@ -95,8 +95,13 @@ impl From<StoreError> for Error {
                 Self::Unavailable("the lease store is unavailable; nothing was issued or changed".into())
             }
             StoreError::TaskExists(_) => Self::AlreadyExists(error.to_string()),
-            StoreError::TaskNotFound(_) | StoreError::LeaseNotFound(_) => Self::NotFound(error.to_string()),
-            StoreError::TaskClosed(_) | StoreError::LeaseState { .. } => {
+            StoreError::TaskNotFound(_) | StoreError::LeaseNotFound(_) | StoreError::ApprovalNotFound(_) => {
+                Self::NotFound(error.to_string())
+            }
+            StoreError::TaskClosed(_)
+            | StoreError::LeaseState { .. }
+            | StoreError::ApprovalState { .. }
+            | StoreError::AlreadyVoted { .. } => {
                 Self::FailedPrecondition(error.to_string())
             }
             StoreError::AgentSuspended(agent) => Self::PermissionDenied(format!(

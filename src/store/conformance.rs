@@ -17,6 +17,7 @@ use crate::model::{
     Lease, LeaseState, RevocationReason, SealedHandle, Task, TaskClosure, TaskContext, TaskState,
 };
 
+mod approvals;
 mod revocation;
 mod scopes;
 
@@ -48,6 +49,13 @@ where
     list_leases(make_store().await).await;
     sightings(make_store().await).await;
     concurrent_inserts(make_store().await).await;
+    approvals::create_and_list(make_store().await).await;
+    approvals::create_refusals(make_store().await).await;
+    approvals::votes(make_store().await).await;
+    approvals::denial(make_store().await).await;
+    approvals::collect_once(make_store().await).await;
+    approvals::deadlines(make_store().await).await;
+    approvals::scope_ends_cancel(make_store().await).await;
     make_store().await.health().await.expect("health of a fresh store");
 }
 

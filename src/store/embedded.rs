@@ -24,8 +24,8 @@ use uuid::Uuid;
 use self::plans::Planned;
 use self::tables::{WriteTables, storage_error};
 use self::writer::Writer;
-use super::{ClosedScope, Closure, LeaseFilter, LeaseStore, RevocationOutcome, Scope, StoreError, Swept};
-use crate::model::{AgentStatus, Lease, RevocationReason, SealedHandle, Sighting, Task};
+use super::{ApprovalFilter, ClosedScope, Closure, LeaseFilter, LeaseStore, RevocationOutcome, Scope, StoreError, Swept};
+use crate::model::{Approval, ApprovalVote, AgentStatus, Lease, RevocationReason, SealedHandle, Sighting, Task};
 
 /// redb's page cache. Bounded, so memory stays flat however many leases
 /// the file holds; the hot pages (indexes, recent leases) fit easily.
@@ -235,6 +235,40 @@ impl LeaseStore for EmbeddedStore {
     ) -> Result<(), StoreError> {
         let (issuer, subject) = (issuer.to_owned(), subject.to_owned());
         self.write(move |tables| plans::record_sighting(tables, &issuer, &subject, now)).await
+    }
+
+    async fn create_approval(&self, _approval: Approval, _now: DateTime<Utc>) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("approvals are not implemented yet".into()))
+    }
+
+    async fn get_approval(&self, _id: Uuid) -> Result<Option<Approval>, StoreError> {
+        Err(StoreError::Unavailable("approvals are not implemented yet".into()))
+    }
+
+    async fn list_approvals(
+        &self,
+        _filter: &ApprovalFilter,
+        _after: Option<Uuid>,
+        _limit: usize,
+    ) -> Result<Vec<Approval>, StoreError> {
+        Err(StoreError::Unavailable("approvals are not implemented yet".into()))
+    }
+
+    async fn vote_approval(&self, _id: Uuid, _vote: ApprovalVote) -> Result<Approval, StoreError> {
+        Err(StoreError::Unavailable("approvals are not implemented yet".into()))
+    }
+
+    async fn collect_approval(
+        &self,
+        _id: Uuid,
+        _agent: &str,
+        _now: DateTime<Utc>,
+    ) -> Result<Approval, StoreError> {
+        Err(StoreError::Unavailable("approvals are not implemented yet".into()))
+    }
+
+    async fn end_approvals(&self, _now: DateTime<Utc>, _limit: usize) -> Result<Vec<Approval>, StoreError> {
+        Err(StoreError::Unavailable("approvals are not implemented yet".into()))
     }
 
     async fn list_sightings(&self, limit: usize) -> Result<Vec<Sighting>, StoreError> {

@@ -26,7 +26,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::model::{AgentStatus, Lease, LeaseState, RevocationReason, SealedHandle, Sighting, Task};
+use crate::model::{
+    AgentStatus, Approval, ApprovalState, ApprovalVote, Lease, LeaseState, RevocationReason, SealedHandle,
+    Sighting, Task,
+};
 
 pub use self::redis::{RedisConfig, RedisStore};
 pub use embedded::EmbeddedStore;
@@ -55,6 +58,16 @@ pub enum StoreError {
     /// The lease is not in the state the change needs.
     #[error("lease {id} is {}", state.as_str())]
     LeaseState { id: Uuid, state: LeaseState },
+    #[error("approval request {0} not found")]
+    ApprovalNotFound(Uuid),
+    /// The approval request is not in the state the change needs (a
+    /// request past its deadline counts as expired, even before a sweep
+    /// marks it so).
+    #[error("approval request {id} is {}", state.as_str())]
+    ApprovalState { id: Uuid, state: ApprovalState },
+    /// The approver has decided this request already.
+    #[error("{by:?} has already decided approval request {id}")]
+    AlreadyVoted { id: Uuid, by: String },
     /// Stored data could not be read back: a bug or a damaged store.
     #[error("lease store data is corrupt: {0}")]
     Corrupt(String),
@@ -73,6 +86,24 @@ impl LeaseFilter {
         self.agent.as_ref().is_none_or(|agent| *agent == lease.agent)
             && self.task_id.as_ref().is_none_or(|task| *task == lease.task_id)
             && self.state.is_none_or(|state| state == lease.state)
+    }
+}
+
+/// Which approval requests to list.
+#[derive(Clone, Debug, Default)]
+pub struct ApprovalFilter {
+    pub agent: Option<String>,
+    pub task_id: Option<String>,
+    pub group: Option<String>,
+    pub state: Option<ApprovalState>,
+}
+
+impl ApprovalFilter {
+    pub fn matches(&self, approval: &Approval) -> bool {
+        self.agent.as_ref().is_none_or(|agent| *agent == approval.agent)
+            && self.task_id.as_ref().is_none_or(|task| *task == approval.task_id)
+            && self.group.as_ref().is_none_or(|group| *group == approval.group)
+            && self.state.is_none_or(|state| state == approval.state)
     }
 }
 
@@ -345,9 +376,57 @@ pub trait LeaseStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// The earliest time anything falls due: an active lease's expiry, a
-    /// revocation's next attempt, an open task's deadline. `None` if nothing
+    /// revocation's next attempt, an open task's deadline, an open approval
+    /// request's [`Approval::due_at`]. `None` if nothing
     /// is scheduled. Lets background workers sleep until there is work.
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Records a new pending approval request. Fails like
+    /// [`Self::insert_pending`]: `TaskNotFound`, `TaskClosed`, or
+    /// `AgentSuspended`.
+    async fn create_approval(&self, approval: Approval, now: DateTime<Utc>) -> Result<(), StoreError>;
+
+    async fn get_approval(&self, id: Uuid) -> Result<Option<Approval>, StoreError>;
+
+    /// Approval requests matching `filter`, in id (creation) order,
+    /// starting after `after`.
+    async fn list_approvals(
+        &self,
+        filter: &ApprovalFilter,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Approval>, StoreError>;
+
+    /// Casts one approver's vote on a pending request, at `vote.at`. A
+    /// denial ends the request (denied, `ended` by the approver with the
+    /// vote's reason); the approval that brings the distinct approvers to
+    /// the quorum approves it (`approved_at`, and `collect_by` that plus
+    /// `collect_within_seconds`). Refuses, changing nothing:
+    /// `ApprovalNotFound`; `ApprovalState` for a request not pending, or
+    /// pending with `expires_at` at or before the vote (as `expired`);
+    /// `TaskClosed` or `AgentSuspended` (the request's task or agent);
+    /// `AlreadyVoted` for an approver who voted on it before.
+    async fn vote_approval(&self, id: Uuid, vote: ApprovalVote) -> Result<Approval, StoreError>;
+
+    /// Marks an approved request of `agent` collected, once. Refuses,
+    /// changing nothing: `ApprovalNotFound` (also for another agent's
+    /// request); `ApprovalState` for one not approved, or approved with
+    /// `collect_by` at or before `now` (as `expired`); `TaskClosed` or
+    /// `AgentSuspended`.
+    async fn collect_approval(
+        &self,
+        id: Uuid,
+        agent: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Approval, StoreError>;
+
+    /// Ends up to `limit` open (pending or approved) requests that can no
+    /// longer go on, and returns them as ended: those whose task is closed
+    /// or past its deadline, or whose agent is suspended, are cancelled
+    /// (reason `task_closed`, `deadline_passed` or `agent_suspended`);
+    /// those past due ([`Approval::due_at`] at or before `now`) expire
+    /// (reason `not_decided` or `not_collected`). `ended` is by `writ`.
+    async fn end_approvals(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Approval>, StoreError>;
 
     /// Counts a call from an identity that matched no principal.
     async fn record_sighting(

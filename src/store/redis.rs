@@ -49,10 +49,10 @@ use self::connection::Connection;
 use self::keys::{Keys, lease_id, member};
 use self::record::time as at;
 use self::reply::{Reply, decode, encode, limit as limit_arg, millis, time};
-use super::{
+use super::{ApprovalFilter, 
     ClosedScope, Closure, LeaseFilter, LeaseStore, RevocationOutcome, Scope, StoreError, Swept, SweptLease,
 };
-use crate::model::{
+use crate::model::{Approval, ApprovalVote, 
     AgentState, AgentStatus, Lease, RevocationReason, SealedHandle, Sighting, Task, TaskClosure, TaskState,
 };
 
@@ -581,6 +581,40 @@ impl LeaseStore for RedisStore {
             "ok" => Ok(()),
             _ => Err(reply.unexpected()),
         }
+    }
+
+    async fn create_approval(&self, _approval: Approval, _now: DateTime<Utc>) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("approvals are not implemented yet".into()))
+    }
+
+    async fn get_approval(&self, _id: Uuid) -> Result<Option<Approval>, StoreError> {
+        Err(StoreError::Unavailable("approvals are not implemented yet".into()))
+    }
+
+    async fn list_approvals(
+        &self,
+        _filter: &ApprovalFilter,
+        _after: Option<Uuid>,
+        _limit: usize,
+    ) -> Result<Vec<Approval>, StoreError> {
+        Err(StoreError::Unavailable("approvals are not implemented yet".into()))
+    }
+
+    async fn vote_approval(&self, _id: Uuid, _vote: ApprovalVote) -> Result<Approval, StoreError> {
+        Err(StoreError::Unavailable("approvals are not implemented yet".into()))
+    }
+
+    async fn collect_approval(
+        &self,
+        _id: Uuid,
+        _agent: &str,
+        _now: DateTime<Utc>,
+    ) -> Result<Approval, StoreError> {
+        Err(StoreError::Unavailable("approvals are not implemented yet".into()))
+    }
+
+    async fn end_approvals(&self, _now: DateTime<Utc>, _limit: usize) -> Result<Vec<Approval>, StoreError> {
+        Err(StoreError::Unavailable("approvals are not implemented yet".into()))
     }
 
     async fn list_sightings(&self, limit: usize) -> Result<Vec<Sighting>, StoreError> {
