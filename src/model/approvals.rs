@@ -19,7 +19,7 @@ pub struct ApprovalGrant {
 
 /// pending → approved → collected; pending → denied | expired | cancelled;
 /// approved → expired (never collected) | cancelled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ApprovalState {
     /// Waiting for approvers.

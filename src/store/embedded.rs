@@ -8,6 +8,7 @@
 //! start, so opening the store and its memory use do not grow with the
 //! number of leases.
 
+mod approvals;
 mod plans;
 mod reads;
 mod tables;
@@ -237,38 +238,40 @@ impl LeaseStore for EmbeddedStore {
         self.write(move |tables| plans::record_sighting(tables, &issuer, &subject, now)).await
     }
 
-    async fn create_approval(&self, _approval: Approval, _now: DateTime<Utc>) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("approvals are not implemented yet".into()))
+    async fn create_approval(&self, approval: Approval, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.write(move |tables| approvals::create(tables, approval, now)).await
     }
 
-    async fn get_approval(&self, _id: Uuid) -> Result<Option<Approval>, StoreError> {
-        Err(StoreError::Unavailable("approvals are not implemented yet".into()))
+    async fn get_approval(&self, id: Uuid) -> Result<Option<Approval>, StoreError> {
+        self.lookup(|txn| approvals::get(txn, id))
     }
 
     async fn list_approvals(
         &self,
-        _filter: &ApprovalFilter,
-        _after: Option<Uuid>,
-        _limit: usize,
+        filter: &ApprovalFilter,
+        after: Option<Uuid>,
+        limit: usize,
     ) -> Result<Vec<Approval>, StoreError> {
-        Err(StoreError::Unavailable("approvals are not implemented yet".into()))
+        let filter = filter.clone();
+        self.read(move |txn| approvals::list(txn, &filter, after, limit)).await
     }
 
-    async fn vote_approval(&self, _id: Uuid, _vote: ApprovalVote) -> Result<Approval, StoreError> {
-        Err(StoreError::Unavailable("approvals are not implemented yet".into()))
+    async fn vote_approval(&self, id: Uuid, vote: ApprovalVote) -> Result<Approval, StoreError> {
+        self.write(move |tables| approvals::vote(tables, id, vote)).await
     }
 
     async fn collect_approval(
         &self,
-        _id: Uuid,
-        _agent: &str,
-        _now: DateTime<Utc>,
+        id: Uuid,
+        agent: &str,
+        now: DateTime<Utc>,
     ) -> Result<Approval, StoreError> {
-        Err(StoreError::Unavailable("approvals are not implemented yet".into()))
+        let agent = agent.to_owned();
+        self.write(move |tables| approvals::collect(tables, id, &agent, now)).await
     }
 
-    async fn end_approvals(&self, _now: DateTime<Utc>, _limit: usize) -> Result<Vec<Approval>, StoreError> {
-        Err(StoreError::Unavailable("approvals are not implemented yet".into()))
+    async fn end_approvals(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Approval>, StoreError> {
+        self.write(move |tables| approvals::end(tables, now, limit)).await
     }
 
     async fn list_sightings(&self, limit: usize) -> Result<Vec<Sighting>, StoreError> {

@@ -125,19 +125,20 @@ pub(super) fn resume_agent(
 /// Why nothing may be issued under `lease` at `now`, if so: the error to
 /// answer, and the reason to revoke the lease with. A closed task or one
 /// past its deadline, then a suspended agent.
-fn refusal(
+pub(super) fn refusal(
     tables: &WriteTables<'_>,
-    lease: &Lease,
+    task_id: &str,
+    agent: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<(StoreError, RevocationReason)>, StoreError> {
-    let task = get_task(&tables.tasks, &lease.task_id)?
-        .ok_or_else(|| StoreError::TaskNotFound(lease.task_id.clone()))?;
+    let task =
+        get_task(&tables.tasks, task_id)?.ok_or_else(|| StoreError::TaskNotFound(task_id.to_owned()))?;
     if !task.is_open_at(now) {
         let reason = task.closed.map_or(RevocationReason::DeadlinePassed, |closure| closure.reason);
         return Ok(Some((StoreError::TaskClosed(task.id), reason)));
     }
-    if get_agent(&tables.agents, &lease.agent)?.is_some_and(|status| status.state == AgentState::Suspended) {
-        return Ok(Some((StoreError::AgentSuspended(lease.agent.clone()), RevocationReason::AgentSuspended)));
+    if get_agent(&tables.agents, agent)?.is_some_and(|status| status.state == AgentState::Suspended) {
+        return Ok(Some((StoreError::AgentSuspended(agent.to_owned()), RevocationReason::AgentSuspended)));
     }
     Ok(None)
 }
@@ -147,7 +148,7 @@ pub(super) fn insert_pending(
     lease: Lease,
     now: DateTime<Utc>,
 ) -> Result<Planned<()>, StoreError> {
-    if let Some((refused, _)) = refusal(tables, &lease, now)? {
+    if let Some((refused, _)) = refusal(tables, &lease.task_id, &lease.agent, now)? {
         return Err(refused);
     }
     if lease.state != LeaseState::Pending {
@@ -172,7 +173,7 @@ pub(super) fn activate(
     let mut updated = lease.clone();
     updated.handle = handle;
     if lease.state == LeaseState::Pending
-        && let Some((refused, reason)) = refusal(tables, &lease, now)?
+        && let Some((refused, reason)) = refusal(tables, &lease.task_id, &lease.agent, now)?
     {
         // Its task closed, or its agent was suspended, by a close that has
         // not reached this lease yet: it goes now, with the close's reason,
@@ -227,7 +228,7 @@ pub(super) fn extend(
     if lease.state != LeaseState::Active {
         return Err(StoreError::LeaseState { id: lease_id, state: lease.state });
     }
-    if let Some((refused, _)) = refusal(tables, &lease, now)? {
+    if let Some((refused, _)) = refusal(tables, &lease.task_id, &lease.agent, now)? {
         return Err(refused);
     }
     let mut extended = lease.clone();

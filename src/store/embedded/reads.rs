@@ -151,6 +151,7 @@ pub(super) fn next_due(txn: &ReadTransaction) -> Result<Option<DateTime<Utc>>, S
             .ok_or_else(|| StoreError::Corrupt(format!("deadline index names missing task {task_id:?}")))?;
         due.push(task.deadline);
     }
+    due.extend(super::approvals::next_due(txn)?);
     Ok(due.into_iter().min())
 }
 

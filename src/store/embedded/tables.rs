@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use crate::model::{AgentStatus, Lease, LeaseState, Sighting, Task, TaskState};
+use crate::model::{AgentStatus, Approval, Lease, LeaseState, Sighting, Task, TaskState};
 use crate::store::StoreError;
 
 /// Every task, by id.
@@ -41,6 +41,12 @@ pub(super) const REVOCATION_QUEUE: TableDefinition<(i64, u128), ()> =
 /// Agents' runtime state (suspensions), by agent name: only agents whose
 /// state was ever changed have a row.
 pub(super) const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
+/// Approval requests, by id (a v7 UUID as `u128`: creation order).
+pub(super) const APPROVALS: TableDefinition<u128, &[u8]> = TableDefinition::new("approvals");
+/// Open (pending or approved) approval requests by (due time, id): what
+/// expires them, and what a scope's end cancels. People decide requests,
+/// so this stays small.
+pub(super) const OPEN_APPROVALS: TableDefinition<(i64, u128), ()> = TableDefinition::new("open_approvals");
 /// Sightings by (issuer, subject).
 pub(super) const SIGHTINGS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("sightings");
 /// Sightings by (last_seen, issuer, subject): the most recent first, read
@@ -118,6 +124,16 @@ pub(super) fn get_agent(
     }
 }
 
+pub(super) fn get_approval(
+    approvals: &impl ReadableTable<u128, &'static [u8]>,
+    id: u128,
+) -> Result<Option<Approval>, StoreError> {
+    match approvals.get(id).map_err(storage_error)? {
+        Some(row) => decode("approval request", row.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
 pub(super) fn get_lease(
     leases: &impl ReadableTable<u128, &'static [u8]>,
     lease_id: u128,
@@ -190,6 +206,7 @@ pub(super) enum Change {
     Lease { old: Option<Lease>, new: Lease, row: Vec<u8> },
     Sighting { old: Option<Sighting>, new: Sighting, row: Vec<u8> },
     Agent { new: AgentStatus, row: Vec<u8> },
+    Approval { old: Option<Approval>, new: Approval, row: Vec<u8> },
 }
 
 impl Change {
@@ -206,6 +223,11 @@ impl Change {
     pub(super) fn agent(new: AgentStatus) -> Result<Self, StoreError> {
         let row = encode("agent status", &new)?;
         Ok(Self::Agent { new, row })
+    }
+
+    pub(super) fn approval(old: Option<Approval>, new: Approval) -> Result<Self, StoreError> {
+        let row = encode("approval request", &new)?;
+        Ok(Self::Approval { old, new, row })
     }
 
     pub(super) fn sighting(old: Option<Sighting>, new: Sighting) -> Result<Self, StoreError> {
@@ -227,6 +249,8 @@ pub(super) struct WriteTables<'txn> {
     pub(super) pending: Table<'txn, (i64, u128), ()>,
     pub(super) revocation_queue: Table<'txn, (i64, u128), ()>,
     pub(super) agents: Table<'txn, &'static str, &'static [u8]>,
+    pub(super) approvals: Table<'txn, u128, &'static [u8]>,
+    pub(super) open_approvals: Table<'txn, (i64, u128), ()>,
     pub(super) sightings: Table<'txn, (&'static str, &'static str), &'static [u8]>,
     pub(super) sightings_by_last_seen: Table<'txn, (i64, &'static str, &'static str), ()>,
 }
@@ -245,6 +269,8 @@ impl<'txn> WriteTables<'txn> {
             pending: txn.open_table(PENDING).map_err(storage_error)?,
             revocation_queue: txn.open_table(REVOCATION_QUEUE).map_err(storage_error)?,
             agents: txn.open_table(AGENTS).map_err(storage_error)?,
+            approvals: txn.open_table(APPROVALS).map_err(storage_error)?,
+            open_approvals: txn.open_table(OPEN_APPROVALS).map_err(storage_error)?,
             sightings: txn.open_table(SIGHTINGS).map_err(storage_error)?,
             sightings_by_last_seen: txn.open_table(SIGHTINGS_BY_LAST_SEEN).map_err(storage_error)?,
         })
@@ -259,6 +285,10 @@ impl<'txn> WriteTables<'txn> {
             Change::Sighting { old, new, row } => self.apply_sighting(old.as_ref(), new, row),
             Change::Agent { new, row } => {
                 self.agents.insert(new.agent.as_str(), row.as_slice()).map_err(storage_error).map(drop)
+            }
+            Change::Approval { old, new, row } => {
+                self.approvals.insert(new.id.as_u128(), row.as_slice()).map_err(storage_error)?;
+                reindex(&mut self.open_approvals, old.as_ref().and_then(due_key), due_key(new))
             }
         }
     }
@@ -319,6 +349,11 @@ fn queue_key(lease: &Lease) -> Option<(i64, u128)> {
         }
         _ => None,
     }
+}
+
+/// The key of [`OPEN_APPROVALS`] for an open request.
+pub(super) fn due_key(approval: &Approval) -> Option<(i64, u128)> {
+    approval.due_at().map(|due| (millis(due), approval.id.as_u128()))
 }
 
 fn recency_key(sighting: &Sighting) -> (i64, &str, &str) {
