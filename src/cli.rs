@@ -10,6 +10,10 @@ use clap::{Args, Parser, Subcommand};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
+mod approvals;
+
+pub use approvals::ApprovalsCommand;
+
 use crate::api::convert;
 use crate::api::proto;
 use crate::clock::SystemClock;
@@ -47,7 +51,7 @@ pub enum Command {
         issuer_listen: std::net::SocketAddr,
     },
     /// Print a development workload token: `agent`, `workflow`, `operator`,
-    /// `policy-admin`, or any other subject (which Writ will record as a
+    /// `policy-admin`, `approver`, `approver-2`, or any other subject (which Writ will record as a
     /// sighting).
     Token {
         #[arg(long, default_value = ".writ-dev")]
@@ -106,6 +110,10 @@ pub enum Command {
     /// Policy tools, offline (no server, store or issuer).
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Step-up approval requests: decide them (role `approver`), or wait
+    /// for and collect one (as its agent).
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -267,12 +275,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 "workflow" => crate::dev::WORKFLOW_SUBJECT,
                 "operator" => crate::dev::OPERATOR_SUBJECT,
                 "policy-admin" => crate::dev::POLICY_ADMIN_SUBJECT,
+                "approver" => crate::dev::APPROVER_SUBJECT,
+                "approver-2" => crate::dev::SECOND_APPROVER_SUBJECT,
                 other => other,
             };
             println!("{}", issuer.mint(subject, crate::dev::AUDIENCE, ttl, chrono::Utc::now())?);
             Ok(())
         }
         Command::Task(command) => task(command).await,
+        Command::Approvals(command) => approvals::run(command).await,
         Command::Issue { client, task_id, tool, grants } => issue(client, task_id, tool, grants).await,
         Command::Renew { client, lease_id, ttl } => {
             let mut service =
@@ -505,6 +516,21 @@ async fn issue(client: ClientArgs, task_id: String, tool: String, grants: Vec<St
         .issue(authorized(&client, proto::IssueRequest { task_id, tool, grants })?)
         .await?
         .into_inner();
+    print_issued(response);
+    Ok(())
+}
+
+/// What an Issue or a collection answered: the credentials, or the
+/// approval request it is waiting on.
+fn print_issued(response: proto::IssueResponse) {
+    if let Some(approval) = &response.approval_required {
+        println!("approval required: nothing was issued yet");
+        approvals::print_summary(approval);
+        println!(
+            "  wait with `writ approvals wait {id}`, then `writ approvals collect {id}`",
+            id = approval.approval_id
+        );
+    }
     for issued in response.credentials {
         issued.lease.iter().for_each(print_lease);
         for notice in &issued.notices {
@@ -514,7 +540,6 @@ async fn issue(client: ClientArgs, task_id: String, tool: String, grants: Vec<St
             print_credential(credential);
         }
     }
-    Ok(())
 }
 
 fn format_time(at: Option<&prost_types::Timestamp>) -> String {

@@ -40,6 +40,101 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderConfig>,
+    #[serde(default)]
+    pub approvals: ApprovalsConfig,
+}
+
+/// `[approvals]`: step-up approvals. Policies name the groups
+/// (`@step_up("<group>")`); the groups name their approvers.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsConfig {
+    /// How long a request waits for its quorum before it expires.
+    #[serde(with = "humantime_serde", default = "defaults::approval_timeout")]
+    pub timeout: Duration,
+    /// How long the agent has to collect an approved request.
+    #[serde(with = "humantime_serde", default = "defaults::approval_timeout")]
+    pub collect_within: Duration,
+    /// The most undecided requests one agent may have at once.
+    #[serde(default = "defaults::max_pending_approvals")]
+    pub max_pending_per_agent: usize,
+    /// Group → the names of `[[services]]` with the `approver` role in it.
+    #[serde(default)]
+    pub groups: BTreeMap<String, Vec<String>>,
+    /// Where requests and their outcomes are announced (signed).
+    #[serde(default)]
+    pub webhooks: Vec<crate::webhooks::WebhookConfig>,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        Self {
+            timeout: defaults::approval_timeout(),
+            collect_within: defaults::approval_timeout(),
+            max_pending_per_agent: defaults::max_pending_approvals(),
+            groups: BTreeMap::new(),
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+impl ApprovalsConfig {
+    /// The settings the broker works with.
+    pub fn settings(&self) -> crate::domain::ApprovalSettings {
+        crate::domain::ApprovalSettings {
+            groups: self
+                .groups
+                .iter()
+                .map(|(group, members)| (group.clone(), members.iter().cloned().collect()))
+                .collect(),
+            timeout: self.timeout,
+            collect_within: self.collect_within,
+            max_pending_per_agent: self.max_pending_per_agent,
+        }
+    }
+
+    fn validate(&self, services: &[ServiceConfig]) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        for (name, value) in
+            [("approvals.timeout", self.timeout), ("approvals.collect_within", self.collect_within)]
+        {
+            if value.as_secs() < 1 || value.as_secs() > 7 * 24 * 3600 {
+                return invalid(format!("{name} must be from 1s to 7 days"));
+            }
+        }
+        if !(1..=1000).contains(&self.max_pending_per_agent) {
+            return invalid("approvals.max_pending_per_agent must be 1 to 1000".into());
+        }
+        for (group, members) in &self.groups {
+            let valid = !group.is_empty()
+                && group.len() <= 64
+                && group.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !valid {
+                return invalid(format!(
+                    "approval group {group:?} must be 1 to 64 letters, digits, -, _ or ."
+                ));
+            }
+            if members.is_empty() {
+                return invalid(format!("approval group {group:?} has no members"));
+            }
+            for member in members {
+                match services.iter().find(|service| service.name == *member) {
+                    None => {
+                        return invalid(format!(
+                            "approval group {group:?} names {member:?}, which is not in [[services]]"
+                        ));
+                    }
+                    Some(service) if !service.roles.contains(&ServiceRole::Approver) => {
+                        return invalid(format!(
+                            "approval group {group:?} names {member:?}, which lacks the approver role"
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -233,6 +328,8 @@ pub enum ServiceRole {
     /// Owns the policy: reloads it and reads which set is in force
     /// (distinct from `operator`).
     PolicyAdmin,
+    /// Decides step-up approval requests of the groups it is in.
+    Approver,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -331,6 +428,7 @@ impl Config {
         resolve(&mut self.audit.key_file);
         self.sealing.keys.iter_mut().for_each(|key| resolve(&mut key.file));
         self.policy.paths.iter_mut().for_each(resolve);
+        self.approvals.webhooks.iter_mut().for_each(|hook| resolve(&mut hook.secret_file));
         if let StoreConfig::Embedded { path } = &mut self.store {
             resolve(path);
         }
@@ -453,6 +551,7 @@ impl Config {
                 return invalid(format!("service {:?} has no roles", service.name));
             }
         }
+        self.approvals.validate(&self.services)?;
         for name in self.providers.keys() {
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
                 return invalid(format!("provider name {name:?} must be letters, digits, - or _"));
@@ -515,6 +614,12 @@ mod defaults {
     }
     pub fn poll_interval() -> Duration {
         Duration::from_secs(1)
+    }
+    pub fn approval_timeout() -> Duration {
+        Duration::from_secs(15 * 60)
+    }
+    pub fn max_pending_approvals() -> usize {
+        20
     }
     pub fn risk_tier() -> String {
         "medium".into()

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
 use crate::api::proto::admin_service_server::AdminServiceServer;
+use crate::api::proto::approval_service_server::ApprovalServiceServer;
 use crate::api::proto::credential_service_server::CredentialServiceServer;
 use crate::api::proto::policy_service_server::PolicyServiceServer;
 use crate::api::proto::task_service_server::TaskServiceServer;
@@ -29,6 +30,7 @@ use crate::policy::PolicyEngine;
 use crate::principals::Directory;
 use crate::providers::ProviderRegistry;
 use crate::sealer::Sealer;
+use crate::webhooks::Notifier;
 
 /// A built, not yet serving, Writ.
 pub struct App {
@@ -42,6 +44,8 @@ pub struct App {
     /// sent once `Running::start` returned is never the default "hang up",
     /// which ends the process); `None` when `reload_on_sighup` is off.
     hangups: Option<Hangups>,
+    /// The approval webhooks' worker, started by `serve`.
+    deliveries: Option<crate::webhooks::Deliveries>,
 }
 
 #[cfg(unix)]
@@ -80,7 +84,10 @@ pub fn header_list_limit(limits: &crate::config::Limits) -> u32 {
 
 impl App {
     pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let policy = PolicyEngine::load(&config.policy.paths).context("loading policies")?;
+        let groups = config.approvals.groups.keys().cloned().collect();
+        let policy = PolicyEngine::load(&config.policy.paths)
+            .and_then(|policy| policy.require_groups(groups))
+            .context("loading policies")?;
         tracing::info!(policies = policy.len(), "policies loaded");
         let providers = ProviderRegistry::from_config(&config.providers)
             .await
@@ -97,6 +104,8 @@ impl App {
         for (issuer, error) in verifier.warm_up().await {
             tracing::warn!(%issuer, %error, "issuer keys not fetched at start-up; will retry on demand");
         }
+        let (webhooks, deliveries) =
+            Notifier::new(&config.approvals.webhooks).context("configuring approval webhooks")?;
         let broker = Arc::new(Broker::new(Parts {
             store,
             providers,
@@ -105,7 +114,14 @@ impl App {
             audit,
             sealer,
             limits: config.limits.clone(),
+            approvals: config.approvals.settings(),
+            webhooks,
         }));
+        match broker.renotify_open_approvals(clock.now()).await {
+            Ok(0) => {}
+            Ok(sent) => tracing::info!(sent, "webhooks of open approval requests sent again"),
+            Err(error) => tracing::warn!(%error, "cannot list open approval requests to notify again"),
+        }
         let authenticator = Arc::new(Authenticator::new(verifier, broker.clone(), clock.clone()));
         Ok(Self {
             broker,
@@ -115,6 +131,7 @@ impl App {
             shutdown_grace: config.server.shutdown_grace,
             header_list_limit: header_list_limit(&config.limits),
             hangups: listen_for_hangups(config)?,
+            deliveries: Some(deliveries),
         })
     }
 
@@ -141,6 +158,9 @@ impl App {
             let (broker, clock, config) = (self.broker.clone(), self.clock.clone(), self.revocation.clone());
             move |token| crate::sweeper::run(broker, clock, config, token)
         });
+        if let Some(deliveries) = self.deliveries {
+            workers.spawn("approval-webhooks", &stop, move |token| deliveries.run(token));
+        }
         if let Some(hangups) = self.hangups {
             workers.spawn("policy-reloader", &stop, {
                 let (broker, clock) = (self.broker.clone(), self.clock.clone());
@@ -172,6 +192,10 @@ impl App {
             )))
             .add_service(AdminServiceServer::new(api::admin::Admin::new(self.broker.clone())))
             .add_service(PolicyServiceServer::new(api::policy::Policies::new(
+                self.broker.clone(),
+                self.clock.clone(),
+            )))
+            .add_service(ApprovalServiceServer::new(api::approvals::Approvals::new(
                 self.broker.clone(),
                 self.clock.clone(),
             )))

@@ -95,6 +95,12 @@ pub async fn sweep_once(
             tracing::warn!(task = %task_id, %error, "cannot close an overdue task");
         }
     }
+    // Approval requests past their deadline, or under an ended task or
+    // agent, end here.
+    let ended_approvals = broker.end_approvals(now).await?;
+    if ended_approvals > 0 {
+        tracing::debug!(ended = ended_approvals, "approval requests ended");
+    }
     if swept.forgotten > 0 || swept.forgotten_tasks > 0 {
         tracing::debug!(
             forgotten = swept.forgotten,

@@ -6,12 +6,9 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::proto::{self, admin_service_server::AdminService};
-use super::{convert, status};
+use super::{convert, page_size, status};
 use crate::domain::Broker;
 use crate::store::LeaseFilter;
-
-const DEFAULT_PAGE: usize = 100;
-const MAX_PAGE: usize = 1000;
 
 pub struct Admin {
     broker: Arc<Broker>,
@@ -20,14 +17,6 @@ pub struct Admin {
 impl Admin {
     pub fn new(broker: Arc<Broker>) -> Self {
         Self { broker }
-    }
-}
-
-fn page_size(asked: u32) -> Result<usize, Status> {
-    match usize::try_from(asked).unwrap_or(usize::MAX) {
-        0 => Ok(DEFAULT_PAGE),
-        size if size <= MAX_PAGE => Ok(size),
-        _ => Err(Status::invalid_argument(format!("page_size must be at most {MAX_PAGE}"))),
     }
 }
 

@@ -37,6 +37,16 @@ impl Caller {
         }
     }
 
+    pub fn service(&self) -> Result<&ServicePrincipal, Status> {
+        match self {
+            Self::Service(service) => Ok(service),
+            Self::Agent(agent) => Err(Status::permission_denied(format!(
+                "{:?} is an agent; an agent's token never decides approvals",
+                agent.name
+            ))),
+        }
+    }
+
     pub fn name(&self) -> &str {
         match self {
             Self::Agent(agent) => &agent.name,
@@ -80,6 +90,7 @@ impl Audience {
             "writ.v1.TaskService" => Some(Self::Role(ServiceRole::Workflow)),
             "writ.v1.AdminService" => Some(Self::Role(ServiceRole::Operator)),
             "writ.v1.PolicyService" => Some(Self::Role(ServiceRole::PolicyAdmin)),
+            "writ.v1.ApprovalService" => Some(Self::Role(ServiceRole::Approver)),
             // Fail closed: a Writ service missing above is never open.
             name if name.starts_with("writ.") => Some(Self::Unknown),
             _ => None,
@@ -156,6 +167,7 @@ fn role_name(role: ServiceRole) -> &'static str {
         ServiceRole::Operator => "operator",
         ServiceRole::ResourceServer => "resource_server",
         ServiceRole::PolicyAdmin => "policy_admin",
+        ServiceRole::Approver => "approver",
     }
 }
 

@@ -9,7 +9,7 @@ use tonic::Status;
 use writ_provider_api::{Credential, CredentialShape};
 
 use super::proto;
-use crate::model::{Lease, LeaseState, Sighting, Task, TaskContext, TaskState};
+use crate::model::{Approval, ApprovalState, Lease, LeaseState, Sighting, Task, TaskContext, TaskState};
 use crate::providers::ProviderRegistry;
 
 pub fn timestamp(at: DateTime<Utc>) -> Timestamp {
@@ -175,6 +175,79 @@ pub fn task(task: &Task) -> proto::Task {
         closed_by: closed.map(|c| c.by.clone()).unwrap_or_default(),
         close_reason: closed.map(|c| c.reason.as_str().to_string()).unwrap_or_default(),
     }
+}
+
+pub fn approval_state(state: ApprovalState) -> proto::ApprovalState {
+    match state {
+        ApprovalState::Pending => proto::ApprovalState::Pending,
+        ApprovalState::Approved => proto::ApprovalState::Approved,
+        ApprovalState::Denied => proto::ApprovalState::Denied,
+        ApprovalState::Expired => proto::ApprovalState::Expired,
+        ApprovalState::Cancelled => proto::ApprovalState::Cancelled,
+        ApprovalState::Collected => proto::ApprovalState::Collected,
+    }
+}
+
+/// `None` for unspecified: every state.
+pub fn from_approval_state(state: proto::ApprovalState) -> Option<ApprovalState> {
+    ApprovalState::ALL.into_iter().find(|candidate| approval_state(*candidate) == state)
+}
+
+pub fn approval(approval: &Approval) -> proto::Approval {
+    let ended = approval.ended.as_ref();
+    proto::Approval {
+        approval_id: approval.id.to_string(),
+        agent: approval.agent.clone(),
+        task_id: approval.task_id.clone(),
+        tool: approval.tool.clone(),
+        grants: approval
+            .grants
+            .iter()
+            .map(|grant| proto::GrantRequest {
+                provider: grant.provider.clone(),
+                role: grant.role.clone(),
+                scopes: grant.scopes.clone(),
+                ttl: grant.ttl_seconds.map(|seconds| duration(Duration::from_secs(seconds))),
+            })
+            .collect(),
+        group: approval.group.clone(),
+        quorum: approval.quorum,
+        policies: approval.policies.clone(),
+        state: approval_state(approval.state).into(),
+        created_at: Some(timestamp(approval.created_at)),
+        expires_at: Some(timestamp(approval.expires_at)),
+        votes: approval
+            .votes
+            .iter()
+            .map(|vote| proto::ApprovalVote {
+                by: vote.by.clone(),
+                approve: vote.approve,
+                reason: vote.reason.clone(),
+                at: Some(timestamp(vote.at)),
+            })
+            .collect(),
+        approved_at: approval.approved_at.map(timestamp),
+        collect_by: approval.collect_by.map(timestamp),
+        collected_at: approval.collected_at.map(timestamp),
+        ended_at: ended.map(|end| timestamp(end.at)),
+        ended_by: ended.map(|end| end.by.clone()).unwrap_or_default(),
+        end_reason: ended.map(|end| end.reason.clone()).unwrap_or_default(),
+    }
+}
+
+/// The wire form of issued credentials.
+pub fn issued(
+    issued: &[crate::domain::Issued],
+    providers: &ProviderRegistry,
+) -> Vec<proto::IssuedCredential> {
+    issued
+        .iter()
+        .map(|one| proto::IssuedCredential {
+            lease: Some(lease(&one.lease, providers)),
+            credential: Some(credential(&one.credential)),
+            notices: one.notices.clone(),
+        })
+        .collect()
 }
 
 pub fn sighting(sighting: &Sighting) -> proto::Sighting {

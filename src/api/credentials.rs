@@ -1,6 +1,10 @@
 //! `writ.v1.CredentialService`: agents issue, renew and release.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 
 use tonic::{Request, Response, Status};
 
@@ -8,7 +12,48 @@ use super::auth::{caller, presented_token};
 use super::proto::{self, credential_service_server::CredentialService};
 use super::{convert, status};
 use crate::clock::Clock;
-use crate::domain::{Broker, GrantRequest, IssueRequest};
+use crate::domain::{Broker, GrantRequest, IssueOutcome, IssueRequest};
+use crate::model::{Approval, ApprovalState};
+use crate::principals::Agent;
+
+/// How often a watch looks at the store even when this replica saw no
+/// change: a vote on another replica shows within this long.
+const WATCH_POLL: Duration = Duration::from_millis(500);
+
+/// Sends the request as it is now, then each change, until it needs no
+/// more watching (approved: collect it; or ended) or the agent hangs up.
+async fn watch(
+    broker: Arc<Broker>,
+    agent: Agent,
+    first: Approval,
+    sender: mpsc::Sender<Result<proto::Approval, Status>>,
+) {
+    let mut changes = broker.approval_changes();
+    let mut last = first;
+    if sender.send(Ok(convert::approval(&last))).await.is_err() {
+        return;
+    }
+    while last.state == ApprovalState::Pending {
+        tokio::select! {
+            () = sender.closed() => return,
+            _ = changes.changed() => {}
+            () = tokio::time::sleep(WATCH_POLL) => {}
+        }
+        let now = match broker.own_approval(&agent, &last.id.to_string()).await {
+            Ok(now) => now,
+            Err(error) => {
+                let _ = sender.send(Err(status(error))).await;
+                return;
+            }
+        };
+        if now != last {
+            if sender.send(Ok(convert::approval(&now))).await.is_err() {
+                return;
+            }
+            last = now;
+        }
+    }
+}
 
 pub struct Credentials {
     broker: Arc<Broker>,
@@ -44,7 +89,7 @@ impl CredentialService for Credentials {
                 Ok(GrantRequest { provider: grant.provider, role: grant.role, scopes: grant.scopes, ttl })
             })
             .collect::<Result<Vec<_>, Status>>()?;
-        let issued = self
+        let outcome = self
             .broker
             .issue(
                 agent,
@@ -53,16 +98,51 @@ impl CredentialService for Credentials {
             )
             .await
             .map_err(status)?;
-        let providers = self.broker.providers();
-        let credentials = issued
-            .iter()
-            .map(|one| proto::IssuedCredential {
-                lease: Some(convert::lease(&one.lease, providers)),
-                credential: Some(convert::credential(&one.credential)),
-                notices: one.notices.clone(),
-            })
-            .collect();
-        Ok(Response::new(proto::IssueResponse { credentials }))
+        Ok(Response::new(match outcome {
+            IssueOutcome::Issued(issued) => proto::IssueResponse {
+                credentials: convert::issued(&issued, self.broker.providers()),
+                approval_required: None,
+            },
+            IssueOutcome::ApprovalRequired(approval) => proto::IssueResponse {
+                credentials: Vec::new(),
+                approval_required: Some(convert::approval(&approval)),
+            },
+        }))
+    }
+
+    type WatchApprovalStream = ReceiverStream<Result<proto::Approval, Status>>;
+
+    async fn watch_approval(
+        &self,
+        request: Request<proto::WatchApprovalRequest>,
+    ) -> Result<Response<Self::WatchApprovalStream>, Status> {
+        let caller = caller(&request)?;
+        let agent = caller.agent()?.clone();
+        let id = request.into_inner().approval_id;
+        // Refused before the stream starts, so a bad id is a plain status.
+        let first = self.broker.own_approval(&agent, &id).await.map_err(status)?;
+        let (sender, receiver) = mpsc::channel(4);
+        let broker = self.broker.clone();
+        tokio::spawn(async move { watch(broker, agent, first, sender).await });
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
+    async fn collect_approval(
+        &self,
+        request: Request<proto::CollectApprovalRequest>,
+    ) -> Result<Response<proto::IssueResponse>, Status> {
+        let caller = caller(&request)?;
+        let agent = caller.agent()?;
+        let subject_token = presented_token(&request);
+        let issued = self
+            .broker
+            .collect_approval(agent, &request.get_ref().approval_id, subject_token, self.clock.now())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::IssueResponse {
+            credentials: convert::issued(&issued, self.broker.providers()),
+            approval_required: None,
+        }))
     }
 
     async fn renew(

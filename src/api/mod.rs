@@ -6,6 +6,7 @@
 //! [`status`], so every code and message is decided in one place.
 
 pub mod admin;
+pub mod approvals;
 pub mod auth;
 pub mod convert;
 pub mod credentials;
@@ -40,6 +41,17 @@ pub fn status(error: Error) -> Status {
         Error::Internal(_) => Code::Internal,
     };
     Status::new(code, error.to_string())
+}
+
+/// Listings' page size: 0 means the default.
+pub(crate) fn page_size(asked: u32) -> Result<usize, Status> {
+    const DEFAULT_PAGE: usize = 100;
+    const MAX_PAGE: usize = 1000;
+    match usize::try_from(asked).unwrap_or(usize::MAX) {
+        0 => Ok(DEFAULT_PAGE),
+        size if size <= MAX_PAGE => Ok(size),
+        _ => Err(Status::invalid_argument(format!("page_size must be at most {MAX_PAGE}"))),
+    }
 }
 
 /// Authentication failures: the caller's token is the problem, except when

@@ -9,7 +9,6 @@ use super::proto::{self, policy_service_server::PolicyService};
 use super::status;
 use crate::clock::Clock;
 use crate::domain::{Broker, ExplainRequest, ExplainTask, GrantRequest};
-use crate::policy::Decision;
 
 pub struct Policies {
     broker: Arc<Broker>,
@@ -77,13 +76,9 @@ impl PolicyService for Policies {
         };
         let explained =
             self.broker.explain(caller.name(), question, self.clock.now()).await.map_err(status)?;
-        let (decision, policies) = match explained.decision {
-            Decision::Allow { policies } => ("allow", policies),
-            Decision::Deny { policies } => ("deny", policies),
-        };
         Ok(Response::new(proto::ExplainResponse {
-            decision: decision.into(),
-            policies,
+            decision: explained.decision.outcome().into(),
+            policies: explained.decision.policies().to_vec(),
             policy_set: explained.policy_set,
             notices: explained.notices,
             explanation: explained.explanation,

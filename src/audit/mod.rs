@@ -156,6 +156,19 @@ impl AuditLog {
         Ok(durable)
     }
 
+    /// Appends many events, in order, sharing a commit, and waits until
+    /// all are durable; fails if any is not.
+    pub async fn record_all(&self, at: DateTime<Utc>, events: Vec<AuditEvent>) -> Result<(), AuditError> {
+        let mut waiting = Vec::with_capacity(events.len());
+        for event in events {
+            waiting.push(self.enqueue(at, event).await?);
+        }
+        for durable in waiting {
+            durable.await.map_err(|_| AuditError::Unavailable("the audit writer stopped".into()))??;
+        }
+        Ok(())
+    }
+
     /// Appends one event from a background worker: a failure is logged, not
     /// returned, because the work it records (a revocation) must go on.
     pub async fn record_or_log(&self, at: DateTime<Utc>, event: AuditEvent) {

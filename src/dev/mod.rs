@@ -32,6 +32,8 @@ pub const AGENT_SUBJECT: &str = "agent:demo";
 pub const WORKFLOW_SUBJECT: &str = "workflow:demo";
 pub const OPERATOR_SUBJECT: &str = "operator:demo";
 pub const POLICY_ADMIN_SUBJECT: &str = "policy-admin:demo";
+pub const APPROVER_SUBJECT: &str = "approver:demo-1";
+pub const SECOND_APPROVER_SUBJECT: &str = "approver:demo-2";
 pub const AUDIENCE: &str = "writ";
 
 const EXAMPLE_POLICY: &str = include_str!("example.cedar");
@@ -152,6 +154,21 @@ name = "demo-policy-team"
 roles = ["policy_admin"]
 identity = {{ issuer = "{issuer}", subject = "{POLICY_ADMIN_SUBJECT}" }}
 
+[[services]]
+name = "demo-approver-1"
+roles = ["approver"]
+identity = {{ issuer = "{issuer}", subject = "{APPROVER_SUBJECT}" }}
+
+[[services]]
+name = "demo-approver-2"
+roles = ["approver"]
+identity = {{ issuer = "{issuer}", subject = "{SECOND_APPROVER_SUBJECT}" }}
+
+[approvals]
+timeout = "15m"
+collect_within = "15m"
+groups = {{ orders-approvers = ["demo-approver-1", "demo-approver-2"] }}
+
 [providers.tokens]
 kind = "jwt"
 issuer = "http://{http_listen}/providers/tokens"
@@ -222,6 +239,13 @@ Try it from another terminal:
   # the identity team asks what policy would decide (edit {dir}/policies and
   # send Writ SIGHUP to reload them: a broken set is refused, the old one kept)
   WRIT_TOKEN=$(writ token --data-dir {dir} policy-admin) writ policy explain --agent demo-agent --environment dev --tool orders.refund --grant tokens/orders-admin:orders:refund
+  # step-up: refunds in prod need two approvers; the agent gets an approval id
+  WRIT_TOKEN=$(writ token --data-dir {dir} workflow) writ task start prod-1 --agent demo-agent --environment prod --deadline-in 30m
+  WRIT_TOKEN=$(writ token --data-dir {dir} agent) writ issue prod-1 --tool orders.refund --grant tokens/orders-admin:orders:refund
+  WRIT_TOKEN=$(writ token --data-dir {dir} approver) writ approvals list
+  WRIT_TOKEN=$(writ token --data-dir {dir} approver) writ approvals approve <approval-id> --reason "refund OPS-43 checked"
+  WRIT_TOKEN=$(writ token --data-dir {dir} approver-2) writ approvals approve <approval-id> --reason "agreed"
+  WRIT_TOKEN=$(writ token --data-dir {dir} agent) writ approvals collect <approval-id>
 
 Press Ctrl-C to stop.
 "#,

@@ -112,6 +112,13 @@ impl Broker {
         let target = format!("{}/{}", request.grant.provider, request.grant.role);
         let verdict = match &decision {
             Decision::Allow { policies } => format!("permitted by {}", policies.join(", ")),
+            Decision::StepUp { policies, step_up } => format!(
+                "permitted by {} once {} approver(s) of group {:?} approve: an Issue would create an \
+                 approval request",
+                policies.join(", "),
+                step_up.quorum,
+                step_up.group
+            ),
             Decision::Deny { policies } if policies.is_empty() => {
                 format!("no policy permits agent {:?} to {} {target}", agent.name, request.action)
             }

@@ -21,6 +21,7 @@ use serde_json::json;
 use uuid::Uuid;
 use writ_provider_api::{Credential, MintRequest, ProviderError, RenewRequest, RevokeRequest, SecretString};
 
+use super::approvals::IssueOutcome;
 use super::{Broker, Error, quoted};
 use crate::audit::AuditEvent;
 use crate::metrics::Operation;
@@ -79,19 +80,27 @@ pub(super) struct Planned<'a> {
     provider: &'a Registered,
     expires_at: DateTime<Utc>,
     pub(super) notices: Vec<String>,
-    policies: Vec<String>,
+    pub(super) policies: Vec<String>,
     /// The agent's own token, for providers that exchange it.
-    subject_token: Option<SecretString>,
+    pub(super) subject_token: Option<SecretString>,
+}
+
+impl Planned<'_> {
+    pub(super) fn grant(&self) -> &GrantRequest {
+        self.grant
+    }
 }
 
 impl Broker {
-    /// Issues every grant of the request, or none.
+    /// Issues every grant of the request, or none; or, when policy permits
+    /// a grant only with approval, records an approval request for them
+    /// all (see [`super::approvals`]).
     pub async fn issue(
         &self,
         agent: &Agent,
         request: IssueRequest,
         now: DateTime<Utc>,
-    ) -> Result<Vec<Issued>, Error> {
+    ) -> Result<IssueOutcome, Error> {
         let task = self.task_for(agent, &request.task_id, now).await?;
         validate_tool(&request.tool)?;
         if request.grants.is_empty() {
@@ -111,26 +120,45 @@ impl Broker {
             planned.push(self.plan(&task, grant, now)?);
         }
         // Decide every grant before minting any; a request with one denied
-        // grant mints nothing. Allowed decisions are recorded together with
-        // their pending lease, a denial at once.
+        // grant mints nothing, and one with a grant that needs approval
+        // becomes an approval request for all of them. Allowed decisions are
+        // recorded together with their pending lease, a denial at once.
         let mut evidence = Vec::with_capacity(planned.len());
+        let mut step_ups = Vec::new();
         for plan in &mut planned {
             plan.subject_token = request.subject_token.clone();
             let (decision, event) = self.decide("issue", agent, &task, &request.tool, plan, now)?;
             evidence.push(event);
             match decision {
                 Decision::Allow { policies } => plan.policies = policies,
+                Decision::StepUp { policies, step_up } => step_ups.push((policies, step_up)),
                 Decision::Deny { policies } => {
-                    for event in evidence {
-                        self.audit.record(now, event).await?;
-                    }
+                    self.audit.record_all(now, evidence).await?;
                     return Err(denial("issue", agent, plan.grant, &policies));
                 }
             }
         }
+        if !step_ups.is_empty() {
+            let approval = self.request_approval(agent, &task, &request, step_ups, evidence, now).await?;
+            return Ok(IssueOutcome::ApprovalRequired(approval));
+        }
+        self.mint_all(agent, &task, &request.tool, planned, evidence, now).await.map(IssueOutcome::Issued)
+    }
+
+    /// Mints every planned grant, each with its decision's evidence, or
+    /// none: what the request already got is taken back on a failure.
+    pub(super) async fn mint_all(
+        &self,
+        agent: &Agent,
+        task: &Task,
+        tool: &str,
+        planned: Vec<Planned<'_>>,
+        evidence: Vec<AuditEvent>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Issued>, Error> {
         let mut issued = Vec::with_capacity(planned.len());
         for (plan, decision) in planned.into_iter().zip(evidence) {
-            match self.mint(agent, &task, &request.tool, plan, decision, now).await {
+            match self.mint(agent, task, tool, plan, decision, now).await {
                 Ok(one) => issued.push(one),
                 Err(error) => {
                     // All or nothing: take back what this request already got.
@@ -148,7 +176,12 @@ impl Broker {
     /// The task, if it is open and bound to this agent, and the agent is
     /// not suspended. (The store checks both again, atomically, when it
     /// records and activates the lease; this refuses early and clearly.)
-    async fn task_for(&self, agent: &Agent, task_id: &str, now: DateTime<Utc>) -> Result<Task, Error> {
+    pub(super) async fn task_for(
+        &self,
+        agent: &Agent,
+        task_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Task, Error> {
         super::tasks::validate_task_id(task_id)?;
         let not_yours =
             || Error::NotFound(format!("task {} not found for agent {:?}", quoted(task_id), agent.name));
@@ -236,9 +269,10 @@ impl Broker {
             tracing::error!(%error, "policy evaluation failed");
             Error::Internal("policy evaluation failed".into())
         })?;
-        let (outcome, policies) = match &decision {
-            Decision::Allow { policies } => ("allow", policies.clone()),
-            Decision::Deny { policies } => ("deny", policies.clone()),
+        let (outcome, policies) = (decision.outcome(), decision.policies().to_vec());
+        let step_up = match &decision {
+            Decision::StepUp { step_up, .. } => json!({ "group": step_up.group, "quorum": step_up.quorum }),
+            _ => serde_json::Value::Null,
         };
         let event = AuditEvent {
             event: "decision",
@@ -255,6 +289,7 @@ impl Broker {
                 "scopes": plan.grant.scopes,
                 "ttl_seconds": facts.ttl_seconds,
                 "policy_set": &*policy_set,
+                "step_up": step_up,
             })),
             ..AuditEvent::default()
         };
@@ -275,6 +310,14 @@ impl Broker {
         self.audit.record(now, event).await?;
         match decision {
             Decision::Allow { policies } => Ok(policies),
+            // A renewal is not what was approved: the lifetime would grow
+            // past what the approvers saw.
+            Decision::StepUp { step_up, .. } => Err(Error::PermissionDenied(format!(
+                "{action} of {}/{} needs approval by group {}; ask for a new grant with Issue",
+                plan.grant.provider,
+                plan.grant.role,
+                quoted(&step_up.group)
+            ))),
             Decision::Deny { policies } => Err(denial(action, agent, plan.grant, &policies)),
         }
     }

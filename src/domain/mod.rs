@@ -6,6 +6,7 @@
 //! caller. Errors are [`Error`]s whose variants match the gRPC codes they
 //! become; their messages are safe to show the caller.
 
+mod approvals;
 mod explain;
 mod grants;
 mod registry;
@@ -27,6 +28,7 @@ use crate::revocation::RevocationQueue;
 use crate::sealer::Sealer;
 use crate::store::{LeaseFilter, LeaseStore, StoreError};
 
+pub use approvals::{ApprovalSettings, IssueOutcome, Verdict};
 pub use explain::{ExplainRequest, ExplainTask, Explained};
 pub use grants::{GrantRequest, IssueRequest, Issued, Renewal};
 pub use registry::Registry;
@@ -101,9 +103,7 @@ impl From<StoreError> for Error {
             StoreError::TaskClosed(_)
             | StoreError::LeaseState { .. }
             | StoreError::ApprovalState { .. }
-            | StoreError::AlreadyVoted { .. } => {
-                Self::FailedPrecondition(error.to_string())
-            }
+            | StoreError::AlreadyVoted { .. } => Self::FailedPrecondition(error.to_string()),
             StoreError::AgentSuspended(agent) => Self::PermissionDenied(format!(
                 "agent {} is suspended; nothing is issued to it until an operator resumes it",
                 quoted(&agent)
@@ -135,6 +135,10 @@ pub struct Broker {
     pub(crate) limits: Limits,
     pub(crate) revocations: Arc<RevocationQueue>,
     pub(crate) metrics: Metrics,
+    pub(crate) approvals: ApprovalSettings,
+    pub(crate) webhooks: crate::webhooks::Notifier,
+    /// Bumped on every approval request change made here.
+    approval_changes: tokio::sync::watch::Sender<u64>,
 }
 
 /// The parts a broker is made of.
@@ -146,6 +150,8 @@ pub struct Parts {
     pub audit: AuditLog,
     pub sealer: Sealer,
     pub limits: Limits,
+    pub approvals: ApprovalSettings,
+    pub webhooks: crate::webhooks::Notifier,
 }
 
 impl Broker {
@@ -163,6 +169,9 @@ impl Broker {
             limits: parts.limits,
             revocations: Arc::new(RevocationQueue::default()),
             metrics,
+            approvals: parts.approvals,
+            webhooks: parts.webhooks,
+            approval_changes: tokio::sync::watch::Sender::new(0),
         }
     }
 

@@ -66,6 +66,12 @@ impl Broker {
             // failing open.
             let evidence = scope_event(scope, caller, reason, note, "ok", Some(&closed));
             self.audit.record_or_log(now, evidence).await;
+            // Its approval requests can no longer be decided or collected
+            // (the store refuses both already); end them now rather than at
+            // the next sweep, so approvers stop seeing them.
+            if let Err(error) = self.end_approvals(now).await {
+                tracing::warn!(%error, "cannot end the approval requests of an ended scope; the sweeper will");
+            }
         }
         Ok(closed)
     }

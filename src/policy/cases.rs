@@ -63,6 +63,12 @@ struct CaseSpec {
     #[serde(default)]
     at: Option<toml::Value>,
     expect: Expect,
+    /// With `expect = "step_up"`: the approver group the policy must name.
+    #[serde(default)]
+    group: Option<String>,
+    /// With `expect = "step_up"`: the quorum the policy must ask for.
+    #[serde(default)]
+    quorum: Option<u32>,
     #[serde(default)]
     policies: Option<Vec<String>>,
 }
@@ -132,7 +138,7 @@ impl Shape {
 pub enum Expect {
     Allow,
     Deny,
-    /// Reserved for step-up approvals; refused until they exist.
+    /// Permitted only with approval (a `@step_up` policy decides).
     StepUp,
 }
 
@@ -151,6 +157,8 @@ pub struct Case {
     ttl_seconds: i64,
     at: DateTime<Utc>,
     expect: Expect,
+    group: Option<String>,
+    quorum: Option<u32>,
     policies: Option<BTreeSet<String>>,
 }
 
@@ -240,8 +248,8 @@ fn locate(text: &str, error: &toml::de::Error) -> Option<String> {
 }
 
 fn prepare(spec: CaseSpec) -> Result<Case, String> {
-    if spec.expect == Expect::StepUp {
-        return Err("expect = \"step_up\" is not supported yet (step-up approvals are not built)".into());
+    if spec.expect != Expect::StepUp && (spec.group.is_some() || spec.quorum.is_some()) {
+        return Err("group and quorum belong to a case that expects \"step_up\"".into());
     }
     let (provider, role) = spec
         .grant
@@ -298,6 +306,8 @@ fn prepare(spec: CaseSpec) -> Result<Case, String> {
         ttl_seconds,
         at,
         expect: spec.expect,
+        group: spec.group,
+        quorum: spec.quorum,
         policies: spec.policies.map(|ids| ids.into_iter().collect()),
     })
 }
@@ -329,33 +339,46 @@ impl Case {
                 return Outcome::Mismatch { expected: self.expected(), got: format!("error: {error}") };
             }
         };
-        let (allowed, policies) = match &decision {
-            Decision::Allow { policies } => (true, policies),
-            Decision::Deny { policies } => (false, policies),
+        let got: BTreeSet<String> = decision.policies().iter().cloned().collect();
+        let (kind, group, quorum) = match &decision {
+            Decision::Allow { .. } => (Expect::Allow, None, None),
+            Decision::StepUp { step_up, .. } => (Expect::StepUp, Some(&step_up.group), Some(step_up.quorum)),
+            Decision::Deny { .. } => (Expect::Deny, None, None),
         };
-        let got: BTreeSet<String> = policies.iter().cloned().collect();
-        let decision_matches = allowed == (self.expect == Expect::Allow);
+        let decision_matches = kind == self.expect
+            && self.group.as_ref().is_none_or(|expected| Some(expected) == group)
+            && self.quorum.is_none_or(|expected| Some(expected) == quorum);
         let policies_match = self.policies.as_ref().is_none_or(|expected| *expected == got);
         if decision_matches && policies_match {
             Outcome::Passed
         } else {
-            Outcome::Mismatch { expected: self.expected(), got: describe(allowed, Some(&got)) }
+            let approval = group.map(|group| (group.as_str(), quorum.unwrap_or(1)));
+            Outcome::Mismatch { expected: self.expected(), got: describe(kind, approval, Some(&got)) }
         }
     }
 
     fn expected(&self) -> String {
-        describe(self.expect == Expect::Allow, self.policies.as_ref())
+        let approval = self.group.as_deref().map(|group| (group, self.quorum.unwrap_or(1)));
+        let approval = approval.or_else(|| self.quorum.map(|quorum| ("any group", quorum)));
+        describe(self.expect, approval, self.policies.as_ref())
     }
 }
 
-/// "allow by a, b", "deny by x", "deny (no policy permits)", or just the
-/// decision when the policies do not matter.
-fn describe(allow: bool, policies: Option<&BTreeSet<String>>) -> String {
-    let decision = if allow { "allow" } else { "deny" };
+/// "allow by a, b", "deny by x", "deny (no policy permits)", "step_up
+/// (2 of dba) by p", or just the decision when the policies do not matter.
+fn describe(kind: Expect, approval: Option<(&str, u32)>, policies: Option<&BTreeSet<String>>) -> String {
+    let mut decision = match kind {
+        Expect::Allow => "allow".to_string(),
+        Expect::Deny => "deny".to_string(),
+        Expect::StepUp => "step_up".to_string(),
+    };
+    if let Some((group, quorum)) = approval {
+        decision = format!("{decision} ({quorum} of {group})");
+    }
     match policies {
-        None => decision.to_string(),
-        Some(ids) if ids.is_empty() && !allow => "deny (no policy permits)".to_string(),
-        Some(ids) if ids.is_empty() => "allow by no policy".to_string(),
+        None => decision,
+        Some(ids) if ids.is_empty() && kind == Expect::Deny => "deny (no policy permits)".to_string(),
+        Some(ids) if ids.is_empty() => format!("{decision} by no policy"),
         Some(ids) => {
             format!("{decision} by {}", ids.iter().map(String::as_str).collect::<Vec<_>>().join(", "))
         }
@@ -541,8 +564,8 @@ policies = ["b", "a"]
             (format!("{ONE}{ONE}"), "case 2 (\"reads\"): the name is also case 1's"),
             (ONE.replace("\"reads\"", "\" \""), "case 1: name is empty"),
             (
-                ONE.replace("expect = \"allow\"", "expect = \"step_up\""),
-                "case 1 (\"reads\"): expect = \"step_up\" is not supported yet",
+                format!("{ONE}group = \"dba\"\n"),
+                "case 1 (\"reads\"): group and quorum belong to a case that expects \"step_up\"",
             ),
             ("policies = [\"p\"]\n".to_string(), "no cases"),
         ] {
@@ -582,7 +605,7 @@ policies = ["b", "a"]
     fn the_example_cases_pass_against_the_example_policy() {
         let (code, out, err) = run_in_dir(EXAMPLE, POLICY);
         assert_eq!(code, EXIT_PASSED, "{out}{err}");
-        assert!(out.ends_with("9 passed, 0 failed\n"), "{out}");
+        assert!(out.ends_with("10 passed, 0 failed\n"), "{out}");
         assert!(!out.contains("FAIL"), "{out}");
         assert_eq!(err, "");
     }
@@ -596,7 +619,7 @@ policies = ["b", "a"]
             out.contains("FAIL  demo-agent reads orders: expected deny by demo-agent-reads-orders, got allow by demo-agent-reads-orders\n"),
             "{out}"
         );
-        assert!(out.ends_with("8 passed, 1 failed\n"), "{out}");
+        assert!(out.ends_with("9 passed, 1 failed\n"), "{out}");
     }
 
     #[test]

@@ -39,9 +39,77 @@ const SCHEMA: &str = include_str!("writ.cedarschema");
 pub enum Decision {
     /// Permitted by the named policies.
     Allow { policies: Vec<String> },
+    /// Permitted by the named policies, at least one of which is marked
+    /// `@step_up`: only once `step_up.quorum` approvers of its group agree.
+    StepUp { policies: Vec<String>, step_up: StepUp },
     /// Denied: by the named `forbid` policies, or (empty) because no policy
     /// permits.
     Deny { policies: Vec<String> },
+}
+
+impl Decision {
+    /// `allow`, `step_up` or `deny`: what evidence and explanations call it.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::Allow { .. } => "allow",
+            Self::StepUp { .. } => "step_up",
+            Self::Deny { .. } => "deny",
+        }
+    }
+
+    /// The deciding policies: the permits that allow, the forbids that deny
+    /// (none for a default deny).
+    pub fn policies(&self) -> &[String] {
+        match self {
+            Self::Allow { policies } | Self::StepUp { policies, .. } | Self::Deny { policies } => policies,
+        }
+    }
+}
+
+/// Who must approve a step-up grant: `@step_up("<group>")`, with
+/// `@quorum("<n>")` distinct approvers of that group (1 when absent).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepUp {
+    pub group: String,
+    pub quorum: u32,
+}
+
+/// The largest `@quorum` a policy may ask for.
+pub const MAX_QUORUM: u32 = 16;
+
+impl StepUp {
+    /// The step-up a policy's annotations ask for, if any, checked: only
+    /// on a `permit`, a group of letters, digits, `-`, `_` or `.`, and a
+    /// quorum of 1 to [`MAX_QUORUM`].
+    fn of(policy: &cedar_policy::Policy) -> Result<Option<Self>, String> {
+        let quorum = policy.annotation("quorum");
+        let Some(group) = policy.annotation("step_up") else {
+            return match quorum {
+                Some(_) => Err("@quorum needs @step_up(\"<approver group>\")".into()),
+                None => Ok(None),
+            };
+        };
+        if policy.effect() != cedar_policy::Effect::Permit {
+            return Err("@step_up belongs on a permit policy, not a forbid".into());
+        }
+        let valid_group = !group.is_empty()
+            && group.len() <= 64
+            && group.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid_group {
+            return Err(format!(
+                "@step_up({group:?}) must name an approver group: 1 to 64 letters, digits, -, _ or ."
+            ));
+        }
+        let quorum = match quorum {
+            None => 1,
+            Some(text) => {
+                text.parse::<u32>().ok().filter(|quorum| (1..=MAX_QUORUM).contains(quorum)).ok_or_else(
+                    || format!("@quorum({text:?}) must be a whole number from 1 to {MAX_QUORUM}"),
+                )?
+            }
+        };
+        Ok(Some(Self { group: group.to_owned(), quorum }))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,12 +133,48 @@ struct Loaded {
     digest: Arc<str>,
     /// Built with the set, never per request.
     index: PolicyIndex,
+    /// The permits marked `@step_up`, checked when the set was parsed.
+    step_ups: std::collections::HashMap<PolicyId, StepUp>,
 }
 
 impl Loaded {
     fn new(policies: PolicySet, digest: Arc<str>) -> Self {
         let index = PolicyIndex::new(&policies);
-        Self { policies, digest, index }
+        let step_ups = policies
+            .policies()
+            .filter_map(|policy| Some((policy.id().clone(), StepUp::of(policy).ok().flatten()?)))
+            .collect();
+        Self { policies, digest, index, step_ups }
+    }
+
+    /// The step-up the deciding permits ask for: none, or the one group
+    /// they name with the largest quorum among them. Permits naming
+    /// different groups for one request cannot both be satisfied by one
+    /// approval, so that fails closed.
+    fn step_up(&self, reasons: &[PolicyId]) -> Result<Option<StepUp>, PolicyError> {
+        let mut asked: Option<(StepUp, &PolicyId)> = None;
+        for id in reasons {
+            let Some(step_up) = self.step_ups.get(id) else { continue };
+            asked = match asked {
+                None => Some((step_up.clone(), id)),
+                Some((current, first)) if current.group == step_up.group => {
+                    Some((StepUp { quorum: current.quorum.max(step_up.quorum), ..current }, first))
+                }
+                Some((current, first)) => {
+                    return Err(PolicyError::Evaluation(format!(
+                        "policies {first} and {id} both permit this request but ask for approval by \
+                         different groups ({} and {}); make them exclusive",
+                        current.group, step_up.group
+                    )));
+                }
+            };
+        }
+        Ok(asked.map(|(step_up, _)| step_up))
+    }
+
+    /// Every approver group the set names.
+    fn groups(&self) -> std::collections::BTreeSet<String> {
+        self.step_ups.values().map(|step_up| step_up.group.clone()).collect()
     }
 }
 
@@ -91,6 +195,9 @@ pub struct PolicyEngine {
     /// Where the set was loaded from, read again on reload (none for a set
     /// built from text).
     paths: Vec<PathBuf>,
+    /// The approver groups Writ has, when known: a set whose `@step_up`
+    /// names another is refused ([`Self::require_groups`]).
+    approver_groups: Option<std::collections::BTreeSet<String>>,
 }
 
 /// What a reload did.
@@ -115,6 +222,7 @@ impl PolicyEngine {
             authorizer: Authorizer::new(),
             current: RwLock::new(Arc::new(loaded)),
             paths: paths.to_vec(),
+            approver_groups: None,
         })
     }
 
@@ -126,6 +234,9 @@ impl PolicyEngine {
             return Err(PolicyError::Invalid("this policy set was not loaded from files".into()));
         }
         let loaded = Arc::new(load_set(&self.paths, &schema()?)?);
+        if let Some(groups) = &self.approver_groups {
+            check_groups(&loaded, groups)?;
+        }
         let reloaded = Reloaded {
             previous: self.digest(),
             digest: loaded.digest.clone(),
@@ -150,7 +261,25 @@ impl PolicyEngine {
         let mut digest = Digest::default();
         digest.add(inline, text);
         let loaded = Loaded::new(policies, digest.finish());
-        Ok(Self { authorizer: Authorizer::new(), current: RwLock::new(Arc::new(loaded)), paths: Vec::new() })
+        Ok(Self {
+            authorizer: Authorizer::new(),
+            current: RwLock::new(Arc::new(loaded)),
+            paths: Vec::new(),
+            approver_groups: None,
+        })
+    }
+
+    /// Refuses, now and on every reload, a set whose `@step_up` names an
+    /// approver group not in `groups`.
+    pub fn require_groups(mut self, groups: std::collections::BTreeSet<String>) -> Result<Self, PolicyError> {
+        check_groups(&self.loaded(), &groups)?;
+        self.approver_groups = Some(groups);
+        Ok(self)
+    }
+
+    /// Every approver group a `@step_up` of the set in force names.
+    pub fn approver_groups(&self) -> std::collections::BTreeSet<String> {
+        self.loaded().groups()
     }
 
     /// The number of policies in force.
@@ -230,12 +359,38 @@ impl PolicyEngine {
             tracing::error!(error = %error, "a policy failed to evaluate; denying");
             return Err(PolicyError::Evaluation(error.to_string()));
         }
-        let mut policies: Vec<String> = diagnostics.reason().map(PolicyId::to_string).collect();
-        policies.sort();
+        let mut reasons: Vec<PolicyId> = diagnostics.reason().cloned().collect();
+        reasons.sort();
+        let policies: Vec<String> = reasons.iter().map(PolicyId::to_string).collect();
         Ok(match response.decision() {
-            CedarDecision::Allow => Decision::Allow { policies },
+            CedarDecision::Allow => match loaded.step_up(&reasons)? {
+                Some(step_up) => Decision::StepUp { policies, step_up },
+                None => Decision::Allow { policies },
+            },
             CedarDecision::Deny => Decision::Deny { policies },
         })
+    }
+}
+
+fn check_groups(loaded: &Loaded, groups: &std::collections::BTreeSet<String>) -> Result<(), PolicyError> {
+    let mut unknown: Vec<(String, String)> = loaded
+        .step_ups
+        .iter()
+        .filter(|(_, step_up)| !groups.contains(&step_up.group))
+        .map(|(id, step_up)| (id.to_string(), step_up.group.clone()))
+        .collect();
+    unknown.sort();
+    match unknown.first() {
+        None => Ok(()),
+        Some((policy, group)) => Err(PolicyError::Invalid(format!(
+            "policy {policy:?} asks for approval by group {group:?}, which is not in [approvals.groups] \
+             (configured: {})",
+            if groups.is_empty() {
+                "none".to_string()
+            } else {
+                groups.iter().cloned().collect::<Vec<_>>().join(", ")
+            }
+        ))),
     }
 }
 
@@ -364,6 +519,13 @@ fn parse_file(path: &Path, text: &str) -> Result<PolicySet, PolicyError> {
     let mut named = PolicySet::new();
     for (index, policy) in parsed.policies().enumerate() {
         let id = policy.annotation("id").map(str::to_string).unwrap_or_else(|| format!("{file}#{index}"));
+        if let Err(message) = StepUp::of(policy) {
+            // Cedar keeps no position for a policy; its `@id` names the line.
+            let line = text
+                .find(&format!("@id({id:?})"))
+                .map_or(String::new(), |offset| format!("line {}: ", line_at(text, offset)));
+            return Err(parse_error(format!("{line}policy {id:?}: {message}")));
+        }
         named
             .add(policy.new_id(PolicyId::new(&id)))
             .map_err(|e| parse_error(format!("policy {id:?}: {e}")))?;

@@ -110,7 +110,7 @@ fn files_and_directories_load_and_duplicate_ids_are_refused() {
     std::fs::write(dir.path().join("a.cedar"), POLICIES).unwrap();
     std::fs::write(dir.path().join("ignored.txt"), "not cedar").unwrap();
     let engine = PolicyEngine::load(&[dir.path().to_path_buf()]).unwrap();
-    assert_eq!(engine.len(), 4);
+    assert_eq!(engine.len(), 5);
     std::fs::write(dir.path().join("b.cedar"), POLICIES).unwrap();
     assert!(PolicyEngine::load(&[dir.path().to_path_buf()]).is_err());
 }
@@ -147,4 +147,113 @@ fn requests_and_entities_fit_the_schema() {
         now: task.created_at,
     };
     assert!(wrong.build(Some(&schema)).is_err(), "the check can fail");
+}
+
+#[test]
+fn step_up_permits_ask_for_their_group_and_quorum() {
+    let engine = PolicyEngine::from_text(POLICIES).unwrap();
+    let decision =
+        decide(&engine, &agent("demo-agent"), &task("prod", "internal"), "orders-admin", "orders.refund");
+    let step_up = StepUp { group: "orders-approvers".into(), quorum: 2 };
+    assert_eq!(decision, Decision::StepUp { policies: vec!["prod-refunds-need-approval".into()], step_up });
+    assert_eq!(decision.outcome(), "step_up");
+    // A forbid still wins over a step-up permit.
+    let restricted =
+        decide(&engine, &agent("demo-agent"), &task("prod", "restricted"), "orders-admin", "orders.refund");
+    assert_eq!(restricted, Decision::Deny { policies: vec!["no-restricted-data".into()] });
+    assert_eq!(engine.approver_groups().into_iter().collect::<Vec<_>>(), vec!["orders-approvers"]);
+}
+
+const BROAD: &str = r#"
+@id("broad") permit (principal, action, resource == Writ::Role::"tokens/orders-admin");
+"#;
+
+#[test]
+fn one_step_up_permit_is_enough_to_need_approval() {
+    // A plain permit beside a step-up permit does not bypass the approval:
+    // the decision needs it if any deciding permit asks for it.
+    let engine = PolicyEngine::from_text(&format!("{POLICIES}{BROAD}")).unwrap();
+    let decision =
+        decide(&engine, &agent("demo-agent"), &task("prod", "internal"), "orders-admin", "orders.refund");
+    assert!(
+        matches!(&decision, Decision::StepUp { policies, step_up }
+            if policies == &["broad".to_string(), "prod-refunds-need-approval".to_string()] && step_up.quorum == 2),
+        "{decision:?}"
+    );
+    let elsewhere =
+        decide(&engine, &agent("demo-agent"), &task("dev", "internal"), "orders-admin", "orders.lookup");
+    assert_eq!(elsewhere, Decision::Allow { policies: vec!["broad".into()] });
+}
+
+#[test]
+fn step_ups_of_one_group_take_the_largest_quorum_and_of_two_groups_fail_closed() {
+    let same = r#"
+        @id("one") @step_up("dba") permit (principal, action, resource == Writ::Role::"tokens/orders-admin");
+        @id("three") @step_up("dba") @quorum("3") permit (principal, action, resource);
+    "#;
+    let engine = PolicyEngine::from_text(same).unwrap();
+    let decision = decide(&engine, &agent("a"), &task("dev", "internal"), "orders-admin", "x");
+    assert!(
+        matches!(&decision, Decision::StepUp { step_up, .. } if step_up.quorum == 3 && step_up.group == "dba")
+    );
+    let two = r#"
+        @id("one") @step_up("dba") permit (principal, action, resource == Writ::Role::"tokens/orders-admin");
+        @id("two") @step_up("security") permit (principal, action, resource);
+    "#;
+    let engine = PolicyEngine::from_text(two).unwrap();
+    let facts = GrantFacts {
+        action: "issue",
+        agent: &agent("a"),
+        task: &task("dev", "internal"),
+        role: RoleFacts { provider: "tokens", role: "orders-admin", shape: "revocable" },
+        tool: "x",
+        scopes: &[],
+        ttl_seconds: 300,
+        now: task("dev", "internal").created_at,
+    };
+    let error = engine.decide(&facts).unwrap_err().to_string();
+    assert!(error.contains("different groups (dba and security)"), "{error}");
+}
+
+#[test]
+fn step_up_annotations_are_checked_when_loaded() {
+    for (text, reason) in [
+        (r#"@id("f") @step_up("dba") forbid (principal, action, resource);"#, "belongs on a permit"),
+        (r#"@id("q") @quorum("2") permit (principal, action, resource);"#, "@quorum needs @step_up"),
+        (r#"@id("z") @step_up("dba") @quorum("0") permit (principal, action, resource);"#, "from 1 to 16"),
+        (r#"@id("x") @step_up("dba") @quorum("two") permit (principal, action, resource);"#, "from 1 to 16"),
+        (r#"@id("g") @step_up("db a") permit (principal, action, resource);"#, "must name an approver group"),
+        (r#"@id("e") @step_up("") permit (principal, action, resource);"#, "must name an approver group"),
+    ] {
+        let error = PolicyEngine::from_text(text).unwrap_err().to_string();
+        assert!(error.contains(reason) && error.contains("line 1"), "{text}: {error}");
+    }
+}
+
+#[test]
+fn a_set_naming_an_unconfigured_group_is_refused_now_and_on_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.cedar"), POLICIES).unwrap();
+    let known = |names: &[&str]| names.iter().map(|name| name.to_string()).collect();
+    let error = PolicyEngine::load(&[dir.path().to_path_buf()])
+        .unwrap()
+        .require_groups(known(&["dba"]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("\"orders-approvers\", which is not in [approvals.groups] (configured: dba)"),
+        "{error}"
+    );
+    let engine = PolicyEngine::load(&[dir.path().to_path_buf()])
+        .unwrap()
+        .require_groups(known(&["orders-approvers"]))
+        .unwrap();
+    let digest = engine.digest();
+    std::fs::write(
+        dir.path().join("b.cedar"),
+        r#"@id("new") @step_up("nobody") permit (principal, action, resource);"#,
+    )
+    .unwrap();
+    assert!(engine.reload().unwrap_err().to_string().contains("\"nobody\""));
+    assert_eq!(engine.digest(), digest, "the running set is kept");
 }

@@ -25,8 +25,13 @@ use uuid::Uuid;
 use self::plans::Planned;
 use self::tables::{WriteTables, storage_error};
 use self::writer::Writer;
-use super::{ApprovalFilter, ClosedScope, Closure, LeaseFilter, LeaseStore, RevocationOutcome, Scope, StoreError, Swept};
-use crate::model::{Approval, ApprovalVote, AgentStatus, Lease, RevocationReason, SealedHandle, Sighting, Task};
+use super::{
+    ApprovalFilter, ClosedScope, Closure, LeaseFilter, LeaseStore, RevocationOutcome, Scope, StoreError,
+    Swept,
+};
+use crate::model::{
+    AgentStatus, Approval, ApprovalVote, Lease, RevocationReason, SealedHandle, Sighting, Task,
+};
 
 /// redb's page cache. Bounded, so memory stays flat however many leases
 /// the file holds; the hot pages (indexes, recent leases) fit easily.

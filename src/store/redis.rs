@@ -49,11 +49,13 @@ use self::connection::Connection;
 use self::keys::{Keys, lease_id, member};
 use self::record::time as at;
 use self::reply::{Reply, decode, encode, limit as limit_arg, millis, time};
-use super::{ApprovalFilter, 
-    ClosedScope, Closure, LeaseFilter, LeaseStore, RevocationOutcome, Scope, StoreError, Swept, SweptLease,
+use super::{
+    ApprovalFilter, ClosedScope, Closure, LeaseFilter, LeaseStore, RevocationOutcome, Scope, StoreError,
+    Swept, SweptLease,
 };
-use crate::model::{Approval, ApprovalVote, 
-    AgentState, AgentStatus, Lease, RevocationReason, SealedHandle, Sighting, Task, TaskClosure, TaskState,
+use crate::model::{
+    AgentState, AgentStatus, Approval, ApprovalVote, Lease, RevocationReason, SealedHandle, Sighting, Task,
+    TaskClosure, TaskState,
 };
 
 /// A [`LeaseStore`] in Redis.

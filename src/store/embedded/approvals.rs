@@ -118,7 +118,10 @@ pub(super) fn end(
         let (key, _) = entry.map_err(storage_error)?;
         let id = key.value().1;
         let approval = get_approval(&tables.approvals, id)?.ok_or_else(|| {
-            StoreError::Corrupt(format!("the open approvals index names missing request {}", Uuid::from_u128(id)))
+            StoreError::Corrupt(format!(
+                "the open approvals index names missing request {}",
+                Uuid::from_u128(id)
+            ))
         })?;
         let (state, reason) = match refusal(tables, &approval.task_id, &approval.agent, now) {
             Ok(Some((_, reason))) => (ApprovalState::Cancelled, reason.as_str()),
