@@ -122,6 +122,8 @@ impl Broker {
             .iter()
             .find(|open| open.task_id == task.id && open.tool == request.tool && open.grants == grants)
         {
+            // The decisions are evidence all the same.
+            self.audit.record_all(now, evidence).await?;
             return Ok(same.clone());
         }
         if open.len() >= self.approvals.max_pending_per_agent {
@@ -257,6 +259,9 @@ impl Broker {
         now: DateTime<Utc>,
     ) -> Result<Vec<Issued>, Error> {
         let approval = self.own_approval(agent, id).await?;
+        // A suspended agent hears of its suspension, not of the request the
+        // suspension cancelled.
+        self.registry.ensure_active(&agent.name).await?;
         if approval.state != ApprovalState::Approved {
             return Err(not_collectable(&approval));
         }

@@ -10,6 +10,7 @@ use tempfile::TempDir;
 use tonic::transport::Channel;
 use writ::api::proto;
 use writ::api::proto::admin_service_client::AdminServiceClient;
+use writ::api::proto::approval_service_client::ApprovalServiceClient;
 use writ::api::proto::credential_service_client::CredentialServiceClient;
 use writ::api::proto::task_service_client::TaskServiceClient;
 use writ::clock::{Clock, ManualClock};
@@ -129,6 +130,19 @@ impl Harness {
 
     pub async fn tasks(&self) -> TaskServiceClient<Channel> {
         TaskServiceClient::new(self.channel().await)
+    }
+
+    pub async fn approvals(&self) -> ApprovalServiceClient<Channel> {
+        ApprovalServiceClient::new(self.channel().await)
+    }
+
+    /// The first (`1`) or second (`2`) approver of `writ dev`'s
+    /// `orders-approvers` group.
+    pub fn approver(&self, which: u8) -> String {
+        match which {
+            1 => self.token(writ::dev::APPROVER_SUBJECT),
+            _ => self.token(writ::dev::SECOND_APPROVER_SUBJECT),
+        }
     }
 
     pub async fn admin(&self) -> AdminServiceClient<Channel> {

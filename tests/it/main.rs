@@ -2,6 +2,7 @@
 //! module per area. `harness` starts Writ; `peers` starts the npm
 //! `oidc-provider` issuer and the `jose` verifier.
 
+mod approvals;
 mod aws_sts;
 mod crash;
 mod exchange;
