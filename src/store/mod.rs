@@ -15,6 +15,7 @@
 //!
 //! All times come from the caller: the store never reads the clock.
 
+mod approval_rules;
 #[doc(hidden)]
 pub mod conformance;
 mod embedded;

@@ -31,6 +31,7 @@
 //! same; the operations are safe to retry (a repeated insert is refused
 //! with `LeaseState`, repeated revocations and outcomes change nothing).
 
+mod approvals;
 mod config;
 mod connection;
 mod keys;
@@ -567,7 +568,9 @@ impl LeaseStore for RedisStore {
 
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         let call = self.function("next_due");
-        reply::earliest(reply::optional_list(self.invoke(&call).await?)?)
+        let leases_and_tasks = reply::earliest(reply::optional_list(self.invoke(&call).await?)?)?;
+        let approvals = self.approvals_due().await?;
+        Ok(leases_and_tasks.into_iter().chain(approvals).min())
     }
 
     async fn record_sighting(
@@ -585,38 +588,38 @@ impl LeaseStore for RedisStore {
         }
     }
 
-    async fn create_approval(&self, _approval: Approval, _now: DateTime<Utc>) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("approvals are not implemented yet".into()))
+    async fn create_approval(&self, approval: Approval, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.create_approval_in(approval, now).await
     }
 
-    async fn get_approval(&self, _id: Uuid) -> Result<Option<Approval>, StoreError> {
-        Err(StoreError::Unavailable("approvals are not implemented yet".into()))
+    async fn get_approval(&self, id: Uuid) -> Result<Option<Approval>, StoreError> {
+        self.get_approval_in(id).await
     }
 
     async fn list_approvals(
         &self,
-        _filter: &ApprovalFilter,
-        _after: Option<Uuid>,
-        _limit: usize,
+        filter: &ApprovalFilter,
+        after: Option<Uuid>,
+        limit: usize,
     ) -> Result<Vec<Approval>, StoreError> {
-        Err(StoreError::Unavailable("approvals are not implemented yet".into()))
+        self.list_approvals_in(filter, after, limit).await
     }
 
-    async fn vote_approval(&self, _id: Uuid, _vote: ApprovalVote) -> Result<Approval, StoreError> {
-        Err(StoreError::Unavailable("approvals are not implemented yet".into()))
+    async fn vote_approval(&self, id: Uuid, vote: ApprovalVote) -> Result<Approval, StoreError> {
+        self.vote_approval_in(id, vote).await
     }
 
     async fn collect_approval(
         &self,
-        _id: Uuid,
-        _agent: &str,
-        _now: DateTime<Utc>,
+        id: Uuid,
+        agent: &str,
+        now: DateTime<Utc>,
     ) -> Result<Approval, StoreError> {
-        Err(StoreError::Unavailable("approvals are not implemented yet".into()))
+        self.collect_approval_in(id, agent, now).await
     }
 
-    async fn end_approvals(&self, _now: DateTime<Utc>, _limit: usize) -> Result<Vec<Approval>, StoreError> {
-        Err(StoreError::Unavailable("approvals are not implemented yet".into()))
+    async fn end_approvals(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Approval>, StoreError> {
+        self.end_approvals_in(now, limit).await
     }
 
     async fn list_sightings(&self, limit: usize) -> Result<Vec<Sighting>, StoreError> {

@@ -4,13 +4,14 @@
 
 use std::ops::Bound;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use redb::{ReadTransaction, ReadableTable};
 use uuid::Uuid;
 
 use super::plans::{Planned, refusal};
 use super::tables::{APPROVALS, Change, WriteTables, decode, get_approval, storage_error};
-use crate::model::{Approval, ApprovalEnd, ApprovalState, ApprovalVote};
+use crate::model::{Approval, ApprovalState, ApprovalVote};
+use crate::store::approval_rules as rules;
 use crate::store::{ApprovalFilter, StoreError};
 
 pub(super) fn create(
@@ -34,15 +35,6 @@ fn existing(tables: &WriteTables<'_>, id: Uuid) -> Result<Approval, StoreError> 
     get_approval(&tables.approvals, id.as_u128())?.ok_or(StoreError::ApprovalNotFound(id))
 }
 
-/// The state a request is in at `now` for the purpose of a change: a
-/// request past its due time counts as expired even before a sweep ends it.
-fn effective_state(approval: &Approval, now: DateTime<Utc>) -> ApprovalState {
-    match approval.due_at() {
-        Some(due) if due <= now => ApprovalState::Expired,
-        _ => approval.state,
-    }
-}
-
 pub(super) fn vote(
     tables: &WriteTables<'_>,
     id: Uuid,
@@ -50,30 +42,9 @@ pub(super) fn vote(
 ) -> Result<Planned<Approval>, StoreError> {
     let approval = existing(tables, id)?;
     let now = vote.at;
-    let state = effective_state(&approval, now);
-    if state != ApprovalState::Pending {
-        return Err(StoreError::ApprovalState { id, state });
-    }
+    let updated = rules::voted(&approval, vote)?;
     if let Some((refused, _)) = refusal(tables, &approval.task_id, &approval.agent, now)? {
         return Err(refused);
-    }
-    if approval.votes.iter().any(|cast| cast.by == vote.by) {
-        return Err(StoreError::AlreadyVoted { id, by: vote.by });
-    }
-    let mut updated = approval.clone();
-    if vote.approve {
-        updated.votes.push(vote);
-        let approvers = u32::try_from(updated.approvers().count()).unwrap_or(u32::MAX);
-        if approvers >= updated.quorum {
-            updated.state = ApprovalState::Approved;
-            updated.approved_at = Some(now);
-            let within = i64::try_from(updated.collect_within_seconds).unwrap_or(i64::MAX);
-            updated.collect_by = Some(now + TimeDelta::try_seconds(within).unwrap_or(TimeDelta::MAX));
-        }
-    } else {
-        updated.ended = Some(ApprovalEnd { at: now, by: vote.by.clone(), reason: vote.reason.clone() });
-        updated.votes.push(vote);
-        updated.state = ApprovalState::Denied;
     }
     Planned::done(updated.clone(), vec![Change::approval(Some(approval), updated)?])
 }
@@ -85,20 +56,10 @@ pub(super) fn collect(
     now: DateTime<Utc>,
 ) -> Result<Planned<Approval>, StoreError> {
     let approval = existing(tables, id)?;
-    // Another agent's request is not this agent's business.
-    if approval.agent != agent {
-        return Err(StoreError::ApprovalNotFound(id));
-    }
-    let state = effective_state(&approval, now);
-    if state != ApprovalState::Approved {
-        return Err(StoreError::ApprovalState { id, state });
-    }
+    let updated = rules::collected(&approval, agent, now)?;
     if let Some((refused, _)) = refusal(tables, &approval.task_id, &approval.agent, now)? {
         return Err(refused);
     }
-    let mut updated = approval.clone();
-    updated.state = ApprovalState::Collected;
-    updated.collected_at = Some(now);
     Planned::done(updated.clone(), vec![Change::approval(Some(approval), updated)?])
 }
 
@@ -123,24 +84,16 @@ pub(super) fn end(
                 Uuid::from_u128(id)
             ))
         })?;
-        let (state, reason) = match refusal(tables, &approval.task_id, &approval.agent, now) {
-            Ok(Some((_, reason))) => (ApprovalState::Cancelled, reason.as_str()),
+        let cancelled = match refusal(tables, &approval.task_id, &approval.agent, now) {
+            Ok(refused) => refused.map(|(_, reason)| reason.as_str()),
             // A request under a task the store no longer has cannot go on.
-            Err(StoreError::TaskNotFound(_)) => (ApprovalState::Cancelled, "task_closed"),
+            Err(StoreError::TaskNotFound(_)) => Some("task_closed"),
             Err(error) => return Err(error),
-            Ok(None) => match effective_state(&approval, now) {
-                ApprovalState::Expired if approval.state == ApprovalState::Pending => {
-                    (ApprovalState::Expired, "not_decided")
-                }
-                ApprovalState::Expired => (ApprovalState::Expired, "not_collected"),
-                _ => continue,
-            },
         };
-        let mut updated = approval.clone();
-        updated.state = state;
-        updated.ended = Some(ApprovalEnd { at: now, by: "writ".into(), reason: reason.into() });
-        changes.push(Change::approval(Some(approval), updated.clone())?);
-        ended.push(updated);
+        if let Some(updated) = rules::ended(&approval, cancelled, now) {
+            changes.push(Change::approval(Some(approval), updated.clone())?);
+            ended.push(updated);
+        }
     }
     Planned::done(ended, changes)
 }

@@ -22,6 +22,9 @@
 //! | `finished`                | index  | revoked and failed leases: completed_at + id       |
 //! | `dir:<index>`             | zset   | the first member of each chunk of a large index    |
 //! | `chunk:<index>#<first>`   | zset   | one chunk of a large index                         |
+//! | `approval:<id>`           | string | an approval request, JSON (the id hyphenated, lower case) |
+//! | `approvals`               | zset   | every approval request's id, score 0: id order is creation order (UUID v7) |
+//! | `approvals-open`          | zset   | pending and approved requests' ids, score = when each falls due (ms) |
 //! | `sightings`               | hash   | `["issuer","subject"]` → the sighting, JSON        |
 //! | `sightings-seen`          | zset   | sighting fields, score = last_seen (ms)            |
 //! | `health`                  | string | written by every health check                      |
@@ -97,6 +100,10 @@ impl Keys {
     }
 
     /// Agents' statuses, by name.
+    pub(super) fn approval(&self, id: Uuid) -> Vec<u8> {
+        format!("{}approval:{id}", self.prefix).into_bytes()
+    }
+
     pub(super) fn agents(&self) -> String {
         format!("{}agents", self.prefix)
     }

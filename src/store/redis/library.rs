@@ -39,6 +39,8 @@ const OPERATIONS: &[(&str, &str, bool)] = &[
     ("record_sighting", include_str!("lua/record_sighting.lua"), false),
     ("list_sightings", include_str!("lua/list_sightings.lua"), true),
     ("health", include_str!("lua/health.lua"), false),
+    ("put_approval", include_str!("lua/put_approval.lua"), false),
+    ("list_approvals", include_str!("lua/list_approvals.lua"), true),
 ];
 
 /// The library's source and the name it is loaded under.
