@@ -41,7 +41,6 @@ pub mod server;
 pub mod store;
 pub mod sweeper;
 pub mod text;
-#[path = "webhooks_stub.rs"]
 pub mod webhooks;
 
 /// Completes on Ctrl-C or SIGTERM.

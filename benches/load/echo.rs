@@ -20,7 +20,7 @@ impl CredentialService for Echo {
     ) -> Result<Response<proto::IssueResponse>, Status> {
         let request = request.into_inner();
         let echoed = proto::IssuedCredential { notices: vec![request.tool], ..Default::default() };
-        Ok(Response::new(proto::IssueResponse { credentials: vec![echoed] }))
+        Ok(Response::new(proto::IssueResponse { credentials: vec![echoed], approval_required: None }))
     }
 
     async fn renew(&self, _: Request<proto::RenewRequest>) -> Result<Response<proto::RenewResponse>, Status> {
@@ -31,6 +31,22 @@ impl CredentialService for Echo {
         &self,
         _: Request<proto::ReleaseRequest>,
     ) -> Result<Response<proto::ReleaseResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+
+    type WatchApprovalStream = tokio_stream::Empty<Result<proto::Approval, Status>>;
+
+    async fn watch_approval(
+        &self,
+        _: Request<proto::WatchApprovalRequest>,
+    ) -> Result<Response<Self::WatchApprovalStream>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+
+    async fn collect_approval(
+        &self,
+        _: Request<proto::CollectApprovalRequest>,
+    ) -> Result<Response<proto::IssueResponse>, Status> {
         Err(Status::unimplemented("echo"))
     }
 }

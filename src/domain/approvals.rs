@@ -69,7 +69,8 @@ impl Default for ApprovalSettings {
 #[derive(Debug)]
 pub enum IssueOutcome {
     Issued(Vec<Issued>),
-    ApprovalRequired(Approval),
+    /// Boxed: a request is much larger than a list of credentials.
+    ApprovalRequired(Box<Approval>),
 }
 
 /// One approver's decision, as asked.

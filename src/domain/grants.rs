@@ -140,7 +140,7 @@ impl Broker {
         }
         if !step_ups.is_empty() {
             let approval = self.request_approval(agent, &task, &request, step_ups, evidence, now).await?;
-            return Ok(IssueOutcome::ApprovalRequired(approval));
+            return Ok(IssueOutcome::ApprovalRequired(Box::new(approval)));
         }
         self.mint_all(agent, &task, &request.tool, planned, evidence, now).await.map(IssueOutcome::Issued)
     }

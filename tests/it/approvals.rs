@@ -95,9 +95,9 @@ async fn two_approvers_then_one_collection(h: &Harness, collector: &Harness) {
     assert_eq!(approval.grants.len(), 1);
     assert_eq!(approval.grants[0].role, "orders-admin");
     assert_eq!(approval.grants[0].scopes, vec!["orders:refund".to_string()]);
-    let expires = approval.expires_at.clone().unwrap();
+    let expires = approval.expires_at.unwrap();
     assert_eq!(
-        expires.seconds - approval.created_at.clone().unwrap().seconds,
+        expires.seconds - approval.created_at.unwrap().seconds,
         15 * 60,
         "the default timeout"
     );
