@@ -96,11 +96,7 @@ async fn two_approvers_then_one_collection(h: &Harness, collector: &Harness) {
     assert_eq!(approval.grants[0].role, "orders-admin");
     assert_eq!(approval.grants[0].scopes, vec!["orders:refund".to_string()]);
     let expires = approval.expires_at.unwrap();
-    assert_eq!(
-        expires.seconds - approval.created_at.unwrap().seconds,
-        15 * 60,
-        "the default timeout"
-    );
+    assert_eq!(expires.seconds - approval.created_at.unwrap().seconds, 15 * 60, "the default timeout");
     // Asking again while it waits answers the same request.
     assert_eq!(ask(h, "refund-1").await.approval_id, id);
 
@@ -497,5 +493,134 @@ async fn approvers_from_oidc_provider() {
     let voters: Vec<&str> = approved.votes.iter().map(|vote| vote.by.as_str()).collect();
     assert_eq!(voters, ["approver-alice", "approver-bob"]);
     assert_eq!(collect(&h, &id).await.unwrap().credentials.len(), 1);
+    h.stop().await;
+}
+
+/// What a receiver saw: each request's headers and raw body.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>;
+
+/// A webhook receiver that answers 503 to its first `failures` requests
+/// (down), then 200, recording everything.
+async fn receiver(failures: usize) -> (String, Received) {
+    let received: Received = Default::default();
+    let seen = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let seen = seen.clone();
+            async move {
+                let mut seen = seen.lock().unwrap();
+                seen.push((headers, body.to_vec()));
+                if seen.len() <= failures {
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    axum::http::StatusCode::OK
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, received)
+}
+
+/// Approvers hear of a request and of each vote through a signed webhook
+/// that the receiver verifies; a receiver that fails at first gets the
+/// notice again, and nothing is lost.
+#[tokio::test]
+async fn signed_webhooks_reach_a_receiver_that_was_down() {
+    let (url, received) = receiver(1).await;
+    let secret = "an example secret of at least thirty-two bytes";
+    let h = harness::start_with(Box::new(move |config, dir| {
+        std::fs::write(dir.join("webhook-secret"), format!("{secret}\n")).unwrap();
+        let hook: writ::webhooks::WebhookConfig =
+            toml::from_str(&format!("url = {url:?}\nsecret_file = {:?}\n", dir.join("webhook-secret")))
+                .unwrap();
+        config.approvals.webhooks.push(hook);
+    }))
+    .await;
+    prod_task(&h, "refund-11", 3600).await;
+    let id = ask(&h, "refund-11").await.approval_id;
+    approve(&h, &h.approver(1), &id, "one").await.unwrap();
+    approve(&h, &h.approver(2), &id, "two").await.unwrap();
+
+    let delivered = |received: &Received| {
+        let seen = received.lock().unwrap();
+        let mut types: Vec<String> = Vec::new();
+        for (headers, body) in seen.iter() {
+            let json: serde_json::Value = serde_json::from_slice(body).unwrap();
+            types.push(json["type"].as_str().unwrap().to_owned());
+            let _ = headers;
+        }
+        types
+    };
+    for _ in 0..200 {
+        let types = delivered(&received);
+        if ["approval.requested", "approval.voted", "approval.approved"]
+            .iter()
+            .all(|want| types.iter().filter(|got| got == want).count() >= 1)
+            && types.len() >= 4
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen = received.lock().unwrap().clone();
+    let types = delivered(&received);
+    assert_eq!(types.iter().filter(|t| *t == "approval.requested").count(), 2, "retried once: {types:?}");
+    assert!(
+        types.contains(&"approval.voted".to_string()) && types.contains(&"approval.approved".to_string())
+    );
+    let now = chrono::Utc::now();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    for (headers, body) in &seen {
+        let header = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_owned();
+        let (timestamp, signature) = (header("writ-timestamp"), header("writ-signature"));
+        writ::webhooks::verify(
+            secret.as_bytes(),
+            &timestamp,
+            body,
+            &signature,
+            now,
+            Duration::from_secs(300),
+        )
+        .unwrap();
+        // And independently: HMAC-SHA256 over "<timestamp>.<body>".
+        let signed = [timestamp.as_bytes(), b".", body].concat();
+        let hex = signature.strip_prefix("v1=").unwrap();
+        let mac: Vec<u8> =
+            (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        ring::hmac::verify(&key, &signed, &mac).expect("the signature is HMAC-SHA256 of timestamp.body");
+        let tampered = [body.as_slice(), b" "].concat();
+        assert!(
+            writ::webhooks::verify(
+                secret.as_bytes(),
+                &timestamp,
+                &tampered,
+                &signature,
+                now,
+                Duration::from_secs(300)
+            )
+            .is_err()
+        );
+        let json: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(json["approval"]["id"], id.as_str());
+        assert_eq!(header("writ-event-id"), json["id"].as_str().unwrap());
+        let text = String::from_utf8_lossy(body);
+        assert!(
+            !text.contains("eyJ") && !text.contains(secret),
+            "no token or secret in a notification: {text}"
+        );
+    }
+    // The retry of the first notice carries the same event id.
+    let ids: Vec<String> = seen
+        .iter()
+        .filter(|(_, body)| {
+            serde_json::from_slice::<serde_json::Value>(body).unwrap()["type"] == "approval.requested"
+        })
+        .map(|(headers, _)| headers["writ-event-id"].to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids[0], ids[1]);
     h.stop().await;
 }
