@@ -194,6 +194,12 @@ async fn explain_says_what_would_be_decided_and_issues_nothing() {
     assert!(allowed.explanation.contains("permitted by refunds-only-in-dev"), "{allowed:?}");
 
     let request = explain_request("tokens/orders-admin:orders:refund", environment("prod", "internal"));
+    let step_up = client.explain(authed(&admin, request)).await.unwrap().into_inner();
+    assert_eq!((step_up.decision.as_str(), step_up.allowed), ("step_up", false), "{step_up:?}");
+    assert_eq!(step_up.policies, ["prod-refunds-need-approval"]);
+    assert!(step_up.explanation.contains("an Issue would create an approval request"), "{step_up:?}");
+
+    let request = explain_request("tokens/orders-admin:orders:refund", environment("staging", "internal"));
     let denied = client.explain(authed(&admin, request)).await.unwrap().into_inner();
     assert_eq!((denied.decision.as_str(), denied.allowed), ("deny", false));
     assert!(denied.policies.is_empty() && denied.explanation.contains("no policy permits"), "{denied:?}");
@@ -255,7 +261,7 @@ async fn explain_says_what_would_be_decided_and_issues_nothing() {
     assert!(listed.is_empty(), "{listed:?}");
     let audit = h.audit_lines();
     let asked = audit.iter().filter(|line| line["event"] == "policy_explained").count();
-    assert_eq!(asked, 5, "the five questions that reached policy");
+    assert_eq!(asked, 6, "the six questions that reached policy");
     h.stop().await;
 }
 

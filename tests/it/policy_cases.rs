@@ -37,7 +37,7 @@ fn the_example_cases_pass_as_documented() {
     assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
     assert!(stdout.lines().any(|line| line == "ok    demo-agent reads orders"), "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
-    assert_eq!(stdout.lines().last(), Some("9 passed, 0 failed"), "{stdout}");
+    assert_eq!(stdout.lines().last(), Some("10 passed, 0 failed"), "{stdout}");
 
     // And from a source checkout, as the file's header says.
     let source = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -46,7 +46,7 @@ fn the_example_cases_pass_as_documented() {
         &["policy", "test", "src/dev/example-cases.toml", "--policies", "src/dev/example.cedar"],
     );
     assert_eq!(output.status.code(), Some(0), "{}{}", text(&output.stdout), text(&output.stderr));
-    assert_eq!(text(&output.stdout).lines().last(), Some("9 passed, 0 failed"));
+    assert_eq!(text(&output.stdout).lines().last(), Some("10 passed, 0 failed"));
 }
 
 #[test]
@@ -71,7 +71,7 @@ fn a_flipped_expectation_fails_and_names_the_case() {
         "{stdout}"
     );
     assert_eq!(stdout.lines().filter(|line| line.starts_with("FAIL")).count(), 1, "{stdout}");
-    assert_eq!(stdout.lines().last(), Some("8 passed, 1 failed"), "{stdout}");
+    assert_eq!(stdout.lines().last(), Some("9 passed, 1 failed"), "{stdout}");
 }
 
 #[test]
@@ -101,7 +101,7 @@ fn a_broken_policy_is_refused_with_file_and_reason() {
 }
 
 #[test]
-fn a_bad_cases_file_and_step_up_exit_2() {
+fn a_bad_cases_file_exits_2_and_a_wrong_step_up_fails() {
     let root = dev_dir();
     let path = root.path().join(".writ-dev/example-cases.toml");
     let cases = std::fs::read_to_string(&path).unwrap();
@@ -116,16 +116,36 @@ fn a_bad_cases_file_and_step_up_exit_2() {
         "{stderr}"
     );
 
+    // A case expecting approval that policy denies is a mismatch (exit 1).
     std::fs::write(&path, cases.replacen("expect = \"deny\"", "expect = \"step_up\"", 1)).unwrap();
+    let output = writ(root.path(), &["policy", "test", ".writ-dev/example-cases.toml"]);
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(
+            "FAIL  another agent does not read orders: expected step_up by no policy, got deny (no policy permits)"
+        ),
+        "{stdout}"
+    );
+    // The wrong quorum for the step-up case is a mismatch too.
+    std::fs::write(&path, cases.replace("quorum = 2", "quorum = 3")).unwrap();
+    let output = writ(root.path(), &["policy", "test", ".writ-dev/example-cases.toml"]);
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(
+            "FAIL  refunds in prod wait for two approvers: expected step_up (3 of orders-approvers) by \
+             prod-refunds-need-approval, got step_up (2 of orders-approvers) by prod-refunds-need-approval"
+        ),
+        "{stdout}"
+    );
+    // A group on a case that does not expect step_up is unusable (exit 2).
+    let misplaced = cases.replacen("expect = \"allow\"", "expect = \"allow\"\ngroup = \"x\"", 1);
+    std::fs::write(&path, misplaced).unwrap();
     let output = writ(root.path(), &["policy", "test", ".writ-dev/example-cases.toml"]);
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains(
-            "case 2 (\"another agent does not read orders\"): expect = \"step_up\" is not supported yet"
-        ),
-        "{stderr}"
-    );
+    assert!(stderr.contains("group and quorum belong to a case that expects \"step_up\""), "{stderr}");
 }
 
 /// The fenced block of `lang` that follows `from` in `text`.
