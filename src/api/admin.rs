@@ -3,10 +3,9 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
 use super::proto::{self, admin_service_server::AdminService};
-use super::{convert, page_size, status};
+use super::{convert, page_after, page_size, status};
 use crate::domain::Broker;
 use crate::store::LeaseFilter;
 
@@ -29,13 +28,7 @@ impl AdminService for Admin {
         super::auth::caller(&request)?;
         let request = request.into_inner();
         let limit = page_size(request.page_size)?;
-        let after = match request.page_token.as_str() {
-            "" => None,
-            token => Some(
-                Uuid::parse_str(token)
-                    .map_err(|_| Status::invalid_argument("page_token is not one Writ gave out"))?,
-            ),
-        };
+        let after = page_after(&request.page_token)?;
         let state = proto::LeaseState::try_from(request.state)
             .map_err(|_| Status::invalid_argument(format!("state {} is not a lease state", request.state)))?;
         let filter = LeaseFilter {

@@ -5,11 +5,10 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
 use super::auth::caller;
 use super::proto::{self, approval_service_server::ApprovalService};
-use super::{convert, page_size, status};
+use super::{convert, page_after, page_size, status};
 use crate::clock::Clock;
 use crate::domain::{Broker, Verdict};
 use crate::store::ApprovalFilter;
@@ -50,13 +49,7 @@ impl ApprovalService for Approvals {
         caller(&request)?.service()?;
         let request = request.into_inner();
         let limit = page_size(request.page_size)?;
-        let after = match request.page_token.as_str() {
-            "" => None,
-            token => Some(
-                Uuid::parse_str(token)
-                    .map_err(|_| Status::invalid_argument("page_token is not one Writ gave out"))?,
-            ),
-        };
+        let after = page_after(&request.page_token)?;
         let state = proto::ApprovalState::try_from(request.state).map_err(|_| {
             Status::invalid_argument(format!("state {} is not an approval state", request.state))
         })?;

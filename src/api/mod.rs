@@ -54,6 +54,16 @@ pub(crate) fn page_size(asked: u32) -> Result<usize, Status> {
     }
 }
 
+/// Where a listing resumes: after the id a previous page ended with.
+pub(crate) fn page_after(token: &str) -> Result<Option<uuid::Uuid>, Status> {
+    match token {
+        "" => Ok(None),
+        token => uuid::Uuid::parse_str(token)
+            .map(Some)
+            .map_err(|_| Status::invalid_argument("page_token is not one Writ gave out")),
+    }
+}
+
 /// Authentication failures: the caller's token is the problem, except when
 /// the issuer's keys cannot be fetched.
 pub fn auth_status(error: &AuthError) -> Status {
