@@ -73,6 +73,7 @@ fn policy_evaluation(c: &mut Criterion) {
         name: "demo-agent".into(),
         owner: "o".into(),
         description: String::new(),
+        team: String::new(),
         risk_tier: "low".into(),
     };
     let task = task();
@@ -161,6 +162,7 @@ fn policy_scaling(c: &mut Criterion) {
             name: format!("team-{team}-bot-{bot}"),
             owner: format!("team-{team}@example.com"),
             description: String::new(),
+            team: String::new(),
             risk_tier: "low".into(),
         };
         let mut task = task();

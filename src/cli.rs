@@ -10,8 +10,10 @@ use clap::{Args, Parser, Subcommand};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
+mod agents;
 mod approvals;
 
+pub use agents::AgentsCommand;
 pub use approvals::ApprovalsCommand;
 
 use crate::api::convert;
@@ -99,6 +101,9 @@ pub enum Command {
         #[arg(long)]
         agent: Option<String>,
     },
+    /// Registered agents, and the kill switch (role `operator`).
+    #[command(subcommand)]
+    Agents(AgentsCommand),
     /// List identities that called without being registered (role `operator`).
     Sightings {
         #[command(flatten)]
@@ -143,8 +148,33 @@ pub enum TaskCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
-    /// Check that an audit log's hash chain is unbroken.
-    Verify { path: PathBuf },
+    /// Check an audit log (or a directory of replicas' logs): its hash
+    /// chain, and with `--public-key` its signed checkpoints. Names the
+    /// first record that is wrong.
+    Verify {
+        /// A log file, or a directory whose `*.jsonl` files are logs.
+        path: PathBuf,
+        /// A PEM Ed25519 public key that signs checkpoints; repeatable (keys
+        /// retired by a rotation still verify the checkpoints they signed).
+        #[arg(long = "public-key", value_name = "PEM")]
+        public_keys: Vec<PathBuf>,
+        /// Accept records after the last checkpoint (a log still being
+        /// written).
+        #[arg(long, requires = "public_keys")]
+        allow_unsigned_tail: bool,
+        /// Fail unless signed records reach this sequence number (the last
+        /// checkpoint seen elsewhere, such as in your SIEM).
+        #[arg(long, value_name = "SEQ", requires = "public_keys")]
+        at_least: Option<u64>,
+    },
+    /// Make a key that signs audit checkpoints (PKCS#8, mode 0600), and
+    /// write its public key beside it as `<out>.pub.pem`.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the PEM public key of a checkpoint signing key.
+    PublicKey { key_file: PathBuf },
 }
 
 #[derive(Subcommand, Debug)]
@@ -284,6 +314,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Task(command) => task(command).await,
         Command::Approvals(command) => approvals::run(command).await,
+        Command::Agents(command) => agents::run(command).await,
         Command::Issue { client, task_id, tool, grants } => issue(client, task_id, tool, grants).await,
         Command::Renew { client, lease_id, ttl } => {
             let mut service =
@@ -331,11 +362,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Audit(AuditCommand::Verify { path }) => {
-            let count = crate::audit::verify_file(&path).map_err(anyhow::Error::msg)?;
-            println!("{}: {count} records, hash chain intact", path.display());
-            Ok(())
-        }
+        Command::Audit(command) => audit(command),
         Command::Policy(PolicyCommand::Explain(explain)) => {
             let ExplainArgs { client, agent, task, context, tool, grant, action } = *explain;
             let context = match task {
@@ -373,6 +400,47 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 drop((out, err));
                 std::process::exit(code);
             }
+            Ok(())
+        }
+    }
+}
+
+fn audit(command: AuditCommand) -> anyhow::Result<()> {
+    use crate::audit::{PublicKey, Signer, VerifyOptions};
+    match command {
+        AuditCommand::Verify { path, public_keys, allow_unsigned_tail, at_least } => {
+            let keys = public_keys
+                .iter()
+                .map(|file| {
+                    let text = std::fs::read_to_string(file)
+                        .with_context(|| format!("reading {}", file.display()))?;
+                    PublicKey::from_pem(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let signed = !keys.is_empty();
+            let options = VerifyOptions { keys, allow_unsigned_tail, at_least };
+            let reports = crate::audit::verify_path(&path, &options).map_err(anyhow::Error::msg)?;
+            for report in reports {
+                println!("{}", report.summary(signed));
+            }
+            Ok(())
+        }
+        AuditCommand::Keygen { out } => {
+            let pkcs8 = crate::audit::checkpoint::generate_pkcs8().map_err(anyhow::Error::msg)?;
+            crate::dev::write_secret(&out, &pkcs8)?;
+            let public = Signer::from_pkcs8(&pkcs8, "writ").map_err(anyhow::Error::msg)?.public_key();
+            let pem_path = out.with_extension("pub.pem");
+            std::fs::write(&pem_path, public.to_pem())?;
+            println!("{}: signing key {}", out.display(), public.key_id());
+            println!("{}: its public key, for `writ audit verify --public-key`", pem_path.display());
+            Ok(())
+        }
+        AuditCommand::PublicKey { key_file } => {
+            let pkcs8 =
+                std::fs::read(&key_file).with_context(|| format!("reading {}", key_file.display()))?;
+            let signer = Signer::from_pkcs8(&pkcs8, "writ")
+                .map_err(|e| anyhow::anyhow!("{}: {e}", key_file.display()))?;
+            print!("{}", signer.public_key().to_pem());
             Ok(())
         }
     }

@@ -18,6 +18,8 @@ pub const ENV_HTTP_LISTEN: &str = "WRIT_HTTP_LISTEN";
 pub const ENV_REDIS_URL: &str = "WRIT_REDIS_URL";
 /// Where this replica writes its audit log; every replica needs its own.
 pub const ENV_AUDIT_PATH: &str = "WRIT_AUDIT_PATH";
+/// The name this replica's signed audit checkpoints carry.
+pub const ENV_REPLICA: &str = "WRIT_REPLICA";
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -210,6 +212,17 @@ pub struct AuditConfig {
     pub path: PathBuf,
     /// 32+ random bytes keying the hashes that stand in for credential ids.
     pub key_file: PathBuf,
+    /// A PKCS#8 Ed25519 key (`writ audit keygen` makes one) that signs the
+    /// chain's head: every `checkpoint_interval` and at shutdown. Without
+    /// it the chain is not signed.
+    #[serde(default)]
+    pub signing_key_file: Option<PathBuf>,
+    #[serde(default = "defaults::checkpoint_interval", with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    /// The name this replica's checkpoints carry; every replica needs its
+    /// own. Defaults to the host name.
+    #[serde(default = "defaults::replica")]
+    pub replica: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -308,7 +321,12 @@ pub struct IdentityMatch {
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
     pub name: String,
+    /// Who answers for the agent: required.
     pub owner: String,
+    /// The team it belongs to, for inventory and for suspending a team's
+    /// agents at once.
+    #[serde(default)]
+    pub team: String,
     #[serde(default)]
     pub description: String,
     #[serde(default = "defaults::risk_tier")]
@@ -398,7 +416,7 @@ impl Config {
     }
 
     /// The overrides that say where a replica keeps its state, also honoured
-    /// by `writ dev`: `WRIT_REDIS_URL` and `WRIT_AUDIT_PATH`. Values are
+    /// by `writ dev`: `WRIT_REDIS_URL`, `WRIT_AUDIT_PATH` and `WRIT_REPLICA`. Values are
     /// checked by [`Config::validate`] like any other.
     pub fn apply_deployment_env(&mut self) {
         if let Ok(url) = std::env::var(ENV_REDIS_URL) {
@@ -415,6 +433,9 @@ impl Config {
         if let Ok(path) = std::env::var(ENV_AUDIT_PATH) {
             self.audit.path = PathBuf::from(path);
         }
+        if let Ok(replica) = std::env::var(ENV_REPLICA) {
+            self.audit.replica = replica;
+        }
     }
 
     /// Makes relative paths relative to the configuration file.
@@ -426,6 +447,9 @@ impl Config {
         };
         resolve(&mut self.audit.path);
         resolve(&mut self.audit.key_file);
+        if let Some(path) = &mut self.audit.signing_key_file {
+            resolve(path);
+        }
         self.sealing.keys.iter_mut().for_each(|key| resolve(&mut key.file));
         self.policy.paths.iter_mut().for_each(resolve);
         self.approvals.webhooks.iter_mut().for_each(|hook| resolve(&mut hook.secret_file));
@@ -546,6 +570,19 @@ impl Config {
                 return invalid(format!("principal {name:?} needs identity.subject or identity.claims"));
             }
         }
+        crate::audit::checkpoint::check_replica(&self.audit.replica)
+            .map_err(|e| ConfigError::Invalid(format!("audit.replica: {e}")))?;
+        if self.audit.checkpoint_interval < Duration::from_secs(1)
+            || self.audit.checkpoint_interval.as_secs() > 24 * 3600
+        {
+            return invalid("audit.checkpoint_interval must be 1s to 24h".into());
+        }
+        if let Some(agent) = self.agents.iter().find(|agent| agent.owner.trim().is_empty()) {
+            return invalid(format!(
+                "agent {:?} has no owner; every agent needs one who answers for it",
+                agent.name
+            ));
+        }
         for service in &self.services {
             if service.roles.is_empty() {
                 return invalid(format!("service {:?} has no roles", service.name));
@@ -563,6 +600,18 @@ impl Config {
 
 mod defaults {
     use std::time::Duration;
+
+    pub fn checkpoint_interval() -> Duration {
+        Duration::from_secs(60)
+    }
+    /// The host name (a pod's name on Kubernetes), or `writ`.
+    pub fn replica() -> String {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|name| name.trim().to_owned())
+            .filter(|name| crate::audit::checkpoint::check_replica(name).is_ok())
+            .unwrap_or_else(|| "writ".into())
+    }
 
     pub fn shutdown_grace() -> Duration {
         Duration::from_secs(10)

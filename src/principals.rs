@@ -5,7 +5,7 @@
 //! by issuer + claim values (checked in configuration order). A principal
 //! that names a subject and claims needs both to match.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -18,6 +18,8 @@ use crate::identity::Identity;
 pub struct Agent {
     pub name: String,
     pub owner: String,
+    /// The team the agent belongs to; empty when none is declared.
+    pub team: String,
     pub description: String,
     pub risk_tier: String,
 }
@@ -66,21 +68,24 @@ pub struct Directory {
     /// Rules matched by claims alone, in configuration order.
     by_claims: Vec<usize>,
     rules: Vec<Rule>,
-    agents: HashMap<String, Arc<Agent>>,
+    /// Agents by name, in name order (listings page through them), each
+    /// with the identity it is recognised by.
+    agents: BTreeMap<String, (Arc<Agent>, IdentityMatch)>,
 }
 
 impl Directory {
     pub fn new(agents: &[AgentConfig], services: &[ServiceConfig]) -> Self {
         let mut rules = Vec::new();
-        let mut by_name = HashMap::new();
+        let mut by_name = BTreeMap::new();
         for config in agents {
             let agent = Arc::new(Agent {
                 name: config.name.clone(),
                 owner: config.owner.clone(),
+                team: config.team.clone(),
                 description: config.description.clone(),
                 risk_tier: config.risk_tier.clone(),
             });
-            by_name.insert(agent.name.clone(), agent.clone());
+            by_name.insert(agent.name.clone(), (agent.clone(), config.identity.clone()));
             rules.push(Rule { identity: config.identity.clone(), principal: Principal::Agent(agent) });
         }
         for config in services {
@@ -115,7 +120,23 @@ impl Directory {
     }
 
     pub fn agent(&self, name: &str) -> Option<&Arc<Agent>> {
-        self.agents.get(name)
+        self.agents.get(name).map(|(agent, _)| agent)
+    }
+
+    /// Every agent with its identity binding, in name order, starting
+    /// after `after`.
+    pub fn agents_after<'a>(
+        &'a self,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = (&'a Arc<Agent>, &'a IdentityMatch)> + 'a {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, |name| Bound::Excluded(name.to_owned()));
+        self.agents.range((start, Bound::Unbounded)).map(|(_, (agent, identity))| (agent, identity))
+    }
+
+    /// The identity an agent is recognised by.
+    pub fn binding(&self, name: &str) -> Option<&IdentityMatch> {
+        self.agents.get(name).map(|(_, identity)| identity)
     }
 }
 
@@ -138,6 +159,7 @@ mod tests {
             name: "billing-bot".into(),
             owner: "alice@example.com".into(),
             description: String::new(),
+            team: String::new(),
             risk_tier: "low".into(),
             identity: IdentityMatch {
                 issuer: "https://k8s".into(),
@@ -149,6 +171,7 @@ mod tests {
             name: "ci-agent".into(),
             owner: "bob@example.com".into(),
             description: String::new(),
+            team: String::new(),
             risk_tier: "high".into(),
             identity: IdentityMatch {
                 issuer: "https://ci".into(),

@@ -46,6 +46,8 @@ pub struct App {
     hangups: Option<Hangups>,
     /// The approval webhooks' worker, started by `serve`.
     deliveries: Option<crate::webhooks::Deliveries>,
+    /// How often the audit chain's head is signed (with a signing key).
+    checkpoint_interval: Option<std::time::Duration>,
 }
 
 #[cfg(unix)]
@@ -96,7 +98,24 @@ impl App {
         let sealer = load_sealer(config).context("loading sealing keys")?;
         let audit_key = std::fs::read(&config.audit.key_file)
             .with_context(|| format!("reading the audit key {}", config.audit.key_file.display()))?;
-        let audit = AuditLog::open(&config.audit.path, &audit_key).context("opening the audit log")?;
+        let signer = match &config.audit.signing_key_file {
+            Some(path) => {
+                let pkcs8 = std::fs::read(path)
+                    .with_context(|| format!("reading the audit signing key {}", path.display()))?;
+                let signer = crate::audit::Signer::from_pkcs8(&pkcs8, &config.audit.replica)
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| format!("loading the audit signing key {}", path.display()))?;
+                tracing::info!(
+                    key_id = signer.key_id(),
+                    replica = signer.replica(),
+                    "audit checkpoints signed"
+                );
+                Some(signer)
+            }
+            None => None,
+        };
+        let audit =
+            AuditLog::open_signed(&config.audit.path, &audit_key, signer).context("opening the audit log")?;
         let store = crate::store::open(&config.store).await.context("opening the lease store")?;
         let verifier = Verifier::new(&config.server.audience, &config.limits, &config.issuers)
             .map_err(anyhow::Error::msg)
@@ -132,6 +151,11 @@ impl App {
             header_list_limit: header_list_limit(&config.limits),
             hangups: listen_for_hangups(config)?,
             deliveries: Some(deliveries),
+            checkpoint_interval: config
+                .audit
+                .signing_key_file
+                .as_ref()
+                .map(|_| config.audit.checkpoint_interval),
         })
     }
 
@@ -160,6 +184,12 @@ impl App {
         });
         if let Some(deliveries) = self.deliveries {
             workers.spawn("approval-webhooks", &stop, move |token| deliveries.run(token));
+        }
+        if let Some(interval) = self.checkpoint_interval {
+            workers.spawn("audit-checkpoints", &stop, {
+                let (broker, clock) = (self.broker.clone(), self.clock.clone());
+                move |token| sign_checkpoints(broker, clock, interval, token)
+            });
         }
         if let Some(hangups) = self.hangups {
             workers.spawn("policy-reloader", &stop, {
@@ -190,7 +220,10 @@ impl App {
                 self.broker.clone(),
                 self.clock.clone(),
             )))
-            .add_service(AdminServiceServer::new(api::admin::Admin::new(self.broker.clone())))
+            .add_service(AdminServiceServer::new(api::admin::Admin::new(
+                self.broker.clone(),
+                self.clock.clone(),
+            )))
             .add_service(PolicyServiceServer::new(api::policy::Policies::new(
                 self.broker.clone(),
                 self.clock.clone(),
@@ -232,8 +265,33 @@ impl App {
         stop.cancel();
         signal.abort();
         workers.stop().await;
+        // The last word: a checkpoint over everything this run wrote.
+        if let Err(error) = self.broker.audit().checkpoint(self.clock.now()).await {
+            tracing::error!(%error, "cannot sign the audit log's final checkpoint");
+        }
         tracing::info!("stopped");
         served
+    }
+}
+
+/// Signs the audit chain's head every `interval` (a head that is a
+/// checkpoint already is left alone, so an idle log does not grow).
+async fn sign_checkpoints(
+    broker: Arc<Broker>,
+    clock: Arc<dyn Clock>,
+    interval: std::time::Duration,
+    stop: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        if let Err(error) = broker.audit().checkpoint(clock.now()).await {
+            tracing::error!(%error, "cannot sign an audit checkpoint");
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! `writ.v1.AdminService`: operators inspect leases and sightings.
+//! `writ.v1.AdminService`: operators inspect leases, sightings and agents,
+//! and pull the kill switch on agents.
 
 use std::sync::Arc;
 
@@ -6,16 +7,18 @@ use tonic::{Request, Response, Status};
 
 use super::proto::{self, admin_service_server::AdminService};
 use super::{convert, page_after, page_size, status};
-use crate::domain::Broker;
+use crate::clock::Clock;
+use crate::domain::{AgentFilter, Broker};
 use crate::store::LeaseFilter;
 
 pub struct Admin {
     broker: Arc<Broker>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Admin {
-    pub fn new(broker: Arc<Broker>) -> Self {
-        Self { broker }
+    pub fn new(broker: Arc<Broker>, clock: Arc<dyn Clock>) -> Self {
+        Self { broker, clock }
     }
 }
 
@@ -58,6 +61,82 @@ impl AdminService for Admin {
         let sightings = self.broker.list_sightings(limit).await.map_err(status)?;
         Ok(Response::new(proto::ListSightingsResponse {
             sightings: sightings.iter().map(convert::sighting).collect(),
+        }))
+    }
+
+    async fn list_agents(
+        &self,
+        request: Request<proto::ListAgentsRequest>,
+    ) -> Result<Response<proto::ListAgentsResponse>, Status> {
+        super::auth::caller(&request)?;
+        let request = request.into_inner();
+        let limit = page_size(request.page_size)?;
+        let state = proto::AgentState::try_from(request.state).map_err(|_| {
+            Status::invalid_argument(format!("state {} is not an agent state", request.state))
+        })?;
+        let filter = AgentFilter {
+            owner: Some(request.owner).filter(|owner| !owner.is_empty()),
+            team: Some(request.team).filter(|team| !team.is_empty()),
+            state: convert::from_agent_state(state),
+        };
+        let after = Some(request.page_token.as_str()).filter(|token| !token.is_empty());
+        let agents = self.broker.list_agents(&filter, after, limit).await.map_err(status)?;
+        let next_page_token = if agents.len() == limit {
+            agents.last().map(|view| view.agent.name.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(proto::ListAgentsResponse {
+            agents: agents.iter().map(convert::agent).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn get_agent(
+        &self,
+        request: Request<proto::GetAgentRequest>,
+    ) -> Result<Response<proto::Agent>, Status> {
+        super::auth::caller(&request)?;
+        let view = self.broker.get_agent(&request.get_ref().agent).await.map_err(status)?;
+        Ok(Response::new(convert::agent(&view)))
+    }
+
+    async fn suspend_agent(
+        &self,
+        request: Request<proto::SuspendAgentRequest>,
+    ) -> Result<Response<proto::SuspendAgentResponse>, Status> {
+        let caller = super::auth::caller(&request)?;
+        let request = request.into_inner();
+        let selector = convert::from_agent_selector(request.agents)?;
+        let suspension = self
+            .broker
+            .suspend_agents(caller.name(), &selector, &request.reason, self.clock.now())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::SuspendAgentResponse {
+            suspended: suspension.suspended.iter().map(convert::agent).collect(),
+            already_suspended: suspension.already_suspended,
+            revoked: u32::try_from(suspension.revoked).unwrap_or(u32::MAX),
+            retrying: u32::try_from(suspension.retrying).unwrap_or(u32::MAX),
+            failed: u32::try_from(suspension.failed).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn resume_agent(
+        &self,
+        request: Request<proto::ResumeAgentRequest>,
+    ) -> Result<Response<proto::ResumeAgentResponse>, Status> {
+        let caller = super::auth::caller(&request)?;
+        let request = request.into_inner();
+        let selector = convert::from_agent_selector(request.agents)?;
+        let resumption = self
+            .broker
+            .resume_agents(caller.name(), &selector, &request.reason, self.clock.now())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::ResumeAgentResponse {
+            resumed: resumption.resumed.iter().map(convert::agent).collect(),
+            not_suspended: resumption.not_suspended,
         }))
     }
 }

@@ -9,7 +9,10 @@ use tonic::Status;
 use writ_provider_api::{Credential, CredentialShape};
 
 use super::proto;
-use crate::model::{Approval, ApprovalState, Lease, LeaseState, Sighting, Task, TaskContext, TaskState};
+use crate::domain::{AgentSelector, AgentView};
+use crate::model::{
+    AgentState, Approval, ApprovalState, Lease, LeaseState, Sighting, Task, TaskContext, TaskState,
+};
 use crate::providers::ProviderRegistry;
 
 pub fn timestamp(at: DateTime<Utc>) -> Timestamp {
@@ -257,6 +260,63 @@ pub fn sighting(sighting: &Sighting) -> proto::Sighting {
         first_seen: Some(timestamp(sighting.first_seen)),
         last_seen: Some(timestamp(sighting.last_seen)),
         count: sighting.count,
+    }
+}
+
+pub fn agent_state(state: AgentState) -> proto::AgentState {
+    match state {
+        AgentState::Active => proto::AgentState::Active,
+        AgentState::Suspended => proto::AgentState::Suspended,
+    }
+}
+
+pub fn from_agent_state(state: proto::AgentState) -> Option<AgentState> {
+    match state {
+        proto::AgentState::Unspecified => None,
+        proto::AgentState::Active => Some(AgentState::Active),
+        proto::AgentState::Suspended => Some(AgentState::Suspended),
+    }
+}
+
+pub fn agent(view: &AgentView) -> proto::Agent {
+    let agent = &view.agent;
+    let status = view.status.as_ref();
+    proto::Agent {
+        name: agent.name.clone(),
+        owner: agent.owner.clone(),
+        team: agent.team.clone(),
+        description: agent.description.clone(),
+        risk_tier: agent.risk_tier.clone(),
+        identities: vec![proto::IdentityBinding {
+            issuer: view.identity.issuer.clone(),
+            subject: view.identity.subject.clone().unwrap_or_default(),
+            claims: view.identity.claims.clone().into_iter().collect(),
+        }],
+        managed_by: "configuration".into(),
+        state: agent_state(view.state()) as i32,
+        state_changed_at: status.map(|status| timestamp(status.changed_at)),
+        state_changed_by: status.map(|status| status.changed_by.clone()).unwrap_or_default(),
+        state_reason: status.map(|status| status.reason.clone()).unwrap_or_default(),
+    }
+}
+
+/// Exactly one of a selector's fields.
+pub fn from_agent_selector(selector: Option<proto::AgentSelector>) -> Result<AgentSelector, Status> {
+    let selector = selector.unwrap_or_default();
+    let named: Vec<AgentSelector> = [
+        (!selector.agent.is_empty()).then_some(AgentSelector::Agent(selector.agent)),
+        (!selector.owner.is_empty()).then_some(AgentSelector::Owner(selector.owner)),
+        (!selector.team.is_empty()).then_some(AgentSelector::Team(selector.team)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    match <[AgentSelector; 1]>::try_from(named) {
+        Ok([selector]) => Ok(selector),
+        Err(named) if named.is_empty() => {
+            Err(Status::invalid_argument("agents must name an agent, an owner or a team"))
+        }
+        Err(_) => Err(Status::invalid_argument("agents must name only one of an agent, an owner and a team")),
     }
 }
 

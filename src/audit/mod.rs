@@ -7,14 +7,17 @@
 //! credentials, while whoever holds the audit key can still find a lease.
 //!
 //! Each line carries `prev`, the SHA-256 of the line before it, so any
-//! edit, deletion or reordering breaks the chain ([`verify_file`]).
+//! edit, deletion or reordering breaks the chain. With a signing key, the
+//! chain's head is signed at an interval and at shutdown ([`checkpoint`]),
+//! so a log rewritten from the top or cut short is detected too
+//! ([`verify`]).
 //!
 //! Writes are group-committed by one writer thread: callers wait until their
 //! line is on disk (`fdatasync`). If a write fails, the log refuses every
 //! later write until Writ restarts, and issuance stops with it (fail closed).
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +28,12 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
+
+pub mod checkpoint;
+pub mod verify;
+
+pub use checkpoint::{PublicKey, Signer};
+pub use verify::{Report, VerifyOptions, verify_file, verify_path};
 
 /// The most lines one commit writes.
 const MAX_BATCH: usize = 1024;
@@ -85,8 +94,17 @@ struct Line<'a> {
 
 struct Job {
     at: DateTime<Utc>,
-    event: AuditEvent,
+    work: Work,
     done: oneshot::Sender<Result<(), AuditError>>,
+}
+
+// Records are nearly every job and go by value through the channel;
+// boxing them would allocate once per record to shrink the rare checkpoint.
+#[allow(clippy::large_enum_variant)]
+enum Work {
+    Record(AuditEvent),
+    /// Sign the head, unless it is a checkpoint already.
+    Checkpoint,
 }
 
 /// Handle to the audit log. Cheap to clone.
@@ -96,6 +114,8 @@ pub struct AuditLog {
     key: Arc<hmac::Key>,
     /// Set after the first failed write; every later write is refused.
     broken: Arc<AtomicBool>,
+    /// Whether checkpoints are signed.
+    signed: bool,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -108,6 +128,11 @@ impl AuditLog {
     /// Opens (or creates) the log, finds the chain head and starts the
     /// writer thread. The thread ends when every handle is dropped.
     pub fn open(path: &Path, key: &[u8]) -> Result<Self, AuditError> {
+        Self::open_signed(path, key, None)
+    }
+
+    /// [`Self::open`], signing checkpoints with `signer` when given.
+    pub fn open_signed(path: &Path, key: &[u8], signer: Option<Signer>) -> Result<Self, AuditError> {
         if key.len() < 32 {
             return Err(AuditError::Unavailable("the audit key must be at least 32 bytes".into()));
         }
@@ -120,22 +145,42 @@ impl AuditLog {
             .append(true)
             .open(path)
             .map_err(|e| unavailable(path, e))?;
-        let (seq, head) = chain_head(&mut file).map_err(|e| unavailable(path, e))?;
+        let tail = chain_head(&mut file).map_err(|e| unavailable(path, e))?;
         let key = Arc::new(hmac::Key::new(hmac::HMAC_SHA256, key));
         let broken = Arc::new(AtomicBool::new(false));
         let (jobs, receiver) = mpsc::channel(8192);
-        let writer =
-            Writer { path: path.to_path_buf(), file, seq, head, key: key.clone(), broken: broken.clone() };
+        let signed = signer.is_some();
+        let writer = Writer {
+            path: path.to_path_buf(),
+            file,
+            seq: tail.seq,
+            head: tail.head,
+            head_is_checkpoint: tail.is_checkpoint,
+            signer,
+            key: key.clone(),
+            broken: broken.clone(),
+        };
         std::thread::Builder::new()
             .name("writ-audit-writer".into())
             .spawn(move || writer.run(receiver))
             .map_err(|e| unavailable(path, e))?;
-        Ok(Self { jobs, key, broken })
+        Ok(Self { jobs, key, broken, signed })
     }
 
     /// Appends one event and waits until it is durable.
     pub async fn record(&self, at: DateTime<Utc>, event: AuditEvent) -> Result<(), AuditError> {
         let durable = self.enqueue(at, event).await?;
+        durable.await.map_err(|_| AuditError::Unavailable("the audit writer stopped".into()))?
+    }
+
+    /// Signs the chain's head as a checkpoint record and waits until it is
+    /// durable; does nothing without a signing key, or when the last
+    /// record is a checkpoint already.
+    pub async fn checkpoint(&self, at: DateTime<Utc>) -> Result<(), AuditError> {
+        if !self.signed {
+            return Ok(());
+        }
+        let durable = self.submit(at, Work::Checkpoint).await?;
         durable.await.map_err(|_| AuditError::Unavailable("the audit writer stopped".into()))?
     }
 
@@ -145,12 +190,20 @@ impl AuditLog {
         at: DateTime<Utc>,
         event: AuditEvent,
     ) -> Result<oneshot::Receiver<Result<(), AuditError>>, AuditError> {
+        self.submit(at, Work::Record(event)).await
+    }
+
+    async fn submit(
+        &self,
+        at: DateTime<Utc>,
+        work: Work,
+    ) -> Result<oneshot::Receiver<Result<(), AuditError>>, AuditError> {
         if self.broken.load(Ordering::Acquire) {
             return Err(AuditError::Unavailable("an earlier write failed".into()));
         }
         let (done, durable) = oneshot::channel();
         self.jobs
-            .send(Job { at, event, done })
+            .send(Job { at, work, done })
             .await
             .map_err(|_| AuditError::Unavailable("the audit writer stopped".into()))?;
         Ok(durable)
@@ -225,6 +278,9 @@ struct Writer {
     file: File,
     seq: u64,
     head: String,
+    /// Whether the last record is a checkpoint (nothing new to sign).
+    head_is_checkpoint: bool,
+    signer: Option<Signer>,
     key: Arc<hmac::Key>,
     broken: Arc<AtomicBool>,
 }
@@ -254,11 +310,22 @@ impl Writer {
         if self.broken.load(Ordering::Acquire) {
             return Err(AuditError::Unavailable("an earlier write failed".into()));
         }
-        let (mut seq, mut head) = (self.seq, self.head.clone());
+        let (mut seq, mut head, mut head_is_checkpoint) =
+            (self.seq, self.head.clone(), self.head_is_checkpoint);
         let mut buffer = Vec::with_capacity(batch.len() * 256);
         for job in batch {
+            let checkpoint;
+            let event = match &job.work {
+                Work::Record(event) => event,
+                Work::Checkpoint => match &self.signer {
+                    Some(signer) if !head_is_checkpoint => {
+                        checkpoint = checkpoint_event(signer.sign(seq, &head, job.at));
+                        &checkpoint
+                    }
+                    _ => continue,
+                },
+            };
             seq += 1;
-            let event = &job.event;
             let line = Line {
                 seq,
                 ts: job.at,
@@ -278,22 +345,45 @@ impl Writer {
             };
             let text = serde_json::to_string(&line).map_err(|e| unavailable(&self.path, e))?;
             head = hex::encode(digest::digest(&digest::SHA256, text.as_bytes()));
+            head_is_checkpoint = matches!(job.work, Work::Checkpoint);
             buffer.extend_from_slice(text.as_bytes());
             buffer.push(b'\n');
+        }
+        if buffer.is_empty() {
+            return Ok(());
         }
         self.file.write_all(&buffer).map_err(|e| unavailable(&self.path, e))?;
         self.file.sync_data().map_err(|e| unavailable(&self.path, e))?;
         self.seq = seq;
         self.head = head;
+        self.head_is_checkpoint = head_is_checkpoint;
         Ok(())
     }
 }
 
+/// The record a checkpoint is written as.
+fn checkpoint_event(checkpoint: checkpoint::Checkpoint) -> AuditEvent {
+    AuditEvent {
+        event: checkpoint::EVENT,
+        actor: "writ".into(),
+        outcome: "ok",
+        details: serde_json::to_value(checkpoint).ok(),
+        ..AuditEvent::default()
+    }
+}
+
+/// Where an existing log ends.
+struct Tail {
+    seq: u64,
+    head: String,
+    is_checkpoint: bool,
+}
+
 /// The sequence number and hash of the last line, reading only the tail.
-fn chain_head(file: &mut File) -> std::io::Result<(u64, String)> {
+fn chain_head(file: &mut File) -> std::io::Result<Tail> {
     let length = file.seek(SeekFrom::End(0))?;
     if length == 0 {
-        return Ok((0, GENESIS.to_string()));
+        return Ok(Tail { seq: 0, head: GENESIS.to_string(), is_checkpoint: false });
     }
     // Read bytes, not text: the window may start inside a multi-byte
     // character of an earlier line. Only the last line is decoded.
@@ -312,35 +402,17 @@ fn chain_head(file: &mut File) -> std::io::Result<(u64, String)> {
     };
     let last =
         std::str::from_utf8(last).map_err(|_| std::io::Error::other("the last audit line is not UTF-8"))?;
-    let seq = serde_json::from_str::<Value>(last)
-        .ok()
-        .and_then(|value| value.get("seq").and_then(Value::as_u64))
+    let value = serde_json::from_str::<Value>(last)
+        .map_err(|_| std::io::Error::other("the last audit line is not a record"))?;
+    let seq = value
+        .get("seq")
+        .and_then(Value::as_u64)
         .ok_or_else(|| std::io::Error::other("the last audit line is not a record"))?;
-    Ok((seq, hex::encode(digest::digest(&digest::SHA256, last.as_bytes()))))
-}
-
-/// Checks a whole log: every line parses, sequence numbers run without a
-/// gap, and each `prev` is the hash of the line before. Returns the number
-/// of records.
-pub fn verify_file(path: &Path) -> Result<u64, String> {
-    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut head = GENESIS.to_string();
-    let mut count = 0u64;
-    for (index, line) in BufReader::new(file).lines().enumerate() {
-        let number = index + 1;
-        let line = line.map_err(|e| format!("line {number}: {e}"))?;
-        let value: Value =
-            serde_json::from_str(&line).map_err(|e| format!("line {number}: not JSON: {e}"))?;
-        if value.get("prev").and_then(Value::as_str) != Some(head.as_str()) {
-            return Err(format!("line {number}: chain broken (prev does not match the line before)"));
-        }
-        if value.get("seq").and_then(Value::as_u64) != Some(count + 1) {
-            return Err(format!("line {number}: sequence number out of order"));
-        }
-        head = hex::encode(digest::digest(&digest::SHA256, line.as_bytes()));
-        count += 1;
-    }
-    Ok(count)
+    Ok(Tail {
+        seq,
+        head: hex::encode(digest::digest(&digest::SHA256, last.as_bytes())),
+        is_checkpoint: value.get("event").and_then(Value::as_str) == Some(checkpoint::EVENT),
+    })
 }
 
 #[cfg(test)]

@@ -57,7 +57,11 @@ async fn an_edited_or_deleted_line_breaks_the_chain() {
     let text = std::fs::read_to_string(&path).unwrap();
     let edited = text.replacen("\"outcome\":\"ok\"", "\"outcome\":\"deny\"", 1);
     std::fs::write(&path, &edited).unwrap();
-    assert!(verify_file(&path).unwrap_err().contains("line 2"), "the line after the edit fails");
+    let error = verify_file(&path).unwrap_err();
+    assert!(
+        error.contains("record 2: its prev is not the hash of record 1"),
+        "the record after the edit fails: {error}"
+    );
     let lines: Vec<&str> = text.lines().collect();
     std::fs::write(&path, format!("{}\n{}\n", lines[0], lines[2])).unwrap();
     assert!(verify_file(&path).is_err());

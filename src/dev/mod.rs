@@ -66,6 +66,18 @@ fn ensure_random_key(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The key that signs audit checkpoints, and its public half beside it
+/// (`<name>.pub.pem`, for `writ audit verify --public-key`).
+fn ensure_audit_signing_key(path: &Path) -> anyhow::Result<()> {
+    if !path.exists() {
+        write_secret(path, &crate::audit::checkpoint::generate_pkcs8().map_err(anyhow::Error::msg)?)?;
+    }
+    let pkcs8 = std::fs::read(path)?;
+    let signer = crate::audit::Signer::from_pkcs8(&pkcs8, "dev").map_err(anyhow::Error::msg)?;
+    std::fs::write(path.with_extension("pub.pem"), signer.public_key().to_pem())?;
+    Ok(())
+}
+
 /// Creates the data directory's keys, policy and configuration if missing,
 /// and returns the configuration. Existing files are kept, so leases,
 /// tokens and the audit chain survive a restart.
@@ -81,6 +93,7 @@ pub fn prepare(options: &DevOptions) -> anyhow::Result<Config> {
     }
     ensure_random_key(&dir.join("sealing-1.key"))?;
     ensure_random_key(&dir.join("audit.key"))?;
+    ensure_audit_signing_key(&dir.join("audit-signing.pk8"))?;
     let policy = dir.join("policies/example.cedar");
     if !policy.exists() {
         std::fs::write(&policy, EXAMPLE_POLICY)?;
@@ -119,6 +132,8 @@ path = "leases.redb"
 [audit]
 path = "audit.jsonl"
 key_file = "audit.key"
+signing_key_file = "audit-signing.pk8"
+replica = "dev"
 
 [sealing]
 keys = [{{ id = "dev-1", file = "sealing-1.key" }}]
@@ -135,6 +150,7 @@ issuer = "{issuer}"
 [[agents]]
 name = "demo-agent"
 owner = "you@example.com"
+team = "demo-team"
 description = "an agent to try Writ with"
 risk_tier = "low"
 identity = {{ issuer = "{issuer}", subject = "{AGENT_SUBJECT}" }}
@@ -233,7 +249,13 @@ Try it from another terminal:
   # operators see the lease; closing the task revokes it
   WRIT_TOKEN=$(writ token --data-dir {dir} operator) writ leases --task demo-1
   WRIT_TOKEN=$(writ token --data-dir {dir} workflow) writ task close demo-1
-  writ audit verify {dir}/audit.jsonl
+  # the kill switch: the agent is refused everywhere, and all it holds revoked
+  WRIT_TOKEN=$(writ token --data-dir {dir} operator) writ agents suspend demo-agent --reason "incident drill"
+  WRIT_TOKEN=$(writ token --data-dir {dir} operator) writ agents list
+  WRIT_TOKEN=$(writ token --data-dir {dir} operator) writ agents resume demo-agent --reason "drill over"
+  # evidence: the hash chain and its signed checkpoints (signed every minute
+  # and at shutdown; the newest records wait for the next one)
+  writ audit verify {dir}/audit.jsonl --public-key {dir}/audit-signing.pub.pem --allow-unsigned-tail
   # the example policy's cases, offline, as an identity team's CI would run them
   writ policy test {dir}/example-cases.toml
   # the identity team asks what policy would decide (edit {dir}/policies and

@@ -6,6 +6,7 @@
 //! caller. Errors are [`Error`]s whose variants match the gRPC codes they
 //! become; their messages are safe to show the caller.
 
+mod agents;
 mod approvals;
 mod explain;
 mod grants;
@@ -28,6 +29,7 @@ use crate::revocation::RevocationQueue;
 use crate::sealer::Sealer;
 use crate::store::{LeaseFilter, LeaseStore, StoreError};
 
+pub use agents::{AgentFilter, AgentSelector, AgentView, Resumption, Suspension};
 pub use approvals::{ApprovalSettings, IssueOutcome, Verdict};
 pub use explain::{ExplainRequest, ExplainTask, Explained};
 pub use grants::{GrantRequest, IssueRequest, Issued, Renewal};

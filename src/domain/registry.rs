@@ -49,6 +49,11 @@ impl Registry {
         )))
     }
 
+    /// The principals declared in configuration.
+    pub fn directory(&self) -> &Directory {
+        &self.directory
+    }
+
     /// A registered agent by name.
     pub fn agent(&self, name: &str) -> Option<&Arc<Agent>> {
         self.directory.agent(name)

@@ -144,8 +144,18 @@ impl Broker {
         scope: &Scope,
         finished: broadcast::Receiver<Arc<[Uuid]>>,
     ) -> Result<ScopeOutcome, Error> {
-        let progress =
-            self.wait_for_revocations(scope, &closed.revoking, finished, self.limits.close_wait).await?;
+        self.wait_for_scope_within(closed, scope, finished, self.limits.close_wait).await
+    }
+
+    /// [`Self::wait_for_scope`], waiting at most `wait`.
+    pub(crate) async fn wait_for_scope_within(
+        &self,
+        closed: ClosedScope,
+        scope: &Scope,
+        finished: broadcast::Receiver<Arc<[Uuid]>>,
+        wait: Duration,
+    ) -> Result<ScopeOutcome, Error> {
+        let progress = self.wait_for_revocations(scope, &closed.revoking, finished, wait).await?;
         Ok(ScopeOutcome {
             closed,
             revoked: progress.revoked,

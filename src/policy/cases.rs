@@ -78,6 +78,8 @@ struct CaseSpec {
 struct AgentSpec {
     name: String,
     owner: String,
+    #[serde(default)]
+    team: String,
     risk_tier: String,
     #[serde(default)]
     description: String,
@@ -274,6 +276,7 @@ fn prepare(spec: CaseSpec) -> Result<Case, String> {
     let agent = Agent {
         name: spec.agent.name,
         owner: spec.agent.owner,
+        team: spec.agent.team,
         description: spec.agent.description,
         risk_tier: spec.agent.risk_tier,
     };

@@ -122,6 +122,7 @@ fn indexed_decisions_equal_the_full_scan() {
                 name: name.clone(),
                 owner: "o@example.com".into(),
                 description: String::new(),
+                team: String::new(),
                 risk_tier: pick(&mut rng, &["low", "high"]).into(),
             };
             let task = task(&mut rng, &name);
@@ -243,6 +244,7 @@ fn request_entities_have_the_parents_the_index_assumes() {
         name: "a0".into(),
         owner: "o@example.com".into(),
         description: String::new(),
+        team: String::new(),
         risk_tier: "low".into(),
     };
     let task = task(&mut rng, "a0");

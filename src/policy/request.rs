@@ -96,6 +96,7 @@ impl GrantFacts<'_> {
             agent_uid.clone(),
             [
                 ("owner".to_string(), string(&self.agent.owner)),
+                ("team".to_string(), string(&self.agent.team)),
                 ("risk_tier".to_string(), string(&self.agent.risk_tier)),
                 ("description".to_string(), string(&self.agent.description)),
             ]

@@ -11,6 +11,7 @@ fn agent(name: &str) -> Agent {
         name: name.into(),
         owner: "o@example.com".into(),
         description: String::new(),
+        team: String::new(),
         risk_tier: "low".into(),
     }
 }

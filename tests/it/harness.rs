@@ -85,6 +85,13 @@ impl Harness {
         self.running = Some(Running::start(&self.config, Arc::new(self.clock.clone())).await.unwrap());
     }
 
+    /// Stops Writ gracefully, keeping its data directory to look at.
+    pub async fn stop_serving(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await.unwrap();
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(running) = self.running.take() {
             running.stop().await.unwrap();

@@ -5,6 +5,7 @@
 mod approvals;
 mod aws_sts;
 mod crash;
+mod evidence;
 mod exchange;
 mod harness;
 mod identity;

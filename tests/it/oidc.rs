@@ -27,6 +27,7 @@ async fn oidc_provider_tokens_work_for_every_allowed_algorithm() {
                 name: client_id.into(),
                 owner: "oidc@example.com".into(),
                 description: "an agent identified by oidc-provider".into(),
+                team: String::new(),
                 risk_tier: "low".into(),
                 identity: IdentityMatch {
                     issuer: issuer.clone(),

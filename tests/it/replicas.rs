@@ -27,6 +27,7 @@ pub(crate) async fn second_replica(h: &harness::Harness) -> Running {
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.server.http_listen = "127.0.0.1:0".parse().unwrap();
     config.audit.path = config.audit.path.with_file_name("audit-replica-b.jsonl");
+    config.audit.replica = "replica-b".into();
     Running::start(&config, Arc::new(h.clock.clone())).await.unwrap()
 }
 

@@ -1,40 +1,73 @@
-//! Suspending an agent (the store and domain path the kill switch will
-//! use): from the moment the call returns nothing more is issued, renewed
-//! or activated for the agent on any replica, and everything it holds is
-//! revoked at the provider; resuming lifts it and revoked leases stay
-//! revoked. On the embedded store and on Redis with two replicas, and with
-//! a suspension that lands while a mint is under way on another replica.
+//! The kill switch (AdminService SuspendAgent and ResumeAgent): from the
+//! moment the call returns nothing more is issued, renewed or activated
+//! for the agent on any replica, and everything it holds is revoked at the
+//! provider; resuming lifts it and revoked leases stay revoked. On the
+//! embedded store and on Redis with two replicas, with a suspension that
+//! lands while a mint is under way on another replica, for an owner's and
+//! a team's agents at once, and with bad input that changes nothing.
 
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use tonic::transport::Channel;
 use writ::api::proto;
+use writ::api::proto::admin_service_client::AdminServiceClient;
 use writ::clock::Clock;
-use writ::domain::{Broker, Error};
 
 use crate::harness::{self, Harness, authed, bearer};
 use crate::redis_support::RedisServer;
 use crate::replicas::{on_redis, second_replica};
 
-/// Suspends the demo agent through `suspender` (a broker of this replica
-/// or of another) and checks what every replica must then refuse.
-async fn suspension_stops_the_agent(h: &Harness, suspender: &Arc<Broker>) {
+/// An AdminService client on a replica.
+async fn admin_at(addr: SocketAddr) -> AdminServiceClient<Channel> {
+    AdminServiceClient::new(Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap())
+}
+
+fn suspend(selector: proto::AgentSelector, reason: &str) -> proto::SuspendAgentRequest {
+    proto::SuspendAgentRequest { agents: Some(selector), reason: reason.into() }
+}
+
+fn resume(selector: proto::AgentSelector, reason: &str) -> proto::ResumeAgentRequest {
+    proto::ResumeAgentRequest { agents: Some(selector), reason: reason.into() }
+}
+
+fn agent_named(name: &str) -> proto::AgentSelector {
+    proto::AgentSelector { agent: name.into(), ..Default::default() }
+}
+
+/// Suspends the demo agent over gRPC on the replica at `suspender` (this
+/// one or another) and checks what every replica must then refuse.
+async fn suspension_stops_the_agent(h: &Harness, suspender: SocketAddr) {
     h.open_task("s-1", "demo-agent", 600).await;
     h.open_task("s-2", "demo-agent", 600).await;
     let first = h.issue_orders_read("s-1", 300).await.unwrap();
     let second = h.issue_orders_read("s-2", 300).await.unwrap();
     let leases = [first.lease.clone().unwrap(), second.lease.clone().unwrap()];
 
-    let now = h.clock.now();
-    let outcome = suspender.suspend_agent("soc-oncall", "demo-agent", "incident 42", now).await.unwrap();
-    assert_eq!(outcome.closed.revoking.len(), 2, "every live lease, in every task");
-    assert_eq!(outcome.revoked, 2, "revoked at the provider before the call returned: {outcome:?}");
+    let mut admin = admin_at(suspender).await;
+    let operator = h.operator();
+    let outcome = admin
+        .suspend_agent(authed(&operator, suspend(agent_named("demo-agent"), "incident 42")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (outcome.revoked, outcome.retrying, outcome.failed),
+        (2, 0, 0),
+        "every live lease, in every task, revoked at the provider before the call returned: {outcome:?}"
+    );
+    let suspended = &outcome.suspended[0];
+    assert_eq!(suspended.state, proto::AgentState::Suspended as i32);
+    assert_eq!(
+        (suspended.state_changed_by.as_str(), suspended.state_reason.as_str()),
+        ("demo-operator", "incident 42")
+    );
 
     let refused = h.issue_orders_read("s-1", 60).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
     assert!(refused.message().contains("is suspended since"), "{refused:?}");
     assert!(
-        !refused.message().contains("incident 42") && !refused.message().contains("soc-oncall"),
+        !refused.message().contains("incident 42") && !refused.message().contains("demo-operator"),
         "{refused:?}"
     );
     let renew = proto::RenewRequest { lease_id: leases[0].lease_id.clone(), ttl: None };
@@ -53,15 +86,25 @@ async fn suspension_stops_the_agent(h: &Harness, suspender: &Arc<Broker>) {
     };
     let refused = h.tasks().await.start_task(authed(&h.workflow(), start.clone())).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "no new task for a suspended agent");
+    // Every replica reports the agent suspended.
+    let request = authed(&operator, proto::GetAgentRequest { agent: "demo-agent".into() });
+    let shown = h.admin().await.get_agent(request).await.unwrap().into_inner();
+    assert_eq!(shown.state, proto::AgentState::Suspended as i32);
 
-    let again = suspender.suspend_agent("soc-oncall", "demo-agent", "again", now).await.unwrap_err();
-    assert!(matches!(&again, Error::FailedPrecondition(m) if m.contains("suspended already")), "{again:?}");
-    let unknown = suspender.suspend_agent("soc-oncall", "nobody", "", now).await.unwrap_err();
-    assert!(matches!(unknown, Error::NotFound(_)), "{unknown:?}");
+    let again = admin
+        .suspend_agent(authed(&operator, suspend(agent_named("demo-agent"), "again")))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition, "{again:?}");
+    assert!(again.message().contains("suspended already"), "{again:?}");
+    let unknown =
+        admin.suspend_agent(authed(&operator, suspend(agent_named("nobody"), "why"))).await.unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
 
-    suspender.resume_agent("soc-oncall", "demo-agent", "contained", h.clock.now()).await.unwrap();
-    let twice = suspender.resume_agent("soc-oncall", "demo-agent", "", h.clock.now()).await.unwrap_err();
-    assert!(matches!(twice, Error::FailedPrecondition(_)), "{twice:?}");
+    admin.resume_agent(authed(&operator, resume(agent_named("demo-agent"), "contained"))).await.unwrap();
+    let twice =
+        admin.resume_agent(authed(&operator, resume(agent_named("demo-agent"), "again"))).await.unwrap_err();
+    assert_eq!(twice.code(), tonic::Code::FailedPrecondition, "{twice:?}");
     let issued = h.issue_orders_read("s-1", 60).await.expect("issued again once resumed");
     assert_eq!(h.introspect(&bearer(&issued)).await["active"], true);
     for lease in &leases {
@@ -70,21 +113,21 @@ async fn suspension_stops_the_agent(h: &Harness, suspender: &Arc<Broker>) {
     h.tasks().await.start_task(authed(&h.workflow(), start)).await.expect("a task again");
 
     // A second suspension counts only what it revoked, not the history.
-    let again = suspender.suspend_agent("soc-oncall", "demo-agent", "again", h.clock.now()).await.unwrap();
-    assert_eq!((again.closed.revoking.len(), again.revoked, again.retrying, again.failed), (1, 1, 0, 0));
-    suspender.resume_agent("soc-oncall", "demo-agent", "", h.clock.now()).await.unwrap();
+    let again =
+        admin.suspend_agent(authed(&operator, suspend(agent_named("demo-agent"), "again"))).await.unwrap();
+    assert_eq!((again.get_ref().revoked, again.get_ref().retrying, again.get_ref().failed), (1, 0, 0));
+    admin.resume_agent(authed(&operator, resume(agent_named("demo-agent"), "done"))).await.unwrap();
 }
 
 #[tokio::test]
 async fn a_suspension_stops_the_agent_on_the_embedded_store() {
     let h = harness::start().await;
-    let broker = h.running().broker.clone();
-    suspension_stops_the_agent(&h, &broker).await;
+    suspension_stops_the_agent(&h, h.grpc_addr()).await;
     let audit = h.audit_lines();
     let event = |name: &str| audit.iter().filter(|line| line["event"] == name).count();
     assert_eq!((event("agent_suspended"), event("agent_resumed")), (2, 2));
     let suspended = audit.iter().find(|line| line["event"] == "agent_suspended").unwrap();
-    assert_eq!(suspended["actor"], "soc-oncall");
+    assert_eq!(suspended["actor"], "demo-operator");
     assert_eq!(suspended["agent"], "demo-agent");
     assert_eq!(suspended["details"]["note"], "incident 42");
     h.stop().await;
@@ -97,7 +140,7 @@ async fn a_suspension_on_one_replica_stops_the_agent_on_the_other() {
     let redis = RedisServer::start();
     let h = on_redis(&redis).await;
     let b = second_replica(&h).await;
-    suspension_stops_the_agent(&h, &b.broker).await;
+    suspension_stops_the_agent(&h, b.grpc_addr).await;
     b.stop().await.unwrap();
     h.stop().await;
 }
@@ -160,4 +203,189 @@ async fn a_suspension_during_a_mint_on_another_replica_is_honoured() {
     b.stop().await.unwrap();
     h.stop().await;
     drop(plugin);
+}
+
+/// Two more agents: one of the demo agent's owner in another team, one of
+/// another owner in the demo team.
+fn with_more_agents(config: &mut writ::config::Config, dir: &std::path::Path) {
+    let policy = r#"@id("team-bot-reads-orders")
+permit (
+  principal == Writ::Agent::"team-bot",
+  action == Writ::Action::"issue",
+  resource == Writ::Role::"tokens/orders-read"
+);
+"#;
+    std::fs::write(dir.join("policies/team-bot.cedar"), policy).unwrap();
+    let issuer = config.issuers[0].issuer.clone();
+    for (name, owner, team) in
+        [("helper-bot", "you@example.com", "other-team"), ("team-bot", "someone@example.com", "demo-team")]
+    {
+        config.agents.push(writ::config::AgentConfig {
+            name: name.into(),
+            owner: owner.into(),
+            team: team.into(),
+            description: String::new(),
+            risk_tier: "low".into(),
+            identity: writ::config::IdentityMatch {
+                issuer: issuer.clone(),
+                subject: Some(format!("{name}-subject")),
+                claims: Default::default(),
+            },
+        });
+    }
+}
+
+fn names(agents: &[proto::Agent]) -> Vec<&str> {
+    agents.iter().map(|agent| agent.name.as_str()).collect()
+}
+
+/// An owner's suspension stops every agent it owns and no other; a team's
+/// likewise; agents suspended already are reported, not refused.
+#[tokio::test]
+async fn an_owner_or_a_team_is_suspended_at_once() {
+    let h = harness::start_with(Box::new(with_more_agents)).await;
+    let (mut admin, operator) = (h.admin().await, h.operator());
+    let listed = admin.list_agents(authed(&operator, proto::ListAgentsRequest::default())).await.unwrap();
+    assert_eq!(names(&listed.get_ref().agents), ["demo-agent", "helper-bot", "team-bot"], "in name order");
+    let demo = &listed.get_ref().agents[0];
+    assert_eq!(
+        (demo.owner.as_str(), demo.team.as_str(), demo.managed_by.as_str()),
+        ("you@example.com", "demo-team", "configuration")
+    );
+    assert_eq!(demo.identities[0].subject, writ::dev::AGENT_SUBJECT);
+    assert_eq!(demo.state, proto::AgentState::Active as i32);
+    let paged = proto::ListAgentsRequest { page_size: 2, ..Default::default() };
+    let first = admin.list_agents(authed(&operator, paged.clone())).await.unwrap().into_inner();
+    assert_eq!(names(&first.agents), ["demo-agent", "helper-bot"]);
+    let rest = proto::ListAgentsRequest { page_token: first.next_page_token, ..paged };
+    let rest = admin.list_agents(authed(&operator, rest)).await.unwrap().into_inner();
+    assert_eq!((names(&rest.agents), rest.next_page_token.as_str()), (vec!["team-bot"], ""));
+
+    h.open_task("o-1", "demo-agent", 600).await;
+    h.issue_orders_read("o-1", 300).await.unwrap();
+    h.open_task("o-2", "team-bot", 600).await;
+
+    let owner = proto::AgentSelector { owner: "you@example.com".into(), ..Default::default() };
+    let outcome = admin.suspend_agent(authed(&operator, suspend(owner.clone(), "owner left"))).await.unwrap();
+    let outcome = outcome.into_inner();
+    assert_eq!(names(&outcome.suspended), ["demo-agent", "helper-bot"]);
+    assert_eq!((outcome.revoked, outcome.retrying, outcome.already_suspended.len()), (1, 0, 0));
+    let suspended =
+        proto::ListAgentsRequest { state: proto::AgentState::Suspended as i32, ..Default::default() };
+    let listed = admin.list_agents(authed(&operator, suspended.clone())).await.unwrap().into_inner();
+    assert_eq!(names(&listed.agents), ["demo-agent", "helper-bot"]);
+    let other = h.token("team-bot-subject");
+    let request = harness::issue_request("o-2", "orders-read", &["orders:read"], 60);
+    h.credentials()
+        .await
+        .issue(authed(&other, request.clone()))
+        .await
+        .expect("another owner's agent is untouched");
+
+    // The team holds demo-agent (suspended already) and team-bot.
+    let team = proto::AgentSelector { team: "demo-team".into(), ..Default::default() };
+    let outcome =
+        admin.suspend_agent(authed(&operator, suspend(team.clone(), "team incident"))).await.unwrap();
+    let outcome = outcome.into_inner();
+    assert_eq!(
+        (names(&outcome.suspended), outcome.already_suspended),
+        (vec!["team-bot"], vec!["demo-agent".to_string()])
+    );
+    assert_eq!(outcome.revoked, 1, "team-bot's lease");
+    let refused = h.credentials().await.issue(authed(&other, request.clone())).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+
+    let resumed =
+        admin.resume_agent(authed(&operator, resume(team, "contained"))).await.unwrap().into_inner();
+    assert_eq!(names(&resumed.resumed), ["demo-agent", "team-bot"]);
+    let resumed = admin.resume_agent(authed(&operator, resume(owner, "back"))).await.unwrap().into_inner();
+    assert_eq!(
+        (names(&resumed.resumed), resumed.not_suspended),
+        (vec!["helper-bot"], vec!["demo-agent".to_string()])
+    );
+    let listed = admin.list_agents(authed(&operator, suspended)).await.unwrap().into_inner();
+    assert!(listed.agents.is_empty(), "{listed:?}");
+
+    let audit = h.audit_lines();
+    let suspensions: Vec<&str> = audit
+        .iter()
+        .filter(|line| line["event"] == "agent_suspended" && line["outcome"] == "ok")
+        .map(|line| line["agent"].as_str().unwrap())
+        .collect();
+    assert_eq!(suspensions, ["demo-agent", "helper-bot", "team-bot"], "one record per agent suspended");
+    h.stop().await;
+}
+
+/// Bad input gets a precise status and suspends nothing; only operators
+/// reach the kill switch.
+#[tokio::test]
+async fn bad_kill_switch_requests_change_nothing() {
+    let h = harness::start().await;
+    let (mut admin, operator) = (h.admin().await, h.operator());
+    let cases = [
+        (suspend(agent_named("demo-agent"), ""), tonic::Code::InvalidArgument, "reason must say why"),
+        (suspend(agent_named("demo-agent"), "   "), tonic::Code::InvalidArgument, "reason must say why"),
+        (
+            suspend(agent_named("demo-agent"), &"x".repeat(501)),
+            tonic::Code::InvalidArgument,
+            "longer than 500",
+        ),
+        (
+            suspend(agent_named("demo-agent"), "bad\u{202e}text"),
+            tonic::Code::InvalidArgument,
+            "must be printable",
+        ),
+        (suspend(proto::AgentSelector::default(), "why"), tonic::Code::InvalidArgument, "must name an agent"),
+        (
+            suspend(
+                proto::AgentSelector {
+                    agent: "demo-agent".into(),
+                    owner: "you@example.com".into(),
+                    ..Default::default()
+                },
+                "why",
+            ),
+            tonic::Code::InvalidArgument,
+            "only one of",
+        ),
+        (
+            suspend(proto::AgentSelector { owner: "nobody@example.com".into(), ..Default::default() }, "why"),
+            tonic::Code::NotFound,
+            "no registered agent has owner",
+        ),
+        (suspend(agent_named("ghost"), "why"), tonic::Code::NotFound, "not registered"),
+    ];
+    for (request, code, says) in cases {
+        let refused = admin.suspend_agent(authed(&operator, request.clone())).await.unwrap_err();
+        assert_eq!(refused.code(), code, "{request:?}: {refused:?}");
+        assert!(refused.message().contains(says), "{request:?}: {refused:?}");
+    }
+    let refused =
+        admin.resume_agent(authed(&operator, resume(agent_named("demo-agent"), "why"))).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    let state = proto::ListAgentsRequest { state: 7, ..Default::default() };
+    let refused = admin.list_agents(authed(&operator, state)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    let refused = admin
+        .get_agent(authed(&operator, proto::GetAgentRequest { agent: "ghost".into() }))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::NotFound, "{refused:?}");
+
+    // Not an operator: an agent, a workflow engine, an approver.
+    for token in [h.agent(), h.workflow(), h.approver(1)] {
+        let refused =
+            admin.suspend_agent(authed(&token, suspend(agent_named("demo-agent"), "why"))).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    }
+    let refused = admin.suspend_agent(suspend(agent_named("demo-agent"), "why")).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "no token: {refused:?}");
+
+    h.open_task("b-1", "demo-agent", 600).await;
+    h.issue_orders_read("b-1", 60).await.expect("nothing was suspended");
+    assert!(
+        h.audit_lines().iter().all(|line| line["event"] != "agent_suspended"),
+        "and nothing was recorded"
+    );
+    h.stop().await;
 }

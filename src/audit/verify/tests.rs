@@ -1,0 +1,316 @@
+//! Tampering with a signed log in each way an attacker with write access
+//! could, and the record each verification names.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::*;
+use crate::audit::checkpoint::{Signer, generate_pkcs8};
+use crate::audit::{AuditEvent, AuditLog};
+
+fn now() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+}
+
+fn event(n: usize) -> AuditEvent {
+    AuditEvent {
+        event: "issued",
+        actor: "agent-a".into(),
+        outcome: "ok",
+        agent: Some("agent-a".into()),
+        task: Some(format!("t-{n}")),
+        lease: Some(Uuid::now_v7()),
+        ..AuditEvent::default()
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    pkcs8: Vec<u8>,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        Self { _dir: dir, path, pkcs8: generate_pkcs8().unwrap() }
+    }
+
+    fn signer(&self) -> Signer {
+        Signer::from_pkcs8(&self.pkcs8, "replica-a").unwrap()
+    }
+
+    fn options(&self) -> VerifyOptions {
+        VerifyOptions { keys: vec![self.signer().public_key()], ..VerifyOptions::default() }
+    }
+
+    /// Writes `batches` of records, a checkpoint after each.
+    async fn write(&self, batches: &[usize]) {
+        let log = AuditLog::open_signed(&self.path, &[3u8; 32], Some(self.signer())).unwrap();
+        let mut n = 0;
+        for &records in batches {
+            for _ in 0..records {
+                n += 1;
+                log.record(now(), event(n)).await.unwrap();
+            }
+            log.checkpoint(now()).await.unwrap();
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.path).unwrap().lines().map(str::to_owned).collect()
+    }
+
+    fn rewrite(&self, lines: &[String]) {
+        let mut text = lines.join("\n");
+        text.push('\n');
+        std::fs::write(&self.path, text).unwrap();
+    }
+
+    fn verify(&self) -> Result<Report, String> {
+        verify_log(&self.path, &self.options())
+    }
+}
+
+/// Recomputes every `prev` from the first line on, as someone rewriting
+/// the log without the signing key would.
+fn rechain(lines: &[String]) -> Vec<String> {
+    let mut head = GENESIS.to_string();
+    lines
+        .iter()
+        .map(|line| {
+            let mut value: Value = serde_json::from_str(line).unwrap();
+            value["prev"] = Value::String(head.clone());
+            let text = serde_json::to_string(&value).unwrap();
+            head = hex::encode(digest::digest(&digest::SHA256, text.as_bytes()));
+            text
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_signed_log_verifies_and_says_what_is_signed() {
+    let f = Fixture::new();
+    f.write(&[3, 2]).await;
+    let report = f.verify().unwrap();
+    assert_eq!(
+        (report.records, report.checkpoints, report.signed_through, report.unsigned_tail),
+        (7, 2, 7, 0)
+    );
+    assert_eq!(report.replica.as_deref(), Some("replica-a"));
+    let lines = f.lines();
+    let checkpoint: Value = serde_json::from_str(&lines[3]).unwrap();
+    assert_eq!(checkpoint["event"], "checkpoint");
+    assert_eq!(checkpoint["details"]["covers"], 3);
+    // A second checkpoint with nothing new is not written.
+    let log = AuditLog::open_signed(&f.path, &[3u8; 32], Some(f.signer())).unwrap();
+    log.checkpoint(now()).await.unwrap();
+    drop(log);
+    assert_eq!(f.lines().len(), 7);
+    // Without keys, the chain alone.
+    assert_eq!(verify_file(&f.path).unwrap(), 7);
+}
+
+#[tokio::test]
+async fn an_edited_record_is_named() {
+    let f = Fixture::new();
+    f.write(&[4]).await;
+    let mut lines = f.lines();
+    lines[1] = lines[1].replace("\"outcome\":\"ok\"", "\"outcome\":\"deny\"");
+    f.rewrite(&lines);
+    let error = f.verify().unwrap_err();
+    assert!(
+        error.contains("record 3: its prev is not the hash of record 2: record 2 was changed"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_removed_or_reordered_record_is_named() {
+    let f = Fixture::new();
+    f.write(&[4]).await;
+    let lines = f.lines();
+    let mut removed = lines.clone();
+    removed.remove(1);
+    f.rewrite(&removed);
+    let error = f.verify().unwrap_err();
+    assert!(error.contains("record 2: sequence number 3 where 2 belongs"), "{error}");
+
+    let mut swapped = lines.clone();
+    swapped.swap(1, 2);
+    f.rewrite(&swapped);
+    let error = f.verify().unwrap_err();
+    assert!(error.contains("record 2: sequence number 3 where 2 belongs"), "{error}");
+}
+
+#[tokio::test]
+async fn a_log_rewritten_from_the_top_fails_at_its_first_checkpoint() {
+    let f = Fixture::new();
+    f.write(&[3, 3]).await;
+    let mut lines = f.lines();
+    // Record 2 edited, every later hash recomputed: the chain holds, the
+    // checkpoint over record 3 does not.
+    lines[1] = lines[1].replace("\"outcome\":\"ok\"", "\"outcome\":\"deny\"");
+    let rewritten = rechain(&lines);
+    f.rewrite(&rewritten);
+    assert!(verify_file(&f.path).is_ok(), "the chain alone cannot tell");
+    let error = f.verify().unwrap_err();
+    assert!(
+        error.contains(
+            "record 4: the checkpoint signed record 3 with another hash: records 1 to 3 were changed"
+        ),
+        "{error}"
+    );
+
+    // Editing the checkpoint's head to match breaks its signature.
+    let head = serde_json::from_str::<Value>(&rewritten[3]).unwrap()["prev"].as_str().unwrap().to_owned();
+    let mut forged: Value = serde_json::from_str(&rewritten[3]).unwrap();
+    forged["details"]["head"] = Value::String(head);
+    let mut lines = rewritten.clone();
+    lines[3] = serde_json::to_string(&forged).unwrap();
+    f.rewrite(&rechain(&lines));
+    let error = f.verify().unwrap_err();
+    assert!(error.contains("record 4: a checkpoint whose signature does not verify"), "{error}");
+
+    // Dropping every checkpoint leaves nothing signed.
+    let unsigned: Vec<String> =
+        lines.iter().filter(|line| !line.contains("\"event\":\"checkpoint\"")).cloned().collect();
+    let renumbered: Vec<String> = unsigned
+        .iter()
+        .enumerate()
+        .map(|(index, line)| {
+            let mut value: Value = serde_json::from_str(line).unwrap();
+            value["seq"] = Value::from(index + 1);
+            serde_json::to_string(&value).unwrap()
+        })
+        .collect();
+    f.rewrite(&rechain(&renumbered));
+    let error = f.verify().unwrap_err();
+    assert!(error.contains("no signed checkpoint in 6 records"), "{error}");
+}
+
+#[tokio::test]
+async fn a_log_cut_short_is_detected() {
+    let f = Fixture::new();
+    f.write(&[3, 3]).await;
+    let lines = f.lines();
+    // Cut inside the second batch: records no checkpoint covers.
+    f.rewrite(&lines[..6]);
+    let error = f.verify().unwrap_err();
+    assert!(error.contains("records 5 to 6 come after the last checkpoint (record 4)"), "{error}");
+    let live = VerifyOptions { allow_unsigned_tail: true, ..f.options() };
+    let report = verify_log(&f.path, &live).unwrap();
+    assert_eq!((report.signed_through, report.unsigned_tail), (4, 2));
+
+    // Cut right after a checkpoint: only a checkpoint seen elsewhere tells.
+    f.rewrite(&lines[..4]);
+    assert!(f.verify().is_ok());
+    let expected = VerifyOptions { at_least: Some(8), ..f.options() };
+    let error = verify_log(&f.path, &expected).unwrap_err();
+    assert!(error.contains("signed records end at 4, before record 8"), "{error}");
+
+    // A last line cut in the middle.
+    let mut text = lines.join("\n");
+    text.truncate(text.len() - 10);
+    std::fs::write(&f.path, text).unwrap();
+    let error = f.verify().unwrap_err();
+    assert!(error.contains("record 8: not a JSON record"), "{error}");
+}
+
+#[tokio::test]
+async fn rotated_keys_verify_with_every_key_given() {
+    let f = Fixture::new();
+    f.write(&[2]).await;
+    let old = f.signer().public_key();
+    let next = Signer::from_pkcs8(&generate_pkcs8().unwrap(), "replica-a").unwrap();
+    let new = next.public_key();
+    let log = AuditLog::open_signed(&f.path, &[3u8; 32], Some(next)).unwrap();
+    log.record(now(), event(9)).await.unwrap();
+    log.checkpoint(now()).await.unwrap();
+    drop(log);
+
+    let both = VerifyOptions { keys: vec![old.clone(), new.clone()], ..VerifyOptions::default() };
+    assert_eq!(verify_log(&f.path, &both).unwrap().checkpoints, 2);
+    let only_new = VerifyOptions { keys: vec![new], ..VerifyOptions::default() };
+    let error = verify_log(&f.path, &only_new).unwrap_err();
+    assert!(error.contains(&format!("record 3: a checkpoint signed by key {}", old.key_id())), "{error}");
+}
+
+#[tokio::test]
+async fn a_directory_of_replicas_logs_is_verified_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkcs8 = generate_pkcs8().unwrap();
+    for replica in ["replica-a", "replica-b"] {
+        let signer = Signer::from_pkcs8(&pkcs8, replica).unwrap();
+        let log =
+            AuditLog::open_signed(&dir.path().join(format!("{replica}.jsonl")), &[3u8; 32], Some(signer))
+                .unwrap();
+        log.record(now(), event(1)).await.unwrap();
+        log.checkpoint(now()).await.unwrap();
+    }
+    let key = Signer::from_pkcs8(&pkcs8, "x").unwrap().public_key();
+    let options = VerifyOptions { keys: vec![key], ..VerifyOptions::default() };
+    let reports = verify_path(dir.path(), &options).unwrap();
+    let replicas: Vec<_> = reports.iter().map(|report| report.replica.clone().unwrap()).collect();
+    assert_eq!(replicas, ["replica-a", "replica-b"]);
+
+    // A copy of one replica's log claims its replica twice.
+    std::fs::copy(dir.path().join("replica-a.jsonl"), dir.path().join("replica-c.jsonl")).unwrap();
+    let error = verify_path(dir.path(), &options).unwrap_err();
+    assert!(error.contains("both claim replica \"replica-a\""), "{error}");
+
+    // One bad log fails the directory, naming the file and the record.
+    let bad = dir.path().join("replica-c.jsonl");
+    let text = std::fs::read_to_string(&bad).unwrap().replace("\"outcome\":\"ok\"", "\"outcome\":\"deny\"");
+    std::fs::write(&bad, text).unwrap();
+    let error = verify_path(dir.path(), &options).unwrap_err();
+    assert!(error.contains("replica-c.jsonl: record 2"), "{error}");
+
+    let empty = tempfile::tempdir().unwrap();
+    assert!(verify_path(empty.path(), &options).unwrap_err().contains("no audit logs"));
+}
+
+/// OpenSSL, an implementation no one here wrote, reads the public key and
+/// verifies a checkpoint's signature over its message.
+#[tokio::test]
+async fn openssl_verifies_a_checkpoint() {
+    if std::process::Command::new("openssl").arg("version").output().is_err() {
+        panic!("openssl is needed for this test (apt-get install openssl)");
+    }
+    let f = Fixture::new();
+    f.write(&[1]).await;
+    let checkpoint: Value = serde_json::from_str(&f.lines()[1]).unwrap();
+    let details: crate::audit::checkpoint::Checkpoint =
+        serde_json::from_value(checkpoint["details"].clone()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (pem, message, signature) =
+        (dir.path().join("key.pem"), dir.path().join("message"), dir.path().join("signature"));
+    std::fs::write(&pem, f.signer().public_key().to_pem()).unwrap();
+    let text = format!(
+        "writ-audit-checkpoint-v1\n{}\n{}\n{}\n{}\n{}\n",
+        details.replica, details.key_id, details.covers, details.head, details.at
+    );
+    std::fs::write(&message, text).unwrap();
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&details.signature).unwrap();
+    std::fs::write(&signature, bytes).unwrap();
+    let verify = |message: &std::path::Path| {
+        std::process::Command::new("openssl")
+            .args(["pkeyutl", "-verify", "-pubin", "-inkey"])
+            .arg(&pem)
+            .arg("-rawin")
+            .arg("-in")
+            .arg(message)
+            .arg("-sigfile")
+            .arg(&signature)
+            .output()
+            .unwrap()
+    };
+    let output = verify(&message);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let other = dir.path().join("other");
+    std::fs::write(&other, "writ-audit-checkpoint-v1\nsomething else\n").unwrap();
+    assert!(!verify(&other).status.success(), "and refuses another message");
+}

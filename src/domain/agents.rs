@@ -1,0 +1,250 @@
+//! The agent inventory operators read, and the kill switch over it:
+//! suspending or resuming one agent, or every agent of an owner or a team,
+//! at once.
+//!
+//! Each agent's suspension is its own atomic step in the store (the scope
+//! path of [`super::scopes`]), so an owner's suspension that fails half-way
+//! has suspended the agents it names as suspended and none other; calling
+//! it again finishes the rest.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::{Broker, Error, check_text, quoted};
+use crate::config::IdentityMatch;
+use crate::model::{AgentState, AgentStatus, RevocationReason};
+use crate::principals::Agent;
+use crate::store::Scope;
+
+/// The longest reason a suspension or a resumption may give.
+const MAX_REASON_CHARS: usize = 500;
+
+/// Which agents a suspension or a resumption is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AgentSelector {
+    Agent(String),
+    /// Every agent this owner answers for.
+    Owner(String),
+    /// Every agent of this team.
+    Team(String),
+}
+
+impl AgentSelector {
+    fn matches(&self, agent: &Agent) -> bool {
+        match self {
+            Self::Agent(name) => agent.name == *name,
+            Self::Owner(owner) => agent.owner == *owner,
+            Self::Team(team) => agent.team == *team,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Agent(name) => format!("agent {}", quoted(name)),
+            Self::Owner(owner) => format!("owner {}", quoted(owner)),
+            Self::Team(team) => format!("team {}", quoted(team)),
+        }
+    }
+}
+
+/// Which agents a listing shows; `None` matches any.
+#[derive(Clone, Debug, Default)]
+pub struct AgentFilter {
+    pub owner: Option<String>,
+    pub team: Option<String>,
+    pub state: Option<AgentState>,
+}
+
+/// An agent as operators see it: what configuration declares, and its
+/// runtime state.
+#[derive(Clone, Debug)]
+pub struct AgentView {
+    pub agent: Arc<Agent>,
+    pub identity: IdentityMatch,
+    /// The last suspension or resumption; `None` for an agent never
+    /// suspended.
+    pub status: Option<AgentStatus>,
+}
+
+impl AgentView {
+    pub fn state(&self) -> AgentState {
+        self.status.as_ref().map_or(AgentState::Active, |status| status.state)
+    }
+}
+
+/// What a suspension did, once the wait for its revocations is over.
+#[derive(Clone, Debug, Default)]
+pub struct Suspension {
+    pub suspended: Vec<AgentView>,
+    /// Agents of an owner or a team that were suspended already.
+    pub already_suspended: Vec<String>,
+    pub revoked: usize,
+    pub retrying: usize,
+    pub failed: usize,
+}
+
+/// What a resumption did.
+#[derive(Clone, Debug, Default)]
+pub struct Resumption {
+    pub resumed: Vec<AgentView>,
+    /// Agents of an owner or a team that were not suspended.
+    pub not_suspended: Vec<String>,
+}
+
+impl Broker {
+    /// Registered agents matching `filter`, in name order, after `after`.
+    pub async fn list_agents(
+        &self,
+        filter: &AgentFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AgentView>, Error> {
+        let mut views = Vec::new();
+        let candidates = self.registry.directory().agents_after(after).filter(|(agent, _)| {
+            filter.owner.as_ref().is_none_or(|owner| agent.owner == *owner)
+                && filter.team.as_ref().is_none_or(|team| agent.team == *team)
+        });
+        for (agent, identity) in candidates {
+            if views.len() == limit {
+                break;
+            }
+            let view = self.view(agent, identity).await?;
+            if filter.state.is_none_or(|state| view.state() == state) {
+                views.push(view);
+            }
+        }
+        Ok(views)
+    }
+
+    /// One registered agent.
+    pub async fn get_agent(&self, name: &str) -> Result<AgentView, Error> {
+        let directory = self.registry.directory();
+        match (directory.agent(name), directory.binding(name)) {
+            (Some(agent), Some(identity)) => self.view(agent, identity).await,
+            _ => Err(not_registered(name)),
+        }
+    }
+
+    async fn view(&self, agent: &Arc<Agent>, identity: &IdentityMatch) -> Result<AgentView, Error> {
+        let status = self.registry.status(&agent.name).await?;
+        Ok(AgentView { agent: agent.clone(), identity: identity.clone(), status })
+    }
+
+    /// The kill switch for one agent, an owner's or a team's: suspends
+    /// each (see [`Broker::suspend_agent`]), then waits up to
+    /// `limits.close_wait` in all for their revocations. A single agent
+    /// suspended already is FAILED_PRECONDITION; an owner's or a team's
+    /// agents suspended already are reported and left as they are.
+    pub async fn suspend_agents(
+        &self,
+        caller: &str,
+        selector: &AgentSelector,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Suspension, Error> {
+        check_reason(reason)?;
+        let agents = self.select(selector)?;
+        let deadline = tokio::time::Instant::now() + self.limits.close_wait;
+        let mut suspension = Suspension::default();
+        let mut ended = Vec::new();
+        for agent in agents {
+            let scope = Scope::Agent(agent.name.clone());
+            let finished = self.revocations.subscribe();
+            let closed =
+                self.end_scope(caller, &scope, RevocationReason::AgentSuspended, reason, now).await?;
+            if !closed.ended_now {
+                if let AgentSelector::Agent(name) = selector {
+                    return Err(Error::FailedPrecondition(format!(
+                        "agent {} is suspended already",
+                        quoted(name)
+                    )));
+                }
+                suspension.already_suspended.push(agent.name.clone());
+                continue;
+            }
+            ended.push((agent, scope, closed, finished));
+        }
+        for (agent, scope, closed, finished) in ended {
+            let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let outcome = self.wait_for_scope_within(closed, &scope, finished, wait).await?;
+            suspension.revoked += outcome.revoked;
+            suspension.retrying += outcome.retrying;
+            suspension.failed += outcome.failed;
+            let identity = self.registry.directory().binding(&agent.name).cloned();
+            suspension.suspended.push(AgentView {
+                identity: identity.ok_or_else(|| not_registered(&agent.name))?,
+                agent,
+                status: outcome.closed.agent,
+            });
+        }
+        Ok(suspension)
+    }
+
+    /// Lifts the suspension of one agent, an owner's or a team's. A single
+    /// agent that is not suspended is FAILED_PRECONDITION; an owner's or a
+    /// team's agents that are not are reported and left as they are.
+    pub async fn resume_agents(
+        &self,
+        caller: &str,
+        selector: &AgentSelector,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Resumption, Error> {
+        check_reason(reason)?;
+        let agents = self.select(selector)?;
+        let mut resumption = Resumption::default();
+        for agent in agents {
+            let suspended = self
+                .registry
+                .status(&agent.name)
+                .await?
+                .is_some_and(|status| status.state == AgentState::Suspended);
+            if !suspended && !matches!(selector, AgentSelector::Agent(_)) {
+                resumption.not_suspended.push(agent.name.clone());
+                continue;
+            }
+            let status = self.resume_agent(caller, &agent.name, reason, now).await?;
+            let identity = self.registry.directory().binding(&agent.name).cloned();
+            resumption.resumed.push(AgentView {
+                identity: identity.ok_or_else(|| not_registered(&agent.name))?,
+                agent,
+                status: Some(status),
+            });
+        }
+        Ok(resumption)
+    }
+
+    /// The registered agents a selector names, in name order; NOT_FOUND
+    /// when it names none.
+    fn select(&self, selector: &AgentSelector) -> Result<Vec<Arc<Agent>>, Error> {
+        let agents: Vec<Arc<Agent>> = match selector {
+            AgentSelector::Agent(name) => self.registry.agent(name).cloned().into_iter().collect(),
+            _ => self
+                .registry
+                .directory()
+                .agents_after(None)
+                .filter(|(agent, _)| selector.matches(agent))
+                .map(|(agent, _)| agent.clone())
+                .collect(),
+        };
+        if agents.is_empty() {
+            return Err(match selector {
+                AgentSelector::Agent(name) => not_registered(name),
+                _ => Error::NotFound(format!("no registered agent has {}", selector.describe())),
+            });
+        }
+        Ok(agents)
+    }
+}
+
+fn check_reason(reason: &str) -> Result<(), Error> {
+    if reason.trim().is_empty() {
+        return Err(Error::InvalidArgument("reason must say why (it is evidence)".into()));
+    }
+    check_text("reason", reason, MAX_REASON_CHARS)
+}
+
+fn not_registered(name: &str) -> Error {
+    Error::NotFound(format!("agent {} is not registered", quoted(name)))
+}
