@@ -53,7 +53,7 @@ pub enum Command {
         issuer_listen: std::net::SocketAddr,
     },
     /// Print a development workload token: `agent`, `workflow`, `operator`,
-    /// `policy-admin`, `approver`, `approver-2`, or any other subject (which Writ will record as a
+    /// `policy-admin`, `approver`, `approver-2`, `auditor`, or any other subject (which Writ will record as a
     /// sighting).
     Token {
         #[arg(long, default_value = ".writ-dev")]
@@ -158,23 +158,63 @@ pub enum AuditCommand {
         /// retired by a rotation still verify the checkpoints they signed).
         #[arg(long = "public-key", value_name = "PEM")]
         public_keys: Vec<PathBuf>,
-        /// Accept records after the last checkpoint (a log still being
-        /// written).
+        /// Accept records no checkpoint proves: after the last checkpoint
+        /// (a log still being written), or found unsigned at a restart
+        /// (each is listed).
         #[arg(long, requires = "public_keys")]
-        allow_unsigned_tail: bool,
-        /// Fail unless signed records reach this sequence number (the last
-        /// checkpoint seen elsewhere, such as in your SIEM).
-        #[arg(long, value_name = "SEQ", requires = "public_keys")]
-        at_least: Option<u64>,
+        allow_unproven: bool,
+        /// `SEQ` or `SEQ:SHA256`: signed records must reach record SEQ and,
+        /// with a hash, its line must hash to it (from a checkpoint kept
+        /// elsewhere: its `covers` and `head`). One log only.
+        #[arg(long, value_name = "SEQ[:SHA256]", requires = "public_keys")]
+        at_least: Option<String>,
+        /// For a directory: a replica whose log must be there; repeatable.
+        #[arg(long = "replica", value_name = "NAME", requires = "public_keys")]
+        replicas: Vec<String>,
     },
     /// Make a key that signs audit checkpoints (PKCS#8, mode 0600), and
-    /// write its public key beside it as `<out>.pub.pem`.
+    /// write its public key beside it (`audit.pk8` → `audit.pub.pem`).
     Keygen {
         #[arg(long)]
         out: PathBuf,
     },
     /// Print the PEM public key of a checkpoint signing key.
     PublicKey { key_file: PathBuf },
+    /// Print a replica's audit records as JSON lines, as written (role
+    /// `auditor`).
+    Export {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// A duration back from now (`24h`, `30m`) or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// As `--since`; records before it.
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        agent: Option<String>,
+        /// Every agent this owner answers for.
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long)]
+        task: Option<String>,
+        /// An event name, e.g. `issued` or `agent_suspended`.
+        #[arg(long)]
+        event: Option<String>,
+    },
+}
+
+/// `24h` (back from now) or an RFC 3339 time.
+fn parse_when(flag: &str, text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&chrono::Utc));
+    }
+    let ago = humantime_serde::re::humantime::parse_duration(text)
+        .map_err(|_| anyhow::anyhow!("{flag} {text:?} is neither a duration (24h) nor an RFC 3339 time"))?;
+    chrono::Duration::from_std(ago)
+        .ok()
+        .and_then(|ago| chrono::Utc::now().checked_sub_signed(ago))
+        .ok_or_else(|| anyhow::anyhow!("{flag} {text:?} is too far back"))
 }
 
 #[derive(Subcommand, Debug)]
@@ -307,6 +347,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 "policy-admin" => crate::dev::POLICY_ADMIN_SUBJECT,
                 "approver" => crate::dev::APPROVER_SUBJECT,
                 "approver-2" => crate::dev::SECOND_APPROVER_SUBJECT,
+                "auditor" => crate::dev::AUDITOR_SUBJECT,
                 other => other,
             };
             println!("{}", issuer.mint(subject, crate::dev::AUDIENCE, ttl, chrono::Utc::now())?);
@@ -362,7 +403,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Audit(command) => audit(command),
+        Command::Audit(command) => audit(command).await,
         Command::Policy(PolicyCommand::Explain(explain)) => {
             let ExplainArgs { client, agent, task, context, tool, grant, action } = *explain;
             let context = match task {
@@ -405,10 +446,43 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn audit(command: AuditCommand) -> anyhow::Result<()> {
+async fn audit(command: AuditCommand) -> anyhow::Result<()> {
     use crate::audit::{PublicKey, Signer, VerifyOptions};
     match command {
-        AuditCommand::Verify { path, public_keys, allow_unsigned_tail, at_least } => {
+        AuditCommand::Export { client, since, until, agent, owner, task, event } => {
+            let when = |flag: &str, text: Option<String>| {
+                text.map(|text| parse_when(flag, &text).map(convert::timestamp)).transpose()
+            };
+            let request = proto::ExportAuditRequest {
+                since: when("--since", since)?,
+                until: when("--until", until)?,
+                agent: agent.unwrap_or_default(),
+                owner: owner.unwrap_or_default(),
+                task_id: task.unwrap_or_default(),
+                event: event.unwrap_or_default(),
+            };
+            let mut service = proto::audit_service_client::AuditServiceClient::new(connect(&client).await?);
+            let mut records = service.export_audit(authorized(&client, request)?).await?.into_inner();
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            while let Some(record) = records.message().await? {
+                writeln!(out, "{}", record.json)?;
+            }
+            Ok(())
+        }
+        AuditCommand::Verify { path, public_keys, allow_unproven, at_least, replicas } => {
+            let at_least = at_least
+                .map(|text| {
+                    let (seq, hash) = match text.split_once(':') {
+                        Some((seq, hash)) => (seq, Some(hash.to_ascii_lowercase())),
+                        None => (text.as_str(), None),
+                    };
+                    let seq = seq
+                        .parse::<u64>()
+                        .map_err(|_| anyhow::anyhow!("--at-least {text:?} is not SEQ or SEQ:SHA256"))?;
+                    anyhow::Ok((seq, hash))
+                })
+                .transpose()?;
             let keys = public_keys
                 .iter()
                 .map(|file| {
@@ -418,7 +492,7 @@ fn audit(command: AuditCommand) -> anyhow::Result<()> {
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let signed = !keys.is_empty();
-            let options = VerifyOptions { keys, allow_unsigned_tail, at_least };
+            let options = VerifyOptions { keys, allow_unproven, at_least, replicas };
             let reports = crate::audit::verify_path(&path, &options).map_err(anyhow::Error::msg)?;
             for report in reports {
                 println!("{}", report.summary(signed));

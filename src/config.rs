@@ -348,6 +348,8 @@ pub enum ServiceRole {
     PolicyAdmin,
     /// Decides step-up approval requests of the groups it is in.
     Approver,
+    /// Reads the evidence: exports audit records (nothing else).
+    Auditor,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -604,12 +606,14 @@ mod defaults {
     pub fn checkpoint_interval() -> Duration {
         Duration::from_secs(60)
     }
-    /// The host name (a pod's name on Kubernetes), or `writ`.
+    /// The host name (a pod's name on Kubernetes), or `writ` where it
+    /// cannot be read. A host name that is not a valid replica name fails
+    /// validation (never silently replaced: two replicas would share it).
     pub fn replica() -> String {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .ok()
             .map(|name| name.trim().to_owned())
-            .filter(|name| crate::audit::checkpoint::check_replica(name).is_ok())
+            .filter(|name| !name.is_empty())
             .unwrap_or_else(|| "writ".into())
     }
 

@@ -17,6 +17,7 @@ use tonic::transport::Server;
 
 use crate::api::proto::admin_service_server::AdminServiceServer;
 use crate::api::proto::approval_service_server::ApprovalServiceServer;
+use crate::api::proto::audit_service_server::AuditServiceServer;
 use crate::api::proto::credential_service_server::CredentialServiceServer;
 use crate::api::proto::policy_service_server::PolicyServiceServer;
 use crate::api::proto::task_service_server::TaskServiceServer;
@@ -114,8 +115,9 @@ impl App {
             }
             None => None,
         };
-        let audit =
-            AuditLog::open_signed(&config.audit.path, &audit_key, signer).context("opening the audit log")?;
+        let audit = AuditLog::open_signed(&config.audit.path, &audit_key, signer, clock.now())
+            .context("opening the audit log")?
+            .for_replica(&config.audit.replica);
         let store = crate::store::open(&config.store).await.context("opening the lease store")?;
         let verifier = Verifier::new(&config.server.audience, &config.limits, &config.issuers)
             .map_err(anyhow::Error::msg)
@@ -232,6 +234,7 @@ impl App {
                 self.broker.clone(),
                 self.clock.clone(),
             )))
+            .add_service(AuditServiceServer::new(api::audit::Audit::new(self.broker.clone())))
             // Small request/response messages: without TCP_NODELAY, Nagle and
             // delayed ACKs add ~40 ms to every call.
             .serve_with_incoming_shutdown(
@@ -265,8 +268,10 @@ impl App {
         stop.cancel();
         signal.abort();
         workers.stop().await;
-        // The last word: a checkpoint over everything this run wrote.
-        if let Err(error) = self.broker.audit().checkpoint(self.clock.now()).await {
+        // The last word: a checkpoint over everything this run wrote, after
+        // which the log takes nothing more (a request still running after
+        // the grace period fails rather than write past it).
+        if let Err(error) = self.broker.audit().close(self.clock.now()).await {
             tracing::error!(%error, "cannot sign the audit log's final checkpoint");
         }
         tracing::info!("stopped");

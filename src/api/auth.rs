@@ -91,6 +91,7 @@ impl Audience {
             "writ.v1.AdminService" => Some(Self::Role(ServiceRole::Operator)),
             "writ.v1.PolicyService" => Some(Self::Role(ServiceRole::PolicyAdmin)),
             "writ.v1.ApprovalService" => Some(Self::Role(ServiceRole::Approver)),
+            "writ.v1.AuditService" => Some(Self::Role(ServiceRole::Auditor)),
             // Fail closed: a Writ service missing above is never open.
             name if name.starts_with("writ.") => Some(Self::Unknown),
             _ => None,
@@ -168,6 +169,7 @@ fn role_name(role: ServiceRole) -> &'static str {
         ServiceRole::ResourceServer => "resource_server",
         ServiceRole::PolicyAdmin => "policy_admin",
         ServiceRole::Approver => "approver",
+        ServiceRole::Auditor => "auditor",
     }
 }
 

@@ -40,6 +40,7 @@ const PEM_LABEL: &str = "PUBLIC KEY";
 
 /// What a checkpoint record's `details` hold.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Checkpoint {
     pub replica: String,
     pub key_id: String,
@@ -48,7 +49,8 @@ pub struct Checkpoint {
     pub covers: u64,
     /// The hex SHA-256 of that record's line.
     pub head: String,
-    /// When the checkpoint was made, RFC 3339 (signed as written).
+    /// When the checkpoint was made, RFC 3339 (signed as written); the
+    /// record's `ts` is the same time.
     pub at: String,
     /// Base64url (no padding) Ed25519 signature of the message above.
     pub signature: String,
@@ -108,7 +110,8 @@ impl Signer {
 
     /// A checkpoint over record `covers`, whose line hashes to `head`.
     pub fn sign(&self, covers: u64, head: &str, at: DateTime<Utc>) -> Checkpoint {
-        let at = at.to_rfc3339_opts(SecondsFormat::Millis, true);
+        // As precise as the record's own `ts`, which must say the same.
+        let at = at.to_rfc3339_opts(SecondsFormat::AutoSi, true);
         let message = Checkpoint::message(&self.replica, &self.key_id, covers, head, &at);
         let signature = URL_SAFE_NO_PAD.encode(self.key.sign(message.as_bytes()).as_ref());
         Checkpoint {

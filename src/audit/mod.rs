@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 pub mod checkpoint;
+pub mod export;
 pub mod verify;
 
 pub use checkpoint::{PublicKey, Signer};
@@ -105,6 +106,8 @@ enum Work {
     Record(AuditEvent),
     /// Sign the head, unless it is a checkpoint already.
     Checkpoint,
+    /// A final checkpoint; every later write is refused.
+    Close,
 }
 
 /// Handle to the audit log. Cheap to clone.
@@ -116,6 +119,9 @@ pub struct AuditLog {
     broken: Arc<AtomicBool>,
     /// Whether checkpoints are signed.
     signed: bool,
+    path: Arc<Path>,
+    /// The replica whose log this is.
+    replica: Arc<str>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -128,11 +134,22 @@ impl AuditLog {
     /// Opens (or creates) the log, finds the chain head and starts the
     /// writer thread. The thread ends when every handle is dropped.
     pub fn open(path: &Path, key: &[u8]) -> Result<Self, AuditError> {
-        Self::open_signed(path, key, None)
+        Self::open_signed(path, key, None, Utc::now())
     }
 
     /// [`Self::open`], signing checkpoints with `signer` when given.
-    pub fn open_signed(path: &Path, key: &[u8], signer: Option<Signer>) -> Result<Self, AuditError> {
+    ///
+    /// A signed log is read through first: its chain must hold, and its
+    /// checkpoints must name this replica. Records after its last
+    /// checkpoint (a crash, or records added while Writ was stopped) are
+    /// not signed as if this run had written them: a `chain_resumed`
+    /// record names them as unproven, and a checkpoint follows at once.
+    pub fn open_signed(
+        path: &Path,
+        key: &[u8],
+        signer: Option<Signer>,
+        now: DateTime<Utc>,
+    ) -> Result<Self, AuditError> {
         if key.len() < 32 {
             return Err(AuditError::Unavailable("the audit key must be at least 32 bytes".into()));
         }
@@ -146,11 +163,16 @@ impl AuditLog {
             .open(path)
             .map_err(|e| unavailable(path, e))?;
         let tail = chain_head(&mut file).map_err(|e| unavailable(path, e))?;
+        let unproven = match &signer {
+            Some(signer) => unproven_records(path, signer).map_err(|e| unavailable(path, e))?,
+            None => None,
+        };
         let key = Arc::new(hmac::Key::new(hmac::HMAC_SHA256, key));
         let broken = Arc::new(AtomicBool::new(false));
         let (jobs, receiver) = mpsc::channel(8192);
         let signed = signer.is_some();
-        let writer = Writer {
+        let replica: Arc<str> = signer.as_ref().map_or("", |signer| signer.replica()).into();
+        let mut writer = Writer {
             path: path.to_path_buf(),
             file,
             seq: tail.seq,
@@ -159,12 +181,34 @@ impl AuditLog {
             signer,
             key: key.clone(),
             broken: broken.clone(),
+            closed: false,
         };
+        if let Some((from, to)) = unproven {
+            let replica = writer.signer.as_ref().map(|signer| signer.replica().to_owned());
+            let resumed = AuditEvent {
+                event: RESUMED,
+                actor: "writ".into(),
+                outcome: "ok",
+                details: Some(serde_json::json!({
+                    "replica": replica,
+                    "unproven_from": from,
+                    "unproven_to": to,
+                })),
+                ..AuditEvent::default()
+            };
+            tracing::warn!(
+                from,
+                to,
+                "audit records after the last checkpoint were found unsigned at start (a crash, or records added \
+                 while Writ was stopped); they are marked unproven"
+            );
+            writer.append(&[(now, &Work::Record(resumed)), (now, &Work::Checkpoint)])?;
+        }
         std::thread::Builder::new()
             .name("writ-audit-writer".into())
             .spawn(move || writer.run(receiver))
             .map_err(|e| unavailable(path, e))?;
-        Ok(Self { jobs, key, broken, signed })
+        Ok(Self { jobs, key, broken, signed, path: path.into(), replica })
     }
 
     /// Appends one event and waits until it is durable.
@@ -181,6 +225,14 @@ impl AuditLog {
             return Ok(());
         }
         let durable = self.submit(at, Work::Checkpoint).await?;
+        durable.await.map_err(|_| AuditError::Unavailable("the audit writer stopped".into()))?
+    }
+
+    /// Writes a final checkpoint and closes the log: every later write is
+    /// refused (Writ is shutting down), so nothing lands after the
+    /// checkpoint that covers the run.
+    pub async fn close(&self, at: DateTime<Utc>) -> Result<(), AuditError> {
+        let durable = self.submit(at, Work::Close).await?;
         durable.await.map_err(|_| AuditError::Unavailable("the audit writer stopped".into()))?
     }
 
@@ -253,6 +305,21 @@ impl AuditLog {
         }
     }
 
+    /// Names the replica whose log this is (a signed log has its signer's
+    /// name already).
+    pub fn for_replica(mut self, replica: &str) -> Self {
+        self.replica = replica.into();
+        self
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
     /// Whether the log accepts writes.
     pub fn is_healthy(&self) -> bool {
         !self.broken.load(Ordering::Acquire) && !self.jobs.is_closed()
@@ -283,6 +350,8 @@ struct Writer {
     signer: Option<Signer>,
     key: Arc<hmac::Key>,
     broken: Arc<AtomicBool>,
+    /// After [`Work::Close`]: every later write is refused.
+    closed: bool,
 }
 
 impl Writer {
@@ -296,30 +365,47 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let outcome = self.write(&batch);
+            // Nothing after a close is written, in this batch or later.
+            let open = match batch.iter().position(|job| matches!(job.work, Work::Close)) {
+                _ if self.closed => 0,
+                Some(close) => close + 1,
+                None => batch.len(),
+            };
+            let items: Vec<(DateTime<Utc>, &Work)> =
+                batch[..open].iter().map(|job| (job.at, &job.work)).collect();
+            let outcome = self.append(&items);
             if outcome.is_err() {
                 self.broken.store(true, Ordering::Release);
             }
-            for job in batch.drain(..) {
-                let _ = job.done.send(outcome.clone());
+            self.closed |=
+                open < batch.len() || batch[..open].iter().any(|job| matches!(job.work, Work::Close));
+            for (index, job) in batch.drain(..).enumerate() {
+                let outcome = if index < open {
+                    outcome.clone()
+                } else {
+                    Err(AuditError::Unavailable("the audit log is closed: Writ is shutting down".into()))
+                };
+                let _ = job.done.send(outcome);
             }
         }
     }
 
-    fn write(&mut self, batch: &[Job]) -> Result<(), AuditError> {
+    fn append(&mut self, batch: &[(DateTime<Utc>, &Work)]) -> Result<(), AuditError> {
         if self.broken.load(Ordering::Acquire) {
             return Err(AuditError::Unavailable("an earlier write failed".into()));
         }
         let (mut seq, mut head, mut head_is_checkpoint) =
             (self.seq, self.head.clone(), self.head_is_checkpoint);
         let mut buffer = Vec::with_capacity(batch.len() * 256);
-        for job in batch {
+        for &(at, work) in batch {
             let checkpoint;
-            let event = match &job.work {
+            let event = match work {
                 Work::Record(event) => event,
-                Work::Checkpoint => match &self.signer {
-                    Some(signer) if !head_is_checkpoint => {
-                        checkpoint = checkpoint_event(signer.sign(seq, &head, job.at));
+                // Nothing to sign in an empty log: a checkpoint of no
+                // record would fit the start of any log of this replica.
+                Work::Checkpoint | Work::Close => match &self.signer {
+                    Some(signer) if !head_is_checkpoint && seq > 0 => {
+                        checkpoint = checkpoint_event(signer.sign(seq, &head, at));
                         &checkpoint
                     }
                     _ => continue,
@@ -328,7 +414,7 @@ impl Writer {
             seq += 1;
             let line = Line {
                 seq,
-                ts: job.at,
+                ts: at,
                 prev: &head,
                 event: event.event,
                 actor: &event.actor,
@@ -345,7 +431,7 @@ impl Writer {
             };
             let text = serde_json::to_string(&line).map_err(|e| unavailable(&self.path, e))?;
             head = hex::encode(digest::digest(&digest::SHA256, text.as_bytes()));
-            head_is_checkpoint = matches!(job.work, Work::Checkpoint);
+            head_is_checkpoint = !matches!(work, Work::Record(_));
             buffer.extend_from_slice(text.as_bytes());
             buffer.push(b'\n');
         }
@@ -361,8 +447,30 @@ impl Writer {
     }
 }
 
+/// The event of a record naming records found unsigned at start.
+pub const RESUMED: &str = "chain_resumed";
+
+/// The records of a signed log that no checkpoint covers (first, last),
+/// read through the whole log: fails if its chain is broken or its
+/// checkpoints name another replica.
+fn unproven_records(path: &Path, signer: &Signer) -> Result<Option<(u64, u64)>, String> {
+    let state = verify::scan_chain(path).map_err(|error| {
+        format!("{error}; Writ does not sign over a broken chain: check it with `writ audit verify`, and move it away to start a new log")
+    })?;
+    if let Some(replica) = &state.replica
+        && replica != signer.replica()
+    {
+        return Err(format!(
+            "the log's checkpoints name replica {replica:?}, but this replica is {:?}: set audit.replica to \
+             {replica:?}, or give this replica a log of its own",
+            signer.replica()
+        ));
+    }
+    Ok((state.records > state.last_checkpoint).then_some((state.last_checkpoint + 1, state.records)))
+}
+
 /// The record a checkpoint is written as.
-fn checkpoint_event(checkpoint: checkpoint::Checkpoint) -> AuditEvent {
+pub(crate) fn checkpoint_event(checkpoint: checkpoint::Checkpoint) -> AuditEvent {
     AuditEvent {
         event: checkpoint::EVENT,
         actor: "writ".into(),
@@ -370,6 +478,34 @@ fn checkpoint_event(checkpoint: checkpoint::Checkpoint) -> AuditEvent {
         details: serde_json::to_value(checkpoint).ok(),
         ..AuditEvent::default()
     }
+}
+
+/// The line a checkpoint record is written as, byte for byte.
+pub(crate) fn checkpoint_line(
+    seq: u64,
+    ts: DateTime<Utc>,
+    prev: &str,
+    checkpoint: checkpoint::Checkpoint,
+) -> Option<String> {
+    let event = checkpoint_event(checkpoint);
+    let line = Line {
+        seq,
+        ts,
+        prev,
+        event: event.event,
+        actor: &event.actor,
+        outcome: event.outcome,
+        agent: None,
+        task: None,
+        provider: None,
+        role: None,
+        tool: None,
+        lease: None,
+        reason: None,
+        policies: &[],
+        details: event.details.as_ref(),
+    };
+    serde_json::to_string(&line).ok()
 }
 
 /// Where an existing log ends.

@@ -34,6 +34,7 @@ pub const OPERATOR_SUBJECT: &str = "operator:demo";
 pub const POLICY_ADMIN_SUBJECT: &str = "policy-admin:demo";
 pub const APPROVER_SUBJECT: &str = "approver:demo-1";
 pub const SECOND_APPROVER_SUBJECT: &str = "approver:demo-2";
+pub const AUDITOR_SUBJECT: &str = "auditor:demo";
 pub const AUDIENCE: &str = "writ";
 
 const EXAMPLE_POLICY: &str = include_str!("example.cedar");
@@ -180,6 +181,11 @@ name = "demo-approver-2"
 roles = ["approver"]
 identity = {{ issuer = "{issuer}", subject = "{SECOND_APPROVER_SUBJECT}" }}
 
+[[services]]
+name = "demo-auditor"
+roles = ["auditor"]
+identity = {{ issuer = "{issuer}", subject = "{AUDITOR_SUBJECT}" }}
+
 [approvals]
 timeout = "15m"
 collect_within = "15m"
@@ -255,7 +261,9 @@ Try it from another terminal:
   WRIT_TOKEN=$(writ token --data-dir {dir} operator) writ agents resume demo-agent --reason "drill over"
   # evidence: the hash chain and its signed checkpoints (signed every minute
   # and at shutdown; the newest records wait for the next one)
-  writ audit verify {dir}/audit.jsonl --public-key {dir}/audit-signing.pub.pem --allow-unsigned-tail
+  writ audit verify {dir}/audit.jsonl --public-key {dir}/audit-signing.pub.pem --allow-unproven
+  # auditors read the evidence over the API, as JSON lines for a SIEM
+  WRIT_TOKEN=$(writ token --data-dir {dir} auditor) writ audit export --since 1h --agent demo-agent
   # the example policy's cases, offline, as an identity team's CI would run them
   writ policy test {dir}/example-cases.toml
   # the identity team asks what policy would decide (edit {dir}/policies and

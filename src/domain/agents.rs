@@ -7,11 +7,14 @@
 //! has suspended the agents it names as suspended and none other; calling
 //! it again finishes the rest.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
 
 use super::{Broker, Error, check_text, quoted};
+use crate::audit::export::{ExportError, ExportFilter, ExportedRecord};
 use crate::config::IdentityMatch;
 use crate::model::{AgentState, AgentStatus, RevocationReason};
 use crate::principals::Agent;
@@ -92,6 +95,34 @@ pub struct Resumption {
     pub not_suspended: Vec<String>,
 }
 
+/// Which audit records an auditor asks for; `None` matches any.
+#[derive(Clone, Debug, Default)]
+pub struct AuditQuery {
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub agent: Option<String>,
+    /// Every agent this owner answers for now.
+    pub owner: Option<String>,
+    pub task_id: Option<String>,
+    pub event: Option<String>,
+}
+
+/// Audit records as they are read.
+pub struct AuditRecords {
+    records: mpsc::Receiver<Result<ExportedRecord, ExportError>>,
+}
+
+impl AuditRecords {
+    /// The next record; `None` at the end of the log.
+    pub async fn next(&mut self) -> Option<Result<ExportedRecord, Error>> {
+        let record = self.records.recv().await?;
+        Some(record.map_err(|error| match error {
+            ExportError::Unreadable(..) => Error::Unavailable(error.to_string()),
+            ExportError::Corrupt(_) => Error::Internal(error.to_string()),
+        }))
+    }
+}
+
 impl Broker {
     /// Registered agents matching `filter`, in name order, after `after`.
     pub async fn list_agents(
@@ -148,11 +179,22 @@ impl Broker {
         let deadline = tokio::time::Instant::now() + self.limits.close_wait;
         let mut suspension = Suspension::default();
         let mut ended = Vec::new();
+        let single = matches!(selector, AgentSelector::Agent(_));
+        let mut failed = Vec::new();
         for agent in agents {
             let scope = Scope::Agent(agent.name.clone());
             let finished = self.revocations.subscribe();
             let closed =
-                self.end_scope(caller, &scope, RevocationReason::AgentSuspended, reason, now).await?;
+                match self.end_scope(caller, &scope, RevocationReason::AgentSuspended, reason, now).await {
+                    Ok(closed) => closed,
+                    Err(error) if single => return Err(error),
+                    // One agent's failure must not leave the others running:
+                    // try every one, then say which are not stopped.
+                    Err(error) => {
+                        failed.push((agent.name.clone(), error));
+                        continue;
+                    }
+                };
             if !closed.ended_now {
                 if let AgentSelector::Agent(name) = selector {
                     return Err(Error::FailedPrecondition(format!(
@@ -164,6 +206,10 @@ impl Broker {
                 continue;
             }
             ended.push((agent, scope, closed, finished));
+        }
+        if !failed.is_empty() {
+            let stopped: Vec<&str> = ended.iter().map(|(agent, ..)| agent.name.as_str()).collect();
+            return Err(partial("suspend", "suspended", &stopped, &failed));
         }
         for (agent, scope, closed, finished) in ended {
             let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -194,17 +240,22 @@ impl Broker {
         check_reason(reason)?;
         let agents = self.select(selector)?;
         let mut resumption = Resumption::default();
+        let single = matches!(selector, AgentSelector::Agent(_));
+        let mut failed = Vec::new();
         for agent in agents {
-            let suspended = self
-                .registry
-                .status(&agent.name)
-                .await?
-                .is_some_and(|status| status.state == AgentState::Suspended);
-            if !suspended && !matches!(selector, AgentSelector::Agent(_)) {
-                resumption.not_suspended.push(agent.name.clone());
-                continue;
-            }
-            let status = self.resume_agent(caller, &agent.name, reason, now).await?;
+            let status = match self.resume_agent(caller, &agent.name, reason, now).await {
+                Ok(status) => status,
+                Err(error) if single => return Err(error),
+                // Not suspended (or resumed meanwhile by someone else).
+                Err(Error::FailedPrecondition(_)) => {
+                    resumption.not_suspended.push(agent.name.clone());
+                    continue;
+                }
+                Err(error) => {
+                    failed.push((agent.name.clone(), error));
+                    continue;
+                }
+            };
             let identity = self.registry.directory().binding(&agent.name).cloned();
             resumption.resumed.push(AgentView {
                 identity: identity.ok_or_else(|| not_registered(&agent.name))?,
@@ -212,7 +263,43 @@ impl Broker {
                 status: Some(status),
             });
         }
+        if !failed.is_empty() {
+            let resumed: Vec<&str> = resumption.resumed.iter().map(|view| view.agent.name.as_str()).collect();
+            return Err(partial("resume", "resumed", &resumed, &failed));
+        }
         Ok(resumption)
+    }
+
+    /// Reads this replica's audit log: the records matching `query`, in
+    /// log order, on the receiver. An owner names the agents it owns now.
+    pub fn export_audit(&self, query: AuditQuery) -> Result<AuditRecords, Error> {
+        let owned = match &query.owner {
+            Some(owner) => Some(
+                self.select(&AgentSelector::Owner(owner.clone()))?
+                    .iter()
+                    .map(|agent| agent.name.clone())
+                    .collect::<HashSet<_>>(),
+            ),
+            None => None,
+        };
+        let agents = match (query.agent, owned) {
+            (Some(agent), Some(owned)) => Some(owned.into_iter().filter(|name| *name == agent).collect()),
+            (Some(agent), None) => Some(HashSet::from([agent])),
+            (None, owned) => owned,
+        };
+        let filter = ExportFilter {
+            since: query.since,
+            until: query.until,
+            agents,
+            task_id: query.task_id,
+            event: query.event,
+        };
+        if let (Some(since), Some(until)) = (filter.since, filter.until)
+            && until <= since
+        {
+            return Err(Error::InvalidArgument("until must be after since".into()));
+        }
+        Ok(AuditRecords { records: crate::audit::export::export(self.audit.path(), filter) })
     }
 
     /// The registered agents a selector names, in name order; NOT_FOUND
@@ -236,6 +323,20 @@ impl Broker {
         }
         Ok(agents)
     }
+}
+
+/// An owner's or a team's suspension (or resumption) that failed for some
+/// of its agents: which were done, which were not and why. Calling again
+/// finishes the rest (those done already are left as they are).
+fn partial(verb: &str, done: &str, succeeded: &[&str], failed: &[(String, Error)]) -> Error {
+    let failures: Vec<String> =
+        failed.iter().map(|(name, error)| format!("{} ({error})", quoted(name))).collect();
+    let succeeded: Vec<String> = succeeded.iter().map(|name| quoted(name)).collect();
+    Error::Unavailable(format!(
+        "could not {verb} {}; {done}: {}; call again to finish",
+        failures.join(", "),
+        if succeeded.is_empty() { "none".to_string() } else { succeeded.join(", ") }
+    ))
 }
 
 fn check_reason(reason: &str) -> Result<(), Error> {

@@ -29,7 +29,7 @@ use crate::revocation::RevocationQueue;
 use crate::sealer::Sealer;
 use crate::store::{LeaseFilter, LeaseStore, StoreError};
 
-pub use agents::{AgentFilter, AgentSelector, AgentView, Resumption, Suspension};
+pub use agents::{AgentFilter, AgentSelector, AgentView, AuditQuery, AuditRecords, Resumption, Suspension};
 pub use approvals::{ApprovalSettings, IssueOutcome, Verdict};
 pub use explain::{ExplainRequest, ExplainTask, Explained};
 pub use grants::{GrantRequest, IssueRequest, Issued, Renewal};

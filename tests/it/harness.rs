@@ -127,6 +127,14 @@ impl Harness {
         self.token(writ::dev::OPERATOR_SUBJECT)
     }
 
+    pub fn auditor(&self) -> String {
+        self.token(writ::dev::AUDITOR_SUBJECT)
+    }
+
+    pub async fn audit(&self) -> writ::api::proto::audit_service_client::AuditServiceClient<Channel> {
+        writ::api::proto::audit_service_client::AuditServiceClient::new(self.channel().await)
+    }
+
     async fn channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.grpc_addr())).unwrap().connect().await.unwrap()
     }

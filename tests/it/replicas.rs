@@ -31,7 +31,7 @@ pub(crate) async fn second_replica(h: &harness::Harness) -> Running {
     Running::start(&config, Arc::new(h.clock.clone())).await.unwrap()
 }
 
-async fn issue_via(addr: std::net::SocketAddr, token: &str, task_id: &str) -> proto::Lease {
+pub(crate) async fn issue_via(addr: std::net::SocketAddr, token: &str, task_id: &str) -> proto::Lease {
     let channel =
         tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
     let mut client = proto::credential_service_client::CredentialServiceClient::new(channel);

@@ -389,3 +389,43 @@ async fn bad_kill_switch_requests_change_nothing() {
     );
     h.stop().await;
 }
+
+/// An owner's suspension with the store down suspends nothing and says,
+/// agent by agent, what was not stopped; once the store is back, the same
+/// call stops them all.
+#[tokio::test]
+async fn an_owner_suspension_with_the_store_down_says_what_is_not_stopped() {
+    let mut redis = crate::redis_support::RedisServer::start();
+    let url = redis.url();
+    let h = harness::start_with(Box::new(move |config, dir| {
+        with_more_agents(config, dir);
+        let mut store = writ::store::RedisConfig::single(url);
+        store.namespace = format!("it-{}", uuid::Uuid::now_v7().simple());
+        config.store = writ::store::StoreConfig::Redis(store);
+    }))
+    .await;
+    let (mut admin, operator) = (h.admin().await, h.operator());
+    let owner = proto::AgentSelector { owner: "you@example.com".into(), ..Default::default() };
+    redis.stop();
+    let refused = admin.suspend_agent(authed(&operator, suspend(owner.clone(), "INC-9"))).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    for says in
+        ["could not suspend \"demo-agent\" (", "\"helper-bot\" (", "suspended: none; call again to finish"]
+    {
+        assert!(refused.message().contains(says), "{says}: {refused:?}");
+    }
+    redis.restart();
+    let mut done = None;
+    for _ in 0..50 {
+        match admin.suspend_agent(authed(&operator, suspend(owner.clone(), "INC-9"))).await {
+            Ok(response) => {
+                done = Some(response.into_inner());
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let done = done.expect("suspended once Redis is back");
+    assert_eq!(names(&done.suspended), ["demo-agent", "helper-bot"]);
+    h.stop().await;
+}

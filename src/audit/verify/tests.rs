@@ -48,7 +48,7 @@ impl Fixture {
 
     /// Writes `batches` of records, a checkpoint after each.
     async fn write(&self, batches: &[usize]) {
-        let log = AuditLog::open_signed(&self.path, &[3u8; 32], Some(self.signer())).unwrap();
+        let log = AuditLog::open_signed(&self.path, &[3u8; 32], Some(self.signer()), now()).unwrap();
         let mut n = 0;
         for &records in batches {
             for _ in 0..records {
@@ -95,17 +95,15 @@ async fn a_signed_log_verifies_and_says_what_is_signed() {
     let f = Fixture::new();
     f.write(&[3, 2]).await;
     let report = f.verify().unwrap();
-    assert_eq!(
-        (report.records, report.checkpoints, report.signed_through, report.unsigned_tail),
-        (7, 2, 7, 0)
-    );
+    assert_eq!((report.records, report.checkpoints, report.signed_through), (7, 2, 7));
+    assert!(report.unproven.is_empty());
     assert_eq!(report.replica.as_deref(), Some("replica-a"));
     let lines = f.lines();
     let checkpoint: Value = serde_json::from_str(&lines[3]).unwrap();
     assert_eq!(checkpoint["event"], "checkpoint");
     assert_eq!(checkpoint["details"]["covers"], 3);
     // A second checkpoint with nothing new is not written.
-    let log = AuditLog::open_signed(&f.path, &[3u8; 32], Some(f.signer())).unwrap();
+    let log = AuditLog::open_signed(&f.path, &[3u8; 32], Some(f.signer()), now()).unwrap();
     log.checkpoint(now()).await.unwrap();
     drop(log);
     assert_eq!(f.lines().len(), 7);
@@ -200,23 +198,139 @@ async fn a_log_cut_short_is_detected() {
     f.rewrite(&lines[..6]);
     let error = f.verify().unwrap_err();
     assert!(error.contains("records 5 to 6 come after the last checkpoint (record 4)"), "{error}");
-    let live = VerifyOptions { allow_unsigned_tail: true, ..f.options() };
+    let live = VerifyOptions { allow_unproven: true, ..f.options() };
     let report = verify_log(&f.path, &live).unwrap();
-    assert_eq!((report.signed_through, report.unsigned_tail), (4, 2));
+    assert_eq!((report.signed_through, report.unproven), (4, vec![(5, 6)]));
 
     // Cut right after a checkpoint: only a checkpoint seen elsewhere tells.
     f.rewrite(&lines[..4]);
     assert!(f.verify().is_ok());
-    let expected = VerifyOptions { at_least: Some(8), ..f.options() };
+    let expected = VerifyOptions { at_least: Some((8, None)), ..f.options() };
     let error = verify_log(&f.path, &expected).unwrap_err();
     assert!(error.contains("signed records end at 4, before record 8"), "{error}");
 
-    // A last line cut in the middle.
+    // A last line cut in the middle, or only its end of line.
     let mut text = lines.join("\n");
     text.truncate(text.len() - 10);
     std::fs::write(&f.path, text).unwrap();
     let error = f.verify().unwrap_err();
-    assert!(error.contains("record 8: not a JSON record"), "{error}");
+    assert!(error.contains("record 8: the last line has no end"), "{error}");
+    std::fs::write(&f.path, lines.join("\n")).unwrap();
+    let error = f.verify().unwrap_err();
+    assert!(error.contains("record 8: the last line has no end"), "{error}");
+
+    // Cut right after a checkpoint, then extended with made-up records:
+    // the hash of the checkpoint seen elsewhere tells.
+    let head = hex::encode(digest::digest(&digest::SHA256, lines[6].as_bytes()));
+    f.rewrite(&lines);
+    let known = VerifyOptions { at_least: Some((7, Some(head.clone()))), ..f.options() };
+    assert!(verify_log(&f.path, &known).is_ok());
+    // Another log signed with the same key (say, one the attacker made
+    // Writ write after cutting this one) has another record 7.
+    let other = Fixture { pkcs8: f.pkcs8.clone(), ..Fixture::new() };
+    other.write(&[3, 3]).await;
+    let error = verify_log(&other.path, &known).unwrap_err();
+    assert!(error.contains(&format!("record 7 does not hash to {head}")), "{error}");
+}
+
+/// Records added while Writ was stopped are never signed as its own: the
+/// next start names them unproven, and verification says so.
+#[tokio::test]
+async fn records_added_while_writ_was_stopped_stay_unproven() {
+    let f = Fixture::new();
+    f.write(&[3]).await;
+    let mut lines = f.lines();
+    let mut forged: Value = serde_json::from_str(&lines[0]).unwrap();
+    forged["seq"] = Value::from(5);
+    forged["prev"] = Value::String(hex::encode(digest::digest(&digest::SHA256, lines[3].as_bytes())));
+    forged["task"] = Value::String("made-up".into());
+    lines.push(serde_json::to_string(&forged).unwrap());
+    f.rewrite(&lines);
+
+    // Writ starts again: a chain_resumed record and a checkpoint.
+    let log = AuditLog::open_signed(&f.path, &[3u8; 32], Some(f.signer()), now()).unwrap();
+    log.record(now(), event(9)).await.unwrap();
+    log.checkpoint(now()).await.unwrap();
+    drop(log);
+    let after: Vec<Value> = f.lines().iter().map(|line| serde_json::from_str(line).unwrap()).collect();
+    assert_eq!(after[5]["event"], "chain_resumed");
+    assert_eq!(
+        (after[5]["details"]["unproven_from"].as_u64(), after[5]["details"]["unproven_to"].as_u64()),
+        (Some(5), Some(5))
+    );
+    assert_eq!(after[6]["event"], "checkpoint");
+    let error = f.verify().unwrap_err();
+    assert!(error.contains("records 5 to 5 were found unsigned when Writ restarted"), "{error}");
+    let accepting = VerifyOptions { allow_unproven: true, ..f.options() };
+    let report = verify_log(&f.path, &accepting).unwrap();
+    assert_eq!((report.unproven, report.signed_through, report.records), (vec![(5, 5)], 9, 9));
+
+    // A chain_resumed record that does not name those records is refused.
+    let mut lines = f.lines();
+    lines[5] = lines[5].replace("\"unproven_from\":5", "\"unproven_from\":6");
+    f.rewrite(&rechain(&lines));
+    let error = verify_log(&f.path, &accepting).unwrap_err();
+    assert!(error.contains("record 6: a chain_resumed record that does not name"), "{error}");
+}
+
+#[tokio::test]
+async fn writ_refuses_to_sign_over_a_broken_chain_or_another_replicas_log() {
+    let f = Fixture::new();
+    f.write(&[2]).await;
+    let mut lines = f.lines();
+    let original = lines.clone();
+    lines[0] = lines[0].replace("\"outcome\":\"ok\"", "\"outcome\":\"no\"");
+    f.rewrite(&lines);
+    let error = AuditLog::open_signed(&f.path, &[3u8; 32], Some(f.signer()), now()).unwrap_err();
+    assert!(error.to_string().contains("record 2: its prev is not the hash of record 1"), "{error}");
+    assert!(error.to_string().contains("does not sign over a broken chain"), "{error}");
+
+    f.rewrite(&original);
+    let other = Signer::from_pkcs8(&f.pkcs8, "replica-b").unwrap();
+    let error = AuditLog::open_signed(&f.path, &[3u8; 32], Some(other), now()).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("checkpoints name replica \"replica-a\", but this replica is \"replica-b\""),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn the_last_checkpoints_own_line_is_checked_and_an_empty_log_proves_nothing() {
+    let f = Fixture::new();
+    f.write(&[2]).await;
+    let lines = f.lines();
+    for edit in [
+        lines[2].replace("\"actor\":\"writ\"", "\"actor\":\"mallory\""),
+        lines[2].replace("\"outcome\":\"ok\"", "\"outcome\":\"ok\",\"note\":\"hi\""),
+        lines[2].replacen("\"ts\":\"2027", "\"ts\":\"2028", 1),
+        lines[2].replace("\"replica\":", "\"extra\":1,\"replica\":"),
+    ] {
+        assert_ne!(edit, lines[2]);
+        let mut edited = lines.clone();
+        edited[2] = edit;
+        f.rewrite(&edited);
+        let error = f.verify().unwrap_err();
+        assert!(error.contains("record 3: a checkpoint"), "{error}");
+    }
+    std::fs::write(&f.path, "").unwrap();
+    let error = f.verify().unwrap_err();
+    assert!(error.contains("the log is empty"), "{error}");
+    assert!(verify_log(&f.path, &VerifyOptions { allow_unproven: true, ..f.options() }).is_ok());
+}
+
+#[tokio::test]
+async fn a_closed_log_takes_nothing_more() {
+    let f = Fixture::new();
+    let log = AuditLog::open_signed(&f.path, &[3u8; 32], Some(f.signer()), now()).unwrap();
+    log.checkpoint(now()).await.unwrap();
+    assert!(f.lines().is_empty(), "no checkpoint of an empty log");
+    log.record(now(), event(1)).await.unwrap();
+    log.close(now()).await.unwrap();
+    let refused = log.record(now(), event(2)).await.unwrap_err();
+    assert!(refused.to_string().contains("closed"), "{refused}");
+    assert_eq!(f.verify().unwrap().records, 2, "the record and the final checkpoint");
 }
 
 #[tokio::test]
@@ -226,7 +340,7 @@ async fn rotated_keys_verify_with_every_key_given() {
     let old = f.signer().public_key();
     let next = Signer::from_pkcs8(&generate_pkcs8().unwrap(), "replica-a").unwrap();
     let new = next.public_key();
-    let log = AuditLog::open_signed(&f.path, &[3u8; 32], Some(next)).unwrap();
+    let log = AuditLog::open_signed(&f.path, &[3u8; 32], Some(next), now()).unwrap();
     log.record(now(), event(9)).await.unwrap();
     log.checkpoint(now()).await.unwrap();
     drop(log);
@@ -235,7 +349,7 @@ async fn rotated_keys_verify_with_every_key_given() {
     assert_eq!(verify_log(&f.path, &both).unwrap().checkpoints, 2);
     let only_new = VerifyOptions { keys: vec![new], ..VerifyOptions::default() };
     let error = verify_log(&f.path, &only_new).unwrap_err();
-    assert!(error.contains(&format!("record 3: a checkpoint signed by key {}", old.key_id())), "{error}");
+    assert!(error.contains(&format!("record 3: a checkpoint signed by key {:?}", old.key_id())), "{error}");
 }
 
 #[tokio::test]
@@ -244,15 +358,25 @@ async fn a_directory_of_replicas_logs_is_verified_whole() {
     let pkcs8 = generate_pkcs8().unwrap();
     for replica in ["replica-a", "replica-b"] {
         let signer = Signer::from_pkcs8(&pkcs8, replica).unwrap();
-        let log =
-            AuditLog::open_signed(&dir.path().join(format!("{replica}.jsonl")), &[3u8; 32], Some(signer))
-                .unwrap();
+        let log = AuditLog::open_signed(
+            &dir.path().join(format!("{replica}.jsonl")),
+            &[3u8; 32],
+            Some(signer),
+            now(),
+        )
+        .unwrap();
         log.record(now(), event(1)).await.unwrap();
         log.checkpoint(now()).await.unwrap();
     }
     let key = Signer::from_pkcs8(&pkcs8, "x").unwrap().public_key();
     let options = VerifyOptions { keys: vec![key], ..VerifyOptions::default() };
     let reports = verify_path(dir.path(), &options).unwrap();
+    let expected =
+        VerifyOptions { replicas: vec!["replica-a".into(), "replica-z".into()], ..options.clone() };
+    let error = verify_path(dir.path(), &expected).unwrap_err();
+    assert!(error.contains("no log of replica \"replica-z\""), "{error}");
+    let one = VerifyOptions { at_least: Some((1, None)), ..options.clone() };
+    assert!(verify_path(dir.path(), &one).unwrap_err().contains("--at-least is for one log"));
     let replicas: Vec<_> = reports.iter().map(|report| report.replica.clone().unwrap()).collect();
     assert_eq!(replicas, ["replica-a", "replica-b"]);
 
