@@ -5,6 +5,7 @@
 //! cargo bench --bench scale -- startup --leases 1000000 [--watch 60]
 //! cargo bench --bench scale -- expiry  --leases 100000 --over 60 [--store redis|embedded]
 //! cargo bench --bench scale -- scripts --leases 100000 [--close 10000]
+//! cargo bench --bench scale -- suspend --leases 10000 [--tasks 100] [--store redis|embedded]
 //! ```
 //!
 //! Each run starts its own `redis-server` (default configuration, no
@@ -30,9 +31,17 @@
 //!   the time Redis itself spent per lease in each phase, from
 //!   `INFO commandstats` (reset before each phase). It measures the store's
 //!   scripts, not the client, so a debug build measures the same.
+//! - `suspend` issues `--leases` credentials over gRPC to the demo agent,
+//!   spread over `--tasks` tasks, then pulls the kill switch
+//!   (`AdminService/SuspendAgent`) while a prober keeps asking for a
+//!   credential (on Redis, through a second replica), and prints how long
+//!   until the first refusal, how long the call took, and how long until
+//!   the last lease was revoked (its `completed_at`).
 
 #[path = "../tests/support/redis.rs"]
 mod redis_support;
+#[path = "scale/suspend.rs"]
+mod suspend;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -62,6 +71,7 @@ struct Options {
     over: u64,
     redis: bool,
     close: usize,
+    tasks: usize,
 }
 
 fn options() -> Options {
@@ -80,6 +90,7 @@ fn options() -> Options {
         over: number("--over", 60).max(1),
         redis: value("--store").is_none_or(|store| store == "redis"),
         close: number("--close", 10_000).max(1) as usize,
+        tasks: number("--tasks", 100).max(1) as usize,
     }
 }
 
@@ -91,7 +102,8 @@ fn main() {
         "startup" => runtime.block_on(startup(&options)),
         "expiry" => runtime.block_on(expiry(&options)),
         "scripts" => runtime.block_on(scripts(&options)),
-        other => eprintln!("unknown command {other:?}: memory, startup, expiry or scripts"),
+        "suspend" => runtime.block_on(suspend::run(&options)),
+        other => eprintln!("unknown command {other:?}: memory, startup, expiry, scripts or suspend"),
     }
 }
 
@@ -380,9 +392,17 @@ fn authed<T>(token: &str, message: T) -> tonic::Request<T> {
     request
 }
 
-async fn expiry(options: &Options) {
+/// A Writ in-process with the `writ dev` configuration (on `redis` when
+/// given), its issuer, and its data directory.
+struct Dev {
+    _dir: tempfile::TempDir,
+    config: writ::config::Config,
+    issuer: Arc<DevIssuer>,
+    running: Running,
+}
+
+async fn start_dev(redis: Option<&RedisServer>, namespace: &str) -> Dev {
     let dir = tempfile::tempdir().unwrap();
-    let redis = options.redis.then(RedisServer::start);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dev = DevOptions {
         data_dir: dir.path().to_path_buf(),
@@ -391,9 +411,9 @@ async fn expiry(options: &Options) {
         issuer_listen: listener.local_addr().unwrap(),
     };
     let mut config = writ::dev::prepare(&dev).unwrap();
-    if let Some(server) = &redis {
+    if let Some(server) = redis {
         config.store = StoreConfig::Redis(RedisConfig {
-            namespace: "expiry".into(),
+            namespace: namespace.into(),
             ..RedisConfig::single(server.url())
         });
     }
@@ -403,6 +423,12 @@ async fn expiry(options: &Options) {
     let router = issuer.router();
     tokio::spawn(async move { axum::serve(listener, router).await });
     let running = Running::start(&config, Arc::new(SystemClock)).await.unwrap();
+    Dev { _dir: dir, config, issuer, running }
+}
+
+async fn expiry(options: &Options) {
+    let redis = options.redis.then(RedisServer::start);
+    let Dev { _dir, issuer, running, .. } = start_dev(redis.as_ref(), "expiry").await;
     let store = running.broker.store().clone();
     let endpoint = format!("http://{}", running.grpc_addr);
     let now = Utc::now();

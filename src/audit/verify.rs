@@ -64,18 +64,21 @@ impl Report {
     /// One line for a person.
     pub fn summary(&self, signed: bool) -> String {
         let mut text = format!("{}: {} records, hash chain intact", self.path.display(), self.records);
-        if signed {
+        if signed && self.checkpoints == 0 {
+            text.push_str("; no signed checkpoint yet");
+        } else if signed {
             text.push_str(&format!(
-                "; {} signed checkpoints{}, records 1 to {} signed",
+                "; {} signed checkpoint{}{}, records 1 to {} signed",
                 self.checkpoints,
+                if self.checkpoints == 1 { "" } else { "s" },
                 self.replica.as_deref().map(|replica| format!(" of replica {replica}")).unwrap_or_default(),
                 self.signed_through
             ));
-            if !self.unproven.is_empty() {
-                let ranges: Vec<String> =
-                    self.unproven.iter().map(|(from, to)| format!("{from} to {to}")).collect();
-                text.push_str(&format!("; records {} are not proven by a checkpoint", ranges.join(", ")));
-            }
+        }
+        if signed && !self.unproven.is_empty() {
+            let ranges: Vec<String> =
+                self.unproven.iter().map(|(from, to)| format!("{from} to {to}")).collect();
+            text.push_str(&format!("; records {} are not proven by a checkpoint", ranges.join(", ")));
         }
         text
     }

@@ -34,6 +34,9 @@ pub struct ScopeOutcome {
 
 /// Leases read per page when counting an agent's revocations.
 const PAGE: usize = 1000;
+/// How often a wait for revocations reads the store, besides hearing of
+/// this replica's own.
+const RECOUNT_EVERY: Duration = Duration::from_millis(100);
 
 impl Broker {
     /// Ends `scope` and queues everything issued under it for revocation,
@@ -177,7 +180,13 @@ impl Broker {
         wait: Duration,
     ) -> Result<Progress, Error> {
         let deadline = tokio::time::Instant::now() + wait;
-        let all_queued: HashSet<Uuid> = queued.iter().copied().collect();
+        let mut all_queued: HashSet<Uuid> = queued.iter().copied().collect();
+        if let Scope::Agent(agent) = scope {
+            // On Redis another replica may have moved some of the agent's
+            // leases meanwhile (finishing what looked like a cut-short
+            // close): they are this suspension's too.
+            all_queued.extend(self.agent_leases_in(agent, LeaseState::Revoking).await?.iter().map(|l| l.id));
+        }
         let mut outstanding = all_queued.clone();
         let mut recount = outstanding.is_empty();
         loop {
@@ -187,7 +196,10 @@ impl Broker {
                     return Ok(progress);
                 }
             }
-            match tokio::time::timeout_at(deadline, finished.recv()).await {
+            // Another replica's worker may revoke some of them, which this
+            // replica never hears of: read the store now and then as well.
+            let look = deadline.min(tokio::time::Instant::now() + RECOUNT_EVERY);
+            match tokio::time::timeout_at(look, finished.recv()).await {
                 Ok(Ok(batch)) => {
                     if !recount {
                         for lease_id in batch.iter() {
@@ -198,6 +210,7 @@ impl Broker {
                 }
                 // Too far behind to know which were revoked: ask the store.
                 Ok(Err(broadcast::error::RecvError::Lagged(_))) => recount = true,
+                Err(_) if look < deadline => recount = true,
                 Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => {
                     return self.revocation_progress(scope, &all_queued).await;
                 }

@@ -49,7 +49,7 @@ async fn a_stopped_writ_leaves_a_log_that_verifies_and_tampering_is_named() {
 
     let output = verify(&log, &key, &[]);
     assert!(output.status.success(), "{}", text(&output));
-    assert!(text(&output).contains("signed checkpoints of replica dev"), "{}", text(&output));
+    assert!(text(&output).contains("1 signed checkpoint of replica dev"), "{}", text(&output));
 
     // A copy with its second record edited: the verification names it.
     let dir = tempfile::tempdir().unwrap();
