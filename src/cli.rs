@@ -12,9 +12,11 @@ use tonic::transport::Channel;
 
 mod agents;
 mod approvals;
+mod report;
 
 pub use agents::AgentsCommand;
 pub use approvals::ApprovalsCommand;
+pub use report::ReportCommand;
 
 use crate::api::convert;
 use crate::api::proto;
@@ -112,6 +114,9 @@ pub enum Command {
     /// Audit log tools.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Reports for the identity team (role `auditor`).
+    #[command(subcommand)]
+    Report(ReportCommand),
     /// Policy tools, offline (no server, store or issuer).
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -356,6 +361,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Task(command) => task(command).await,
         Command::Approvals(command) => approvals::run(command).await,
         Command::Agents(command) => agents::run(command).await,
+        Command::Report(command) => report::run(command).await,
         Command::Issue { client, task_id, tool, grants } => issue(client, task_id, tool, grants).await,
         Command::Renew { client, lease_id, ttl } => {
             let mut service =

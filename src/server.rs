@@ -234,7 +234,10 @@ impl App {
                 self.broker.clone(),
                 self.clock.clone(),
             )))
-            .add_service(AuditServiceServer::new(api::audit::Audit::new(self.broker.clone())))
+            .add_service(AuditServiceServer::new(api::audit::Audit::new(
+                self.broker.clone(),
+                self.clock.clone(),
+            )))
             // Small request/response messages: without TCP_NODELAY, Nagle and
             // delayed ACKs add ~40 ms to every call.
             .serve_with_incoming_shutdown(

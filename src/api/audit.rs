@@ -1,5 +1,5 @@
 //! `writ.v1.AuditService`: auditors stream this replica's audit records,
-//! filtered, without shell access to the host.
+//! filtered, without shell access to the host, and read the access report.
 
 use std::sync::Arc;
 
@@ -10,15 +10,17 @@ use tonic::{Request, Response, Status};
 use super::auth::caller;
 use super::proto::{self, audit_service_server::AuditService};
 use super::{convert, status};
+use crate::clock::Clock;
 use crate::domain::{AuditQuery, Broker};
 
 pub struct Audit {
     broker: Arc<Broker>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Audit {
-    pub fn new(broker: Arc<Broker>) -> Self {
-        Self { broker }
+    pub fn new(broker: Arc<Broker>, clock: Arc<dyn Clock>) -> Self {
+        Self { broker, clock }
     }
 }
 
@@ -67,5 +69,19 @@ impl AuditService for Audit {
             }
         });
         Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
+    async fn report_access(
+        &self,
+        request: Request<proto::ReportAccessRequest>,
+    ) -> Result<Response<proto::AccessReport>, Status> {
+        caller(&request)?;
+        let request = request.into_inner();
+        let now = self.clock.now();
+        let since = request.since.as_ref().ok_or_else(|| Status::invalid_argument("since is required"))?;
+        let since = convert::from_timestamp("since", since)?;
+        let until = request.until.as_ref().map(|at| convert::from_timestamp("until", at)).transpose()?;
+        let report = self.broker.access_report(since, until.unwrap_or(now), now).await.map_err(status)?;
+        Ok(Response::new(convert::access_report(&report, self.broker.audit().replica())))
     }
 }

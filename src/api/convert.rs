@@ -9,7 +9,7 @@ use tonic::Status;
 use writ_provider_api::{Credential, CredentialShape};
 
 use super::proto;
-use crate::domain::{AgentSelector, AgentView};
+use crate::domain::{AccessReport, AgentSelector, AgentView};
 use crate::model::{
     AgentState, Approval, ApprovalState, Lease, LeaseState, Sighting, Task, TaskContext, TaskState,
 };
@@ -297,6 +297,39 @@ pub fn agent(view: &AgentView) -> proto::Agent {
         state_changed_at: status.map(|status| timestamp(status.changed_at)),
         state_changed_by: status.map(|status| status.changed_by.clone()).unwrap_or_default(),
         state_reason: status.map(|status| status.reason.clone()).unwrap_or_default(),
+    }
+}
+
+pub fn access_report(report: &AccessReport, replica: &str) -> proto::AccessReport {
+    proto::AccessReport {
+        since: Some(timestamp(report.since)),
+        until: Some(timestamp(report.until)),
+        agents: report
+            .agents
+            .iter()
+            .map(|agent| proto::AgentAccess {
+                agent: agent.agent.clone(),
+                owner: agent.owner.clone(),
+                team: agent.team.clone(),
+                issuances: agent.issuances,
+                used: agent
+                    .used
+                    .iter()
+                    .map(|role| proto::RoleUse {
+                        provider: role.provider.clone(),
+                        role: role.role.clone(),
+                        scopes: role.scopes.iter().cloned().collect(),
+                        count: role.count,
+                        tools: role.tools.iter().cloned().collect(),
+                        last_issued: role.last_issued.map(timestamp),
+                    })
+                    .collect(),
+                allowed_unused: agent.allowed_unused.clone(),
+                dormant: agent.dormant,
+            })
+            .collect(),
+        sightings: report.sightings.iter().map(sighting).collect(),
+        replica: replica.to_owned(),
     }
 }
 

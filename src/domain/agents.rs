@@ -115,11 +115,7 @@ pub struct AuditRecords {
 impl AuditRecords {
     /// The next record; `None` at the end of the log.
     pub async fn next(&mut self) -> Option<Result<ExportedRecord, Error>> {
-        let record = self.records.recv().await?;
-        Some(record.map_err(|error| match error {
-            ExportError::Unreadable(..) => Error::Unavailable(error.to_string()),
-            ExportError::Corrupt(_) => Error::Internal(error.to_string()),
-        }))
+        Some(self.records.recv().await?.map_err(Error::from))
     }
 }
 

@@ -11,6 +11,7 @@ mod approvals;
 mod explain;
 mod grants;
 mod registry;
+mod report;
 mod scopes;
 mod tasks;
 
@@ -34,6 +35,7 @@ pub use approvals::{ApprovalSettings, IssueOutcome, Verdict};
 pub use explain::{ExplainRequest, ExplainTask, Explained};
 pub use grants::{GrantRequest, IssueRequest, Issued, Renewal};
 pub use registry::Registry;
+pub use report::{AccessReport, AgentAccess, RoleUse};
 pub use scopes::ScopeOutcome;
 pub use tasks::{CloseOutcome, StartTask};
 
@@ -115,6 +117,15 @@ impl From<StoreError> for Error {
                 tracing::error!(%error, "lease store data is corrupt");
                 Self::Internal("internal error in the lease store".into())
             }
+        }
+    }
+}
+
+impl From<crate::audit::export::ExportError> for Error {
+    fn from(error: crate::audit::export::ExportError) -> Self {
+        match error {
+            crate::audit::export::ExportError::Unreadable(..) => Self::Unavailable(error.to_string()),
+            crate::audit::export::ExportError::Corrupt(_) => Self::Internal(error.to_string()),
         }
     }
 }

@@ -221,3 +221,82 @@ fn records_json(h: &Harness, event: &str) -> Vec<String> {
     let text = std::fs::read_to_string(&h.config.audit.path).unwrap();
     text.lines().filter(|line| line.contains(&format!("\"event\":\"{event}\""))).map(str::to_owned).collect()
 }
+
+/// The access report on a scripted history: what each agent was issued in
+/// the window and under which tools, what the policy would allow it but it
+/// never used, dormant agents, and unknown identities.
+#[tokio::test]
+async fn the_access_report_shows_use_unused_permissions_dormancy_and_sightings() {
+    let h = harness::start_with(Box::new(crate::suspension::with_more_agents)).await;
+    h.open_task("r-0", "demo-agent", 3600).await;
+    h.issue_orders_read("r-0", 300).await.unwrap(); // before the window
+    h.advance(60);
+    let since = h.clock.now();
+    h.open_task("r-1", "demo-agent", 3600).await;
+    let mut credentials = h.credentials().await;
+    for tool in ["orders.lookup", "orders.lookup", "orders.refund"] {
+        let mut request = harness::issue_request("r-1", "orders-read", &["orders:read"], 300);
+        request.tool = tool.into();
+        credentials.issue(authed(&h.agent(), request)).await.unwrap();
+    }
+    let shadow = h.token("shadow-bot");
+    let refused =
+        credentials.issue(authed(&shadow, harness::issue_request("r-1", "orders-read", &[], 60))).await;
+    assert_eq!(refused.unwrap_err().code(), tonic::Code::PermissionDenied);
+    h.advance(1);
+
+    let request =
+        proto::ReportAccessRequest { since: Some(writ::api::convert::timestamp(since)), until: None };
+    let report = h.audit().await.report_access(authed(&h.auditor(), request)).await.unwrap().into_inner();
+    let by_name = |name: &str| report.agents.iter().find(|agent| agent.agent == name).unwrap().clone();
+    let demo = by_name("demo-agent");
+    assert_eq!((demo.issuances, demo.dormant, demo.team.as_str()), (3, false, "demo-team"), "{demo:?}");
+    assert_eq!(demo.used.len(), 1);
+    let used = &demo.used[0];
+    assert_eq!((used.provider.as_str(), used.role.as_str(), used.count), ("tokens", "orders-read", 3));
+    assert_eq!(
+        (used.scopes.clone(), used.tools.clone()),
+        (vec!["orders:read".to_string()], vec!["orders.lookup".to_string(), "orders.refund".to_string()])
+    );
+    // In a dev task with the refund tool, refunds-only-in-dev would allow
+    // orders-admin: never used.
+    assert_eq!(demo.allowed_unused, ["tokens/orders-admin"]);
+    let team_bot = by_name("team-bot");
+    assert!(team_bot.dormant && team_bot.issuances == 0, "{team_bot:?}");
+    assert_eq!(team_bot.allowed_unused, ["tokens/orders-read"], "its own policy, never used");
+    let helper = by_name("helper-bot");
+    assert!(helper.dormant && helper.allowed_unused.is_empty(), "{helper:?}");
+    assert!(
+        report.sightings.iter().any(|sighting| sighting.subject == "shadow-bot"),
+        "{:?}",
+        report.sightings
+    );
+
+    // Bad input and other callers.
+    let missing = proto::ReportAccessRequest::default();
+    let refused = h.audit().await.report_access(authed(&h.auditor(), missing)).await.unwrap_err();
+    assert_eq!((refused.code(), refused.message()), (tonic::Code::InvalidArgument, "since is required"));
+    let refused = h.audit().await.report_access(authed(&h.operator(), request)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+
+    // The CLI, as JSON.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_writ"))
+        .args(["report", "access", "--since", &since.to_rfc3339(), "--json"])
+        .env("WRIT_ENDPOINT", format!("http://{}", h.grpc_addr()))
+        .env("WRIT_TOKEN", h.auditor())
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let dormant: Vec<&str> = json["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|agent| agent["dormant"] == true)
+        .map(|agent| agent["agent"].as_str().unwrap())
+        .collect();
+    assert_eq!(dormant, ["helper-bot", "team-bot"]);
+    assert_eq!(json["agents"][0]["used"][0]["count"], 3);
+    h.stop().await;
+}

@@ -207,7 +207,7 @@ async fn a_suspension_during_a_mint_on_another_replica_is_honoured() {
 
 /// Two more agents: one of the demo agent's owner in another team, one of
 /// another owner in the demo team.
-fn with_more_agents(config: &mut writ::config::Config, dir: &std::path::Path) {
+pub(crate) fn with_more_agents(config: &mut writ::config::Config, dir: &std::path::Path) {
     let policy = r#"@id("team-bot-reads-orders")
 permit (
   principal == Writ::Agent::"team-bot",
