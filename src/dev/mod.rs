@@ -264,6 +264,8 @@ Try it from another terminal:
   writ audit verify {dir}/audit.jsonl --public-key {dir}/audit-signing.pub.pem --allow-unproven
   # auditors read the evidence over the API, as JSON lines for a SIEM
   WRIT_TOKEN=$(writ token --data-dir {dir} auditor) writ audit export --since 1h --agent demo-agent
+  # the least-privilege review: used, allowed but unused, dormant, sightings
+  WRIT_TOKEN=$(writ token --data-dir {dir} auditor) writ report access --since 1h
   # the example policy's cases, offline, as an identity team's CI would run them
   writ policy test {dir}/example-cases.toml
   # the identity team asks what policy would decide (edit {dir}/policies and
