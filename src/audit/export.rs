@@ -93,9 +93,19 @@ pub fn scan(
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(error) => return Err(unreadable(error)),
     };
-    for (index, line) in BufReader::new(file).lines().enumerate() {
-        let number = index as u64 + 1;
-        let line = line.map_err(unreadable)?;
+    let mut reader = BufReader::new(file);
+    let mut bytes = Vec::new();
+    for number in 1u64.. {
+        bytes.clear();
+        if reader.read_until(b'\n', &mut bytes).map_err(unreadable)? == 0 {
+            break;
+        }
+        // A last line without its end is one being written: not yet a
+        // record.
+        if bytes.pop() != Some(b'\n') {
+            break;
+        }
+        let line = String::from_utf8(std::mem::take(&mut bytes)).map_err(|_| ExportError::Corrupt(number))?;
         let record = parse(line).ok_or(ExportError::Corrupt(number))?;
         if filter.matches(&record) && !each(record) {
             return Ok(());
@@ -207,7 +217,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = log(dir.path()).await;
         let mut text = std::fs::read_to_string(&path).unwrap();
-        text.push_str("not json\n");
+        text.push_str("{\"seq\":5,\"half-writ");
+        std::fs::write(&path, &text).unwrap();
+        assert!(
+            scan(&path, &ExportFilter::default(), |_| true).is_ok(),
+            "a line being written is not read yet"
+        );
+        text.push_str("ten\nnot json\n");
         std::fs::write(&path, text).unwrap();
         let error = scan(&path, &ExportFilter::default(), |_| true).unwrap_err();
         assert_eq!(error, ExportError::Corrupt(5));

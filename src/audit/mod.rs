@@ -454,8 +454,11 @@ pub const RESUMED: &str = "chain_resumed";
 /// read through the whole log: fails if its chain is broken or its
 /// checkpoints name another replica.
 fn unproven_records(path: &Path, signer: &Signer) -> Result<Option<(u64, u64)>, String> {
-    let state = verify::scan_chain(path).map_err(|error| {
-        format!("{error}; Writ does not sign over a broken chain: check it with `writ audit verify`, and move it away to start a new log")
+    let state = verify::scan_chain(path, &signer.public_key()).map_err(|error| {
+        format!(
+            "{error}; Writ does not sign over a broken chain or a forged checkpoint: check it with `writ audit verify`, \
+             and move it away to start a new log"
+        )
     })?;
     if let Some(replica) = &state.replica
         && replica != signer.replica()

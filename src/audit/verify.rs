@@ -98,8 +98,10 @@ pub struct ChainState {
 enum Mode<'a> {
     /// Not at all: the hash chain only.
     Chain,
-    /// Read and matched to the chain, signatures not checked.
-    Structure,
+    /// Read and matched to the chain; the signatures of those made with
+    /// this key checked (Writ's own, at start), others' not (keys retired
+    /// by a rotation).
+    Own(&'a PublicKey),
     /// Read, matched, and each signature verified with one of these keys.
     Signed(&'a [PublicKey]),
 }
@@ -109,9 +111,10 @@ pub fn verify_file(path: &Path) -> Result<u64, String> {
     verify_log(path, &VerifyOptions::default()).map(|report| report.records)
 }
 
-/// Reads a log's chain and checkpoints without checking signatures.
-pub fn scan_chain(path: &Path) -> Result<ChainState, String> {
-    let report = walk(path, &Mode::Structure)?;
+/// Reads a log's chain and checkpoints, checking the signatures of the
+/// checkpoints `own` made (those of other keys are taken as they are).
+pub fn scan_chain(path: &Path, own: &PublicKey) -> Result<ChainState, String> {
+    let report = walk(path, &Mode::Own(own))?;
     Ok(ChainState {
         records: report.records,
         last_checkpoint: report.signed_through,
@@ -341,13 +344,17 @@ fn checked_checkpoint(
         .cloned()
         .and_then(|details| serde_json::from_value(details).ok())
         .ok_or_else(|| "a checkpoint without its signed details".to_string())?;
-    if let Mode::Signed(keys) = mode {
-        let key = keys.iter().find(|key| key.key_id() == checkpoint.key_id).ok_or_else(|| {
-            format!("a checkpoint signed by key {:?}, which was not given", checkpoint.key_id)
-        })?;
-        if !checkpoint.verify(key) {
-            return Err("a checkpoint whose signature does not verify: it was forged or edited".into());
+    let key = match mode {
+        Mode::Signed(keys) => {
+            Some(keys.iter().find(|key| key.key_id() == checkpoint.key_id).ok_or_else(|| {
+                format!("a checkpoint signed by key {:?}, which was not given", checkpoint.key_id)
+            })?)
         }
+        Mode::Own(key) => Some(*key).filter(|key| key.key_id() == checkpoint.key_id),
+        Mode::Chain => None,
+    };
+    if key.is_some_and(|key| !checkpoint.verify(key)) {
+        return Err("a checkpoint whose signature does not verify: it was forged or edited".into());
     }
     if checkpoint.covers != number - 1 || checkpoint.head != head {
         return Err(format!(

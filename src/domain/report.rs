@@ -7,8 +7,9 @@
 //! situations the agent was actually in during the window: for each
 //! configured role, each of the agent's tasks of the window (as the store
 //! still has it) with each tool it named under that task. An agent with no
-//! task in the window is asked about with an empty task and no tool. A
-//! step-up permit counts as allowed. Decisions made for the report are not
+//! task in the window is asked about with an empty task and no tool.
+//! Situations that differ only by task id count once, and at most 64 are
+//! asked about per agent. A step-up permit counts as allowed. Decisions made for the report are not
 //! audited: they are not requests.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -67,6 +68,9 @@ struct Observed {
 
 /// The most sightings a report lists.
 const SIGHTINGS: usize = 1000;
+/// The most distinct situations (task attributes and tools) an agent's
+/// unused roles are asked about.
+const MAX_SITUATIONS: usize = 64;
 
 impl Broker {
     /// The access report for `[since, until)`.
@@ -107,11 +111,29 @@ impl Broker {
     ) -> Result<AgentAccess, Error> {
         let used: Vec<RoleUse> = seen.map(|seen| seen.used.values().cloned().collect()).unwrap_or_default();
         let issuances = used.iter().map(|role| role.count).sum();
-        // The situations to ask the policy about.
+        // The situations to ask the policy about: distinct (task
+        // attributes, tool) pairs, at most MAX_SITUATIONS of them.
         let mut situations: Vec<(Task, BTreeSet<String>)> = Vec::new();
+        let mut distinct = BTreeSet::new();
         for (task_id, tools) in seen.map(|seen| &seen.tasks).into_iter().flatten() {
+            if situations.len() == MAX_SITUATIONS {
+                break;
+            }
+            let key = |task: &Task| serde_json::to_string(&task.context).unwrap_or_default();
             if let Some(task) = self.store.get_task(task_id).await? {
-                situations.push((task, tools.clone()));
+                let fresh: BTreeSet<String> = tools
+                    .iter()
+                    .filter(|tool| distinct.insert((key(&task), (*tool).clone())))
+                    .cloned()
+                    .collect();
+                let new = if tools.is_empty() {
+                    distinct.insert((key(&task), String::new()))
+                } else {
+                    !fresh.is_empty()
+                };
+                if new {
+                    situations.push((task, fresh));
+                }
             }
         }
         if situations.is_empty() {

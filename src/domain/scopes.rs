@@ -37,6 +37,10 @@ const PAGE: usize = 1000;
 /// How often a wait for revocations reads the store, besides hearing of
 /// this replica's own.
 const RECOUNT_EVERY: Duration = Duration::from_millis(100);
+/// The most outstanding leases read at each of those.
+const TICK_OFF: usize = 500;
+/// How often, at most, a wait counts a scope's leases in full.
+const FULL_COUNT_EVERY: Duration = Duration::from_millis(500);
 
 impl Broker {
     /// Ends `scope` and queues everything issued under it for revocation,
@@ -185,35 +189,57 @@ impl Broker {
             // On Redis another replica may have moved some of the agent's
             // leases meanwhile (finishing what looked like a cut-short
             // close): they are this suspension's too.
-            all_queued.extend(self.agent_leases_in(agent, LeaseState::Revoking).await?.iter().map(|l| l.id));
-        }
-        let mut outstanding = all_queued.clone();
-        let mut recount = outstanding.is_empty();
-        loop {
-            if recount {
-                let progress = self.revocation_progress(scope, &all_queued).await?;
-                if progress.retrying == 0 {
-                    return Ok(progress);
+            match self.agent_leases_in(agent, LeaseState::Revoking).await {
+                Ok(revoking) => all_queued.extend(revoking.iter().map(|lease| lease.id)),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot list the agent's revoking leases; counting this replica's")
                 }
             }
-            // Another replica's worker may revoke some of them, which this
-            // replica never hears of: read the store now and then as well.
+        }
+        let mut outstanding = all_queued.clone();
+        let mut counted: Option<tokio::time::Instant> = None;
+        loop {
+            // All heard of: count from the store (at most every
+            // FULL_COUNT_EVERY: on the embedded store an agent's count
+            // walks its history).
+            if outstanding.is_empty() && counted.is_none_or(|at| at.elapsed() >= FULL_COUNT_EVERY) {
+                match self.revocation_progress(scope, &all_queued).await {
+                    Ok(progress) if progress.retrying == 0 => return Ok(progress),
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "cannot count the revocations yet; waiting on"),
+                }
+                counted = Some(tokio::time::Instant::now());
+            }
             let look = deadline.min(tokio::time::Instant::now() + RECOUNT_EVERY);
             match tokio::time::timeout_at(look, finished.recv()).await {
                 Ok(Ok(batch)) => {
-                    if !recount {
-                        for lease_id in batch.iter() {
-                            outstanding.remove(lease_id);
-                        }
-                        recount = outstanding.is_empty();
+                    for lease_id in batch.iter() {
+                        outstanding.remove(lease_id);
                     }
                 }
-                // Too far behind to know which were revoked: ask the store.
-                Ok(Err(broadcast::error::RecvError::Lagged(_))) => recount = true,
-                Err(_) if look < deadline => recount = true,
+                // Too far behind to know which were revoked, or another
+                // replica's worker revoked some (this replica never hears
+                // of those): read the ones still outstanding.
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => self.tick_off(&mut outstanding).await,
+                Err(_) if look < deadline => self.tick_off(&mut outstanding).await,
                 Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => {
                     return self.revocation_progress(scope, &all_queued).await;
                 }
+            }
+        }
+    }
+
+    /// Drops from `outstanding` the leases the store says are final (or
+    /// gone), reading at most [`TICK_OFF`] of them.
+    async fn tick_off(&self, outstanding: &mut HashSet<Uuid>) {
+        let ids: Vec<Uuid> = outstanding.iter().take(TICK_OFF).copied().collect();
+        for id in ids {
+            match self.store.get_lease(id).await {
+                Ok(Some(lease)) if !lease.state.is_final() => {}
+                Ok(_) => {
+                    outstanding.remove(&id);
+                }
+                Err(_) => return,
             }
         }
     }

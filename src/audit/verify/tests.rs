@@ -285,6 +285,23 @@ async fn writ_refuses_to_sign_over_a_broken_chain_or_another_replicas_log() {
     assert!(error.to_string().contains("record 2: its prev is not the hash of record 1"), "{error}");
     assert!(error.to_string().contains("does not sign over a broken chain"), "{error}");
 
+    // A record and a checkpoint made up while Writ was stopped, the
+    // checkpoint in Writ's own key id with a signature that is not Writ's.
+    let mut forged = original.clone();
+    let mut record: Value = serde_json::from_str(&original[0]).unwrap();
+    record["seq"] = Value::from(4);
+    record["prev"] = Value::String(hex::encode(digest::digest(&digest::SHA256, original[2].as_bytes())));
+    forged.push(serde_json::to_string(&record).unwrap());
+    let mut fake: Value = serde_json::from_str(&original[2]).unwrap();
+    fake["seq"] = Value::from(5);
+    fake["prev"] = Value::String(hex::encode(digest::digest(&digest::SHA256, forged[3].as_bytes())));
+    fake["details"]["covers"] = Value::from(4);
+    fake["details"]["head"] = fake["prev"].clone();
+    forged.push(serde_json::to_string(&fake).unwrap());
+    f.rewrite(&forged);
+    let error = AuditLog::open_signed(&f.path, &[3u8; 32], Some(f.signer()), now()).unwrap_err();
+    assert!(error.to_string().contains("record 5: a checkpoint whose signature does not verify"), "{error}");
+
     f.rewrite(&original);
     let other = Signer::from_pkcs8(&f.pkcs8, "replica-b").unwrap();
     let error = AuditLog::open_signed(&f.path, &[3u8; 32], Some(other), now()).unwrap_err();
@@ -306,6 +323,7 @@ async fn the_last_checkpoints_own_line_is_checked_and_an_empty_log_proves_nothin
         lines[2].replace("\"outcome\":\"ok\"", "\"outcome\":\"ok\",\"note\":\"hi\""),
         lines[2].replacen("\"ts\":\"2027", "\"ts\":\"2028", 1),
         lines[2].replace("\"replica\":", "\"extra\":1,\"replica\":"),
+        lines[2].replace("\"event\":", "\"task\":\"t-1\",\"event\":"),
     ] {
         assert_ne!(edit, lines[2]);
         let mut edited = lines.clone();
@@ -314,6 +332,16 @@ async fn the_last_checkpoints_own_line_is_checked_and_an_empty_log_proves_nothin
         let error = f.verify().unwrap_err();
         assert!(error.contains("record 3: a checkpoint"), "{error}");
     }
+    // A field the signature does not cover, added at the top level: only
+    // the byte-for-byte comparison can tell.
+    let mut edited = lines.clone();
+    edited[2] = lines[2].replace("\"event\":", "\"task\":\"t-1\",\"event\":");
+    f.rewrite(&edited);
+    let error = f.verify().unwrap_err();
+    assert!(
+        error.contains("record 3: a checkpoint record with fields its signature does not cover"),
+        "{error}"
+    );
     std::fs::write(&f.path, "").unwrap();
     let error = f.verify().unwrap_err();
     assert!(error.contains("the log is empty"), "{error}");
