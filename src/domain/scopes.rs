@@ -38,9 +38,9 @@ const PAGE: usize = 1000;
 /// this replica's own.
 const RECOUNT_EVERY: Duration = Duration::from_millis(100);
 /// The most outstanding leases read at each of those.
-const TICK_OFF: usize = 500;
+const TICK_OFF: usize = 1000;
 /// How often, at most, a wait counts a scope's leases in full.
-const FULL_COUNT_EVERY: Duration = Duration::from_millis(500);
+const FULL_COUNT_EVERY: Duration = Duration::from_millis(200);
 
 impl Broker {
     /// Ends `scope` and queues everything issued under it for revocation,
@@ -230,16 +230,18 @@ impl Broker {
     }
 
     /// Drops from `outstanding` the leases the store says are final (or
-    /// gone), reading at most [`TICK_OFF`] of them.
+    /// gone), reading at most [`TICK_OFF`] of them, concurrently.
     async fn tick_off(&self, outstanding: &mut HashSet<Uuid>) {
-        let ids: Vec<Uuid> = outstanding.iter().take(TICK_OFF).copied().collect();
-        for id in ids {
-            match self.store.get_lease(id).await {
-                Ok(Some(lease)) if !lease.state.is_final() => {}
-                Ok(_) => {
-                    outstanding.remove(&id);
-                }
-                Err(_) => return,
+        let mut reads = tokio::task::JoinSet::new();
+        for id in outstanding.iter().take(TICK_OFF).copied() {
+            let store = self.store.clone();
+            reads.spawn(async move { (id, store.get_lease(id).await) });
+        }
+        while let Some(read) = reads.join_next().await {
+            if let Ok((id, Ok(lease))) = read
+                && lease.is_none_or(|lease| lease.state.is_final())
+            {
+                outstanding.remove(&id);
             }
         }
     }
