@@ -1,5 +1,6 @@
 //! `writ.v1.CredentialService`: agents issue, renew and release.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,46 @@ use crate::principals::Agent;
 /// How often a watch looks at the store even when this replica saw no
 /// change: a vote on another replica shows within this long.
 const WATCH_POLL: Duration = Duration::from_millis(500);
+/// The most watches one agent holds open at once on a replica: each reads
+/// the store twice a second.
+const MAX_WATCHES_PER_AGENT: usize = 16;
+
+/// Open watches by agent; a [`WatchSlot`] gives its place back when the
+/// watch ends.
+#[derive(Clone, Default)]
+struct Watches(Arc<std::sync::Mutex<HashMap<String, usize>>>);
+
+struct WatchSlot {
+    watches: Watches,
+    agent: String,
+}
+
+impl Watches {
+    fn take(&self, agent: &str) -> Result<WatchSlot, Status> {
+        let mut open = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(agent.to_owned()).or_default();
+        if *count >= MAX_WATCHES_PER_AGENT {
+            return Err(Status::resource_exhausted(format!(
+                "agent {agent:?} has {MAX_WATCHES_PER_AGENT} approval watches open on this replica; close one \
+                 (or collect its approval) first"
+            )));
+        }
+        *count += 1;
+        Ok(WatchSlot { watches: self.clone(), agent: agent.to_owned() })
+    }
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        let mut open = self.watches.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.agent) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.agent);
+            }
+        }
+    }
+}
 
 /// Sends the request as it is now, then each change, until it needs no
 /// more watching (approved: collect it; or ended) or the agent hangs up.
@@ -58,11 +99,12 @@ async fn watch(
 pub struct Credentials {
     broker: Arc<Broker>,
     clock: Arc<dyn Clock>,
+    watches: Watches,
 }
 
 impl Credentials {
     pub fn new(broker: Arc<Broker>, clock: Arc<dyn Clock>) -> Self {
-        Self { broker, clock }
+        Self { broker, clock, watches: Watches::default() }
     }
 }
 
@@ -121,9 +163,13 @@ impl CredentialService for Credentials {
         let id = request.into_inner().approval_id;
         // Refused before the stream starts, so a bad id is a plain status.
         let first = self.broker.own_approval(&agent, &id).await.map_err(status)?;
+        let slot = self.watches.take(&agent.name)?;
         let (sender, receiver) = mpsc::channel(4);
         let broker = self.broker.clone();
-        tokio::spawn(async move { watch(broker, agent, first, sender).await });
+        tokio::spawn(async move {
+            let _slot = slot;
+            watch(broker, agent, first, sender).await
+        });
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
 

@@ -624,3 +624,42 @@ async fn signed_webhooks_reach_a_receiver_that_was_down() {
     assert_eq!(ids[0], ids[1]);
     h.stop().await;
 }
+
+/// One agent holds at most 16 watches open on a replica; a watch that ends
+/// gives its place back.
+#[tokio::test]
+async fn an_agent_holds_a_bounded_number_of_watches() {
+    let h = harness::start().await;
+    prod_task(&h, "refund-w", 3600).await;
+    let id = ask(&h, "refund-w").await.approval_id;
+    let mut credentials = h.credentials().await;
+    let agent = h.agent();
+    let watch = proto::WatchApprovalRequest { approval_id: id.clone() };
+    let mut open = Vec::new();
+    for _ in 0..16 {
+        let mut stream =
+            credentials.watch_approval(authed(&agent, watch.clone())).await.unwrap().into_inner();
+        assert_eq!(stream.next().await.unwrap().unwrap().state(), proto::ApprovalState::Pending);
+        open.push(stream);
+    }
+    assert_refused(
+        credentials.watch_approval(authed(&agent, watch.clone())).await.map(|_| ()),
+        tonic::Code::ResourceExhausted,
+        "has 16 approval watches open on this replica",
+    );
+    drop(open.pop());
+    let mut again = None;
+    for _ in 0..50 {
+        // The server notices the hang-up within its poll (500 ms).
+        match credentials.watch_approval(authed(&agent, watch.clone())).await {
+            Ok(stream) => {
+                again = Some(stream);
+                break;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+    assert!(again.is_some(), "a watch that ended gives its place back");
+    drop((open, again));
+    h.stop().await;
+}
