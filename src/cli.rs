@@ -163,11 +163,14 @@ pub enum AuditCommand {
         /// retired by a rotation still verify the checkpoints they signed).
         #[arg(long = "public-key", value_name = "PEM")]
         public_keys: Vec<PathBuf>,
-        /// Accept records no checkpoint proves: after the last checkpoint
-        /// (a log still being written), or found unsigned at a restart
-        /// (each is listed).
+        /// Accept the records after the last checkpoint: a log still being
+        /// written (they are listed).
         #[arg(long, requires = "public_keys")]
-        allow_unproven: bool,
+        allow_live_tail: bool,
+        /// Accept records found unsigned at a restart (`chain_resumed`: a
+        /// crash, or records added while Writ was stopped; listed).
+        #[arg(long, requires = "public_keys")]
+        allow_restarts: bool,
         /// `SEQ` or `SEQ:SHA256`: signed records must reach record SEQ and,
         /// with a hash, its line must hash to it (from a checkpoint kept
         /// elsewhere: its `covers` and `head`). One log only.
@@ -476,7 +479,7 @@ async fn audit(command: AuditCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        AuditCommand::Verify { path, public_keys, allow_unproven, at_least, replicas } => {
+        AuditCommand::Verify { path, public_keys, allow_live_tail, allow_restarts, at_least, replicas } => {
             let at_least = at_least
                 .map(|text| {
                     let (seq, hash) = match text.split_once(':') {
@@ -498,7 +501,7 @@ async fn audit(command: AuditCommand) -> anyhow::Result<()> {
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let signed = !keys.is_empty();
-            let options = VerifyOptions { keys, allow_unproven, at_least, replicas };
+            let options = VerifyOptions { keys, allow_live_tail, allow_restarts, at_least, replicas };
             let reports = crate::audit::verify_path(&path, &options).map_err(anyhow::Error::msg)?;
             for report in reports {
                 println!("{}", report.summary(signed));

@@ -30,12 +30,14 @@ pub struct VerifyOptions {
     /// Keys whose checkpoints are trusted. With none, checkpoints are not
     /// checked (the chain is).
     pub keys: Vec<PublicKey>,
-    /// Accept records no checkpoint proves: those after the last
-    /// checkpoint (a log still being written), those a restart found
-    /// unsigned (`chain_resumed`), and an empty log. Otherwise they fail
-    /// the verification, since nothing proves they were not added, or the
-    /// log not cut there, by someone else.
-    pub allow_unproven: bool,
+    /// Accept the records after the last checkpoint (a log still being
+    /// written; also an empty log, or one before its first checkpoint).
+    /// Otherwise they fail the verification, since nothing proves they
+    /// were not added, or the log not cut there, by someone else.
+    pub allow_live_tail: bool,
+    /// Accept records a restart found unsigned (`chain_resumed`: a crash,
+    /// or records added while Writ was stopped).
+    pub allow_restarts: bool,
     /// The signed records must reach this sequence number (the last
     /// checkpoint seen elsewhere, such as in a SIEM), and if a hash is
     /// given, that record's line must hash to it. One log only.
@@ -194,31 +196,31 @@ pub fn verify_log(path: &Path, options: &VerifyOptions) -> Result<Report, String
             ));
         }
     }
-    if options.allow_unproven {
-        return Ok(report);
+    let live = options.allow_live_tail;
+    if report.records == 0 && !live {
+        return Err(format!("{display}: the log is empty: nothing is signed (--allow-live-tail accepts it)"));
     }
-    if report.records == 0 {
-        return Err(format!("{display}: the log is empty: nothing is signed (--allow-unproven accepts it)"));
-    }
-    if report.checkpoints == 0 {
+    if report.records > 0 && report.checkpoints == 0 && !live {
         return Err(format!(
             "{display}: no signed checkpoint in {} records: nothing proves the log is the one Writ wrote",
             report.records
         ));
     }
-    if let Some((from, to)) = report.unproven.first() {
-        let why = if *to == report.records {
-            format!(
-                "come after the last checkpoint (record {}): nothing proves them, or that the log was not cut \
-                 there (a log still being written: --allow-unproven)",
+    for &(from, to) in &report.unproven {
+        let tail = to == report.records;
+        if tail && !live {
+            return Err(format!(
+                "{display}: records {from} to {to} come after the last checkpoint (record {}): nothing proves \
+                 them, or that the log was not cut there (a log still being written: --allow-live-tail)",
                 report.signed_through
-            )
-        } else {
-            "were found unsigned when Writ restarted (a crash, or records added while it was stopped): nothing \
-             proves them (--allow-unproven accepts them)"
-                .to_string()
-        };
-        return Err(format!("{display}: records {from} to {to} {why}"));
+            ));
+        }
+        if !tail && !options.allow_restarts {
+            return Err(format!(
+                "{display}: records {from} to {to} were found unsigned when Writ restarted (a crash, or records \
+                 added while it was stopped): nothing proves them (--allow-restarts accepts them)"
+            ));
+        }
     }
     Ok(report)
 }

@@ -261,7 +261,7 @@ Try it from another terminal:
   WRIT_TOKEN=$(writ token --data-dir {dir} operator) writ agents resume demo-agent --reason "drill over"
   # evidence: the hash chain and its signed checkpoints (signed every minute
   # and at shutdown; the newest records wait for the next one)
-  writ audit verify {dir}/audit.jsonl --public-key {dir}/audit-signing.pub.pem --allow-unproven
+  writ audit verify {dir}/audit.jsonl --public-key {dir}/audit-signing.pub.pem --allow-live-tail
   # auditors read the evidence over the API, as JSON lines for a SIEM
   WRIT_TOKEN=$(writ token --data-dir {dir} auditor) writ audit export --since 1h --agent demo-agent
   # the least-privilege review: used, allowed but unused, dormant, sightings

@@ -198,7 +198,7 @@ async fn a_log_cut_short_is_detected() {
     f.rewrite(&lines[..6]);
     let error = f.verify().unwrap_err();
     assert!(error.contains("records 5 to 6 come after the last checkpoint (record 4)"), "{error}");
-    let live = VerifyOptions { allow_unproven: true, ..f.options() };
+    let live = VerifyOptions { allow_live_tail: true, ..f.options() };
     let report = verify_log(&f.path, &live).unwrap();
     assert_eq!((report.signed_through, report.unproven), (4, vec![(5, 6)]));
 
@@ -261,7 +261,10 @@ async fn records_added_while_writ_was_stopped_stay_unproven() {
     assert_eq!(after[6]["event"], "checkpoint");
     let error = f.verify().unwrap_err();
     assert!(error.contains("records 5 to 5 were found unsigned when Writ restarted"), "{error}");
-    let accepting = VerifyOptions { allow_unproven: true, ..f.options() };
+    let live = VerifyOptions { allow_live_tail: true, ..f.options() };
+    let error = verify_log(&f.path, &live).unwrap_err();
+    assert!(error.contains("--allow-restarts"), "a live log's tail is not a restart's gap: {error}");
+    let accepting = VerifyOptions { allow_restarts: true, ..f.options() };
     let report = verify_log(&f.path, &accepting).unwrap();
     assert_eq!((report.unproven, report.signed_through, report.records), (vec![(5, 5)], 9, 9));
 
@@ -345,7 +348,7 @@ async fn the_last_checkpoints_own_line_is_checked_and_an_empty_log_proves_nothin
     std::fs::write(&f.path, "").unwrap();
     let error = f.verify().unwrap_err();
     assert!(error.contains("the log is empty"), "{error}");
-    assert!(verify_log(&f.path, &VerifyOptions { allow_unproven: true, ..f.options() }).is_ok());
+    assert!(verify_log(&f.path, &VerifyOptions { allow_live_tail: true, ..f.options() }).is_ok());
 }
 
 #[tokio::test]
