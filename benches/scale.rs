@@ -6,6 +6,7 @@
 //! cargo bench --bench scale -- expiry  --leases 100000 --over 60 [--store redis|embedded]
 //! cargo bench --bench scale -- scripts --leases 100000 [--close 10000]
 //! cargo bench --bench scale -- suspend --leases 10000 [--tasks 100] [--store redis|embedded]
+//! cargo bench --bench scale -- audit-start --leases 1000000
 //! ```
 //!
 //! Each run starts its own `redis-server` (default configuration, no
@@ -37,6 +38,10 @@
 //!   credential (on Redis, through a second replica), and prints how long
 //!   until the first refusal, how long the call took, and how long until
 //!   the last lease was revoked (its `completed_at`).
+//! - `audit-start` writes a signed audit log of `--leases` `issued`-shaped
+//!   records (a checkpoint every 10,000) and times opening it again, which
+//!   reads a signed log through, against opening it unsigned (the tail
+//!   only).
 
 #[path = "../tests/support/redis.rs"]
 mod redis_support;
@@ -103,7 +108,10 @@ fn main() {
         "expiry" => runtime.block_on(expiry(&options)),
         "scripts" => runtime.block_on(scripts(&options)),
         "suspend" => runtime.block_on(suspend::run(&options)),
-        other => eprintln!("unknown command {other:?}: memory, startup, expiry, scripts or suspend"),
+        "audit-start" => runtime.block_on(audit_start(&options)),
+        other => {
+            eprintln!("unknown command {other:?}: memory, startup, expiry, scripts, suspend or audit-start")
+        }
     }
 }
 
@@ -647,4 +655,57 @@ async fn scripts(options: &Options) {
         .await
         .unwrap();
     assert!(revoked.iter().all(|lease| lease.state == LeaseState::Revoked));
+}
+
+/// How long opening a signed audit log of `--leases` records takes (it is
+/// read through), against opening it unsigned.
+async fn audit_start(options: &Options) {
+    use writ::audit::{AuditEvent, AuditLog, Signer};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let pkcs8 = writ::audit::checkpoint::generate_pkcs8().unwrap();
+    let signer = || Signer::from_pkcs8(&pkcs8, "bench").unwrap();
+    let key = [9u8; 32];
+    let now = Utc::now();
+    {
+        let log = AuditLog::open_signed(&path, &key, Some(signer()), now).unwrap();
+        for batch in 0..options.leases.div_ceil(10_000) {
+            let events = (0..10_000.min(options.leases - batch * 10_000))
+                .map(|n| AuditEvent {
+                    event: "issued",
+                    actor: "demo-agent".into(),
+                    outcome: "ok",
+                    agent: Some("demo-agent".into()),
+                    task: Some(format!("task-{}", n % 100)),
+                    provider: Some("tokens".into()),
+                    role: Some("orders-read".into()),
+                    tool: Some("orders.lookup".into()),
+                    lease: Some(Uuid::now_v7()),
+                    policies: vec!["demo-agent-reads-orders".into()],
+                    details: Some(
+                        serde_json::json!({"scopes": ["orders:read"], "expires_at": now, "notices": []}),
+                    ),
+                    ..AuditEvent::default()
+                })
+                .collect();
+            log.record_all(now, events).await.unwrap();
+            log.checkpoint(now).await.unwrap();
+        }
+        log.close(now).await.unwrap();
+    }
+    let bytes = std::fs::metadata(&path).unwrap().len();
+    println!("audit-start: {} records, {:.0} MB", options.leases, bytes as f64 / 1e6);
+    for _ in 0..3 {
+        let started = Instant::now();
+        drop(AuditLog::open_signed(&path, &key, Some(signer()), now).unwrap());
+        let signed = started.elapsed();
+        let started = Instant::now();
+        drop(AuditLog::open(&path, &key).unwrap());
+        let unsigned = started.elapsed();
+        println!(
+            "open signed {:.0} ms, unsigned {:.1} ms",
+            signed.as_secs_f64() * 1000.0,
+            unsigned.as_secs_f64() * 1000.0
+        );
+    }
 }
