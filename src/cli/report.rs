@@ -4,7 +4,8 @@
 use clap::Subcommand;
 use serde_json::json;
 
-use super::{ClientArgs, authorized, connect, format_time, parse_when};
+use super::audit::parse_when;
+use super::{ClientArgs, authorized, connect, format_time};
 use crate::api::{convert, proto};
 
 #[derive(Subcommand, Debug)]
