@@ -307,7 +307,7 @@ pub struct IssuerConfig {
 }
 
 /// How an identity is recognised: an exact subject, or claim values.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityMatch {
     pub issuer: String,

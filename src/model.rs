@@ -8,8 +8,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+mod agents;
 mod approvals;
 
+pub use agents::{AgentRecord, ManagedBy, Retirement};
 pub use approvals::{Approval, ApprovalEnd, ApprovalGrant, ApprovalState, ApprovalVote};
 
 /// A unit of work opened by a workflow engine for one agent.
@@ -167,6 +169,8 @@ pub enum RevocationReason {
     Operator,
     /// The agent was suspended (the kill switch): everything it holds goes.
     AgentSuspended,
+    /// The agent was retired: everything it holds goes, for good.
+    AgentRetired,
 }
 
 impl RevocationReason {
@@ -180,6 +184,7 @@ impl RevocationReason {
             Self::Abandoned => "abandoned",
             Self::Operator => "operator",
             Self::AgentSuspended => "agent_suspended",
+            Self::AgentRetired => "agent_retired",
         }
     }
 }

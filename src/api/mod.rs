@@ -38,6 +38,7 @@ pub fn status(error: Error) -> Status {
         Error::AlreadyExists(_) => Code::AlreadyExists,
         Error::PermissionDenied(_) => Code::PermissionDenied,
         Error::FailedPrecondition(_) => Code::FailedPrecondition,
+        Error::Aborted(_) => Code::Aborted,
         Error::Unavailable(_) => Code::Unavailable,
         Error::Internal(_) => Code::Internal,
     };

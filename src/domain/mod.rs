@@ -86,6 +86,9 @@ pub enum Error {
     PermissionDenied(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A concurrent change won: read again and retry.
+    #[error("{0}")]
+    Aborted(String),
     #[error("{0}")]
     Unavailable(String),
     /// A bug or damaged data; the message is generic, details are logged.
@@ -113,6 +116,11 @@ impl From<StoreError> for Error {
                 quoted(&agent)
             )),
             StoreError::AgentNotSuspended(_) => Self::FailedPrecondition(error.to_string()),
+            StoreError::AgentExists(_) => Self::AlreadyExists(error.to_string()),
+            StoreError::AgentChanged(agent) => Self::Aborted(format!(
+                "agent {} was changed by someone else meanwhile; read it again and retry",
+                quoted(&agent)
+            )),
             StoreError::Corrupt(_) => {
                 tracing::error!(%error, "lease store data is corrupt");
                 Self::Internal("internal error in the lease store".into())

@@ -18,6 +18,7 @@ use crate::model::{
 };
 
 mod approvals;
+mod registry;
 mod revocation;
 mod scopes;
 
@@ -56,6 +57,9 @@ where
     approvals::collect_once(make_store().await).await;
     approvals::deadlines(make_store().await).await;
     approvals::scope_ends_cancel(make_store().await).await;
+    registry::register_update_retire(make_store().await).await;
+    registry::list_in_name_order(make_store().await).await;
+    registry::concurrent_updates(make_store().await).await;
     make_store().await.health().await.expect("health of a fresh store");
 }
 

@@ -11,6 +11,7 @@
 mod approvals;
 mod plans;
 mod reads;
+mod registry;
 mod tables;
 mod writer;
 
@@ -30,7 +31,7 @@ use super::{
     Swept,
 };
 use crate::model::{
-    AgentStatus, Approval, ApprovalVote, Lease, RevocationReason, SealedHandle, Sighting, Task,
+    AgentRecord, AgentStatus, Approval, ApprovalVote, Lease, RevocationReason, SealedHandle, Sighting, Task,
 };
 
 /// redb's page cache. Bounded, so memory stays flat however many leases
@@ -144,6 +145,28 @@ impl LeaseStore for EmbeddedStore {
     ) -> Result<AgentStatus, StoreError> {
         let (agent, by, reason) = (agent.to_owned(), by.to_owned(), reason.to_owned());
         self.write(move |tables| plans::resume_agent(tables, &agent, &by, &reason, now)).await
+    }
+
+    async fn get_agent(&self, name: &str) -> Result<Option<AgentRecord>, StoreError> {
+        self.lookup(|txn| registry::get(txn, name))
+    }
+
+    async fn list_agents(&self, after: Option<&str>, limit: usize) -> Result<Vec<AgentRecord>, StoreError> {
+        let after = after.map(str::to_owned);
+        self.read(move |txn| registry::list(txn, after.as_deref(), limit)).await
+    }
+
+    async fn put_agent(
+        &self,
+        expected: Option<&AgentRecord>,
+        record: &AgentRecord,
+    ) -> Result<(), StoreError> {
+        let (expected, record) = (expected.cloned(), record.clone());
+        self.write(move |tables| registry::put(tables, expected, record)).await
+    }
+
+    async fn agents_revision(&self) -> Result<u64, StoreError> {
+        self.lookup(registry::current_revision)
     }
 
     async fn overdue_tasks(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>, StoreError> {

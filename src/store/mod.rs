@@ -28,7 +28,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::model::{
-    AgentStatus, Approval, ApprovalState, ApprovalVote, Lease, LeaseState, RevocationReason, SealedHandle,
+    AgentRecord, AgentStatus, Approval, ApprovalState, ApprovalVote, Lease, LeaseState, RevocationReason, SealedHandle,
     Sighting, Task,
 };
 
@@ -54,6 +54,14 @@ pub enum StoreError {
     /// The agent is not suspended, so there is nothing to resume.
     #[error("agent {0:?} is not suspended")]
     AgentNotSuspended(String),
+    /// An agent by that name is registered already (retired ones too: a
+    /// name is never reused).
+    #[error("agent {0:?} is registered already")]
+    AgentExists(String),
+    /// The agent's record is no longer the one the change was made from
+    /// (another change landed first), or it is gone.
+    #[error("agent {0:?} was changed meanwhile")]
+    AgentChanged(String),
     #[error("lease {0} not found")]
     LeaseNotFound(Uuid),
     /// The lease is not in the state the change needs.
@@ -278,6 +286,25 @@ pub trait LeaseStore: Send + Sync + 'static {
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<AgentStatus, StoreError>;
+
+    /// A registered agent's record, retired or not.
+    async fn get_agent(&self, name: &str) -> Result<Option<AgentRecord>, StoreError>;
+
+    /// Registered agents' records in name order, starting after `after`.
+    async fn list_agents(&self, after: Option<&str>, limit: usize) -> Result<Vec<AgentRecord>, StoreError>;
+
+    /// Writes `record` if the agent's stored record is still exactly
+    /// `expected` (`None`: no record yet), and bumps
+    /// [`Self::agents_revision`]. Fails, changing nothing, with
+    /// `AgentExists` when `expected` is `None` and a record exists, and
+    /// with `AgentChanged` when the stored record differs from `expected`
+    /// or is missing.
+    async fn put_agent(&self, expected: Option<&AgentRecord>, record: &AgentRecord)
+    -> Result<(), StoreError>;
+
+    /// A number that changes whenever any agent's record does (0 before the
+    /// first): replicas poll it to know when to read the inventory again.
+    async fn agents_revision(&self) -> Result<u64, StoreError>;
 
     /// Open tasks whose deadline is at or before `now`, oldest first.
     async fn overdue_tasks(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>, StoreError>;

@@ -55,7 +55,7 @@ use super::{
     Swept, SweptLease,
 };
 use crate::model::{
-    AgentState, AgentStatus, Approval, ApprovalVote, Lease, RevocationReason, SealedHandle, Sighting, Task,
+    AgentRecord, AgentState, AgentStatus, Approval, ApprovalVote, Lease, RevocationReason, SealedHandle, Sighting, Task,
     TaskClosure, TaskState,
 };
 
@@ -324,6 +324,47 @@ impl LeaseStore for RedisStore {
     async fn agent_status(&self, agent: &str) -> Result<Option<AgentStatus>, StoreError> {
         let row = self.connection.hget(&self.keys.agents(), agent.as_bytes()).await?;
         row.map(|row| decode("agent status", &row)).transpose()
+    }
+
+    async fn get_agent(&self, name: &str) -> Result<Option<AgentRecord>, StoreError> {
+        let row = self.connection.hget(&self.keys.registry(), name.as_bytes()).await?;
+        row.map(|row| decode("agent record", &row)).transpose()
+    }
+
+    async fn list_agents(&self, after: Option<&str>, limit: usize) -> Result<Vec<AgentRecord>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut call = self.function("list_agents");
+        call.arg(after.unwrap_or("")).arg(limit_arg(limit));
+        self.rows("agent record", &call).await
+    }
+
+    async fn put_agent(
+        &self,
+        expected: Option<&AgentRecord>,
+        record: &AgentRecord,
+    ) -> Result<(), StoreError> {
+        let expected = expected.map(|expected| encode("agent record", expected)).transpose()?;
+        let mut call = self.function("put_agent");
+        call.arg(&record.name).arg(expected.unwrap_or_default()).arg(encode("agent record", record)?);
+        let reply = Reply::parse(self.invoke(&call).await?)?;
+        match reply.status() {
+            "ok" => Ok(()),
+            "exists" => Err(StoreError::AgentExists(record.name.clone())),
+            "changed" => Err(StoreError::AgentChanged(record.name.clone())),
+            _ => Err(reply.unexpected()),
+        }
+    }
+
+    async fn agents_revision(&self) -> Result<u64, StoreError> {
+        let Some(raw) = self.connection.get(self.keys.registry_revision()).await? else {
+            return Ok(0);
+        };
+        std::str::from_utf8(&raw)
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .ok_or_else(|| StoreError::Corrupt("the agent inventory revision is not a number".into()))
     }
 
     async fn resume_agent(

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use crate::model::{AgentStatus, Approval, Lease, LeaseState, Sighting, Task, TaskState};
+use crate::model::{AgentRecord, AgentStatus, Approval, Lease, LeaseState, Sighting, Task, TaskState};
 use crate::store::StoreError;
 
 /// Every task, by id.
@@ -41,6 +41,11 @@ pub(super) const REVOCATION_QUEUE: TableDefinition<(i64, u128), ()> =
 /// Agents' runtime state (suspensions), by agent name: only agents whose
 /// state was ever changed have a row.
 pub(super) const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
+/// Registered agents' records (the inventory), by name.
+pub(super) const REGISTRY: TableDefinition<&str, &[u8]> = TableDefinition::new("registry");
+/// One row, [`REVISION_ROW`]: bumped on every change of [`REGISTRY`].
+pub(super) const REGISTRY_REVISION: TableDefinition<&str, u64> = TableDefinition::new("registry_revision");
+pub(super) const REVISION_ROW: &str = "revision";
 /// Approval requests, by id (a v7 UUID as `u128`: creation order).
 pub(super) const APPROVALS: TableDefinition<u128, &[u8]> = TableDefinition::new("approvals");
 /// Open (pending or approved) approval requests by (due time, id): what
@@ -206,6 +211,8 @@ pub(super) enum Change {
     Lease { old: Option<Lease>, new: Lease, row: Vec<u8> },
     Sighting { old: Option<Sighting>, new: Sighting, row: Vec<u8> },
     Agent { new: AgentStatus, row: Vec<u8> },
+    /// An agent's record, and the inventory revision it brings.
+    Registered { name: String, row: Vec<u8>, revision: u64 },
     Approval { old: Option<Approval>, new: Approval, row: Vec<u8> },
 }
 
@@ -223,6 +230,11 @@ impl Change {
     pub(super) fn agent(new: AgentStatus) -> Result<Self, StoreError> {
         let row = encode("agent status", &new)?;
         Ok(Self::Agent { new, row })
+    }
+
+    pub(super) fn registered(record: &AgentRecord, revision: u64) -> Result<Self, StoreError> {
+        let row = encode("agent record", record)?;
+        Ok(Self::Registered { name: record.name.clone(), row, revision })
     }
 
     pub(super) fn approval(old: Option<Approval>, new: Approval) -> Result<Self, StoreError> {
@@ -249,6 +261,8 @@ pub(super) struct WriteTables<'txn> {
     pub(super) pending: Table<'txn, (i64, u128), ()>,
     pub(super) revocation_queue: Table<'txn, (i64, u128), ()>,
     pub(super) agents: Table<'txn, &'static str, &'static [u8]>,
+    pub(super) registry: Table<'txn, &'static str, &'static [u8]>,
+    pub(super) registry_revision: Table<'txn, &'static str, u64>,
     pub(super) approvals: Table<'txn, u128, &'static [u8]>,
     pub(super) open_approvals: Table<'txn, (i64, u128), ()>,
     pub(super) sightings: Table<'txn, (&'static str, &'static str), &'static [u8]>,
@@ -269,6 +283,8 @@ impl<'txn> WriteTables<'txn> {
             pending: txn.open_table(PENDING).map_err(storage_error)?,
             revocation_queue: txn.open_table(REVOCATION_QUEUE).map_err(storage_error)?,
             agents: txn.open_table(AGENTS).map_err(storage_error)?,
+            registry: txn.open_table(REGISTRY).map_err(storage_error)?,
+            registry_revision: txn.open_table(REGISTRY_REVISION).map_err(storage_error)?,
             approvals: txn.open_table(APPROVALS).map_err(storage_error)?,
             open_approvals: txn.open_table(OPEN_APPROVALS).map_err(storage_error)?,
             sightings: txn.open_table(SIGHTINGS).map_err(storage_error)?,
@@ -285,6 +301,10 @@ impl<'txn> WriteTables<'txn> {
             Change::Sighting { old, new, row } => self.apply_sighting(old.as_ref(), new, row),
             Change::Agent { new, row } => {
                 self.agents.insert(new.agent.as_str(), row.as_slice()).map_err(storage_error).map(drop)
+            }
+            Change::Registered { name, row, revision } => {
+                self.registry.insert(name.as_str(), row.as_slice()).map_err(storage_error)?;
+                self.registry_revision.insert(REVISION_ROW, *revision).map_err(storage_error).map(drop)
             }
             Change::Approval { old, new, row } => {
                 self.approvals.insert(new.id.as_u128(), row.as_slice()).map_err(storage_error)?;

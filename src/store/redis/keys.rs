@@ -12,6 +12,9 @@
 //! | `agents`                  | hash   | agent name → its status (suspended or resumed, by whom, when, why), JSON; only agents whose state ever changed |
 //! | `suspended`               | set    | the names of suspended agents: what every insert, activation and extension checks |
 //! | `closing-agents`          | hash   | suspended agent → `<reason code>:<last lease id done>`, while its suspension is moving leases to revoking |
+//! | `registry`                | hash   | agent name → its record (the inventory: owner, team, identity, who registered it, retirement), JSON |
+//! | `registry-names`          | zset   | every registered agent's name, score 0: listings page through it in name order |
+//! | `registry-revision`       | string | a counter every change of `registry` bumps; replicas poll it to reload the inventory |
 //! | `leases`                  | hash   | lease id → the lease record (`record.rs`: compact binary, sealed handle included) |
 //! | `state:<state>`           | index  | lease ids in that state                            |
 //! | `task-leases:<task id>`   | index  | the task's lease ids                               |
@@ -106,6 +109,15 @@ impl Keys {
 
     pub(super) fn agents(&self) -> String {
         format!("{}agents", self.prefix)
+    }
+
+    /// Registered agents' records, by name.
+    pub(super) fn registry(&self) -> String {
+        format!("{}registry", self.prefix)
+    }
+
+    pub(super) fn registry_revision(&self) -> Vec<u8> {
+        format!("{}registry-revision", self.prefix).into_bytes()
     }
 
     /// The hash of every lease record, by lease id.

@@ -41,6 +41,8 @@ const OPERATIONS: &[(&str, &str, bool)] = &[
     ("health", include_str!("lua/health.lua"), false),
     ("put_approval", include_str!("lua/put_approval.lua"), false),
     ("list_approvals", include_str!("lua/list_approvals.lua"), true),
+    ("put_agent", include_str!("lua/put_agent.lua"), false),
+    ("list_agents", include_str!("lua/list_agents.lua"), true),
 ];
 
 /// The library's source and the name it is loaded under.

@@ -50,7 +50,7 @@ const STATES: [LeaseState; 5] =
 
 /// Revocation reasons by their code (the index). `lua/common.lua` knows
 /// `mint_failed` by its code.
-pub(super) const REASONS: [RevocationReason; 8] = [
+pub(super) const REASONS: [RevocationReason; 9] = [
     RevocationReason::TaskClosed,
     RevocationReason::DeadlinePassed,
     RevocationReason::Expired,
@@ -59,6 +59,7 @@ pub(super) const REASONS: [RevocationReason; 8] = [
     RevocationReason::Abandoned,
     RevocationReason::Operator,
     RevocationReason::AgentSuspended,
+    RevocationReason::AgentRetired,
 ];
 
 /// A lease as its record.

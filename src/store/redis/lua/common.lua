@@ -326,6 +326,7 @@ local MINT_FAILED = 4
 local REASON_CODES = {
   task_closed = 0, deadline_passed = 1, expired = 2, released = 3,
   mint_failed = 4, abandoned = 5, operator = 6, agent_suspended = 7,
+  agent_retired = 8,
 }
 local DEADLINE_PASSED, AGENT_SUSPENDED = 1, 7
 
