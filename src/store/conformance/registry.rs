@@ -108,7 +108,7 @@ pub(super) async fn concurrent_updates(store: Store) {
             store.put_agent(Some(&bot), &changed).await.map(|()| changed)
         }
     });
-    let results = futures_join_all(attempts).await;
+    let results = spawn_all(attempts).await;
     let won: Vec<&AgentRecord> = results.iter().filter_map(|result| result.as_ref().ok()).collect();
     assert_eq!(won.len(), 1, "exactly one concurrent change lands: {results:?}");
     assert!(results.iter().all(|result| match result {
@@ -118,9 +118,9 @@ pub(super) async fn concurrent_updates(store: Store) {
     assert_eq!(store.get_agent("bot").await.unwrap().as_ref(), Some(won[0]));
 }
 
-async fn futures_join_all<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+async fn spawn_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = futures.map(tokio::spawn).collect();
