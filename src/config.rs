@@ -307,7 +307,7 @@ pub struct IssuerConfig {
 }
 
 /// How an identity is recognised: an exact subject, or claim values.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityMatch {
     pub issuer: String,
@@ -333,6 +333,31 @@ pub struct AgentConfig {
     pub risk_tier: String,
     pub identity: IdentityMatch,
 }
+
+impl AgentConfig {
+    /// The agent as the store keeps it: managed by configuration, made by
+    /// `configuration` at `at`.
+    pub fn record(&self, at: chrono::DateTime<chrono::Utc>) -> crate::model::AgentRecord {
+        crate::model::AgentRecord {
+            name: self.name.clone(),
+            owner: self.owner.clone(),
+            team: self.team.clone(),
+            description: self.description.clone(),
+            risk_tier: self.risk_tier.clone(),
+            identity: self.identity.clone(),
+            managed_by: crate::model::ManagedBy::Configuration,
+            created_at: at,
+            created_by: CONFIGURATION.into(),
+            updated_at: at,
+            updated_by: CONFIGURATION.into(),
+            revision: 1,
+            retired: None,
+        }
+    }
+}
+
+/// Who made the changes configuration makes, in records and evidence.
+pub const CONFIGURATION: &str = "configuration";
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
@@ -600,7 +625,7 @@ impl Config {
     }
 }
 
-mod defaults {
+pub(crate) mod defaults {
     use std::time::Duration;
 
     pub fn checkpoint_interval() -> Duration {

@@ -196,6 +196,9 @@ pub enum AgentState {
     Active,
     /// Refused every grant, renewal and activation until resumed.
     Suspended,
+    /// Retired for good: its identity is refused. Only inventory views
+    /// show it; the store keeps retirement in the agent's record.
+    Retired,
 }
 
 impl AgentState {
@@ -203,6 +206,7 @@ impl AgentState {
         match self {
             Self::Active => "active",
             Self::Suspended => "suspended",
+            Self::Retired => "retired",
         }
     }
 }

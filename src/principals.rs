@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::config::{AgentConfig, IdentityMatch, ServiceConfig, ServiceRole};
+use crate::config::{IdentityMatch, ServiceConfig, ServiceRole};
 use crate::identity::Identity;
+use crate::model::AgentRecord;
 
 /// A registered agent.
 #[derive(Clone, Debug, PartialEq)]
@@ -53,40 +54,50 @@ struct Rule {
 
 impl Rule {
     fn matches(&self, identity: &Identity) -> bool {
-        self.identity.issuer == identity.issuer
-            && self.identity.subject.as_ref().is_none_or(|subject| *subject == identity.subject)
-            && self.identity.claims.iter().all(|(claim, expected)| {
-                identity.claims.get(claim).and_then(Value::as_str) == Some(expected.as_str())
-            })
+        matches(&self.identity, identity)
     }
 }
 
-/// The configured principals, indexed for lookup.
+/// The principals, indexed for lookup: the registered agents (the store's
+/// inventory) and the services declared in configuration.
 pub struct Directory {
     /// (issuer, subject) of rules that name a subject.
     by_subject: HashMap<(String, String), Vec<usize>>,
-    /// Rules matched by claims alone, in configuration order.
+    /// Rules matched by claims alone, in order.
     by_claims: Vec<usize>,
     rules: Vec<Rule>,
-    /// Agents by name, in name order (listings page through them), each
-    /// with the identity it is recognised by.
-    agents: BTreeMap<String, (Arc<Agent>, IdentityMatch)>,
+    /// Every agent's record by name, in name order (listings page through
+    /// them), retired ones included, each with the principal it resolves as.
+    agents: BTreeMap<String, (Arc<Agent>, AgentRecord)>,
+    /// The identities of retired agents, which are refused by name rather
+    /// than treated as never seen.
+    retired: Vec<(IdentityMatch, String)>,
 }
 
 impl Directory {
-    pub fn new(agents: &[AgentConfig], services: &[ServiceConfig]) -> Self {
+    /// Agents from their records (retired ones resolve to nothing), then
+    /// services. An identity that two rules match resolves to the first:
+    /// agents in name order, then services in configuration order.
+    pub fn new(records: &[AgentRecord], services: &[ServiceConfig]) -> Self {
         let mut rules = Vec::new();
-        let mut by_name = BTreeMap::new();
-        for config in agents {
+        let mut agents = BTreeMap::new();
+        let mut retired = Vec::new();
+        let mut sorted: Vec<&AgentRecord> = records.iter().collect();
+        sorted.sort_by(|a, b| a.name.cmp(&b.name));
+        for record in sorted {
             let agent = Arc::new(Agent {
-                name: config.name.clone(),
-                owner: config.owner.clone(),
-                team: config.team.clone(),
-                description: config.description.clone(),
-                risk_tier: config.risk_tier.clone(),
+                name: record.name.clone(),
+                owner: record.owner.clone(),
+                team: record.team.clone(),
+                description: record.description.clone(),
+                risk_tier: record.risk_tier.clone(),
             });
-            by_name.insert(agent.name.clone(), (agent.clone(), config.identity.clone()));
-            rules.push(Rule { identity: config.identity.clone(), principal: Principal::Agent(agent) });
+            agents.insert(record.name.clone(), (agent.clone(), record.clone()));
+            if record.retired.is_some() {
+                retired.push((record.identity.clone(), record.name.clone()));
+            } else {
+                rules.push(Rule { identity: record.identity.clone(), principal: Principal::Agent(agent) });
+            }
         }
         for config in services {
             let service = Arc::new(Service {
@@ -105,10 +116,11 @@ impl Directory {
                 None => by_claims.push(index),
             }
         }
-        Self { by_subject, by_claims, rules, agents: by_name }
+        Self { by_subject, by_claims, rules, agents, retired }
     }
 
-    /// The principal an identity maps to, if any.
+    /// The principal an identity maps to, if any; a retired agent's
+    /// identity maps to none (see [`Self::retired_agent`]).
     pub fn resolve(&self, identity: &Identity) -> Option<&Principal> {
         let direct =
             self.by_subject.get(&(identity.issuer.clone(), identity.subject.clone())).into_iter().flatten();
@@ -119,25 +131,61 @@ impl Directory {
             .map(|rule| &rule.principal)
     }
 
-    pub fn agent(&self, name: &str) -> Option<&Arc<Agent>> {
-        self.agents.get(name).map(|(agent, _)| agent)
+    /// The retired agent an identity that resolves to nothing belonged to.
+    pub fn retired_agent(&self, identity: &Identity) -> Option<&str> {
+        self.retired.iter().find(|(binding, _)| matches(binding, identity)).map(|(_, name)| name.as_str())
     }
 
-    /// Every agent with its identity binding, in name order, starting
-    /// after `after`.
+    /// Whether an identity with this issuer and subject (and no claims)
+    /// is bound to a principal, or was a retired agent's.
+    pub fn recognises(&self, issuer: &str, subject: &str) -> bool {
+        let identity =
+            Identity { issuer: issuer.to_owned(), subject: subject.to_owned(), claims: Default::default() };
+        self.resolve(&identity).is_some() || self.retired_agent(&identity).is_some()
+    }
+
+    /// A registered agent that is not retired.
+    pub fn agent(&self, name: &str) -> Option<&Arc<Agent>> {
+        self.agents.get(name).filter(|(_, record)| record.retired.is_none()).map(|(agent, _)| agent)
+    }
+
+    /// An agent's record, retired or not.
+    pub fn record(&self, name: &str) -> Option<&AgentRecord> {
+        self.agents.get(name).map(|(_, record)| record)
+    }
+
+    /// Every agent (retired ones too) with its record, in name order,
+    /// starting after `after`.
     pub fn agents_after<'a>(
         &'a self,
         after: Option<&str>,
-    ) -> impl Iterator<Item = (&'a Arc<Agent>, &'a IdentityMatch)> + 'a {
+    ) -> impl Iterator<Item = (&'a Arc<Agent>, &'a AgentRecord)> + 'a {
         use std::ops::Bound;
         let start = after.map_or(Bound::Unbounded, |name| Bound::Excluded(name.to_owned()));
-        self.agents.range((start, Bound::Unbounded)).map(|(_, (agent, identity))| (agent, identity))
+        self.agents.range((start, Bound::Unbounded)).map(|(_, (agent, record))| (agent, record))
     }
 
-    /// The identity an agent is recognised by.
-    pub fn binding(&self, name: &str) -> Option<&IdentityMatch> {
-        self.agents.get(name).map(|(_, identity)| identity)
+    /// Every agent that is not retired, in name order.
+    pub fn active_agents(&self) -> impl Iterator<Item = &Arc<Agent>> + '_ {
+        self.agents_after(None).filter(|(_, record)| record.retired.is_none()).map(|(agent, _)| agent)
     }
+
+    /// The principal, if any, other than the agent `except`, that is
+    /// bound to exactly this identity: two principals must not share one.
+    pub fn bound_elsewhere(&self, binding: &IdentityMatch, except: &str) -> Option<&str> {
+        self.rules
+            .iter()
+            .find(|rule| rule.identity == *binding && rule.principal.name() != except)
+            .map(|rule| rule.principal.name())
+    }
+}
+
+fn matches(binding: &IdentityMatch, identity: &Identity) -> bool {
+    binding.issuer == identity.issuer
+        && binding.subject.as_ref().is_none_or(|subject| *subject == identity.subject)
+        && binding.claims.iter().all(|(claim, expected)| {
+            identity.claims.get(claim).and_then(Value::as_str) == Some(expected.as_str())
+        })
 }
 
 #[cfg(test)]
@@ -145,6 +193,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::config::AgentConfig;
 
     fn identity(issuer: &str, subject: &str, claims: Value) -> Identity {
         Identity {
@@ -188,7 +237,8 @@ mod tests {
                 claims: BTreeMap::new(),
             },
         };
-        Directory::new(&[agent, ci], &[engine])
+        let at = chrono::DateTime::UNIX_EPOCH;
+        Directory::new(&[agent.record(at), ci.record(at)], &[engine])
     }
 
     #[test]

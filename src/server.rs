@@ -28,7 +28,7 @@ use crate::config::{Config, RevocationConfig};
 use crate::domain::{Broker, Parts};
 use crate::identity::Verifier;
 use crate::policy::PolicyEngine;
-use crate::principals::Directory;
+use crate::domain::Declared;
 use crate::providers::ProviderRegistry;
 use crate::sealer::Sealer;
 use crate::webhooks::Notifier;
@@ -131,13 +131,22 @@ impl App {
             store,
             providers,
             policy,
-            directory: Directory::new(&config.agents, &config.services),
+            declared: Declared {
+                agents: config.agents.clone(),
+                services: config.services.clone(),
+                issuers: config.issuers.iter().map(|issuer| issuer.issuer.clone()).collect(),
+            },
             audit,
             sealer,
             limits: config.limits.clone(),
             approvals: config.approvals.settings(),
             webhooks,
         }));
+        match broker.seed_agents(clock.now()).await {
+            Ok(0) => {}
+            Ok(written) => tracing::info!(written, "agents declared in the configuration written to the inventory"),
+            Err(error) => tracing::warn!(%error, "cannot seed the agent inventory now; the directory worker will retry"),
+        }
         match broker.renotify_open_approvals(clock.now()).await {
             Ok(0) => {}
             Ok(sent) => tracing::info!(sent, "webhooks of open approval requests sent again"),
@@ -187,6 +196,10 @@ impl App {
         if let Some(deliveries) = self.deliveries {
             workers.spawn("approval-webhooks", &stop, move |token| deliveries.run(token));
         }
+        workers.spawn("agent-directory", &stop, {
+            let (broker, clock) = (self.broker.clone(), self.clock.clone());
+            move |token| follow_inventory(broker, clock, token)
+        });
         if let Some(interval) = self.checkpoint_interval {
             workers.spawn("audit-checkpoints", &stop, {
                 let (broker, clock) = (self.broker.clone(), self.clock.clone());
@@ -284,6 +297,42 @@ impl App {
 
 /// Signs the audit chain's head every `interval` (a head that is a
 /// checkpoint already is left alone, so an idle log does not grow).
+/// How often each replica checks whether the agent inventory changed
+/// (one small read); a change made on another replica is recognised here
+/// within this.
+const INVENTORY_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keeps this replica's directory in step with the inventory, and seeds
+/// the configured agents if that could not be done at start.
+async fn follow_inventory(broker: Arc<Broker>, clock: Arc<dyn Clock>, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(INVENTORY_POLL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let result = if broker.registry().loaded() {
+            broker.refresh_directory().await.map(drop)
+        } else {
+            broker.seed_agents(clock.now()).await.map(drop)
+        };
+        match result {
+            Ok(()) if failing => {
+                tracing::info!("agent inventory read again");
+                failing = false;
+            }
+            Ok(()) => {}
+            Err(error) if !failing => {
+                tracing::warn!(%error, "cannot read the agent inventory; retrying every second");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 async fn sign_checkpoints(
     broker: Arc<Broker>,
     clock: Arc<dyn Clock>,

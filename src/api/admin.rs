@@ -1,5 +1,5 @@
-//! `writ.v1.AdminService`: operators inspect leases, sightings and agents,
-//! and pull the kill switch on agents.
+//! `writ.v1.AdminService`: operators inspect leases and sightings, keep the
+//! agent inventory, and pull the kill switch on agents.
 
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use super::proto::{self, admin_service_server::AdminService};
 use super::{convert, page_after, page_size, status};
 use crate::clock::Clock;
-use crate::domain::{AgentFilter, Broker};
+use crate::domain::{AgentChanges, AgentFilter, Broker, Registration};
 use crate::store::LeaseFilter;
 
 pub struct Admin {
@@ -82,7 +82,7 @@ impl AdminService for Admin {
         let after = Some(request.page_token.as_str()).filter(|token| !token.is_empty());
         let agents = self.broker.list_agents(&filter, after, limit).await.map_err(status)?;
         let next_page_token = if agents.len() == limit {
-            agents.last().map(|view| view.agent.name.clone()).unwrap_or_default()
+            agents.last().map(|view| view.record.name.clone()).unwrap_or_default()
         } else {
             String::new()
         };
@@ -137,6 +137,71 @@ impl AdminService for Admin {
         Ok(Response::new(proto::ResumeAgentResponse {
             resumed: resumption.resumed.iter().map(convert::agent).collect(),
             not_suspended: resumption.not_suspended,
+        }))
+    }
+
+    async fn register_agent(
+        &self,
+        request: Request<proto::RegisterAgentRequest>,
+    ) -> Result<Response<proto::Agent>, Status> {
+        let caller = super::auth::caller(&request)?;
+        let request = request.into_inner();
+        let identity = request
+            .identity
+            .map(convert::from_identity_binding)
+            .ok_or_else(|| Status::invalid_argument("identity is required: how the agent is recognised"))?;
+        let registration = Registration {
+            name: request.name,
+            owner: request.owner,
+            team: request.team,
+            description: request.description,
+            risk_tier: request.risk_tier,
+            identity,
+            from_sighting: request.from_sighting,
+        };
+        let view =
+            self.broker.register_agent(caller.name(), registration, self.clock.now()).await.map_err(status)?;
+        Ok(Response::new(convert::agent(&view)))
+    }
+
+    async fn update_agent(
+        &self,
+        request: Request<proto::UpdateAgentRequest>,
+    ) -> Result<Response<proto::Agent>, Status> {
+        let caller = super::auth::caller(&request)?;
+        let request = request.into_inner();
+        let changes = AgentChanges {
+            owner: request.owner,
+            team: request.team,
+            description: request.description,
+            risk_tier: request.risk_tier,
+            identity: request.identity.map(convert::from_identity_binding),
+            revision: Some(request.revision).filter(|revision| *revision != 0),
+        };
+        let view = self
+            .broker
+            .update_agent(caller.name(), &request.agent, changes, self.clock.now())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(convert::agent(&view)))
+    }
+
+    async fn retire_agent(
+        &self,
+        request: Request<proto::RetireAgentRequest>,
+    ) -> Result<Response<proto::RetireAgentResponse>, Status> {
+        let caller = super::auth::caller(&request)?;
+        let request = request.into_inner();
+        let retired = self
+            .broker
+            .retire_agent(caller.name(), &request.agent, &request.reason, self.clock.now())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::RetireAgentResponse {
+            agent: Some(convert::agent(&retired.view)),
+            revoked: u32::try_from(retired.revoked).unwrap_or(u32::MAX),
+            retrying: u32::try_from(retired.retrying).unwrap_or(u32::MAX),
+            failed: u32::try_from(retired.failed).unwrap_or(u32::MAX),
         }))
     }
 }

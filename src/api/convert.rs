@@ -9,6 +9,7 @@ use tonic::Status;
 use writ_provider_api::{Credential, CredentialShape};
 
 use super::proto;
+use crate::config::IdentityMatch;
 use crate::domain::{AccessReport, AgentSelector, AgentView};
 use crate::model::{
     AgentState, Approval, ApprovalState, Lease, LeaseState, Sighting, Task, TaskContext, TaskState,
@@ -267,6 +268,7 @@ pub fn agent_state(state: AgentState) -> proto::AgentState {
     match state {
         AgentState::Active => proto::AgentState::Active,
         AgentState::Suspended => proto::AgentState::Suspended,
+        AgentState::Retired => proto::AgentState::Retired,
     }
 }
 
@@ -275,28 +277,53 @@ pub fn from_agent_state(state: proto::AgentState) -> Option<AgentState> {
         proto::AgentState::Unspecified => None,
         proto::AgentState::Active => Some(AgentState::Active),
         proto::AgentState::Suspended => Some(AgentState::Suspended),
+        proto::AgentState::Retired => Some(AgentState::Retired),
     }
 }
 
 pub fn agent(view: &AgentView) -> proto::Agent {
-    let agent = &view.agent;
-    let status = view.status.as_ref();
+    let record = &view.record;
+    let (changed_at, changed_by, reason) = match (&record.retired, &view.status) {
+        (Some(retired), _) => (Some(timestamp(retired.at)), retired.by.clone(), retired.reason.clone()),
+        (None, Some(status)) => {
+            (Some(timestamp(status.changed_at)), status.changed_by.clone(), status.reason.clone())
+        }
+        (None, None) => (None, String::new(), String::new()),
+    };
     proto::Agent {
-        name: agent.name.clone(),
-        owner: agent.owner.clone(),
-        team: agent.team.clone(),
-        description: agent.description.clone(),
-        risk_tier: agent.risk_tier.clone(),
-        identities: vec![proto::IdentityBinding {
-            issuer: view.identity.issuer.clone(),
-            subject: view.identity.subject.clone().unwrap_or_default(),
-            claims: view.identity.claims.clone().into_iter().collect(),
-        }],
-        managed_by: "configuration".into(),
+        name: record.name.clone(),
+        owner: record.owner.clone(),
+        team: record.team.clone(),
+        description: record.description.clone(),
+        risk_tier: record.risk_tier.clone(),
+        identities: vec![identity_binding(&record.identity)],
+        managed_by: record.managed_by.as_str().into(),
         state: agent_state(view.state()) as i32,
-        state_changed_at: status.map(|status| timestamp(status.changed_at)),
-        state_changed_by: status.map(|status| status.changed_by.clone()).unwrap_or_default(),
-        state_reason: status.map(|status| status.reason.clone()).unwrap_or_default(),
+        state_changed_at: changed_at,
+        state_changed_by: changed_by,
+        state_reason: reason,
+        created_at: Some(timestamp(record.created_at)),
+        created_by: record.created_by.clone(),
+        updated_at: Some(timestamp(record.updated_at)),
+        updated_by: record.updated_by.clone(),
+        revision: record.revision,
+    }
+}
+
+pub fn identity_binding(identity: &IdentityMatch) -> proto::IdentityBinding {
+    proto::IdentityBinding {
+        issuer: identity.issuer.clone(),
+        subject: identity.subject.clone().unwrap_or_default(),
+        claims: identity.claims.clone().into_iter().collect(),
+    }
+}
+
+/// An identity binding as a request gives it: an empty subject is none.
+pub fn from_identity_binding(binding: proto::IdentityBinding) -> IdentityMatch {
+    IdentityMatch {
+        issuer: binding.issuer,
+        subject: Some(binding.subject).filter(|subject| !subject.is_empty()),
+        claims: binding.claims.into_iter().collect(),
     }
 }
 

@@ -1,5 +1,5 @@
-//! `writ agents …`: operators list and inspect registered agents, and pull
-//! the kill switch (role `operator`).
+//! `writ agents …`: operators keep the agent inventory (list, show,
+//! register, update, retire) and pull the kill switch (role `operator`).
 
 use clap::{Args, Subcommand};
 
@@ -16,7 +16,7 @@ pub enum AgentsCommand {
         owner: Option<String>,
         #[arg(long)]
         team: Option<String>,
-        /// active, suspended, or all.
+        /// active, suspended, retired, or all.
         #[arg(long, default_value = "all")]
         state: String,
     },
@@ -46,6 +46,91 @@ pub enum AgentsCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Register an agent: who owns it and the workload identity it is
+    /// recognised by. `--from-sighting` takes the identity of a sighting
+    /// (`writ sightings`), to bring a shadow agent under control.
+    Register {
+        #[command(flatten)]
+        client: ClientArgs,
+        name: String,
+        /// Who answers for the agent: required.
+        #[arg(long)]
+        owner: String,
+        #[arg(long, default_value = "")]
+        team: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Default: medium.
+        #[arg(long, default_value = "")]
+        risk_tier: String,
+        #[command(flatten)]
+        identity: IdentityArgs,
+        /// The identity (issuer and subject) is a sighting's; refused if it
+        /// was never sighted.
+        #[arg(long)]
+        from_sighting: bool,
+    },
+    /// Change an agent an operator registered; unset options stay as they
+    /// are.
+    Update {
+        #[command(flatten)]
+        client: ClientArgs,
+        agent: String,
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long)]
+        team: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        risk_tier: Option<String>,
+        /// A new identity binding (with --subject and/or --claim).
+        #[arg(long)]
+        issuer: Option<String>,
+        #[arg(long, requires = "issuer")]
+        subject: Option<String>,
+        #[arg(long = "claim", value_name = "NAME=VALUE", requires = "issuer")]
+        claims: Vec<String>,
+        /// Refuse the change if the agent changed since this revision
+        /// (`writ agents show` prints it).
+        #[arg(long)]
+        revision: Option<u64>,
+    },
+    /// Retire an agent for good: revoke everything it holds and refuse its
+    /// identity from then on. The name is never free again.
+    Retire {
+        #[command(flatten)]
+        client: ClientArgs,
+        agent: String,
+        /// Why; required, and evidence.
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+/// The workload identity an agent is recognised by.
+#[derive(Args, Debug)]
+pub struct IdentityArgs {
+    /// The token issuer (one of the configured [[issuers]]).
+    #[arg(long)]
+    issuer: String,
+    /// The token's `sub`.
+    #[arg(long)]
+    subject: Option<String>,
+    /// A claim the token must carry with this (string) value; repeatable.
+    #[arg(long = "claim", value_name = "NAME=VALUE")]
+    claims: Vec<String>,
+}
+
+fn binding(issuer: String, subject: Option<String>, claims: &[String]) -> anyhow::Result<proto::IdentityBinding> {
+    let claims = claims
+        .iter()
+        .map(|claim| match claim.split_once('=') {
+            Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+            _ => anyhow::bail!("--claim {claim:?} must be NAME=VALUE"),
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(proto::IdentityBinding { issuer, subject: subject.unwrap_or_default(), claims })
 }
 
 /// One agent by name, or every agent of an owner or a team.
@@ -74,7 +159,8 @@ fn parse_state(text: &str) -> anyhow::Result<proto::AgentState> {
         "all" => Ok(proto::AgentState::Unspecified),
         "active" => Ok(proto::AgentState::Active),
         "suspended" => Ok(proto::AgentState::Suspended),
-        other => anyhow::bail!("--state {other:?} is not one of active, suspended, all"),
+        "retired" => Ok(proto::AgentState::Retired),
+        other => anyhow::bail!("--state {other:?} is not one of active, suspended, retired, all"),
     }
 }
 
@@ -117,19 +203,7 @@ pub async fn run(command: AgentsCommand) -> anyhow::Result<()> {
             for name in &response.already_suspended {
                 println!("agent {name} was suspended already; left as it was");
             }
-            println!(
-                "{} leases revoked, {} still retrying{}",
-                response.revoked,
-                response.retrying,
-                if response.failed > 0 {
-                    format!(
-                        ", {} failed (the provider cannot revoke them; see `writ leases`)",
-                        response.failed
-                    )
-                } else {
-                    String::new()
-                }
-            );
+            println!("{}", revocation_summary(response.revoked, response.retrying, response.failed));
             Ok(())
         }
         AgentsCommand::Resume { client, target, reason } => {
@@ -144,13 +218,87 @@ pub async fn run(command: AgentsCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        AgentsCommand::Register {
+            client,
+            name,
+            owner,
+            team,
+            description,
+            risk_tier,
+            identity,
+            from_sighting,
+        } => {
+            let identity = binding(identity.issuer, identity.subject, &identity.claims)?;
+            let request = proto::RegisterAgentRequest {
+                name,
+                owner,
+                team,
+                description,
+                risk_tier,
+                identity: Some(identity),
+                from_sighting,
+            };
+            let mut service = AdminServiceClient::new(connect(&client).await?);
+            let agent = service.register_agent(authorized(&client, request)?).await?.into_inner();
+            println!("agent {} registered", agent.name);
+            print_detail(&agent);
+            Ok(())
+        }
+        AgentsCommand::Update {
+            client,
+            agent,
+            owner,
+            team,
+            description,
+            risk_tier,
+            issuer,
+            subject,
+            claims,
+            revision,
+        } => {
+            let identity = issuer.map(|issuer| binding(issuer, subject, &claims)).transpose()?;
+            let request = proto::UpdateAgentRequest {
+                agent,
+                owner,
+                team,
+                description,
+                risk_tier,
+                identity,
+                revision: revision.unwrap_or(0),
+            };
+            let mut service = AdminServiceClient::new(connect(&client).await?);
+            let agent = service.update_agent(authorized(&client, request)?).await?.into_inner();
+            println!("agent {} updated", agent.name);
+            print_detail(&agent);
+            Ok(())
+        }
+        AgentsCommand::Retire { client, agent, reason } => {
+            let mut service = AdminServiceClient::new(connect(&client).await?);
+            let request = proto::RetireAgentRequest { agent, reason };
+            let response = service.retire_agent(authorized(&client, request)?).await?.into_inner();
+            if let Some(agent) = &response.agent {
+                println!("agent {} retired", agent.name);
+            }
+            println!("{}", revocation_summary(response.revoked, response.retrying, response.failed));
+            Ok(())
+        }
     }
+}
+
+fn revocation_summary(revoked: u32, retrying: u32, failed: u32) -> String {
+    let failed = if failed > 0 {
+        format!(", {failed} failed (the provider cannot revoke them; see `writ leases`)")
+    } else {
+        String::new()
+    };
+    format!("{revoked} leases revoked, {retrying} still retrying{failed}")
 }
 
 fn state_name(agent: &proto::Agent) -> &'static str {
     match proto::AgentState::try_from(agent.state) {
         Ok(proto::AgentState::Suspended) => "suspended",
         Ok(proto::AgentState::Active) => "active",
+        Ok(proto::AgentState::Retired) => "retired",
         _ => "?",
     }
 }
@@ -178,7 +326,15 @@ fn print_detail(agent: &proto::Agent) {
             println!("    claim {claim} = {value}");
         }
     }
-    println!("  declared in {}", agent.managed_by);
+    println!(
+        "  managed by {}; created {} by {}; updated {} by {}; revision {}",
+        agent.managed_by,
+        format_time(agent.created_at.as_ref()),
+        agent.created_by,
+        format_time(agent.updated_at.as_ref()),
+        agent.updated_by,
+        agent.revision
+    );
     if agent.state_changed_at.is_some() {
         println!(
             "  {} since {} by {}: {}",

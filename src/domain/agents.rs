@@ -15,8 +15,7 @@ use tokio::sync::mpsc;
 
 use super::{Broker, Error, check_text, quoted};
 use crate::audit::export::{ExportError, ExportFilter, ExportedRecord};
-use crate::config::IdentityMatch;
-use crate::model::{AgentState, AgentStatus, RevocationReason};
+use crate::model::{AgentRecord, AgentState, AgentStatus, RevocationReason};
 use crate::principals::Agent;
 use crate::store::Scope;
 
@@ -59,12 +58,11 @@ pub struct AgentFilter {
     pub state: Option<AgentState>,
 }
 
-/// An agent as operators see it: what configuration declares, and its
+/// An agent as operators see it: its record in the inventory, and its
 /// runtime state.
 #[derive(Clone, Debug)]
 pub struct AgentView {
-    pub agent: Arc<Agent>,
-    pub identity: IdentityMatch,
+    pub record: AgentRecord,
     /// The last suspension or resumption; `None` for an agent never
     /// suspended.
     pub status: Option<AgentStatus>,
@@ -72,6 +70,9 @@ pub struct AgentView {
 
 impl AgentView {
     pub fn state(&self) -> AgentState {
+        if self.record.retired.is_some() {
+            return AgentState::Retired;
+        }
         self.status.as_ref().map_or(AgentState::Active, |status| status.state)
     }
 }
@@ -128,15 +129,16 @@ impl Broker {
         limit: usize,
     ) -> Result<Vec<AgentView>, Error> {
         let mut views = Vec::new();
-        let candidates = self.registry.directory().agents_after(after).filter(|(agent, _)| {
-            filter.owner.as_ref().is_none_or(|owner| agent.owner == *owner)
-                && filter.team.as_ref().is_none_or(|team| agent.team == *team)
+        let directory = self.registry.directory();
+        let candidates = directory.agents_after(after).filter(|(_, record)| {
+            filter.owner.as_ref().is_none_or(|owner| record.owner == *owner)
+                && filter.team.as_ref().is_none_or(|team| record.team == *team)
         });
-        for (agent, identity) in candidates {
+        for (_, record) in candidates {
             if views.len() == limit {
                 break;
             }
-            let view = self.view(agent, identity).await?;
+            let view = self.view_of(record.clone()).await?;
             if filter.state.is_none_or(|state| view.state() == state) {
                 views.push(view);
             }
@@ -144,18 +146,12 @@ impl Broker {
         Ok(views)
     }
 
-    /// One registered agent.
+    /// One registered agent, retired ones too.
     pub async fn get_agent(&self, name: &str) -> Result<AgentView, Error> {
-        let directory = self.registry.directory();
-        match (directory.agent(name), directory.binding(name)) {
-            (Some(agent), Some(identity)) => self.view(agent, identity).await,
-            _ => Err(not_registered(name)),
+        match self.registry.directory().record(name) {
+            Some(record) => self.view_of(record.clone()).await,
+            None => Err(not_registered(name)),
         }
-    }
-
-    async fn view(&self, agent: &Arc<Agent>, identity: &IdentityMatch) -> Result<AgentView, Error> {
-        let status = self.registry.status(&agent.name).await?;
-        Ok(AgentView { agent: agent.clone(), identity: identity.clone(), status })
     }
 
     /// The kill switch for one agent, an owner's or a team's: suspends
@@ -213,12 +209,7 @@ impl Broker {
             suspension.revoked += outcome.revoked;
             suspension.retrying += outcome.retrying;
             suspension.failed += outcome.failed;
-            let identity = self.registry.directory().binding(&agent.name).cloned();
-            suspension.suspended.push(AgentView {
-                identity: identity.ok_or_else(|| not_registered(&agent.name))?,
-                agent,
-                status: outcome.closed.agent,
-            });
+            suspension.suspended.push(AgentView { record: self.record_of(&agent)?, status: outcome.closed.agent });
         }
         Ok(suspension)
     }
@@ -252,15 +243,10 @@ impl Broker {
                     continue;
                 }
             };
-            let identity = self.registry.directory().binding(&agent.name).cloned();
-            resumption.resumed.push(AgentView {
-                identity: identity.ok_or_else(|| not_registered(&agent.name))?,
-                agent,
-                status: Some(status),
-            });
+            resumption.resumed.push(AgentView { record: self.record_of(&agent)?, status: Some(status) });
         }
         if !failed.is_empty() {
-            let resumed: Vec<&str> = resumption.resumed.iter().map(|view| view.agent.name.as_str()).collect();
+            let resumed: Vec<&str> = resumption.resumed.iter().map(|view| view.record.name.as_str()).collect();
             return Err(partial("resume", "resumed", &resumed, &failed));
         }
         Ok(resumption)
@@ -298,18 +284,26 @@ impl Broker {
         Ok(AuditRecords { records: crate::audit::export::export(self.audit.path(), filter) })
     }
 
-    /// The registered agents a selector names, in name order; NOT_FOUND
-    /// when it names none.
+    fn record_of(&self, agent: &Agent) -> Result<AgentRecord, Error> {
+        self.registry.directory().record(&agent.name).cloned().ok_or_else(|| not_registered(&agent.name))
+    }
+
+    /// The registered agents (not retired) a selector names, in name
+    /// order; NOT_FOUND when it names none, FAILED_PRECONDITION for a
+    /// retired agent named.
     fn select(&self, selector: &AgentSelector) -> Result<Vec<Arc<Agent>>, Error> {
+        let directory = self.registry.directory();
         let agents: Vec<Arc<Agent>> = match selector {
-            AgentSelector::Agent(name) => self.registry.agent(name).cloned().into_iter().collect(),
-            _ => self
-                .registry
-                .directory()
-                .agents_after(None)
-                .filter(|(agent, _)| selector.matches(agent))
-                .map(|(agent, _)| agent.clone())
-                .collect(),
+            AgentSelector::Agent(name) => {
+                if directory.record(name).is_some_and(|record| record.retired.is_some()) {
+                    return Err(Error::FailedPrecondition(format!(
+                        "agent {} is retired; retirement is final",
+                        quoted(name)
+                    )));
+                }
+                directory.agent(name).cloned().into_iter().collect()
+            }
+            _ => directory.active_agents().filter(|agent| selector.matches(agent)).cloned().collect(),
         };
         if agents.is_empty() {
             return Err(match selector {

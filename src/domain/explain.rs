@@ -55,7 +55,7 @@ impl Broker {
         now: DateTime<Utc>,
     ) -> Result<Explained, Error> {
         let agent =
-            self.registry.agent(&request.agent).cloned().ok_or_else(|| {
+            self.registry.agent(&request.agent).ok_or_else(|| {
                 Error::NotFound(format!("agent {} is not registered", quoted(&request.agent)))
             })?;
         validate_tool(&request.tool)?;

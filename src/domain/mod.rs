@@ -10,6 +10,7 @@ mod agents;
 mod approvals;
 mod explain;
 mod grants;
+mod inventory;
 mod registry;
 mod report;
 mod scopes;
@@ -24,7 +25,6 @@ use crate::config::Limits;
 use crate::metrics::Metrics;
 use crate::model::{Lease, Sighting};
 use crate::policy::PolicyEngine;
-use crate::principals::Directory;
 use crate::providers::ProviderRegistry;
 use crate::revocation::RevocationQueue;
 use crate::sealer::Sealer;
@@ -34,7 +34,8 @@ pub use agents::{AgentFilter, AgentSelector, AgentView, AuditQuery, AuditRecords
 pub use approvals::{ApprovalSettings, IssueOutcome, Verdict};
 pub use explain::{ExplainRequest, ExplainTask, Explained};
 pub use grants::{GrantRequest, IssueRequest, Issued, Renewal};
-pub use registry::Registry;
+pub use inventory::{AgentChanges, Registration, RetiredAgent};
+pub use registry::{Declared, Registry};
 pub use report::{AccessReport, AgentAccess, RoleUse};
 pub use scopes::ScopeOutcome;
 pub use tasks::{CloseOutcome, StartTask};
@@ -167,7 +168,7 @@ pub struct Parts {
     pub store: Arc<dyn LeaseStore>,
     pub providers: ProviderRegistry,
     pub policy: PolicyEngine,
-    pub directory: Directory,
+    pub declared: Declared,
     pub audit: AuditLog,
     pub sealer: Sealer,
     pub limits: Limits,
@@ -177,7 +178,7 @@ pub struct Parts {
 
 impl Broker {
     pub fn new(parts: Parts) -> Self {
-        let registry = Registry::new(parts.directory, Arc::clone(&parts.store));
+        let registry = Registry::new(parts.declared, Arc::clone(&parts.store));
         let metrics = Metrics::new();
         metrics.policy_set("", &parts.policy.digest());
         Self {
@@ -220,8 +221,13 @@ impl Broker {
         &self.audit
     }
 
+    /// Sightings of identities no agent is bound to (one registered from a
+    /// sighting since is left out), most recent first.
     pub async fn list_sightings(&self, limit: usize) -> Result<Vec<Sighting>, Error> {
-        Ok(self.store.list_sightings(limit).await?)
+        let directory = self.registry.directory();
+        let mut sightings = self.store.list_sightings(limit).await?;
+        sightings.retain(|sighting| !directory.recognises(&sighting.issuer, &sighting.subject));
+        Ok(sightings)
     }
 
     pub async fn list_leases(

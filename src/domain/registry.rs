@@ -1,42 +1,81 @@
 //! The agent registry: who an identity is, and whether an agent may be
 //! issued anything now.
 //!
-//! Agents and services are declared in configuration ([`Directory`]); an
-//! agent's runtime state (active or suspended) lives in the lease store, so
-//! that a suspension made on one replica holds on all of them, and so that
-//! the store can check it in the same atomic step that records or
-//! activates a lease. The gRPC layer only verifies tokens; resolving the
-//! principal, and recording an unknown identity as a sighting, happen
-//! here.
+//! Agents are kept in the lease store (the inventory an identity team
+//! owns): those declared in configuration are seeded into it at start
+//! (see [`super::inventory`]), operators register more through the admin
+//! API. Each replica resolves identities against its own copy of the
+//! inventory, a [`Directory`] it reloads whenever the store's inventory
+//! revision moves (a change made here at once, one made on another replica
+//! within [`crate::server`]'s poll interval). Services are declared in
+//! configuration only.
+//!
+//! An agent's runtime state (active or suspended) lives in the store too,
+//! checked in the same atomic step that records or activates a lease, so a
+//! suspension made on one replica holds on all of them at once; retiring
+//! an agent suspends it first for that reason. The gRPC layer only
+//! verifies tokens; resolving the principal, and recording an unknown
+//! identity as a sighting, happen here.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use chrono::{DateTime, Utc};
 
 use super::{Error, quoted};
+use crate::config::{AgentConfig, ServiceConfig};
 use crate::identity::Identity;
-use crate::model::{AgentState, AgentStatus};
+use crate::model::{AgentRecord, AgentState, AgentStatus, ManagedBy};
 use crate::principals::{Agent, Directory, Principal};
 use crate::store::LeaseStore;
 
+/// Records read per page when the inventory is reloaded.
+const PAGE: usize = 1000;
+
+/// What a registry is built from.
+pub struct Declared {
+    /// The agents the configuration declares (seeded into the store).
+    pub agents: Vec<AgentConfig>,
+    pub services: Vec<ServiceConfig>,
+    /// The issuers identities may come from; an agent bound to another
+    /// could never be recognised.
+    pub issuers: Vec<String>,
+}
+
 pub struct Registry {
-    /// The principals declared in configuration, indexed for lookup.
-    directory: Directory,
-    /// Where agents' runtime states are kept (shared with the broker).
+    /// The inventory as last loaded, with services.
+    current: RwLock<Arc<Directory>>,
+    /// The store's inventory revision `current` was loaded at; `None`
+    /// before the first load.
+    loaded: Mutex<Option<u64>>,
+    declared: Declared,
+    /// Where agents and their runtime states are kept (shared with the
+    /// broker).
     store: Arc<dyn LeaseStore>,
 }
 
 impl Registry {
-    pub fn new(directory: Directory, store: Arc<dyn LeaseStore>) -> Self {
-        Self { directory, store }
+    /// Until the inventory is first loaded, the agents the configuration
+    /// declares are the directory.
+    pub fn new(declared: Declared, store: Arc<dyn LeaseStore>) -> Self {
+        let at = DateTime::UNIX_EPOCH;
+        let records: Vec<AgentRecord> = declared.agents.iter().map(|agent| agent.record(at)).collect();
+        let directory = Directory::new(&records, &declared.services);
+        Self { current: RwLock::new(Arc::new(directory)), loaded: Mutex::new(None), declared, store }
     }
 
     /// The principal a verified identity maps to. An identity that maps to
     /// none is recorded as a sighting (for an operator to review) and
-    /// refused.
+    /// refused; a retired agent's identity is refused by name.
     pub async fn resolve(&self, identity: &Identity, now: DateTime<Utc>) -> Result<Principal, Error> {
-        if let Some(principal) = self.directory.resolve(identity) {
+        let directory = self.directory();
+        if let Some(principal) = directory.resolve(identity) {
             return Ok(principal.clone());
+        }
+        if let Some(name) = directory.retired_agent(identity) {
+            return Err(Error::PermissionDenied(format!(
+                "agent {} is retired; its identity is no longer accepted",
+                quoted(name)
+            )));
         }
         if let Err(error) = self.store.record_sighting(&identity.issuer, &identity.subject, now).await {
             tracing::warn!(%error, "cannot record a sighting");
@@ -49,14 +88,52 @@ impl Registry {
         )))
     }
 
-    /// The principals declared in configuration.
-    pub fn directory(&self) -> &Directory {
-        &self.directory
+    /// The principals as last loaded.
+    pub fn directory(&self) -> Arc<Directory> {
+        self.current.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// A registered agent by name.
-    pub fn agent(&self, name: &str) -> Option<&Arc<Agent>> {
-        self.directory.agent(name)
+    /// A registered agent (not retired) by name.
+    pub fn agent(&self, name: &str) -> Option<Arc<Agent>> {
+        self.directory().agent(name).cloned()
+    }
+
+    /// What the configuration declares.
+    pub fn declared(&self) -> &Declared {
+        &self.declared
+    }
+
+    /// Reloads the inventory if the store's revision moved since the last
+    /// load; says whether it did.
+    pub async fn refresh(&self) -> Result<bool, Error> {
+        let revision = self.store.agents_revision().await?;
+        if *self.loaded.lock().unwrap_or_else(PoisonError::into_inner) == Some(revision) {
+            return Ok(false);
+        }
+        let mut records: Vec<AgentRecord> = Vec::new();
+        loop {
+            let after = records.last().map(|record| record.name.clone());
+            let page = self.store.list_agents(after.as_deref(), PAGE).await?;
+            let full = page.len() == PAGE;
+            records.extend(page);
+            if !full {
+                break;
+            }
+        }
+        let records = merge(records, &self.declared.agents);
+        let directory = Arc::new(Directory::new(&records, &self.declared.services));
+        // A change landing between reading the revision and the records
+        // is in the records already, or moves the revision again: the
+        // next refresh loads it either way.
+        let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = directory;
+        *loaded = Some(revision);
+        Ok(true)
+    }
+
+    /// Whether the inventory was loaded from the store at least once.
+    pub fn loaded(&self) -> bool {
+        self.loaded.lock().unwrap_or_else(PoisonError::into_inner).is_some()
     }
 
     /// The agent's runtime state; `None` for one never suspended.
@@ -73,6 +150,42 @@ impl Registry {
             _ => Ok(()),
         }
     }
+}
+
+/// The agents this replica recognises: what its configuration declares
+/// (keeping the stored history of each), and every agent registered by an
+/// operator. A retired agent stays retired even if the configuration
+/// declares it again. An agent another replica's configuration declares
+/// but this one's does not is not recognised here: configuration is each
+/// replica's own, and a rolling change of it takes effect replica by
+/// replica.
+pub(crate) fn merge(stored: Vec<AgentRecord>, declared: &[AgentConfig]) -> Vec<AgentRecord> {
+    use std::collections::BTreeMap;
+    let mut by_name: BTreeMap<String, AgentRecord> = stored
+        .into_iter()
+        .filter(|record| record.managed_by == ManagedBy::Operator || record.retired.is_some())
+        .map(|record| (record.name.clone(), record))
+        .collect();
+    for agent in declared {
+        match by_name.get(&agent.name) {
+            Some(stored) if stored.retired.is_some() => {}
+            stored => {
+                let declared = agent.record(DateTime::UNIX_EPOCH);
+                let record = match stored {
+                    Some(stored) if stored.same_declaration(&declared) => stored.clone(),
+                    // Not seeded yet: the configuration is what holds here.
+                    Some(stored) => AgentRecord {
+                        created_at: stored.created_at,
+                        created_by: stored.created_by.clone(),
+                        ..declared
+                    },
+                    None => declared,
+                };
+                by_name.insert(agent.name.clone(), record);
+            }
+        }
+    }
+    by_name.into_values().collect()
 }
 
 /// The refusal a suspended agent gets, naming the suspension by when it

@@ -89,12 +89,12 @@ impl Broker {
             .await
             .map_err(|error| Error::Internal(format!("the audit reader failed: {error}")))??;
         let mut agents = Vec::new();
-        for (agent, _) in self.registry.directory().agents_after(None) {
+        let directory = self.registry.directory();
+        for agent in directory.active_agents() {
             let seen = observed.get(&agent.name);
             agents.push(self.agent_access(agent, seen, now).await?);
         }
         let sightings = self
-            .store
             .list_sightings(SIGHTINGS)
             .await?
             .into_iter()
