@@ -25,10 +25,10 @@ use crate::api::{self, AuthLayer, Authenticator};
 use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::config::{Config, RevocationConfig};
+use crate::domain::Declared;
 use crate::domain::{Broker, Parts};
 use crate::identity::Verifier;
 use crate::policy::PolicyEngine;
-use crate::domain::Declared;
 use crate::providers::ProviderRegistry;
 use crate::sealer::Sealer;
 use crate::webhooks::Notifier;
@@ -144,8 +144,12 @@ impl App {
         }));
         match broker.seed_agents(clock.now()).await {
             Ok(0) => {}
-            Ok(written) => tracing::info!(written, "agents declared in the configuration written to the inventory"),
-            Err(error) => tracing::warn!(%error, "cannot seed the agent inventory now; the directory worker will retry"),
+            Ok(written) => {
+                tracing::info!(written, "agents declared in the configuration written to the inventory")
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot seed the agent inventory now; the directory worker will retry")
+            }
         }
         match broker.renotify_open_approvals(clock.now()).await {
             Ok(0) => {}

@@ -159,8 +159,11 @@ impl AdminService for Admin {
             identity,
             from_sighting: request.from_sighting,
         };
-        let view =
-            self.broker.register_agent(caller.name(), registration, self.clock.now()).await.map_err(status)?;
+        let view = self
+            .broker
+            .register_agent(caller.name(), registration, self.clock.now())
+            .await
+            .map_err(status)?;
         Ok(Response::new(convert::agent(&view)))
     }
 

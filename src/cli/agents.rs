@@ -122,7 +122,11 @@ pub struct IdentityArgs {
     claims: Vec<String>,
 }
 
-fn binding(issuer: String, subject: Option<String>, claims: &[String]) -> anyhow::Result<proto::IdentityBinding> {
+fn binding(
+    issuer: String,
+    subject: Option<String>,
+    claims: &[String],
+) -> anyhow::Result<proto::IdentityBinding> {
     let claims = claims
         .iter()
         .map(|claim| match claim.split_once('=') {

@@ -209,7 +209,9 @@ impl Broker {
             suspension.revoked += outcome.revoked;
             suspension.retrying += outcome.retrying;
             suspension.failed += outcome.failed;
-            suspension.suspended.push(AgentView { record: self.record_of(&agent)?, status: outcome.closed.agent });
+            suspension
+                .suspended
+                .push(AgentView { record: self.record_of(&agent)?, status: outcome.closed.agent });
         }
         Ok(suspension)
     }
@@ -246,7 +248,8 @@ impl Broker {
             resumption.resumed.push(AgentView { record: self.record_of(&agent)?, status: Some(status) });
         }
         if !failed.is_empty() {
-            let resumed: Vec<&str> = resumption.resumed.iter().map(|view| view.record.name.as_str()).collect();
+            let resumed: Vec<&str> =
+                resumption.resumed.iter().map(|view| view.record.name.as_str()).collect();
             return Err(partial("resume", "resumed", &resumed, &failed));
         }
         Ok(resumption)

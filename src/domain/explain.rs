@@ -54,10 +54,10 @@ impl Broker {
         request: ExplainRequest,
         now: DateTime<Utc>,
     ) -> Result<Explained, Error> {
-        let agent =
-            self.registry.agent(&request.agent).ok_or_else(|| {
-                Error::NotFound(format!("agent {} is not registered", quoted(&request.agent)))
-            })?;
+        let agent = self
+            .registry
+            .agent(&request.agent)
+            .ok_or_else(|| Error::NotFound(format!("agent {} is not registered", quoted(&request.agent))))?;
         validate_tool(&request.tool)?;
         let task = match request.task {
             ExplainTask::Existing(task_id) => {

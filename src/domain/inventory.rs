@@ -334,7 +334,7 @@ impl Broker {
         }
         check_text("risk_tier", &record.risk_tier, MAX_RISK_TIER_CHARS)?;
         let identity = &record.identity;
-        if !self.registry.declared().issuers.iter().any(|issuer| *issuer == identity.issuer) {
+        if !self.registry.declared().issuers.contains(&identity.issuer) {
             return Err(Error::InvalidArgument(format!(
                 "identity issuer {} is not one of the issuers Writ trusts ([[issuers]] in the configuration)",
                 quoted(&identity.issuer)
@@ -368,10 +368,9 @@ impl Broker {
     /// Two principals must not share an identity binding.
     fn check_unbound(&self, record: &AgentRecord) -> Result<(), Error> {
         match self.registry.directory().bound_elsewhere(&record.identity, &record.name) {
-            Some(other) => Err(Error::AlreadyExists(format!(
-                "that identity is bound to {} already",
-                quoted(other)
-            ))),
+            Some(other) => {
+                Err(Error::AlreadyExists(format!("that identity is bound to {} already", quoted(other))))
+            }
             None => Ok(()),
         }
     }
@@ -379,7 +378,8 @@ impl Broker {
     async fn check_sighted(&self, identity: &IdentityMatch) -> Result<(), Error> {
         let Some(subject) = identity.subject.as_deref().filter(|_| identity.claims.is_empty()) else {
             return Err(Error::InvalidArgument(
-                "an agent registered from a sighting is bound by the sighting's issuer and subject only".into(),
+                "an agent registered from a sighting is bound by the sighting's issuer and subject only"
+                    .into(),
             ));
         };
         let sightings = self.store.list_sightings(SIGHTINGS_SEARCHED).await?;

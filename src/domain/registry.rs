@@ -161,13 +161,15 @@ impl Registry {
 /// replica.
 pub(crate) fn merge(stored: Vec<AgentRecord>, declared: &[AgentConfig]) -> Vec<AgentRecord> {
     use std::collections::BTreeMap;
+    let stored: BTreeMap<String, AgentRecord> =
+        stored.into_iter().map(|record| (record.name.clone(), record)).collect();
     let mut by_name: BTreeMap<String, AgentRecord> = stored
-        .into_iter()
+        .values()
         .filter(|record| record.managed_by == ManagedBy::Operator || record.retired.is_some())
-        .map(|record| (record.name.clone(), record))
+        .map(|record| (record.name.clone(), record.clone()))
         .collect();
     for agent in declared {
-        match by_name.get(&agent.name) {
+        match stored.get(&agent.name) {
             Some(stored) if stored.retired.is_some() => {}
             stored => {
                 let declared = agent.record(DateTime::UNIX_EPOCH);
@@ -197,4 +199,71 @@ pub(crate) fn suspended(status: &AgentStatus) -> Error {
         quoted(&status.agent),
         status.changed_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::IdentityMatch;
+    use crate::model::Retirement;
+
+    fn declared(name: &str, owner: &str) -> AgentConfig {
+        AgentConfig {
+            name: name.into(),
+            owner: owner.into(),
+            team: String::new(),
+            description: String::new(),
+            risk_tier: "low".into(),
+            identity: IdentityMatch {
+                issuer: "https://issuer".into(),
+                subject: Some(format!("{name}-subject")),
+                claims: Default::default(),
+            },
+        }
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::UNIX_EPOCH + chrono::TimeDelta::seconds(secs)
+    }
+
+    fn names(records: &[AgentRecord]) -> Vec<&str> {
+        records.iter().map(|record| record.name.as_str()).collect()
+    }
+
+    #[test]
+    fn this_replicas_configuration_decides_its_configured_agents() {
+        let kept = declared("kept", "a@example.com").record(at(10));
+        let dropped = declared("dropped", "a@example.com").record(at(10));
+        let mut registered = declared("registered", "b@example.com").record(at(20));
+        registered.managed_by = ManagedBy::Operator;
+        registered.created_by = "operator-1".into();
+        let merged =
+            merge(vec![kept.clone(), dropped, registered.clone()], &[declared("kept", "a@example.com")]);
+        assert_eq!(
+            names(&merged),
+            ["kept", "registered"],
+            "an agent the configuration dropped is not recognised"
+        );
+        assert_eq!(merged[0], kept, "a seeded agent keeps its history");
+        assert_eq!(merged[1], registered, "an operator's agent is as stored");
+    }
+
+    #[test]
+    fn the_configuration_wins_over_a_stale_record_but_not_over_retirement() {
+        let stale = declared("changed", "old@example.com").record(at(10));
+        let mut retired = declared("retired", "a@example.com").record(at(10));
+        retired.retired = Some(Retirement { at: at(30), by: "operator-1".into(), reason: "gone".into() });
+        let merged = merge(
+            vec![stale, retired.clone()],
+            &[
+                declared("changed", "new@example.com"),
+                declared("retired", "a@example.com"),
+                declared("new", "n@x"),
+            ],
+        );
+        assert_eq!(names(&merged), ["changed", "new", "retired"]);
+        assert_eq!(merged[0].owner, "new@example.com", "the configuration is what holds");
+        assert_eq!(merged[0].created_at, at(10), "with the stored history");
+        assert_eq!(merged[2], retired, "declaring a retired agent again does not revive it");
+    }
 }

@@ -28,8 +28,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::model::{
-    AgentRecord, AgentStatus, Approval, ApprovalState, ApprovalVote, Lease, LeaseState, RevocationReason, SealedHandle,
-    Sighting, Task,
+    AgentRecord, AgentStatus, Approval, ApprovalState, ApprovalVote, Lease, LeaseState, RevocationReason,
+    SealedHandle, Sighting, Task,
 };
 
 pub use self::redis::{RedisConfig, RedisStore};

@@ -55,8 +55,8 @@ use super::{
     Swept, SweptLease,
 };
 use crate::model::{
-    AgentRecord, AgentState, AgentStatus, Approval, ApprovalVote, Lease, RevocationReason, SealedHandle, Sighting, Task,
-    TaskClosure, TaskState,
+    AgentRecord, AgentState, AgentStatus, Approval, ApprovalVote, Lease, RevocationReason, SealedHandle,
+    Sighting, Task, TaskClosure, TaskState,
 };
 
 /// A [`LeaseStore`] in Redis.

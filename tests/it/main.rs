@@ -10,6 +10,7 @@ mod exchange;
 mod harness;
 mod identity;
 mod input;
+mod inventory;
 mod lifecycle;
 mod oauth2;
 mod oidc;

@@ -64,7 +64,11 @@ pub(super) async fn register_update_retire(store: Store) {
         ..updated.clone()
     };
     store.put_agent(Some(&updated), &retired).await.unwrap();
-    assert_eq!(store.get_agent("bot").await.unwrap(), Some(retired.clone()), "a retired agent keeps its record");
+    assert_eq!(
+        store.get_agent("bot").await.unwrap(),
+        Some(retired.clone()),
+        "a retired agent keeps its record"
+    );
     assert_eq!(
         store.put_agent(None, &record("bot", "eve@example.com")).await,
         Err(StoreError::AgentExists("bot".into())),

@@ -207,13 +207,36 @@ pub(super) fn due_leases(
 /// A row to write, with the row it replaces so its old index keys can go.
 /// Encoded when planned, so that the write itself can only fail in redb.
 pub(super) enum Change {
-    Task { old: Option<Task>, new: Task, row: Vec<u8> },
-    Lease { old: Option<Lease>, new: Lease, row: Vec<u8> },
-    Sighting { old: Option<Sighting>, new: Sighting, row: Vec<u8> },
-    Agent { new: AgentStatus, row: Vec<u8> },
+    Task {
+        old: Option<Task>,
+        new: Task,
+        row: Vec<u8>,
+    },
+    Lease {
+        old: Option<Lease>,
+        new: Lease,
+        row: Vec<u8>,
+    },
+    Sighting {
+        old: Option<Sighting>,
+        new: Sighting,
+        row: Vec<u8>,
+    },
+    Agent {
+        new: AgentStatus,
+        row: Vec<u8>,
+    },
     /// An agent's record, and the inventory revision it brings.
-    Registered { name: String, row: Vec<u8>, revision: u64 },
-    Approval { old: Option<Approval>, new: Approval, row: Vec<u8> },
+    Registered {
+        name: String,
+        row: Vec<u8>,
+        revision: u64,
+    },
+    Approval {
+        old: Option<Approval>,
+        new: Approval,
+        row: Vec<u8>,
+    },
 }
 
 impl Change {
