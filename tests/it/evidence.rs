@@ -67,7 +67,8 @@ async fn a_stopped_writ_leaves_a_log_that_verifies_and_tampering_is_named() {
     std::fs::write(&copy, kept[..kept.len() - 1].join("\n") + "\n").unwrap();
     let output = verify(&copy, &key, &[]);
     assert!(!output.status.success());
-    assert!(text(&output).contains("no signed checkpoint in 3 records"), "{}", text(&output));
+    let expected = format!("no signed checkpoint in {} records", kept.len() - 1);
+    assert!(text(&output).contains(&expected), "{}", text(&output));
 
     // Another key proves nothing.
     let other = dir.path().join("other.pk8");
