@@ -171,6 +171,8 @@ pub enum RevocationReason {
     AgentSuspended,
     /// The agent was retired: everything it holds goes, for good.
     AgentRetired,
+    /// Its provider was suspended (an incident at the downstream system).
+    ProviderSuspended,
 }
 
 impl RevocationReason {
@@ -185,6 +187,7 @@ impl RevocationReason {
             Self::Operator => "operator",
             Self::AgentSuspended => "agent_suspended",
             Self::AgentRetired => "agent_retired",
+            Self::ProviderSuspended => "provider_suspended",
         }
     }
 }
@@ -218,6 +221,20 @@ impl AgentState {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AgentStatus {
     pub agent: String,
+    pub state: AgentState,
+    pub changed_at: DateTime<Utc>,
+    pub changed_by: String,
+    /// Why, in the operator's words.
+    pub reason: String,
+}
+
+/// Whether Writ issues from a provider: kept in the lease store, like an
+/// agent's state, and checked in the same atomic step that records,
+/// activates or extends a lease. A provider with no status is active.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProviderStatus {
+    pub provider: String,
+    /// `Active` or `Suspended`.
     pub state: AgentState,
     pub changed_at: DateTime<Utc>,
     pub changed_by: String,

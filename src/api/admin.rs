@@ -38,6 +38,7 @@ impl AdminService for Admin {
             agent: Some(request.agent).filter(|agent| !agent.is_empty()),
             task_id: Some(request.task_id).filter(|task| !task.is_empty()),
             state: convert::from_lease_state(state),
+            provider: None,
         };
         let leases = self.broker.list_leases(&filter, after, limit).await.map_err(status)?;
         let next_page_token = if leases.len() == limit {

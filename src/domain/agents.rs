@@ -332,7 +332,7 @@ fn partial(verb: &str, done: &str, succeeded: &[&str], failed: &[(String, Error)
     ))
 }
 
-fn check_reason(reason: &str) -> Result<(), Error> {
+pub(super) fn check_reason(reason: &str) -> Result<(), Error> {
     if reason.trim().is_empty() {
         return Err(Error::InvalidArgument("reason must say why (it is evidence)".into()));
     }

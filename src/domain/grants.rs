@@ -456,6 +456,8 @@ impl Broker {
             Some(RevocationReason::TaskClosed | RevocationReason::DeadlinePassed) => {
                 StoreError::TaskClosed(lease.task_id).into()
             }
+            Some(RevocationReason::AgentRetired) => StoreError::AgentSuspended(lease.agent).into(),
+            Some(RevocationReason::ProviderSuspended) => StoreError::ProviderSuspended(lease.provider).into(),
             _ => StoreError::LeaseState { id: lease.id, state: lease.state }.into(),
         }
     }

@@ -11,7 +11,7 @@
 
 use serde_json::{Value, json};
 
-use super::agents::AgentView;
+use super::agents::{AgentView, check_reason};
 use super::{Broker, Error, check_text, quoted};
 use crate::audit::AuditEvent;
 use crate::config::{CONFIGURATION, IdentityMatch};
@@ -26,7 +26,6 @@ const MAX_DESCRIPTION_CHARS: usize = 1000;
 const MAX_RISK_TIER_CHARS: usize = 64;
 const MAX_SUBJECT_CHARS: usize = 1024;
 const MAX_CLAIMS: usize = 16;
-const MAX_REASON_CHARS: usize = 500;
 /// How many sightings are searched for the one an agent is registered from.
 const SIGHTINGS_SEARCHED: usize = 10_000;
 
@@ -448,13 +447,6 @@ fn check_name(name: &str) -> Result<(), Error> {
             quoted(name)
         )))
     }
-}
-
-fn check_reason(reason: &str) -> Result<(), Error> {
-    if reason.trim().is_empty() {
-        return Err(Error::InvalidArgument("reason must say why (it is evidence)".into()));
-    }
-    check_text("reason", reason, MAX_REASON_CHARS)
 }
 
 fn retired_already(name: &str) -> Error {

@@ -11,6 +11,7 @@ mod approvals;
 mod explain;
 mod grants;
 mod inventory;
+mod providers;
 mod registry;
 mod report;
 mod scopes;
@@ -35,6 +36,7 @@ pub use approvals::{ApprovalSettings, IssueOutcome, Verdict};
 pub use explain::{ExplainRequest, ExplainTask, Explained};
 pub use grants::{GrantRequest, IssueRequest, Issued, Renewal};
 pub use inventory::{AgentChanges, Registration, RetiredAgent};
+pub use providers::{ProviderSuspension, ProviderView};
 pub use registry::{Declared, Registry};
 pub use report::{AccessReport, AgentAccess, RoleUse};
 pub use scopes::ScopeOutcome;
@@ -117,6 +119,11 @@ impl From<StoreError> for Error {
                 quoted(&agent)
             )),
             StoreError::AgentNotSuspended(_) => Self::FailedPrecondition(error.to_string()),
+            StoreError::ProviderSuspended(provider) => Self::PermissionDenied(format!(
+                "provider {} is suspended by an operator; nothing is issued from it until it is resumed",
+                quoted(&provider)
+            )),
+            StoreError::ProviderNotSuspended(_) => Self::FailedPrecondition(error.to_string()),
             StoreError::AgentExists(_) => Self::AlreadyExists(error.to_string()),
             StoreError::AgentChanged(agent) => Self::Aborted(format!(
                 "agent {} was changed by someone else meanwhile; read it again and retry",

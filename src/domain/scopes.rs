@@ -187,11 +187,11 @@ impl Broker {
     ) -> Result<Progress, Error> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut all_queued: HashSet<Uuid> = queued.iter().copied().collect();
-        if let Scope::Agent(agent) = scope {
+        if let Some(filter) = suspended_by(scope) {
             // On Redis another replica may have moved some of the agent's
-            // leases meanwhile (finishing what looked like a cut-short
-            // close): they are this suspension's too.
-            match self.agent_leases_in(agent, LeaseState::Revoking).await {
+            // (or provider's) leases meanwhile (finishing what looked like a
+            // cut-short close): they are this suspension's too.
+            match self.leases_in(&filter, LeaseState::Revoking).await {
                 Ok(revoking) => all_queued.extend(revoking.iter().map(|lease| lease.id)),
                 Err(error) => {
                     tracing::warn!(%error, "cannot list the agent's revoking leases; counting this replica's")
@@ -264,10 +264,11 @@ impl Broker {
                 let finished = leases.iter().filter(|lease| lease.state.is_final()).count();
                 Ok(Progress { revoked: finished - failed, retrying: leases.len() - finished, failed })
             }
-            Scope::Agent(agent) => {
-                let revoking = self.agent_leases_in(agent, LeaseState::Revoking).await?;
+            Scope::Agent(_) | Scope::Provider(_) => {
+                let filter = suspended_by(scope).unwrap_or_default();
+                let revoking = self.leases_in(&filter, LeaseState::Revoking).await?;
                 let failed = self
-                    .agent_leases_in(agent, LeaseState::Failed)
+                    .leases_in(&filter, LeaseState::Failed)
                     .await?
                     .iter()
                     .filter(|lease| queued.contains(&lease.id) && lease.revocation_gave_up())
@@ -279,10 +280,9 @@ impl Broker {
         }
     }
 
-    /// Every lease of `agent` in `state`, a page at a time.
-    async fn agent_leases_in(&self, agent: &str, state: LeaseState) -> Result<Vec<Lease>, Error> {
-        let filter =
-            LeaseFilter { agent: Some(agent.to_owned()), state: Some(state), ..LeaseFilter::default() };
+    /// Every lease `filter` names in `state`, a page at a time.
+    async fn leases_in(&self, filter: &LeaseFilter, state: LeaseState) -> Result<Vec<Lease>, Error> {
+        let filter = LeaseFilter { state: Some(state), ..filter.clone() };
         let mut leases = Vec::new();
         loop {
             let page =
@@ -296,7 +296,19 @@ impl Broker {
     }
 }
 
-/// The evidence of ending a scope: `task_closed` or `agent_suspended`.
+/// The leases of a suspended agent or provider (a task's are read whole).
+fn suspended_by(scope: &Scope) -> Option<LeaseFilter> {
+    match scope {
+        Scope::Task(_) => None,
+        Scope::Agent(agent) => Some(LeaseFilter { agent: Some(agent.clone()), ..LeaseFilter::default() }),
+        Scope::Provider(provider) => {
+            Some(LeaseFilter { provider: Some(provider.clone()), ..LeaseFilter::default() })
+        }
+    }
+}
+
+/// The evidence of ending a scope: `task_closed`, `agent_suspended` or
+/// `provider_suspended`.
 fn scope_event(
     scope: &Scope,
     caller: &str,
@@ -312,6 +324,7 @@ fn scope_event(
             Some(task_id.clone()),
         ),
         Scope::Agent(agent) => ("agent_suspended", Some(agent.clone()), None),
+        Scope::Provider(_) => ("provider_suspended", None, None),
     };
     let mut details = json!({});
     if let Some(closed) = closed {
@@ -329,6 +342,10 @@ fn scope_event(
         outcome,
         agent,
         task,
+        provider: match scope {
+            Scope::Provider(provider) => Some(provider.clone()),
+            _ => None,
+        },
         reason: Some(reason.as_str().to_owned()),
         details: Some(details),
         ..AuditEvent::default()

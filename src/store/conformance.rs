@@ -39,6 +39,8 @@ where
     scopes::suspend_agent(make_store().await).await;
     scopes::resume_agent(make_store().await).await;
     scopes::nothing_under_a_closed_scope(make_store().await).await;
+    scopes::suspend_provider(make_store().await).await;
+    scopes::no_activation_from_a_suspended_provider(make_store().await).await;
     revocation::request_revocation(make_store().await).await;
     revocation::sweep(make_store().await).await;
     revocation::sweep_limit(make_store().await).await;
@@ -358,6 +360,7 @@ async fn list_leases(store: Store) {
         agent: agent.map(Into::into),
         task_id: task_id.map(Into::into),
         state,
+        provider: None,
     };
     let cases = [
         (filter(None, None, None), vec![0, 1, 2, 3, 4]),

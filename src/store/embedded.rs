@@ -31,7 +31,8 @@ use super::{
     Swept,
 };
 use crate::model::{
-    AgentRecord, AgentStatus, Approval, ApprovalVote, Lease, RevocationReason, SealedHandle, Sighting, Task,
+    AgentRecord, AgentStatus, Approval, ApprovalVote, Lease, ProviderStatus, RevocationReason, SealedHandle,
+    Sighting, Task,
 };
 
 /// redb's page cache. Bounded, so memory stays flat however many leases
@@ -145,6 +146,21 @@ impl LeaseStore for EmbeddedStore {
     ) -> Result<AgentStatus, StoreError> {
         let (agent, by, reason) = (agent.to_owned(), by.to_owned(), reason.to_owned());
         self.write(move |tables| plans::resume_agent(tables, &agent, &by, &reason, now)).await
+    }
+
+    async fn provider_status(&self, provider: &str) -> Result<Option<ProviderStatus>, StoreError> {
+        self.lookup(|txn| reads::provider_status(txn, provider))
+    }
+
+    async fn resume_provider(
+        &self,
+        provider: &str,
+        by: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ProviderStatus, StoreError> {
+        let (provider, by, reason) = (provider.to_owned(), by.to_owned(), reason.to_owned());
+        self.write(move |tables| plans::resume_provider(tables, &provider, &by, &reason, now)).await
     }
 
     async fn get_agent(&self, name: &str) -> Result<Option<AgentRecord>, StoreError> {

@@ -28,8 +28,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::model::{
-    AgentRecord, AgentStatus, Approval, ApprovalState, ApprovalVote, Lease, LeaseState, RevocationReason,
-    SealedHandle, Sighting, Task,
+    AgentRecord, AgentStatus, Approval, ApprovalState, ApprovalVote, Lease, LeaseState, ProviderStatus,
+    RevocationReason, SealedHandle, Sighting, Task,
 };
 
 pub use self::redis::{RedisConfig, RedisStore};
@@ -54,6 +54,11 @@ pub enum StoreError {
     /// The agent is not suspended, so there is nothing to resume.
     #[error("agent {0:?} is not suspended")]
     AgentNotSuspended(String),
+    /// The provider is suspended: nothing may be issued from it.
+    #[error("provider {0:?} is suspended")]
+    ProviderSuspended(String),
+    #[error("provider {0:?} is not suspended")]
+    ProviderNotSuspended(String),
     /// An agent by that name is registered already (retired ones too: a
     /// name is never reused).
     #[error("agent {0:?} is registered already")]
@@ -88,6 +93,9 @@ pub struct LeaseFilter {
     pub agent: Option<String>,
     pub task_id: Option<String>,
     pub state: Option<LeaseState>,
+    /// Checked on each lease found through the other filters (no store
+    /// indexes leases by provider): set a state or a task with it.
+    pub provider: Option<String>,
 }
 
 impl LeaseFilter {
@@ -95,6 +103,7 @@ impl LeaseFilter {
         self.agent.as_ref().is_none_or(|agent| *agent == lease.agent)
             && self.task_id.as_ref().is_none_or(|task| *task == lease.task_id)
             && self.state.is_none_or(|state| state == lease.state)
+            && self.provider.as_ref().is_none_or(|provider| *provider == lease.provider)
     }
 }
 
@@ -117,11 +126,13 @@ impl ApprovalFilter {
 }
 
 /// Everything issued under one thing, which [`LeaseStore::close_scope`]
-/// ends at once: a task (closing it), or an agent (suspending it).
+/// ends at once: a task (closing it), an agent or a provider (suspending
+/// it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Scope {
     Task(String),
     Agent(String),
+    Provider(String),
 }
 
 impl Scope {
@@ -130,6 +141,7 @@ impl Scope {
         match self {
             Self::Task(task_id) => format!("task {task_id:?}"),
             Self::Agent(agent) => format!("agent {agent:?}"),
+            Self::Provider(provider) => format!("provider {provider:?}"),
         }
     }
 }
@@ -151,6 +163,8 @@ pub struct ClosedScope {
     pub task: Option<Task>,
     /// The agent's status as suspended, for an agent scope.
     pub agent: Option<AgentStatus>,
+    /// The provider's status as suspended, for a provider scope.
+    pub provider: Option<ProviderStatus>,
     /// Whether this call ended the scope (false: it was ended already, and
     /// the call at most finished moving its leases).
     pub ended_now: bool,
@@ -305,6 +319,19 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// A number that changes whenever any agent's record does (0 before the
     /// first): replicas poll it to know when to read the inventory again.
     async fn agents_revision(&self) -> Result<u64, StoreError>;
+
+    /// A provider's state; `None` for one never suspended (active).
+    async fn provider_status(&self, provider: &str) -> Result<Option<ProviderStatus>, StoreError>;
+
+    /// Lifts a provider's suspension; the leases it revoked stay revoked.
+    /// Fails with `ProviderNotSuspended` for one that is not suspended.
+    async fn resume_provider(
+        &self,
+        provider: &str,
+        by: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ProviderStatus, StoreError>;
 
     /// Open tasks whose deadline is at or before `now`, oldest first.
     async fn overdue_tasks(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>, StoreError>;

@@ -55,8 +55,8 @@ use super::{
     Swept, SweptLease,
 };
 use crate::model::{
-    AgentRecord, AgentState, AgentStatus, Approval, ApprovalVote, Lease, RevocationReason, SealedHandle,
-    Sighting, Task, TaskClosure, TaskState,
+    AgentRecord, AgentState, AgentStatus, Approval, ApprovalVote, Lease, ProviderStatus, RevocationReason,
+    SealedHandle, Sighting, Task, TaskClosure, TaskState,
 };
 
 /// A [`LeaseStore`] in Redis.
@@ -86,6 +86,8 @@ pub struct CloseStep {
     pub task: Option<Task>,
     /// The agent's status as suspended, for an agent scope.
     pub agent: Option<AgentStatus>,
+    /// The provider's status as suspended, for a provider scope.
+    pub provider: Option<ProviderStatus>,
     /// Leases this call moved to revoking.
     pub revoking: Vec<SweptLease>,
     /// The reason they were queued for: the first close's.
@@ -115,6 +117,7 @@ impl RedisStore {
         let (kind, id) = match scope {
             Scope::Task(task_id) => ("task", task_id),
             Scope::Agent(agent) => ("agent", agent),
+            Scope::Provider(provider) => ("provider", provider),
         };
         let mut call = self.function("close_scope");
         call.arg(kind)
@@ -133,15 +136,16 @@ impl RedisStore {
             _ => return Err(reply.unexpected()),
         };
         let row = reply.bytes()?;
-        let (task, agent) = match scope {
-            Scope::Task(_) => (Some(decode("task", &row)?), None),
-            Scope::Agent(_) => (None, Some(decode("agent status", &row)?)),
+        let (task, agent, provider) = match scope {
+            Scope::Task(_) => (Some(decode("task", &row)?), None, None),
+            Scope::Agent(_) => (None, Some(decode("agent status", &row)?), None),
+            Scope::Provider(_) => (None, None, Some(decode("provider status", &row)?)),
         };
         let ids = keys::lease_ids(reply.list()?)?;
         let reason = record::REASONS.get(reply.count()?).copied().ok_or_else(|| reply.unexpected())?;
         let ended_now = reply.bytes()? == b"new";
         let revoking = reply::named(ids, reply.list()?)?;
-        Ok(Some(CloseStep { task, agent, revoking, reason, ended_now, done }))
+        Ok(Some(CloseStep { task, agent, provider, revoking, reason, ended_now, done }))
     }
 
     /// Ends a scope and moves all its leases, a batch per call. Returns
@@ -163,14 +167,21 @@ impl RedisStore {
                     return Ok(None);
                 }
                 let revoking = moved.iter().map(|lease: &SweptLease| lease.id).collect();
-                let closed = ClosedScope { task: None, agent: None, ended_now: false, revoking };
+                let closed =
+                    ClosedScope { task: None, agent: None, provider: None, ended_now: false, revoking };
                 return Ok(Some((closed, moved, reason)));
             };
             moved.extend(step.revoking);
             let ended_now = *ended_now.get_or_insert(step.ended_now);
             if step.done {
                 let revoking = moved.iter().map(|lease| lease.id).collect();
-                let closed = ClosedScope { task: step.task, agent: step.agent, ended_now, revoking };
+                let closed = ClosedScope {
+                    task: step.task,
+                    agent: step.agent,
+                    provider: step.provider,
+                    ended_now,
+                    revoking,
+                };
                 return Ok(Some((closed, moved, step.reason)));
             }
         }
@@ -184,8 +195,12 @@ impl RedisStore {
     /// the sweep.
     async fn finish_closes(&self, now: DateTime<Utc>) -> Vec<(SweptLease, RevocationReason)> {
         let mut moved = Vec::new();
-        let unfinished = [(self.keys.closing(), true), (self.keys.closing_agents(), false)];
-        for (closing, tasks) in unfinished {
+        let unfinished: [(String, fn(String) -> Scope); 3] = [
+            (self.keys.closing(), Scope::Task),
+            (self.keys.closing_agents(), Scope::Agent),
+            (self.keys.closing_providers(), Scope::Provider),
+        ];
+        for (closing, scope_of) in unfinished {
             let ids = match self.connection.hkeys(&closing).await {
                 Ok(ids) => ids,
                 Err(error) => {
@@ -198,7 +213,7 @@ impl RedisStore {
                     tracing::error!("a closing scope's id is not UTF-8; it is left as it is");
                     continue;
                 };
-                let scope = if tasks { Scope::Task(id) } else { Scope::Agent(id) };
+                let scope = scope_of(id);
                 // Only goes on with a close under way; the function answers
                 // with the reason that close was given.
                 match self.close_all(&scope, b"", RevocationReason::TaskClosed, now).await {
@@ -247,13 +262,13 @@ impl RedisStore {
             "ok" => record::decode(lease_id, &reply.bytes()?),
             "lease_not_found" => Err(StoreError::LeaseNotFound(lease_id)),
             // The lease names its task and agent; the store reads them back.
-            "task_closed" | "agent_suspended" => {
-                let refused = reply.status() == "task_closed";
+            "task_closed" | "agent_suspended" | "provider_suspended" => {
+                let status = reply.status().to_owned();
                 let lease = self.get_lease(lease_id).await?.ok_or(StoreError::LeaseNotFound(lease_id))?;
-                Err(if refused {
-                    StoreError::TaskClosed(lease.task_id)
-                } else {
-                    StoreError::AgentSuspended(lease.agent)
+                Err(match status.as_str() {
+                    "task_closed" => StoreError::TaskClosed(lease.task_id),
+                    "agent_suspended" => StoreError::AgentSuspended(lease.agent),
+                    _ => StoreError::ProviderSuspended(lease.provider),
                 })
             }
             "lease_state" => Err(StoreError::LeaseState { id: lease_id, state: reply.state()? }),
@@ -313,6 +328,16 @@ impl LeaseStore for RedisStore {
                     reason: closure.note.clone(),
                 },
             )?,
+            Scope::Provider(provider) => encode(
+                "provider status",
+                &ProviderStatus {
+                    provider: provider.clone(),
+                    state: AgentState::Suspended,
+                    changed_at: now,
+                    changed_by: closure.by.clone(),
+                    reason: closure.note.clone(),
+                },
+            )?,
         };
         let (closed, _, _) =
             self.close_all(scope, ending.as_bytes(), closure.reason, now).await?.ok_or_else(|| {
@@ -324,6 +349,44 @@ impl LeaseStore for RedisStore {
     async fn agent_status(&self, agent: &str) -> Result<Option<AgentStatus>, StoreError> {
         let row = self.connection.hget(&self.keys.agents(), agent.as_bytes()).await?;
         row.map(|row| decode("agent status", &row)).transpose()
+    }
+
+    async fn provider_status(&self, provider: &str) -> Result<Option<ProviderStatus>, StoreError> {
+        let row = self.connection.hget(&self.keys.providers(), provider.as_bytes()).await?;
+        row.map(|row| decode("provider status", &row)).transpose()
+    }
+
+    async fn resume_provider(
+        &self,
+        provider: &str,
+        by: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ProviderStatus, StoreError> {
+        let status = ProviderStatus {
+            provider: provider.to_owned(),
+            state: AgentState::Active,
+            changed_at: now,
+            changed_by: by.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let mut call = self.function("resume_provider");
+        call.arg(provider).arg(encode("provider status", &status)?);
+        for _ in 0..2 {
+            let reply = Reply::parse(self.invoke(&call).await?)?;
+            match reply.status() {
+                "ok" => return Ok(status),
+                "not_suspended" => return Err(StoreError::ProviderNotSuspended(provider.to_owned())),
+                "closing" => {
+                    let scope = Scope::Provider(provider.to_owned());
+                    self.close_all(&scope, b"", RevocationReason::ProviderSuspended, now).await?;
+                }
+                _ => return Err(reply.unexpected()),
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "the suspension of provider {provider:?} is still being finished; try again"
+        )))
     }
 
     async fn get_agent(&self, name: &str) -> Result<Option<AgentRecord>, StoreError> {
@@ -433,6 +496,7 @@ impl LeaseStore for RedisStore {
             "task_not_found" => Err(StoreError::TaskNotFound(lease.task_id)),
             "task_closed" => Err(StoreError::TaskClosed(lease.task_id)),
             "agent_suspended" => Err(StoreError::AgentSuspended(lease.agent)),
+            "provider_suspended" => Err(StoreError::ProviderSuspended(lease.provider)),
             "lease_state" => Err(StoreError::LeaseState { id: lease.id, state: reply.state()? }),
             _ => Err(reply.unexpected()),
         }
@@ -490,7 +554,8 @@ impl LeaseStore for RedisStore {
             .arg(filter_arg(filter.agent.as_deref()))
             .arg(filter.state.map_or("", |state| state.as_str()))
             .arg(after)
-            .arg(limit_arg(limit));
+            .arg(limit_arg(limit))
+            .arg(filter_arg(filter.provider.as_deref()));
         self.leases(&call).await
     }
 

@@ -34,10 +34,10 @@ async fn a_namespace_in_another_layout_is_refused() {
     let server = RedisServer::start();
     let store = store(&config(server.url(), "layout")).await;
     store.create_task(task("before")).await.unwrap();
-    assert_eq!(server.cli(&["get", "writ:{layout}:layout"]).trim(), "3", "marked on first use");
+    assert_eq!(server.cli(&["get", "writ:{layout}:layout"]).trim(), "4", "marked on first use");
 
     // Layout 2 (no agent states) is read and written as it is, and marked
-    // 3 by the first suspension, after which layout 2 code refuses it.
+    // 4 by the first suspension, after which older code refuses it.
     server.cli(&["set", "writ:{layout}:layout", "2"]);
     assert!(store.get_task("before").await.unwrap().is_some());
     store.overdue_tasks(t(0), 10).await.expect("a read of a layout 2 namespace");
@@ -47,8 +47,19 @@ async fn a_namespace_in_another_layout_is_refused() {
     let suspension =
         Closure { by: "op".into(), reason: RevocationReason::AgentSuspended, note: String::new() };
     store.close_scope(&Scope::Agent("agent".into()), &suspension, t(1)).await.unwrap();
-    assert_eq!(server.cli(&["get", "writ:{layout}:layout"]).trim(), "3", "marked by the first suspension");
+    assert_eq!(server.cli(&["get", "writ:{layout}:layout"]).trim(), "4", "marked by the first suspension");
     store.resume_agent("agent", "op", "", t(2)).await.unwrap();
+
+    // Layout 3 (no provider states) likewise, marked 4 by the first
+    // provider's suspension.
+    server.cli(&["set", "writ:{layout}:layout", "3"]);
+    store.insert_pending(lease(id(10), "before"), t(3)).await.expect("a write to a layout 3 namespace");
+    assert_eq!(server.cli(&["get", "writ:{layout}:layout"]).trim(), "3", "still layout 3 code's");
+    let suspension =
+        Closure { by: "op".into(), reason: RevocationReason::ProviderSuspended, note: String::new() };
+    store.close_scope(&Scope::Provider("test".into()), &suspension, t(4)).await.unwrap();
+    assert_eq!(server.cli(&["get", "writ:{layout}:layout"]).trim(), "4", "marked by the first suspension");
+    store.resume_provider("test", "op", "", t(5)).await.unwrap();
 
     let refused = |result: Result<(), StoreError>, layout: &str| match result {
         Err(StoreError::Unavailable(message)) => {
@@ -58,10 +69,10 @@ async fn a_namespace_in_another_layout_is_refused() {
         }
         other => panic!("expected Unavailable, got {other:?}"),
     };
-    server.cli(&["set", "writ:{layout}:layout", "4"]);
-    refused(store.health().await, "4");
-    refused(store.create_task(task("during")).await, "4");
-    refused(store.overdue_tasks(t(0), 10).await.map(drop), "4");
+    server.cli(&["set", "writ:{layout}:layout", "5"]);
+    refused(store.health().await, "5");
+    refused(store.create_task(task("during")).await, "5");
+    refused(store.overdue_tasks(t(0), 10).await.map(drop), "5");
     assert!(store.get_task("during").await.unwrap().is_none(), "nothing written");
 
     server.cli(&["del", "writ:{layout}:layout"]);
@@ -80,7 +91,7 @@ async fn a_namespace_in_another_layout_is_refused() {
     // check, so the leases written next do not make it look like layout 1.
     server.cli(&["flushall"]);
     store.create_task(task("again")).await.unwrap();
-    assert_eq!(server.cli(&["get", "writ:{layout}:layout"]).trim(), "3");
+    assert_eq!(server.cli(&["get", "writ:{layout}:layout"]).trim(), "4");
     store.insert_pending(lease(id(1), "again"), t(0)).await.unwrap();
     store.health().await.unwrap();
 }

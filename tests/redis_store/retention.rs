@@ -261,3 +261,50 @@ async fn a_suspension_stopped_half_way_is_finished_before_anything_else() {
     redis.insert_pending(lease(id(71), "t"), t(13)).await.expect("still active");
     assert_eq!(redis.get_lease(id(70)).await.unwrap().unwrap().state, LeaseState::Pending, "not taken");
 }
+
+/// A provider's suspension walks every active lease in batches: one cut
+/// short (the caller crashed) is finished by the sweep, and leases of
+/// other providers met on the way are left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_suspension_stopped_half_way_is_finished_by_the_sweep() {
+    let server = RedisServer::start();
+    let redis = RedisStore::open(&config(server.url(), "provider-suspending")).await.unwrap();
+    let handle = SealedHandle { key_id: "k".into(), sealed: vec![1; 40] };
+    redis.create_task(task("t")).await.unwrap();
+    for n in 0..8u128 {
+        let provider = if n % 2 == 0 { "db" } else { "other" };
+        redis.insert_pending(Lease { provider: provider.into(), ..lease(id(n), "t") }, t(0)).await.unwrap();
+        if n < 6 {
+            redis.activate(id(n), t(1000), handle.clone(), t(1)).await.unwrap();
+        }
+    }
+    let scope = Scope::Provider("db".into());
+    let status = br#"{"provider":"db","state":"suspended","changed_at":"2026-01-01T00:00:02Z","changed_by":"op","reason":"x"}"#;
+    let first = redis
+        .close_step_of(&scope, status, RevocationReason::ProviderSuspended, t(2), 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!first.done && first.ended_now);
+    // The pending lease of the provider (6), then the first two active ones
+    // walked (0 of db, 1 of another provider).
+    assert_eq!(first.revoking.iter().map(|lease| lease.id).collect::<Vec<_>>(), [id(6), id(0)]);
+    let err = redis.extend(id(2), t(2000), t(3)).await.unwrap_err();
+    assert_eq!(err, StoreError::ProviderSuspended("db".into()), "refused before its batch is reached");
+    redis.extend(id(3), t(2000), t(3)).await.expect("another provider's lease is renewed");
+
+    let swept = redis.sweep(t(4), t(0), 100).await.unwrap();
+    let moved: Vec<Uuid> = swept.closed.iter().map(|(lease, _)| lease.id).collect();
+    assert_eq!(moved, [id(2), id(4)], "the rest of the provider's active leases");
+    assert!(swept.closed.iter().all(|(_, reason)| *reason == RevocationReason::ProviderSuspended));
+    for n in [1, 3, 5, 7] {
+        let state = redis.get_lease(id(n)).await.unwrap().unwrap().state;
+        assert!(
+            matches!(state, LeaseState::Active | LeaseState::Pending),
+            "lease {n} of another provider: {state:?}"
+        );
+    }
+    assert!(redis.sweep(t(5), t(0), 100).await.unwrap().closed.is_empty(), "finished once");
+    redis.resume_provider("db", "op", "fixed", t(6)).await.unwrap();
+    redis.insert_pending(Lease { provider: "db".into(), ..lease(id(20), "t") }, t(7)).await.expect("resumed");
+}

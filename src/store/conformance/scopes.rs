@@ -3,7 +3,7 @@
 //! that its task is open and its agent active.
 
 use super::*;
-use crate::model::{AgentState, AgentStatus};
+use crate::model::{AgentState, AgentStatus, ProviderStatus};
 use crate::store::{Closure, Scope};
 
 fn suspension(by: &str) -> Closure {
@@ -134,4 +134,105 @@ pub(super) async fn nothing_under_a_closed_scope(store: Store) {
         matches!(err, StoreError::LeaseState { .. } | StoreError::AgentSuspended(_)),
         "a suspended agent's lease is not extended: {err:?}"
     );
+}
+
+fn provider_suspension(by: &str) -> Closure {
+    Closure { by: by.into(), reason: RevocationReason::ProviderSuspended, note: "db outage".into() }
+}
+
+/// A pending lease `n` from another provider.
+fn lease_from(n: u16, provider: &str, task_id: &str) -> Lease {
+    Lease { provider: provider.into(), ..lease(n, task_id, t(0)) }
+}
+
+/// A provider's suspension takes every live lease it issued, of every
+/// agent and task, and nothing from another provider; nothing more is
+/// issued from it until it is resumed.
+pub(super) async fn suspend_provider(store: Store) {
+    assert_eq!(store.provider_status("db").await.unwrap(), None, "a provider starts with no status");
+    open_task(&store, "a").await;
+    let mut other_agents = task("b", t(100_000));
+    other_agents.agent = "agent-2".into();
+    store.create_task(other_agents).await.unwrap();
+    let waiting = lease_from(1, "db", "a");
+    store.insert_pending(waiting.clone(), t(0)).await.unwrap();
+    let live = Lease { agent: "agent-2".into(), ..lease_from(2, "db", "b") };
+    store.insert_pending(live.clone(), t(0)).await.unwrap();
+    store.activate(live.id, t(1000), handle("minted", 2), t(1)).await.unwrap();
+    let done = lease_from(3, "db", "a");
+    store.insert_pending(done.clone(), t(0)).await.unwrap();
+    store.activate(done.id, t(1000), handle("minted", 3), t(1)).await.unwrap();
+    store.request_revocation(&[done.id], RevocationReason::Released, t(5)).await.unwrap();
+    let bystander = active(&store, 4, "a", t(1000)).await;
+
+    let scope = Scope::Provider("db".into());
+    let closed = store.close_scope(&scope, &provider_suspension("operator-1"), t(10)).await.unwrap();
+    assert!(closed.ended_now);
+    assert!(closed.task.is_none() && closed.agent.is_none());
+    let status = ProviderStatus {
+        provider: "db".into(),
+        state: AgentState::Suspended,
+        changed_at: t(10),
+        changed_by: "operator-1".into(),
+        reason: "db outage".into(),
+    };
+    assert_eq!(closed.provider, Some(status.clone()));
+    assert_eq!(store.provider_status("db").await.unwrap(), Some(status.clone()));
+    assert_eq!(sorted(closed.revoking), vec![waiting.id, live.id], "every live lease, of every agent");
+    assert_revoking(&store, waiting.id, RevocationReason::ProviderSuspended, t(10)).await;
+    assert_revoking(&store, live.id, RevocationReason::ProviderSuspended, t(10)).await;
+    assert_revoking(&store, done.id, RevocationReason::Released, t(5)).await;
+    assert_eq!(lease_of(&store, bystander).await.state, LeaseState::Active, "other providers untouched");
+    assert_eq!(store.agent_status("agent-1").await.unwrap(), None, "agents are not suspended");
+
+    let filter = LeaseFilter {
+        provider: Some("db".into()),
+        state: Some(LeaseState::Revoking),
+        ..LeaseFilter::default()
+    };
+    assert_eq!(
+        ids(&store.list_leases(&filter, None, 10).await.unwrap()),
+        sorted(vec![waiting.id, live.id, done.id])
+    );
+
+    let again = store.close_scope(&scope, &provider_suspension("operator-2"), t(20)).await.unwrap();
+    assert!(!again.ended_now && again.revoking.is_empty());
+    assert_eq!(again.provider, Some(status));
+
+    // Nothing more from it; the other provider goes on.
+    let err = store.insert_pending(lease_from(5, "db", "a"), t(30)).await.unwrap_err();
+    assert_eq!(err, StoreError::ProviderSuspended("db".into()));
+    assert_eq!(store.get_lease(lease_id(5)).await.unwrap(), None, "refused lease not written");
+    store.extend(bystander, t(1100), t(30)).await.expect("another provider's lease is renewed");
+    store.insert_pending(lease(6, "a", t(30)), t(30)).await.expect("another provider still issues");
+
+    let resumed = store.resume_provider("db", "operator-3", "db back", t(40)).await.unwrap();
+    assert_eq!(resumed.state, AgentState::Active);
+    assert_eq!(store.provider_status("db").await.unwrap(), Some(resumed));
+    let err = store.resume_provider("db", "operator-3", "", t(41)).await.unwrap_err();
+    assert_eq!(err, StoreError::ProviderNotSuspended("db".into()), "resuming twice");
+    assert_revoking(&store, live.id, RevocationReason::ProviderSuspended, t(10)).await;
+    store.insert_pending(lease_from(7, "db", "a"), t(50)).await.expect("issued again once resumed");
+}
+
+/// A lease whose mint was under way when its provider was suspended is not
+/// activated: it goes to revoking with the minted handle.
+pub(super) async fn no_activation_from_a_suspended_provider(store: Store) {
+    open_task(&store, "a").await;
+    let minting = lease_from(1, "db", "a");
+    store.insert_pending(minting.clone(), t(0)).await.unwrap();
+    let live = lease_from(2, "db", "a");
+    store.insert_pending(live.clone(), t(0)).await.unwrap();
+    store.activate(live.id, t(1000), handle("minted", 2), t(1)).await.unwrap();
+    store.close_scope(&Scope::Provider("db".into()), &provider_suspension("operator"), t(10)).await.unwrap();
+    let err = store.activate(minting.id, t(900), handle("minted", 1), t(11)).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::LeaseState { .. } | StoreError::ProviderSuspended(_)),
+        "not handed out: {err:?}"
+    );
+    let lease = lease_of(&store, minting.id).await;
+    assert_eq!(lease.state, LeaseState::Revoking);
+    assert_eq!(lease.handle, handle("minted", 1), "the minted handle is kept, to revoke");
+    let err = store.extend(live.id, t(1100), t(12)).await.unwrap_err();
+    assert!(matches!(err, StoreError::LeaseState { .. } | StoreError::ProviderSuspended(_)), "{err:?}");
 }

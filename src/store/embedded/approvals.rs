@@ -19,7 +19,7 @@ pub(super) fn create(
     approval: Approval,
     now: DateTime<Utc>,
 ) -> Result<Planned<()>, StoreError> {
-    if let Some((refused, _)) = refusal(tables, &approval.task_id, &approval.agent, now)? {
+    if let Some((refused, _)) = refusal(tables, &approval.task_id, &approval.agent, None, now)? {
         return Err(refused);
     }
     if let Some(existing) = get_approval(&tables.approvals, approval.id.as_u128())? {
@@ -43,7 +43,7 @@ pub(super) fn vote(
     let approval = existing(tables, id)?;
     let now = vote.at;
     let updated = rules::voted(&approval, vote)?;
-    if let Some((refused, _)) = refusal(tables, &approval.task_id, &approval.agent, now)? {
+    if let Some((refused, _)) = refusal(tables, &approval.task_id, &approval.agent, None, now)? {
         return Err(refused);
     }
     Planned::done(updated.clone(), vec![Change::approval(Some(approval), updated)?])
@@ -57,7 +57,7 @@ pub(super) fn collect(
 ) -> Result<Planned<Approval>, StoreError> {
     let approval = existing(tables, id)?;
     let updated = rules::collected(&approval, agent, now)?;
-    if let Some((refused, _)) = refusal(tables, &approval.task_id, &approval.agent, now)? {
+    if let Some((refused, _)) = refusal(tables, &approval.task_id, &approval.agent, None, now)? {
         return Err(refused);
     }
     Planned::done(updated.clone(), vec![Change::approval(Some(approval), updated)?])
@@ -84,7 +84,7 @@ pub(super) fn end(
                 Uuid::from_u128(id)
             ))
         })?;
-        let cancelled = match refusal(tables, &approval.task_id, &approval.agent, now) {
+        let cancelled = match refusal(tables, &approval.task_id, &approval.agent, None, now) {
             Ok(refused) => refused.map(|(_, reason)| reason.as_str()),
             // A request under a task the store no longer has cannot go on.
             Err(StoreError::TaskNotFound(_)) => Some("task_closed"),

@@ -11,11 +11,12 @@ use redb::ReadableTable;
 use uuid::Uuid;
 
 use super::tables::{
-    Change, WriteTables, decode, due_leases, get_agent, get_lease, get_task, storage_error, task_leases,
+    Change, WriteTables, decode, due_leases, get_agent, get_lease, get_provider, get_task, indexed_lease,
+    state_key, storage_error, task_leases,
 };
 use crate::model::{
-    AgentState, AgentStatus, Lease, LeaseState, Revocation, RevocationReason, SealedHandle, Sighting, Task,
-    TaskClosure, TaskState,
+    AgentState, AgentStatus, Lease, LeaseState, ProviderStatus, Revocation, RevocationReason, SealedHandle,
+    Sighting, Task, TaskClosure, TaskState,
 };
 use crate::store::{ClosedScope, Closure, RevocationOutcome, Scope, StoreError, Swept, SweptLease};
 
@@ -51,8 +52,13 @@ pub(super) fn close_scope(
             let task = get_task(&tables.tasks, task_id)?
                 .ok_or_else(|| StoreError::TaskNotFound(task_id.to_owned()))?;
             if task.state == TaskState::Closed {
-                let ended =
-                    ClosedScope { task: Some(task), agent: None, ended_now: false, revoking: Vec::new() };
+                let ended = ClosedScope {
+                    task: Some(task),
+                    agent: None,
+                    provider: None,
+                    ended_now: false,
+                    revoking: Vec::new(),
+                };
                 return Planned::done(ended, Vec::new());
             }
             let mut closed = task.clone();
@@ -61,7 +67,13 @@ pub(super) fn close_scope(
             let changes = vec![Change::task(Some(task), closed.clone())?];
             let leases = task_leases(&tables.leases_by_task, &tables.leases, task_id)?;
             (
-                ClosedScope { task: Some(closed), agent: None, ended_now: true, revoking: Vec::new() },
+                ClosedScope {
+                    task: Some(closed),
+                    agent: None,
+                    provider: None,
+                    ended_now: true,
+                    revoking: Vec::new(),
+                },
                 changes,
                 leases,
             )
@@ -70,8 +82,13 @@ pub(super) fn close_scope(
             if let Some(status) = get_agent(&tables.agents, agent)?
                 && status.state == AgentState::Suspended
             {
-                let ended =
-                    ClosedScope { task: None, agent: Some(status), ended_now: false, revoking: Vec::new() };
+                let ended = ClosedScope {
+                    task: None,
+                    agent: Some(status),
+                    provider: None,
+                    ended_now: false,
+                    revoking: Vec::new(),
+                };
                 return Planned::done(ended, Vec::new());
             }
             let status = AgentStatus {
@@ -84,7 +101,59 @@ pub(super) fn close_scope(
             let changes = vec![Change::agent(status.clone())?];
             let leases = task_leases(&tables.leases_by_agent, &tables.leases, agent)?;
             (
-                ClosedScope { task: None, agent: Some(status), ended_now: true, revoking: Vec::new() },
+                ClosedScope {
+                    task: None,
+                    agent: Some(status),
+                    provider: None,
+                    ended_now: true,
+                    revoking: Vec::new(),
+                },
+                changes,
+                leases,
+            )
+        }
+        Scope::Provider(provider) => {
+            if let Some(status) = get_provider(&tables.providers, provider)?
+                && status.state == AgentState::Suspended
+            {
+                let ended = ClosedScope {
+                    task: None,
+                    agent: None,
+                    provider: Some(status),
+                    ended_now: false,
+                    revoking: Vec::new(),
+                };
+                return Planned::done(ended, Vec::new());
+            }
+            let status = ProviderStatus {
+                provider: provider.clone(),
+                state: AgentState::Suspended,
+                changed_at: now,
+                changed_by: closure.by.clone(),
+                reason: closure.note.clone(),
+            };
+            let changes = vec![Change::provider(status.clone())?];
+            // No index by provider: its live leases are found among all the
+            // pending and active ones, in this one transaction.
+            let mut leases = Vec::new();
+            for state in [LeaseState::Pending, LeaseState::Active] {
+                let range = state_key(state, 0)..=state_key(state, u128::MAX);
+                for entry in tables.leases_by_state.range(range).map_err(storage_error)? {
+                    let (key, _) = entry.map_err(storage_error)?;
+                    let lease = indexed_lease(&tables.leases, key.value().1)?;
+                    if lease.provider == *provider {
+                        leases.push(lease);
+                    }
+                }
+            }
+            (
+                ClosedScope {
+                    task: None,
+                    agent: None,
+                    provider: Some(status),
+                    ended_now: true,
+                    revoking: Vec::new(),
+                },
                 changes,
                 leases,
             )
@@ -98,6 +167,28 @@ pub(super) fn close_scope(
         }
     }
     Planned::done(ended, changes)
+}
+
+pub(super) fn resume_provider(
+    tables: &WriteTables<'_>,
+    provider: &str,
+    by: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<Planned<ProviderStatus>, StoreError> {
+    let suspended = get_provider(&tables.providers, provider)?
+        .is_some_and(|status| status.state == AgentState::Suspended);
+    if !suspended {
+        return Err(StoreError::ProviderNotSuspended(provider.to_owned()));
+    }
+    let status = ProviderStatus {
+        provider: provider.to_owned(),
+        state: AgentState::Active,
+        changed_at: now,
+        changed_by: by.to_owned(),
+        reason: reason.to_owned(),
+    };
+    Planned::done(status.clone(), vec![Change::provider(status)?])
 }
 
 pub(super) fn resume_agent(
@@ -124,11 +215,13 @@ pub(super) fn resume_agent(
 
 /// Why nothing may be issued under `lease` at `now`, if so: the error to
 /// answer, and the reason to revoke the lease with. A closed task or one
-/// past its deadline, then a suspended agent.
+/// past its deadline, then a suspended agent, then (for a lease) a
+/// suspended provider.
 pub(super) fn refusal(
     tables: &WriteTables<'_>,
     task_id: &str,
     agent: &str,
+    provider: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Option<(StoreError, RevocationReason)>, StoreError> {
     let task =
@@ -140,6 +233,15 @@ pub(super) fn refusal(
     if get_agent(&tables.agents, agent)?.is_some_and(|status| status.state == AgentState::Suspended) {
         return Ok(Some((StoreError::AgentSuspended(agent.to_owned()), RevocationReason::AgentSuspended)));
     }
+    if let Some(provider) = provider
+        && get_provider(&tables.providers, provider)?
+            .is_some_and(|status| status.state == AgentState::Suspended)
+    {
+        return Ok(Some((
+            StoreError::ProviderSuspended(provider.to_owned()),
+            RevocationReason::ProviderSuspended,
+        )));
+    }
     Ok(None)
 }
 
@@ -148,7 +250,7 @@ pub(super) fn insert_pending(
     lease: Lease,
     now: DateTime<Utc>,
 ) -> Result<Planned<()>, StoreError> {
-    if let Some((refused, _)) = refusal(tables, &lease.task_id, &lease.agent, now)? {
+    if let Some((refused, _)) = refusal(tables, &lease.task_id, &lease.agent, Some(&lease.provider), now)? {
         return Err(refused);
     }
     if lease.state != LeaseState::Pending {
@@ -173,7 +275,8 @@ pub(super) fn activate(
     let mut updated = lease.clone();
     updated.handle = handle;
     if lease.state == LeaseState::Pending
-        && let Some((refused, reason)) = refusal(tables, &lease.task_id, &lease.agent, now)?
+        && let Some((refused, reason)) =
+            refusal(tables, &lease.task_id, &lease.agent, Some(&lease.provider), now)?
     {
         // Its task closed, or its agent was suspended, by a close that has
         // not reached this lease yet: it goes now, with the close's reason,
@@ -228,7 +331,7 @@ pub(super) fn extend(
     if lease.state != LeaseState::Active {
         return Err(StoreError::LeaseState { id: lease_id, state: lease.state });
     }
-    if let Some((refused, _)) = refusal(tables, &lease.task_id, &lease.agent, now)? {
+    if let Some((refused, _)) = refusal(tables, &lease.task_id, &lease.agent, Some(&lease.provider), now)? {
         return Err(refused);
     }
     let mut extended = lease.clone();

@@ -34,6 +34,13 @@ pub(super) fn agent_status(txn: &ReadTransaction, agent: &str) -> Result<Option<
     super::tables::get_agent(&open(txn, AGENTS)?, agent)
 }
 
+pub(super) fn provider_status(
+    txn: &ReadTransaction,
+    provider: &str,
+) -> Result<Option<crate::model::ProviderStatus>, StoreError> {
+    super::tables::get_provider(&open(txn, super::tables::PROVIDERS)?, provider)
+}
+
 pub(super) fn get_lease(txn: &ReadTransaction, lease_id: Uuid) -> Result<Option<Lease>, StoreError> {
     super::tables::get_lease(&open(txn, LEASES)?, lease_id.as_u128())
 }

@@ -14,7 +14,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use crate::model::{AgentRecord, AgentStatus, Approval, Lease, LeaseState, Sighting, Task, TaskState};
+use crate::model::{
+    AgentRecord, AgentStatus, Approval, Lease, LeaseState, ProviderStatus, Sighting, Task, TaskState,
+};
 use crate::store::StoreError;
 
 /// Every task, by id.
@@ -41,6 +43,9 @@ pub(super) const REVOCATION_QUEUE: TableDefinition<(i64, u128), ()> =
 /// Agents' runtime state (suspensions), by agent name: only agents whose
 /// state was ever changed have a row.
 pub(super) const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
+/// Providers' states (suspensions), by provider name: only providers whose
+/// state was ever changed have a row.
+pub(super) const PROVIDERS: TableDefinition<&str, &[u8]> = TableDefinition::new("providers");
 /// Registered agents' records (the inventory), by name.
 pub(super) const REGISTRY: TableDefinition<&str, &[u8]> = TableDefinition::new("registry");
 /// One row, [`REVISION_ROW`]: bumped on every change of [`REGISTRY`].
@@ -125,6 +130,16 @@ pub(super) fn get_agent(
 ) -> Result<Option<AgentStatus>, StoreError> {
     match agents.get(agent).map_err(storage_error)? {
         Some(row) => decode("agent status", row.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+pub(super) fn get_provider(
+    providers: &impl ReadableTable<&'static str, &'static [u8]>,
+    provider: &str,
+) -> Result<Option<ProviderStatus>, StoreError> {
+    match providers.get(provider).map_err(storage_error)? {
+        Some(row) => decode("provider status", row.value()).map(Some),
         None => Ok(None),
     }
 }
@@ -226,6 +241,10 @@ pub(super) enum Change {
         new: AgentStatus,
         row: Vec<u8>,
     },
+    Provider {
+        name: String,
+        row: Vec<u8>,
+    },
     /// An agent's record, and the inventory revision it brings.
     Registered {
         name: String,
@@ -253,6 +272,11 @@ impl Change {
     pub(super) fn agent(new: AgentStatus) -> Result<Self, StoreError> {
         let row = encode("agent status", &new)?;
         Ok(Self::Agent { new, row })
+    }
+
+    pub(super) fn provider(status: ProviderStatus) -> Result<Self, StoreError> {
+        let row = encode("provider status", &status)?;
+        Ok(Self::Provider { name: status.provider, row })
     }
 
     pub(super) fn registered(record: &AgentRecord, revision: u64) -> Result<Self, StoreError> {
@@ -284,6 +308,7 @@ pub(super) struct WriteTables<'txn> {
     pub(super) pending: Table<'txn, (i64, u128), ()>,
     pub(super) revocation_queue: Table<'txn, (i64, u128), ()>,
     pub(super) agents: Table<'txn, &'static str, &'static [u8]>,
+    pub(super) providers: Table<'txn, &'static str, &'static [u8]>,
     pub(super) registry: Table<'txn, &'static str, &'static [u8]>,
     pub(super) registry_revision: Table<'txn, &'static str, u64>,
     pub(super) approvals: Table<'txn, u128, &'static [u8]>,
@@ -306,6 +331,7 @@ impl<'txn> WriteTables<'txn> {
             pending: txn.open_table(PENDING).map_err(storage_error)?,
             revocation_queue: txn.open_table(REVOCATION_QUEUE).map_err(storage_error)?,
             agents: txn.open_table(AGENTS).map_err(storage_error)?,
+            providers: txn.open_table(PROVIDERS).map_err(storage_error)?,
             registry: txn.open_table(REGISTRY).map_err(storage_error)?,
             registry_revision: txn.open_table(REGISTRY_REVISION).map_err(storage_error)?,
             approvals: txn.open_table(APPROVALS).map_err(storage_error)?,
@@ -324,6 +350,9 @@ impl<'txn> WriteTables<'txn> {
             Change::Sighting { old, new, row } => self.apply_sighting(old.as_ref(), new, row),
             Change::Agent { new, row } => {
                 self.agents.insert(new.agent.as_str(), row.as_slice()).map_err(storage_error).map(drop)
+            }
+            Change::Provider { name, row } => {
+                self.providers.insert(name.as_str(), row.as_slice()).map_err(storage_error).map(drop)
             }
             Change::Registered { name, row, revision } => {
                 self.registry.insert(name.as_str(), row.as_slice()).map_err(storage_error)?;

@@ -15,6 +15,9 @@
 //! | `registry`                | hash   | agent name → its record (the inventory: owner, team, identity, who registered it, retirement), JSON |
 //! | `registry-names`          | zset   | every registered agent's name, score 0: listings page through it in name order |
 //! | `registry-revision`       | string | a counter every change of `registry` bumps; replicas poll it to reload the inventory |
+//! | `providers`               | hash   | provider name → its status (suspended or resumed, by whom, when, why), JSON; only providers whose state ever changed |
+//! | `suspended-providers`     | set    | the names of suspended providers: what every insert, activation and extension checks |
+//! | `closing-providers`       | hash   | suspended provider → `<reason code>:<last lease id done>`, while its suspension walks `state:active` |
 //! | `leases`                  | hash   | lease id → the lease record (`record.rs`: compact binary, sealed handle included) |
 //! | `state:<state>`           | index  | lease ids in that state                            |
 //! | `task-leases:<task id>`   | index  | the task's lease ids                               |
@@ -31,7 +34,7 @@
 //! | `sightings`               | hash   | `["issuer","subject"]` → the sighting, JSON        |
 //! | `sightings-seen`          | zset   | sighting fields, score = last_seen (ms)            |
 //! | `health`                  | string | written by every health check                      |
-//! | `layout`                  | string | `3`, the version of this layout (`LAYOUT` in `lua/common.lua`; layout 1 chunked every index, layout 2 had no agent states and is marked 3 by the first write); set by the first writing call, checked by every function call |
+//! | `layout`                  | string | `4`, the version of this layout (`LAYOUT` in `lua/common.lua`; layout 1 chunked every index, layout 2 had no agent states, layout 3 no provider states; both are marked 4 by the first write of a state); set by the first writing call, checked by every function call |
 //!
 //! Every lease is in exactly one state index and the one schedule of its
 //! state (`pending`, `expiries`, `queue` or `finished`), plus its task's
@@ -102,7 +105,16 @@ impl Keys {
         format!("{}closing-agents", self.prefix)
     }
 
-    /// Agents' statuses, by name.
+    /// Providers whose suspension has not moved all their leases yet.
+    pub(super) fn closing_providers(&self) -> String {
+        format!("{}closing-providers", self.prefix)
+    }
+
+    /// Providers' statuses, by name.
+    pub(super) fn providers(&self) -> String {
+        format!("{}providers", self.prefix)
+    }
+
     pub(super) fn approval(&self, id: Uuid) -> Vec<u8> {
         format!("{}approval:{id}", self.prefix).into_bytes()
     }

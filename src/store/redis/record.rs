@@ -50,7 +50,7 @@ const STATES: [LeaseState; 5] =
 
 /// Revocation reasons by their code (the index). `lua/common.lua` knows
 /// `mint_failed` by its code.
-pub(super) const REASONS: [RevocationReason; 9] = [
+pub(super) const REASONS: [RevocationReason; 10] = [
     RevocationReason::TaskClosed,
     RevocationReason::DeadlinePassed,
     RevocationReason::Expired,
@@ -60,6 +60,7 @@ pub(super) const REASONS: [RevocationReason; 9] = [
     RevocationReason::Operator,
     RevocationReason::AgentSuspended,
     RevocationReason::AgentRetired,
+    RevocationReason::ProviderSuspended,
 ];
 
 /// A lease as its record.

@@ -1,5 +1,6 @@
--- ARGV: scope kind ('task' or 'agent'), scope id, what ending the scope
--- writes (a task's closure, or an agent's status as suspended: JSON; empty
+-- ARGV: scope kind ('task', 'agent' or 'provider'), scope id, what ending
+-- the scope writes (a task's closure, or an agent's or a provider's status
+-- as suspended: JSON; empty
 -- to only go on with a close under way), reason code, now (record time),
 -- limit, now (ms).
 -- Replies {'ok' or 'more', the task or agent status JSON, {ids moved to
@@ -10,10 +11,17 @@
 -- `suspended`), so nothing more is inserted, activated or extended under
 -- it (`refusal` in common.lua), and moves at most `limit` of its leases to
 -- revoking per call, so no call holds Redis for long however many leases
--- the scope has. While some are left, `closing` (tasks) or
--- `closing-agents` holds the scope with the reason and the last lease id
--- done, the reply is 'more', and the next call (by the closer, or by the
--- sweep after a crash) goes on from there with the reason first given.
+-- the scope has. While some are left, `closing` (tasks), `closing-agents`
+-- or `closing-providers` holds the scope with the reason and the last
+-- lease id done, the reply is 'more', and the next call (by the closer, or
+-- by the sweep after a crash) goes on from there with the reason first
+-- given.
+--
+-- Nothing indexes leases by provider: a provider's close walks
+-- `state:active` (each call `limit` leases of any provider, moving those of
+-- this one), after the call that ends it has moved its pending leases
+-- (`state:pending` is small: issues under way). No lease of the provider
+-- becomes active once it is suspended (`refusal`), so the walk misses none.
 --
 -- With an empty `ending` (the sweep, or a resume finishing a suspension)
 -- the call never ends a scope: one that is not ended, or has no close
@@ -36,6 +44,11 @@ elseif kind == 'agent' then
   raw = redis.call('HGET', P .. 'agents', scope_id)
   ended = redis.call('SISMEMBER', SUSPENDED, scope_id) == 1
   index = 'agent-leases:' .. scope_id
+elseif kind == 'provider' then
+  CLOSING = P .. 'closing-providers'
+  raw = redis.call('HGET', P .. 'providers', scope_id)
+  ended = redis.call('SISMEMBER', SUSPENDED_PROVIDERS, scope_id) == 1
+  index = 'state:active'
 else
   error('writ: unknown scope kind')
 end
@@ -56,16 +69,23 @@ end
 -- Everything is read and planned before anything is written: a damaged
 -- lease fails the call with nothing changed (scripts are not rolled back).
 local changes, revoking, names = {}, {}, {}
-local ids = index_range(index, after, '+', limit)
-for _, id in ipairs(ids) do
-  local lease, old = load_lease(id)
-  if lease.state == 'pending' or lease.state == 'active' then
-    table.insert(names, lease.agent)
-    table.insert(names, lease.task)
-    plan_revoking(changes, id, lease, old, reason, now)
-    table.insert(revoking, id)
+local function take(ids)
+  for _, id in ipairs(ids) do
+    local lease, old = load_lease(id)
+    local live = lease.state == 'pending' or lease.state == 'active'
+    if live and (kind ~= 'provider' or lease.provider == scope_id) then
+      table.insert(names, lease.agent)
+      table.insert(names, lease.task)
+      plan_revoking(changes, id, lease, old, reason, now)
+      table.insert(revoking, id)
+    end
   end
 end
+if kind == 'provider' and not ended then
+  take(index_range('state:pending', nil, '+', limit))
+end
+local ids = index_range(index, after, '+', limit)
+take(ids)
 if not ended then
   if kind == 'task' then
     local task = cjson.decode(raw)
@@ -74,11 +94,16 @@ if not ended then
     raw = cjson.encode(task)
     redis.call('SET', task_key(scope_id), raw)
     redis.call('ZREM', P .. 'deadlines', scope_id)
-  else
+  elseif kind == 'agent' then
     raw = ending
-    uses_agent_states()
+    uses_states()
     redis.call('HSET', P .. 'agents', scope_id, raw)
     redis.call('SADD', SUSPENDED, scope_id)
+  else
+    raw = ending
+    uses_states()
+    redis.call('HSET', P .. 'providers', scope_id, raw)
+    redis.call('SADD', SUSPENDED_PROVIDERS, scope_id)
   end
 end
 apply(changes)

@@ -18,7 +18,7 @@
 --
 -- The library's top-level locals live as long as the library: everything
 -- that belongs to one call is set afresh by `begin` before the call runs.
-local P, LEASES, SUSPENDED
+local P, LEASES, SUSPENDED, SUSPENDED_PROVIDERS
 
 local function task_key(task_id) return P .. 'task:' .. task_id end
 
@@ -326,9 +326,9 @@ local MINT_FAILED = 4
 local REASON_CODES = {
   task_closed = 0, deadline_passed = 1, expired = 2, released = 3,
   mint_failed = 4, abandoned = 5, operator = 6, agent_suspended = 7,
-  agent_retired = 8,
+  agent_retired = 8, provider_suspended = 9,
 }
-local DEADLINE_PASSED, AGENT_SUSPENDED = 1, 7
+local DEADLINE_PASSED, AGENT_SUSPENDED, PROVIDER_SUSPENDED = 1, 7, 9
 
 local function corrupt() error('writ: a lease record is damaged or in an unknown format') end
 
@@ -415,6 +415,7 @@ local function decode_lease(raw)
   -- The rest is not changed here, only checked: provider, role, scopes (a
   -- count, then each); the tool is what is left.
   local rest_at = pos
+  lease.provider = read_string(raw, pos)
   pos = skip_string(raw, skip_string(raw, pos))
   local scopes = string.byte(raw, pos)
   if not scopes then corrupt() end
@@ -565,7 +566,8 @@ local function due(name, max, limit)
 end
 
 -- Why nothing may be issued under `lease` now, if so: a status
--- ('task_not_found', 'task_closed' or 'agent_suspended') and the reason to
+-- ('task_not_found', 'task_closed', 'agent_suspended' or, for a lease with
+-- a provider, 'provider_suspended') and the reason to
 -- revoke the lease with; nil if it may. `now` is a task time (text) and
 -- `now_ms` its milliseconds. `deadlines` holds every open task with its
 -- deadline in whole ms (rounded down): a later ms settles it without
@@ -589,6 +591,9 @@ local function refusal(lease, now, now_ms)
   if redis.call('SISMEMBER', SUSPENDED, lease.agent) == 1 then
     return 'agent_suspended', AGENT_SUSPENDED
   end
+  if lease.provider and redis.call('SISMEMBER', SUSPENDED_PROVIDERS, lease.provider) == 1 then
+    return 'provider_suspended', PROVIDER_SUSPENDED
+  end
   return nil
 end
 
@@ -599,17 +604,18 @@ end
 -- The layout of a namespace's keys that this code reads and writes
 -- (keys.rs). A namespace is marked with it on first use (health.lua).
 -- Layout 3 is layout 2 with agents' states (`agents`, `suspended`,
--- `closing-agents`): this code reads and writes a layout 2 namespace as it
--- is, and marks it 3 when it first writes an agent's state
--- (`uses_agent_states`), after which layout 2 code (which would not
--- honour a suspension) refuses it. So a mixed fleet keeps serving until
--- the first suspension.
-local LAYOUT = '3'
-local UPGRADES_FROM = '2'
+-- `closing-agents`); layout 4 is layout 3 with providers' states
+-- (`providers`, `suspended-providers`, `closing-providers`). This code
+-- reads and writes a layout 2 or 3 namespace as it is, and marks it 4 when
+-- it first writes an agent's or a provider's state (`uses_states`), after
+-- which older code (which would not honour every suspension) refuses it.
+-- So a mixed fleet keeps serving until the first suspension.
+local LAYOUT = '4'
+local UPGRADES_FROM = { ['2'] = true, ['3'] = true }
 
--- Marks the namespace as holding layout 3 data, before the first write of
--- an agent's state.
-local function uses_agent_states()
+-- Marks the namespace as holding layout 4 data, before the first write of
+-- an agent's or a provider's state.
+local function uses_states()
   redis.call('SET', P .. 'layout', LAYOUT)
 end
 
@@ -624,10 +630,11 @@ local function begin(keys, writes)
   P = keys[1]
   LEASES = P .. 'leases'
   SUSPENDED = P .. 'suspended'
+  SUSPENDED_PROVIDERS = P .. 'suspended-providers'
   located, counts = {}, {}
   local mark = redis.call('GET', P .. 'layout')
   if mark == LAYOUT then return end
-  if mark == UPGRADES_FROM then return end
+  if mark and UPGRADES_FROM[mark] then return end
   if mark or redis.call('EXISTS', LEASES, P .. 'deadlines', P .. 'closing', P .. 'agents') > 0 then
     error('writ layout: the namespace holds data in layout ' .. (mark or '1')
       .. ', written by another version of Writ; this one reads layout ' .. LAYOUT

@@ -1,13 +1,16 @@
 -- ARGV: "=" and a task id, "=" and an agent, a state (each "" for any),
--- the lease id to start after ("" for the first), limit. Replies with
--- {id, record, ...} in id order.
+-- the lease id to start after ("" for the first), limit, "=" and a
+-- provider ("" for any). Replies with {id, record, ...} in id order.
 --
 -- Every filter is an index (by task, agent, state) holding lease ids in
 -- byte order, which is id order. The smallest of the filter's indexes is
 -- walked, and each lease found is checked against the other filters.
 -- Without a filter, the five state indexes together hold every lease once:
--- the first `limit` of each are merged.
+-- the first `limit` of each are merged. A provider is only checked on the
+-- leases the other filters find (no index holds leases by provider).
 local task_id, agent, state, after, limit = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local provider = ARGV[6]
+if provider ~= '' then provider = string.sub(provider, 2) else provider = nil end
 if after == '' then after = nil end
 if task_id ~= '' then task_id = string.sub(task_id, 2) else task_id = nil end
 if agent ~= '' then agent = string.sub(agent, 2) else agent = nil end
@@ -23,6 +26,10 @@ local indexes = {}
 if task_id then table.insert(indexes, 'task-leases:' .. task_id) end
 if agent then table.insert(indexes, 'agent-leases:' .. agent) end
 if state then table.insert(indexes, 'state:' .. state) end
+
+if #indexes == 0 and provider then
+  error('writ: a provider filter needs a task, agent or state filter too')
+end
 
 if #indexes == 0 then
   local ids = {}
@@ -51,7 +58,7 @@ while #found < 2 * limit do
     if not raw then error('writ: an index names a lease that does not exist') end
     local lease = decode_lease(raw)
     if (not task_id or lease.task == task_id) and (not agent or lease.agent == agent)
-      and (not state or lease.state == state) then
+      and (not state or lease.state == state) and (not provider or lease.provider == provider) then
       add(id, raw)
       if #found == 2 * limit then break end
     end

@@ -9,7 +9,7 @@ end
 if redis.call('SISMEMBER', SUSPENDED, agent) == 0 then
   return { 'not_suspended' }
 end
-uses_agent_states()
+uses_states()
 redis.call('HSET', P .. 'agents', agent, status)
 redis.call('SREM', SUSPENDED, agent)
 return { 'ok' }
