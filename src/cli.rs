@@ -13,11 +13,13 @@ use tonic::transport::Channel;
 mod agents;
 mod approvals;
 mod audit;
+mod providers;
 mod report;
 
 pub use agents::AgentsCommand;
 pub use approvals::ApprovalsCommand;
 pub use audit::AuditCommand;
+pub use providers::ProvidersCommand;
 pub use report::ReportCommand;
 
 use crate::api::convert;
@@ -105,9 +107,12 @@ pub enum Command {
         #[arg(long)]
         agent: Option<String>,
     },
-    /// Registered agents, and the kill switch (role `operator`).
+    /// The agent inventory, and the kill switch (role `operator`).
     #[command(subcommand)]
     Agents(AgentsCommand),
+    /// Configured providers; suspend one during an incident (role `operator`).
+    #[command(subcommand)]
+    Providers(ProvidersCommand),
     /// List identities that called without being registered (role `operator`).
     Sightings {
         #[command(flatten)]
@@ -292,6 +297,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Task(command) => task(command).await,
         Command::Approvals(command) => approvals::run(command).await,
         Command::Agents(command) => agents::run(command).await,
+        Command::Providers(command) => providers::run(command).await,
         Command::Report(command) => report::run(command).await,
         Command::Issue { client, task_id, tool, grants } => issue(client, task_id, tool, grants).await,
         Command::Renew { client, lease_id, ttl } => {

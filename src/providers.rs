@@ -13,6 +13,8 @@ use crate::config::ProviderConfig;
 pub struct Registered {
     pub provider: Arc<dyn Provider>,
     pub description: ProviderDescription,
+    /// Its configured `kind` (`jwt`, `postgres`, …).
+    pub kind: String,
 }
 
 impl Registered {
@@ -42,14 +44,14 @@ impl ProviderRegistry {
         let mut registry = Self::default();
         for (name, config) in configs {
             let provider = build(config).await.map_err(|e| format!("provider {name:?}: {e}"))?;
-            registry.insert(name, provider);
+            registry.insert(name, &config.kind, provider);
         }
         Ok(registry)
     }
 
-    pub fn insert(&mut self, name: &str, provider: Arc<dyn Provider>) {
+    pub fn insert(&mut self, name: &str, kind: &str, provider: Arc<dyn Provider>) {
         let description = provider.describe();
-        self.providers.insert(name.to_string(), Registered { provider, description });
+        self.providers.insert(name.to_string(), Registered { provider, description, kind: kind.to_owned() });
     }
 
     pub fn get(&self, name: &str) -> Option<&Registered> {

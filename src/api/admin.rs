@@ -208,4 +208,48 @@ impl AdminService for Admin {
             failed: u32::try_from(retired.failed).unwrap_or(u32::MAX),
         }))
     }
+
+    async fn list_providers(
+        &self,
+        request: Request<proto::ListProvidersRequest>,
+    ) -> Result<Response<proto::ListProvidersResponse>, Status> {
+        super::auth::caller(&request)?;
+        let providers = self.broker.list_providers().await.map_err(status)?;
+        Ok(Response::new(proto::ListProvidersResponse {
+            providers: providers.iter().map(convert::provider).collect(),
+        }))
+    }
+
+    async fn suspend_provider(
+        &self,
+        request: Request<proto::SuspendProviderRequest>,
+    ) -> Result<Response<proto::SuspendProviderResponse>, Status> {
+        let caller = super::auth::caller(&request)?;
+        let request = request.into_inner();
+        let suspension = self
+            .broker
+            .suspend_provider(caller.name(), &request.provider, &request.reason, self.clock.now())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::SuspendProviderResponse {
+            provider: Some(convert::provider(&suspension.provider)),
+            revoked: u32::try_from(suspension.revoked).unwrap_or(u32::MAX),
+            retrying: u32::try_from(suspension.retrying).unwrap_or(u32::MAX),
+            failed: u32::try_from(suspension.failed).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn resume_provider(
+        &self,
+        request: Request<proto::ResumeProviderRequest>,
+    ) -> Result<Response<proto::Provider>, Status> {
+        let caller = super::auth::caller(&request)?;
+        let request = request.into_inner();
+        let view = self
+            .broker
+            .resume_provider(caller.name(), &request.provider, &request.reason, self.clock.now())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(convert::provider(&view)))
+    }
 }

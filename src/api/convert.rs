@@ -10,7 +10,7 @@ use writ_provider_api::{Credential, CredentialShape};
 
 use super::proto;
 use crate::config::IdentityMatch;
-use crate::domain::{AccessReport, AgentSelector, AgentView};
+use crate::domain::{AccessReport, AgentSelector, AgentView, ProviderView};
 use crate::model::{
     AgentState, Approval, ApprovalState, Lease, LeaseState, Sighting, Task, TaskContext, TaskState,
 };
@@ -307,6 +307,21 @@ pub fn agent(view: &AgentView) -> proto::Agent {
         updated_at: Some(timestamp(record.updated_at)),
         updated_by: record.updated_by.clone(),
         revision: record.revision,
+    }
+}
+
+pub fn provider(view: &ProviderView) -> proto::Provider {
+    let status = view.status.as_ref();
+    proto::Provider {
+        name: view.name.clone(),
+        kind: view.kind.clone(),
+        state: match view.state() {
+            AgentState::Suspended => proto::ProviderState::Suspended,
+            _ => proto::ProviderState::Active,
+        } as i32,
+        state_changed_at: status.map(|status| timestamp(status.changed_at)),
+        state_changed_by: status.map(|status| status.changed_by.clone()).unwrap_or_default(),
+        state_reason: status.map(|status| status.reason.clone()).unwrap_or_default(),
     }
 }
 

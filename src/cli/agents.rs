@@ -289,7 +289,7 @@ pub async fn run(command: AgentsCommand) -> anyhow::Result<()> {
     }
 }
 
-fn revocation_summary(revoked: u32, retrying: u32, failed: u32) -> String {
+pub(super) fn revocation_summary(revoked: u32, retrying: u32, failed: u32) -> String {
     let failed = if failed > 0 {
         format!(", {failed} failed (the provider cannot revoke them; see `writ leases`)")
     } else {

@@ -58,7 +58,7 @@ impl Broker {
             .get(name)
             .ok_or_else(|| Error::NotFound(format!("provider {} is not configured", quoted(name))))?;
         let status = self.store.provider_status(name).await?;
-        Ok(ProviderView { name: name.to_owned(), kind: registered.shape_name().to_owned(), status })
+        Ok(ProviderView { name: name.to_owned(), kind: registered.kind.clone(), status })
     }
 
     /// Suspends a provider and waits up to `limits.close_wait` for its

@@ -20,6 +20,7 @@ mod policy_cases;
 mod postgres;
 #[path = "../support/postgres.rs"]
 mod postgres_support;
+mod provider_suspension;
 #[path = "../support/redis.rs"]
 mod redis_support;
 mod replicas;
