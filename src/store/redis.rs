@@ -195,7 +195,8 @@ impl RedisStore {
     /// the sweep.
     async fn finish_closes(&self, now: DateTime<Utc>) -> Vec<(SweptLease, RevocationReason)> {
         let mut moved = Vec::new();
-        let unfinished: [(String, fn(String) -> Scope); 3] = [
+        type ScopeOf = fn(String) -> Scope;
+        let unfinished: [(String, ScopeOf); 3] = [
             (self.keys.closing(), Scope::Task),
             (self.keys.closing_agents(), Scope::Agent),
             (self.keys.closing_providers(), Scope::Provider),
