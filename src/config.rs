@@ -44,6 +44,9 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     #[serde(default)]
     pub approvals: ApprovalsConfig,
+    /// Security Event Tokens to downstream receivers; off when absent.
+    #[serde(default)]
+    pub caep: Option<crate::caep::CaepConfig>,
 }
 
 /// `[approvals]`: step-up approvals. Policies name the groups

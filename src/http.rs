@@ -39,6 +39,7 @@ pub fn router(broker: Arc<Broker>, authenticator: Arc<Authenticator>, clock: Arc
         .route("/providers/{name}/jwks.json", get(jwks))
         .route("/providers/{name}/introspect", post(introspect))
         .route("/metrics", get(metrics))
+        .route("/caep/jwks.json", get(caep_jwks))
         .with_state(Shared { broker, authenticator, clock })
 }
 
@@ -54,6 +55,16 @@ async fn metrics(State(shared): State<Shared>) -> Response {
         shared.broker.metrics().render(),
     )
         .into_response()
+}
+
+/// The keys CAEP receivers verify Writ's Security Event Tokens with.
+async fn caep_jwks(State(shared): State<Shared>) -> Response {
+    match shared.broker.caep().jwks() {
+        Some(jwks) => {
+            ([(axum::http::header::CACHE_CONTROL, "public, max-age=300")], Json(jwks.clone())).into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, "not_found", "CAEP is not configured"),
+    }
 }
 
 async fn jwks(State(shared): State<Shared>, Path(name): Path<String>) -> Response {

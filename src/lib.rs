@@ -23,6 +23,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod caep;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -263,6 +263,7 @@ async fn outcome(
     match result {
         Ok(()) => {
             broker.metrics().revocation_done(&lease.provider);
+            broker.caep().lease_revoked(lease, now);
             broker.audit().record_or_log(now, event("revoked", "ok", json!({ "attempts": attempts }))).await;
             RevocationOutcome::Done { lease_id: lease.id, generation }
         }

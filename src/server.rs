@@ -47,6 +47,8 @@ pub struct App {
     hangups: Option<Hangups>,
     /// The approval webhooks' worker, started by `serve`.
     deliveries: Option<crate::webhooks::Deliveries>,
+    /// The CAEP transmitter's worker, started by `serve`.
+    caep_deliveries: Option<crate::caep::SetDeliveries>,
     /// How often the audit chain's head is signed (with a signing key).
     checkpoint_interval: Option<std::time::Duration>,
 }
@@ -127,6 +129,9 @@ impl App {
         }
         let (webhooks, deliveries) =
             Notifier::new(&config.approvals.webhooks).context("configuring approval webhooks")?;
+        let (caep, caep_deliveries) = crate::caep::Transmitter::new(config.caep.as_ref())
+            .map_err(anyhow::Error::msg)
+            .context("configuring CAEP")?;
         let broker = Arc::new(Broker::new(Parts {
             store,
             providers,
@@ -141,6 +146,7 @@ impl App {
             limits: config.limits.clone(),
             approvals: config.approvals.settings(),
             webhooks,
+            caep,
         }));
         match broker.seed_agents(clock.now()).await {
             Ok(0) => {}
@@ -166,6 +172,7 @@ impl App {
             header_list_limit: header_list_limit(&config.limits),
             hangups: listen_for_hangups(config)?,
             deliveries: Some(deliveries),
+            caep_deliveries: Some(caep_deliveries),
             checkpoint_interval: config
                 .audit
                 .signing_key_file
@@ -197,6 +204,9 @@ impl App {
             let (broker, clock, config) = (self.broker.clone(), self.clock.clone(), self.revocation.clone());
             move |token| crate::sweeper::run(broker, clock, config, token)
         });
+        if let Some(deliveries) = self.caep_deliveries {
+            workers.spawn("caep-transmitter", &stop, move |token| deliveries.run(token));
+        }
         if let Some(deliveries) = self.deliveries {
             workers.spawn("approval-webhooks", &stop, move |token| deliveries.run(token));
         }

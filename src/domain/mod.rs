@@ -166,6 +166,7 @@ pub struct Broker {
     pub(crate) metrics: Metrics,
     pub(crate) approvals: ApprovalSettings,
     pub(crate) webhooks: crate::webhooks::Notifier,
+    pub(crate) caep: crate::caep::Transmitter,
     /// Bumped on every approval request change made here.
     approval_changes: tokio::sync::watch::Sender<u64>,
 }
@@ -181,6 +182,7 @@ pub struct Parts {
     pub limits: Limits,
     pub approvals: ApprovalSettings,
     pub webhooks: crate::webhooks::Notifier,
+    pub caep: crate::caep::Transmitter,
 }
 
 impl Broker {
@@ -200,6 +202,7 @@ impl Broker {
             metrics,
             approvals: parts.approvals,
             webhooks: parts.webhooks,
+            caep: parts.caep,
             approval_changes: tokio::sync::watch::Sender::new(0),
         }
     }
@@ -214,6 +217,10 @@ impl Broker {
 
     pub fn providers(&self) -> &ProviderRegistry {
         &self.providers
+    }
+
+    pub fn caep(&self) -> &crate::caep::Transmitter {
+        &self.caep
     }
 
     pub fn metrics(&self) -> &Metrics {

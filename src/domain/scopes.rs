@@ -69,6 +69,9 @@ impl Broker {
         if !closed.revoking.is_empty() {
             self.revocations.wake();
         }
+        if let (Scope::Agent(agent), true) = (scope, closed.ended_now) {
+            self.caep.agent_revoked(agent, reason, now);
+        }
         if closed.ended_now || !closed.revoking.is_empty() {
             // The scope is ended whatever the audit log says: refusing to
             // stop issuing because evidence cannot be written would be

@@ -4,6 +4,7 @@
 
 mod approvals;
 mod aws_sts;
+mod caep;
 mod crash;
 mod evidence;
 mod exchange;

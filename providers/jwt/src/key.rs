@@ -95,7 +95,26 @@ impl SigningKey {
         self.algorithm
     }
 
-    pub(crate) fn encoding_key(&self) -> EncodingKey {
+    /// The public key as a JWK (with `kid`, its RFC 7638 SHA-256
+    /// thumbprint, `use: sig` and `alg`), and the `kid`. Needs
+    /// `writ_jose::install` to have run.
+    pub fn public_jwk(&self) -> Result<(serde_json::Value, String), String> {
+        let algorithm = self.algorithm.jose();
+        let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&self.encoding_key(), algorithm)
+            .map_err(|e| format!("the signing key does not fit {algorithm:?}: {e}"))?;
+        let kid = jwk
+            .thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256)
+            .map_err(|e| format!("cannot compute the key id: {e}"))?;
+        let mut published = serde_json::to_value(&jwk).map_err(|e| e.to_string())?;
+        if let Some(object) = published.as_object_mut() {
+            object.insert("kid".into(), serde_json::Value::String(kid.clone()));
+            object.insert("use".into(), serde_json::Value::String("sig".into()));
+            object.insert("alg".into(), serde_json::Value::String(self.algorithm.name().into()));
+        }
+        Ok((published, kid))
+    }
+
+    pub fn encoding_key(&self) -> EncodingKey {
         match self.algorithm {
             SigningAlgorithm::ES256 => EncodingKey::from_ec_der(self.pkcs8.expose_secret()),
             SigningAlgorithm::EdDSA => EncodingKey::from_ed_der(self.pkcs8.expose_secret()),

@@ -60,18 +60,10 @@ impl JwtProvider {
         writ_jose::install()?;
         let algorithm = key.algorithm().jose();
         let encoding = key.encoding_key();
-        let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&encoding, algorithm)
-            .map_err(|e| format!("the signing key does not fit {algorithm:?}: {e}"))?;
-        let kid = jwk
-            .thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256)
-            .map_err(|e| format!("cannot compute the key id: {e}"))?;
+        let (published, kid) = key.public_jwk()?;
+        let jwk: jsonwebtoken::jwk::Jwk =
+            serde_json::from_value(published.clone()).map_err(|e| format!("bad public key: {e}"))?;
         let decoding = DecodingKey::from_jwk(&jwk).map_err(|e| format!("bad public key: {e}"))?;
-        let mut published = serde_json::to_value(&jwk).map_err(|e| e.to_string())?;
-        if let Some(object) = published.as_object_mut() {
-            object.insert("kid".into(), Value::String(kid.clone()));
-            object.insert("use".into(), Value::String("sig".into()));
-            object.insert("alg".into(), Value::String(key.algorithm().name().into()));
-        }
         Ok(Self {
             config,
             algorithm,

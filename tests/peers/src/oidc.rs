@@ -225,9 +225,22 @@ impl AuthorizationServer {
 /// `issuer` and `audience`; returns its payload, and panics if `jose`
 /// refuses it.
 pub async fn jose_verify(jwks_url: &str, issuer: &str, audience: &str, token: &str) -> Value {
+    jose_verify_typed(jwks_url, issuer, audience, token, None).await
+}
+
+/// [`jose_verify`], also requiring the JWT header's `typ` when given.
+pub async fn jose_verify_typed(
+    jwks_url: &str,
+    issuer: &str,
+    audience: &str,
+    token: &str,
+    typ: Option<&str>,
+) -> Value {
+    let mut args = vec!["verify.mjs", jwks_url, issuer, audience, token];
+    args.extend(typ);
     let output = tokio::process::Command::new("node")
         .current_dir(scripts())
-        .args(["verify.mjs", jwks_url, issuer, audience, token])
+        .args(&args)
         .output()
         .await
         .unwrap_or_else(|error| panic!("cannot run node verify.mjs ({error}); {INSTALL}"));
