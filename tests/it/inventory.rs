@@ -351,3 +351,90 @@ async fn replicas_follow_the_inventory() {
     b.stop().await.unwrap();
     h.stop().await;
 }
+
+/// The whole control-plane path on Redis with two replicas: an agent
+/// registered through B is issued a JWT and a PostgreSQL login on A,
+/// suspended through B, refused on A with both credentials dead at their
+/// provider, resumed, and issued to again.
+#[tokio::test]
+async fn register_issue_suspend_resume_across_replicas() {
+    let db = PgDatabase::create().await;
+    let settings = db.provider_settings();
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let h = harness::start_with(Box::new(move |config, dir| {
+        let mut store = writ::store::RedisConfig::single(url);
+        store.namespace = format!("it-{}", uuid::Uuid::now_v7().simple());
+        config.store = writ::store::StoreConfig::Redis(store);
+        config
+            .providers
+            .insert("analytics".into(), writ::config::ProviderConfig { kind: "postgres".into(), settings });
+        scout_policy(dir);
+    }))
+    .await;
+    let b = second_replica(&h).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", b.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut admin_b = AdminServiceClient::new(channel);
+    let operator = h.operator();
+    admin_b.register_agent(authed(&operator, registration(&h, "scout-bot", SCOUT_SUBJECT))).await.unwrap();
+    let scout = h.token(SCOUT_SUBJECT);
+
+    // On A, once it has seen the registration.
+    let started = Instant::now();
+    loop {
+        let request = proto::StartTaskRequest {
+            task_id: "x-1".into(),
+            agent: "scout-bot".into(),
+            context: Some(proto::TaskContext { environment: "dev".into(), ..Default::default() }),
+            deadline: Some(writ::api::convert::timestamp(
+                writ::clock::Clock::now(&h.clock) + chrono::Duration::seconds(600),
+            )),
+        };
+        match h.tasks().await.start_task(authed(&h.workflow(), request)).await {
+            Ok(_) => break,
+            Err(status) if started.elapsed() < Duration::from_secs(3) => {
+                assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(status) => panic!("A never recognised the agent: {status:?}"),
+        }
+    }
+    let token = issue_as(&h, &scout, "x-1").await.unwrap();
+    let mut pg = harness::issue_request("x-1", "reader", &[], 300);
+    pg.grants[0].provider = "analytics".into();
+    let issued = h.credentials().await.issue(authed(&scout, pg.clone())).await.unwrap().into_inner();
+    let database = match issued.credentials[0].credential.as_ref().and_then(|c| c.kind.as_ref()) {
+        Some(proto::credential::Kind::Password(password)) => password.clone(),
+        other => panic!("expected a password, got {other:?}"),
+    };
+    login(&database.username, &database.password, &database.connection).await.unwrap();
+
+    // Suspended through B: A refuses at once, both credentials are dead.
+    let suspend = proto::SuspendAgentRequest {
+        agents: Some(proto::AgentSelector { agent: "scout-bot".into(), ..Default::default() }),
+        reason: "INC-5".into(),
+    };
+    let outcome = admin_b.suspend_agent(authed(&operator, suspend)).await.unwrap().into_inner();
+    assert_eq!((outcome.revoked, outcome.retrying), (2, 0), "{outcome:?}");
+    let refused = issue_as(&h, &scout, "x-1").await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "refused on A: {refused:?}");
+    assert_eq!(h.introspect(&bearer(&token)).await["active"], false, "the JWT is inactive");
+    assert!(!db.role_exists(&database.username).await, "the PostgreSQL role is gone");
+
+    // Resumed through A: issued again.
+    let resume = proto::ResumeAgentRequest {
+        agents: Some(proto::AgentSelector { agent: "scout-bot".into(), ..Default::default() }),
+        reason: "INC-5 closed".into(),
+    };
+    h.admin().await.resume_agent(authed(&operator, resume)).await.unwrap();
+    issue_as(&h, &scout, "x-1").await.expect("issued again once resumed");
+    let again = h.credentials().await.issue(authed(&scout, pg)).await.expect("a new login");
+    assert_ne!(again.into_inner().credentials[0].lease, issued.credentials[0].lease);
+    b.stop().await.unwrap();
+    h.stop().await;
+    db.drop().await;
+}
