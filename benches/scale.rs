@@ -5,7 +5,7 @@
 //! cargo bench --bench scale -- startup --leases 1000000 [--watch 60]
 //! cargo bench --bench scale -- expiry  --leases 100000 --over 60 [--store redis|embedded]
 //! cargo bench --bench scale -- scripts --leases 100000 [--close 10000]
-//! cargo bench --bench scale -- suspend --leases 10000 [--tasks 100] [--store redis|embedded]
+//! cargo bench --bench scale -- suspend --leases 10000 [--tasks 100] [--store redis|embedded] [--scope agent|provider]
 //! cargo bench --bench scale -- audit-start --leases 1000000
 //! ```
 //!
@@ -77,6 +77,8 @@ struct Options {
     redis: bool,
     close: usize,
     tasks: usize,
+    /// `suspend`: what is suspended, `agent` or `provider`.
+    scope: String,
 }
 
 fn options() -> Options {
@@ -96,6 +98,7 @@ fn options() -> Options {
         redis: value("--store").is_none_or(|store| store == "redis"),
         close: number("--close", 10_000).max(1) as usize,
         tasks: number("--tasks", 100).max(1) as usize,
+        scope: value("--scope").cloned().unwrap_or_else(|| "agent".into()),
     }
 }
 

@@ -1,7 +1,9 @@
-//! `suspend`: the kill switch on an agent holding many leases. How long
-//! from `SuspendAgent` until the agent is refused (by a prober that keeps
-//! asking, on Redis through another replica), until the call returns, and
-//! until the last of its leases is revoked at the provider.
+//! `suspend`: the kill switch on an agent holding many leases (or, with
+//! `--scope provider`, the suspension of the provider that issued them).
+//! How long from `SuspendAgent` (`SuspendProvider`) until the agent is
+//! refused (by a prober that keeps asking, on Redis through another
+//! replica), until the call returns, and until the last of its leases is
+//! revoked at the provider.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -74,7 +76,8 @@ pub async fn run(options: &Options) {
         TaskServiceClient::new(channels[0].clone()).start_task(authed(&workflow, start)).await.unwrap();
     }
     println!(
-        "suspend: {leases} leases over {tasks} tasks on the {} store",
+        "suspend {}: {leases} leases over {tasks} tasks on the {} store",
+        options.scope,
         if options.redis { "redis (two replicas)" } else { "embedded" }
     );
     let (agent_, channels_) = (agent.clone(), channels.clone());
@@ -111,17 +114,23 @@ pub async fn run(options: &Options) {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let t0 = Instant::now();
     let called_at = Utc::now();
-    let request = proto::SuspendAgentRequest {
-        agents: Some(proto::AgentSelector { agent: "demo-agent".into(), ..Default::default() }),
-        reason: "benchmark".into(),
+    let mut admin = AdminServiceClient::new(channels[0].clone());
+    let (revoked_in_reply, retrying_in_reply) = if options.scope == "provider" {
+        let request = proto::SuspendProviderRequest { provider: "tokens".into(), reason: "benchmark".into() };
+        let reply = admin.suspend_provider(authed(&operator, request)).await.unwrap().into_inner();
+        (reply.revoked, reply.retrying)
+    } else {
+        let request = proto::SuspendAgentRequest {
+            agents: Some(proto::AgentSelector { agent: "demo-agent".into(), ..Default::default() }),
+            reason: "benchmark".into(),
+        };
+        let reply = admin.suspend_agent(authed(&operator, request)).await.unwrap().into_inner();
+        (reply.revoked, reply.retrying)
     };
-    let reply =
-        AdminServiceClient::new(channels[0].clone()).suspend_agent(authed(&operator, request)).await.unwrap();
     let call = t0.elapsed();
     suspended.store(true, Ordering::Release);
     let (refused_at, issued_after) = probing.await.unwrap();
     let refused = refused_at.saturating_sub(t0 - started);
-    let reply = reply.into_inner();
 
     let store = running.broker.store().clone();
     let revoking = LeaseFilter { state: Some(LeaseState::Revoking), ..LeaseFilter::default() };
@@ -160,8 +169,8 @@ pub async fn run(options: &Options) {
     println!(
         "the reply: {} revoked, {} still retrying; {count} leases revoked in all, the last {:.0} ms after the \
          call began",
-        reply.revoked,
-        reply.retrying,
+        revoked_in_reply,
+        retrying_in_reply,
         (last - called_at).num_milliseconds()
     );
     if let Some(other) = other {
