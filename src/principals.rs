@@ -75,13 +75,21 @@ pub struct Directory {
 }
 
 impl Directory {
-    /// Agents from their records (retired ones resolve to nothing), then
-    /// services. An identity that two rules match resolves to the first:
-    /// agents in name order, then services in configuration order.
+    /// Services, then agents from their records (retired ones resolve to
+    /// nothing). An identity that two rules match resolves to the first:
+    /// services in configuration order (so no agent binding can shadow a
+    /// workflow engine or an operator), then agents in name order.
     pub fn new(records: &[AgentRecord], services: &[ServiceConfig]) -> Self {
         let mut rules = Vec::new();
         let mut agents = BTreeMap::new();
         let mut retired = Vec::new();
+        for config in services {
+            let service = Arc::new(Service {
+                name: config.name.clone(),
+                roles: config.roles.iter().copied().collect(),
+            });
+            rules.push(Rule { identity: config.identity.clone(), principal: Principal::Service(service) });
+        }
         let mut sorted: Vec<&AgentRecord> = records.iter().collect();
         sorted.sort_by(|a, b| a.name.cmp(&b.name));
         for record in sorted {
@@ -98,13 +106,6 @@ impl Directory {
             } else {
                 rules.push(Rule { identity: record.identity.clone(), principal: Principal::Agent(agent) });
             }
-        }
-        for config in services {
-            let service = Arc::new(Service {
-                name: config.name.clone(),
-                roles: config.roles.iter().copied().collect(),
-            });
-            rules.push(Rule { identity: config.identity.clone(), principal: Principal::Service(service) });
         }
         let mut by_subject: HashMap<(String, String), Vec<usize>> = HashMap::new();
         let mut by_claims = Vec::new();
@@ -170,14 +171,30 @@ impl Directory {
         self.agents_after(None).filter(|(_, record)| record.retired.is_none()).map(|(agent, _)| agent)
     }
 
-    /// The principal, if any, other than the agent `except`, that is
-    /// bound to exactly this identity: two principals must not share one.
+    /// The principal, if any, other than the agent `except`, whose
+    /// binding overlaps `binding`: one token both would match. Retired
+    /// agents count (their identity stays refused), services too.
     pub fn bound_elsewhere(&self, binding: &IdentityMatch, except: &str) -> Option<&str> {
-        self.rules
-            .iter()
-            .find(|rule| rule.identity == *binding && rule.principal.name() != except)
-            .map(|rule| rule.principal.name())
+        let active = self.rules.iter().map(|rule| (&rule.identity, rule.principal.name()));
+        let retired = self.retired.iter().map(|(identity, name)| (identity, name.as_str()));
+        active
+            .chain(retired)
+            .find(|(identity, name)| *name != except && overlap(identity, binding))
+            .map(|(_, name)| name)
     }
+}
+
+/// Whether some token could match both bindings: the same issuer, subjects
+/// that do not differ (one may be unset), and no claim both name with
+/// different values.
+pub fn overlap(a: &IdentityMatch, b: &IdentityMatch) -> bool {
+    let subjects_agree = match (&a.subject, &b.subject) {
+        (Some(x), Some(y)) => x == y,
+        _ => true,
+    };
+    a.issuer == b.issuer
+        && subjects_agree
+        && a.claims.iter().all(|(claim, value)| b.claims.get(claim).is_none_or(|other| other == value))
 }
 
 fn matches(binding: &IdentityMatch, identity: &Identity) -> bool {
@@ -253,6 +270,31 @@ mod tests {
         assert!(
             matches!(directory.resolve(&engine), Some(Principal::Service(s)) if s.roles.contains(&ServiceRole::Workflow))
         );
+    }
+
+    #[test]
+    fn overlapping_bindings_are_found() {
+        let binding = |subject: Option<&str>, claims: &[(&str, &str)]| IdentityMatch {
+            issuer: "https://k8s".into(),
+            subject: subject.map(Into::into),
+            claims: claims.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        let exact = binding(Some("s"), &[]);
+        assert!(overlap(&exact, &binding(Some("s"), &[("team", "x")])), "more claims still match the token");
+        assert!(overlap(&exact, &binding(None, &[("team", "x")])), "claims alone may match it");
+        assert!(!overlap(&exact, &binding(Some("t"), &[])));
+        assert!(!overlap(&binding(None, &[("team", "x")]), &binding(None, &[("team", "y")])));
+        assert!(!overlap(&exact, &IdentityMatch { issuer: "https://other".into(), ..exact.clone() }));
+        let directory = directory();
+        let shadow = IdentityMatch {
+            issuer: "https://k8s".into(),
+            subject: Some("system:serviceaccount:billing:bot".into()),
+            claims: [("sub".to_string(), "system:serviceaccount:billing:bot".to_string())].into(),
+        };
+        assert_eq!(directory.bound_elsewhere(&shadow, "a-bot"), Some("billing-bot"));
+        assert_eq!(directory.bound_elsewhere(&shadow, "billing-bot"), None, "its own binding");
+        let engine = binding(Some("system:serviceaccount:temporal:worker"), &[]);
+        assert_eq!(directory.bound_elsewhere(&engine, "a-bot"), Some("temporal"));
     }
 
     #[test]

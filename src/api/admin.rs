@@ -198,7 +198,7 @@ impl AdminService for Admin {
         let request = request.into_inner();
         let retired = self
             .broker
-            .retire_agent(caller.name(), &request.agent, &request.reason, self.clock.now())
+            .retire_agent(caller.name(), &request.agent, &request.reason, request.force, self.clock.now())
             .await
             .map_err(status)?;
         Ok(Response::new(proto::RetireAgentResponse {

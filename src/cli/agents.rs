@@ -105,6 +105,10 @@ pub enum AgentsCommand {
         /// Why; required, and evidence.
         #[arg(long)]
         reason: String,
+        /// Retire an agent managed by configuration, once no replica's
+        /// configuration declares it.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -276,9 +280,9 @@ pub async fn run(command: AgentsCommand) -> anyhow::Result<()> {
             print_detail(&agent);
             Ok(())
         }
-        AgentsCommand::Retire { client, agent, reason } => {
+        AgentsCommand::Retire { client, agent, reason, force } => {
             let mut service = AdminServiceClient::new(connect(&client).await?);
-            let request = proto::RetireAgentRequest { agent, reason };
+            let request = proto::RetireAgentRequest { agent, reason, force };
             let response = service.retire_agent(authorized(&client, request)?).await?.into_inner();
             if let Some(agent) = &response.agent {
                 println!("agent {} retired", agent.name);

@@ -8,7 +8,6 @@
 //! it again finishes the rest.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
@@ -16,7 +15,6 @@ use tokio::sync::mpsc;
 use super::{Broker, Error, check_text, quoted};
 use crate::audit::export::{ExportError, ExportFilter, ExportedRecord};
 use crate::model::{AgentRecord, AgentState, AgentStatus, RevocationReason};
-use crate::principals::Agent;
 use crate::store::Scope;
 
 /// The longest reason a suspension or a resumption may give.
@@ -32,8 +30,11 @@ pub enum AgentSelector {
     Team(String),
 }
 
+/// Inventory records read per page when a selector names many agents.
+const INVENTORY_PAGE: usize = 1000;
+
 impl AgentSelector {
-    fn matches(&self, agent: &Agent) -> bool {
+    fn matches(&self, agent: &AgentRecord) -> bool {
         match self {
             Self::Agent(name) => agent.name == *name,
             Self::Owner(owner) => agent.owner == *owner,
@@ -167,7 +168,7 @@ impl Broker {
         now: DateTime<Utc>,
     ) -> Result<Suspension, Error> {
         check_reason(reason)?;
-        let agents = self.select(selector)?;
+        let agents = self.select(selector).await?;
         let deadline = tokio::time::Instant::now() + self.limits.close_wait;
         let mut suspension = Suspension::default();
         let mut ended = Vec::new();
@@ -209,9 +210,7 @@ impl Broker {
             suspension.revoked += outcome.revoked;
             suspension.retrying += outcome.retrying;
             suspension.failed += outcome.failed;
-            suspension
-                .suspended
-                .push(AgentView { record: self.record_of(&agent)?, status: outcome.closed.agent });
+            suspension.suspended.push(AgentView { record: agent, status: outcome.closed.agent });
         }
         Ok(suspension)
     }
@@ -227,7 +226,7 @@ impl Broker {
         now: DateTime<Utc>,
     ) -> Result<Resumption, Error> {
         check_reason(reason)?;
-        let agents = self.select(selector)?;
+        let agents = self.select(selector).await?;
         let mut resumption = Resumption::default();
         let single = matches!(selector, AgentSelector::Agent(_));
         let mut failed = Vec::new();
@@ -245,7 +244,7 @@ impl Broker {
                     continue;
                 }
             };
-            resumption.resumed.push(AgentView { record: self.record_of(&agent)?, status: Some(status) });
+            resumption.resumed.push(AgentView { record: agent, status: Some(status) });
         }
         if !failed.is_empty() {
             let resumed: Vec<&str> =
@@ -260,9 +259,11 @@ impl Broker {
     pub fn export_audit(&self, query: AuditQuery) -> Result<AuditRecords, Error> {
         let owned = match &query.owner {
             Some(owner) => Some(
-                self.select(&AgentSelector::Owner(owner.clone()))?
-                    .iter()
-                    .map(|agent| agent.name.clone())
+                self.registry
+                    .directory()
+                    .agents_after(None)
+                    .filter(|(_, record)| record.owner == *owner)
+                    .map(|(_, record)| record.name.clone())
                     .collect::<HashSet<_>>(),
             ),
             None => None,
@@ -287,26 +288,38 @@ impl Broker {
         Ok(AuditRecords { records: crate::audit::export::export(self.audit.path(), filter) })
     }
 
-    fn record_of(&self, agent: &Agent) -> Result<AgentRecord, Error> {
-        self.registry.directory().record(&agent.name).cloned().ok_or_else(|| not_registered(&agent.name))
-    }
-
     /// The registered agents (not retired) a selector names, in name
-    /// order; NOT_FOUND when it names none, FAILED_PRECONDITION for a
-    /// retired agent named.
-    fn select(&self, selector: &AgentSelector) -> Result<Vec<Arc<Agent>>, Error> {
-        let directory = self.registry.directory();
-        let agents: Vec<Arc<Agent>> = match selector {
-            AgentSelector::Agent(name) => {
-                if directory.record(name).is_some_and(|record| record.retired.is_some()) {
+    /// order, from the store's inventory: every replica's configured agents
+    /// and every operator's, not only those this replica recognises.
+    /// NOT_FOUND when it names none, FAILED_PRECONDITION for a retired
+    /// agent named.
+    async fn select(&self, selector: &AgentSelector) -> Result<Vec<AgentRecord>, Error> {
+        let agents: Vec<AgentRecord> = match selector {
+            AgentSelector::Agent(name) => match self.store.get_agent(name).await? {
+                Some(record) if record.retired.is_some() => {
                     return Err(Error::FailedPrecondition(format!(
                         "agent {} is retired; retirement is final",
                         quoted(name)
                     )));
                 }
-                directory.agent(name).cloned().into_iter().collect()
+                record => record.into_iter().collect(),
+            },
+            _ => {
+                let mut matching = Vec::new();
+                let mut after: Option<String> = None;
+                loop {
+                    let page = self.store.list_agents(after.as_deref(), INVENTORY_PAGE).await?;
+                    after = page.last().map(|record| record.name.clone());
+                    let full = page.len() == INVENTORY_PAGE;
+                    matching.extend(
+                        page.into_iter()
+                            .filter(|record| record.retired.is_none() && selector.matches(record)),
+                    );
+                    if !full {
+                        break matching;
+                    }
+                }
             }
-            _ => directory.active_agents().filter(|agent| selector.matches(agent)).cloned().collect(),
         };
         if agents.is_empty() {
             return Err(match selector {

@@ -26,6 +26,9 @@ const MAX_DESCRIPTION_CHARS: usize = 1000;
 const MAX_RISK_TIER_CHARS: usize = 64;
 const MAX_SUBJECT_CHARS: usize = 1024;
 const MAX_CLAIMS: usize = 16;
+/// Registered claims a token always carries or that say nothing about who
+/// it is: matching on them would only shadow a subject binding.
+const RESERVED_CLAIMS: &[&str] = &["iss", "sub", "aud", "exp", "nbf", "iat", "jti", "azp", "nonce"];
 /// How many sightings are searched for the one an agent is registered from.
 const SIGHTINGS_SEARCHED: usize = 10_000;
 
@@ -151,6 +154,7 @@ impl Broker {
         if record.same_declaration(&stored) {
             return self.view_of(stored).await;
         }
+        self.refresh_directory().await?;
         self.check_unbound(&record)?;
         record.revision = stored.revision + 1;
         record.updated_at = now;
@@ -171,10 +175,11 @@ impl Broker {
         caller: &str,
         name: &str,
         reason: &str,
+        force: bool,
         now: DateTime<Utc>,
     ) -> Result<RetiredAgent, Error> {
         check_reason(reason)?;
-        let stored = self.retirable(name).await?;
+        let stored = self.retirable(name, force).await?;
         let scope = Scope::Agent(name.to_owned());
         let finished = self.revocations.subscribe();
         // Suspended first: should the rest fail, the agent is stopped and
@@ -183,6 +188,13 @@ impl Broker {
         let record = retired(&stored, caller, reason, now);
         let details = json!({ "reason": reason, "managed_by": stored.managed_by.as_str() });
         self.change_agent(caller, "agent_retired", Some(&stored), &record, details, now).await?;
+        // A resumption that landed between the two steps (on another
+        // replica) is undone: a retired agent stays suspended in the store,
+        // which every replica checks; the store refuses any later one.
+        let closed = match self.registry.status(name).await? {
+            Some(status) if status.state == crate::model::AgentState::Suspended => closed,
+            _ => self.end_scope(caller, &scope, RevocationReason::AgentRetired, reason, now).await?,
+        };
         let outcome = self.wait_for_scope(closed, &scope, finished).await?;
         let view = AgentView { record, status: outcome.closed.agent.clone() };
         Ok(RetiredAgent {
@@ -230,7 +242,13 @@ impl Broker {
                         break;
                     }
                     Err(Error::Aborted(_) | Error::AlreadyExists(_)) if attempt < 2 => continue,
-                    Err(error) => return Err(error),
+                    Err(error @ Error::Unavailable(_)) => return Err(error),
+                    // One agent that cannot be written must not keep the
+                    // others, or the inventory, from loading.
+                    Err(error) => {
+                        tracing::error!(agent = %agent.name, %error, "cannot seed a configured agent");
+                        break;
+                    }
                 }
             }
         }
@@ -289,9 +307,9 @@ impl Broker {
     }
 
     /// The stored record of an agent that may be retired: registered by an
-    /// operator, or declared in another replica's configuration but not in
-    /// this one's.
-    async fn retirable(&self, name: &str) -> Result<AgentRecord, Error> {
+    /// operator, or (with `force`, the operator's word that no replica
+    /// declares it any more) one the configuration declared.
+    async fn retirable(&self, name: &str, force: bool) -> Result<AgentRecord, Error> {
         let stored = self.stored_agent(name).await?;
         if stored.retired.is_some() {
             return Err(retired_already(name));
@@ -300,6 +318,13 @@ impl Broker {
             return Err(Error::FailedPrecondition(format!(
                 "agent {} is declared in the configuration; remove it there first (on every replica), then \
                  retire it",
+                quoted(name)
+            )));
+        }
+        if stored.managed_by == ManagedBy::Configuration && !force {
+            return Err(Error::FailedPrecondition(format!(
+                "agent {} is managed by configuration (another replica may still declare it); retire it with \
+                 force once no replica's configuration declares it",
                 quoted(name)
             )));
         }
@@ -358,18 +383,38 @@ impl Broker {
             if claim.is_empty() {
                 return Err(Error::InvalidArgument("identity claim names must not be empty".into()));
             }
+            if RESERVED_CLAIMS.contains(&claim.as_str()) {
+                return Err(Error::InvalidArgument(format!(
+                    "identity claim {} cannot be matched on: use issuer and subject for who the token is",
+                    quoted(claim)
+                )));
+            }
             check_text("identity claim name", claim, MAX_NAME_CHARS)?;
             check_text("identity claim value", value, MAX_SUBJECT_CHARS)?;
         }
         Ok(())
     }
 
-    /// Two principals must not share an identity binding.
+    /// No token may match two principals: a binding that overlaps another
+    /// principal's (a service's, a retired agent's, or one the
+    /// configuration declares) is refused. Checked against this replica's
+    /// directory, just reloaded: two replicas registering overlapping
+    /// bindings in the same instant are not caught (docs/adr/0014).
     fn check_unbound(&self, record: &AgentRecord) -> Result<(), Error> {
-        match self.registry.directory().bound_elsewhere(&record.identity, &record.name) {
-            Some(other) => {
-                Err(Error::AlreadyExists(format!("that identity is bound to {} already", quoted(other))))
-            }
+        let directory = self.registry.directory();
+        let declared =
+            self.registry.declared().agents.iter().map(|agent| (&agent.identity, agent.name.as_str()));
+        let clash = directory.bound_elsewhere(&record.identity, &record.name).or_else(|| {
+            declared
+                .filter(|(_, name)| *name != record.name)
+                .find(|(identity, _)| crate::principals::overlap(identity, &record.identity))
+                .map(|(_, name)| name)
+        });
+        match clash {
+            Some(other) => Err(Error::AlreadyExists(format!(
+                "that identity overlaps the one {} is bound to: a token could match both",
+                quoted(other)
+            ))),
             None => Ok(()),
         }
     }

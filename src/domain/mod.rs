@@ -125,6 +125,7 @@ impl From<StoreError> for Error {
             )),
             StoreError::ProviderNotSuspended(_) => Self::FailedPrecondition(error.to_string()),
             StoreError::AgentExists(_) => Self::AlreadyExists(error.to_string()),
+            StoreError::AgentRetired(_) => Self::FailedPrecondition(error.to_string()),
             StoreError::AgentChanged(agent) => Self::Aborted(format!(
                 "agent {} was changed by someone else meanwhile; read it again and retry",
                 quoted(&agent)

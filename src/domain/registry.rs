@@ -125,7 +125,12 @@ impl Registry {
         // A change landing between reading the revision and the records
         // is in the records already, or moves the revision again: the
         // next refresh loads it either way.
+        // Revisions only grow: a slower refresh that read an older one must
+        // not replace a newer directory installed meanwhile.
         let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+        if loaded.is_some_and(|newer| newer > revision) {
+            return Ok(false);
+        }
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = directory;
         *loaded = Some(revision);
         Ok(true)

@@ -99,7 +99,7 @@ impl Broker {
         note: &str,
         now: DateTime<Utc>,
     ) -> Result<ScopeOutcome, Error> {
-        if self.registry.agent(agent).is_none() {
+        if self.store.get_agent(agent).await?.is_none() {
             return Err(Error::NotFound(format!("agent {} is not registered", quoted(agent))));
         }
         let scope = Scope::Agent(agent.to_owned());
@@ -120,7 +120,7 @@ impl Broker {
         note: &str,
         now: DateTime<Utc>,
     ) -> Result<AgentStatus, Error> {
-        if self.registry.agent(agent).is_none() {
+        if self.store.get_agent(agent).await?.is_none() {
             return Err(Error::NotFound(format!("agent {} is not registered", quoted(agent))));
         }
         let suspended =

@@ -62,6 +62,7 @@ where
     registry::register_update_retire(make_store().await).await;
     registry::list_in_name_order(make_store().await).await;
     registry::concurrent_updates(make_store().await).await;
+    registry::a_retired_agent_is_not_resumed(make_store().await).await;
     make_store().await.health().await.expect("health of a fresh store");
 }
 

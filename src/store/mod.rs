@@ -59,6 +59,9 @@ pub enum StoreError {
     ProviderSuspended(String),
     #[error("provider {0:?} is not suspended")]
     ProviderNotSuspended(String),
+    /// The agent is retired: it is never resumed.
+    #[error("agent {0:?} is retired; retirement is final")]
+    AgentRetired(String),
     /// An agent by that name is registered already (retired ones too: a
     /// name is never reused).
     #[error("agent {0:?} is registered already")]
@@ -292,7 +295,9 @@ pub trait LeaseStore: Send + Sync + 'static {
     async fn agent_status(&self, agent: &str) -> Result<Option<AgentStatus>, StoreError>;
 
     /// Lifts an agent's suspension; the leases it revoked stay revoked.
-    /// Fails with `AgentNotSuspended` for an agent that is not suspended.
+    /// Fails with `AgentNotSuspended` for an agent that is not suspended,
+    /// and with `AgentRetired` for one whose record says it is retired
+    /// (retirement is final, whatever replica is asked).
     async fn resume_agent(
         &self,
         agent: &str,
@@ -307,12 +312,12 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// Registered agents' records in name order, starting after `after`.
     async fn list_agents(&self, after: Option<&str>, limit: usize) -> Result<Vec<AgentRecord>, StoreError>;
 
-    /// Writes `record` if the agent's stored record is still exactly
-    /// `expected` (`None`: no record yet), and bumps
+    /// Writes `record` if the agent's stored record is still at
+    /// `expected`'s revision (`None`: no record yet), and bumps
     /// [`Self::agents_revision`]. Fails, changing nothing, with
     /// `AgentExists` when `expected` is `None` and a record exists, and
-    /// with `AgentChanged` when the stored record differs from `expected`
-    /// or is missing.
+    /// with `AgentChanged` when the stored record is at another revision
+    /// or is missing. Every change must therefore raise the revision.
     async fn put_agent(&self, expected: Option<&AgentRecord>, record: &AgentRecord)
     -> Result<(), StoreError>;
 

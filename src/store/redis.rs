@@ -409,7 +409,7 @@ impl LeaseStore for RedisStore {
         expected: Option<&AgentRecord>,
         record: &AgentRecord,
     ) -> Result<(), StoreError> {
-        let expected = expected.map(|expected| encode("agent record", expected)).transpose()?;
+        let expected = expected.map(|expected| expected.revision.to_string());
         let mut call = self.function("put_agent");
         call.arg(&record.name).arg(expected.unwrap_or_default()).arg(encode("agent record", record)?);
         let reply = Reply::parse(self.invoke(&call).await?)?;
@@ -455,6 +455,7 @@ impl LeaseStore for RedisStore {
             match reply.status() {
                 "ok" => return Ok(status),
                 "not_suspended" => return Err(StoreError::AgentNotSuspended(agent.to_owned())),
+                "retired" => return Err(StoreError::AgentRetired(agent.to_owned())),
                 "closing" => {
                     let scope = Scope::Agent(agent.to_owned());
                     self.close_all(&scope, b"", RevocationReason::AgentSuspended, now).await?;

@@ -37,7 +37,7 @@ async fn a_namespace_in_another_layout_is_refused() {
     assert_eq!(server.cli(&["get", "writ:{layout}:layout"]).trim(), "4", "marked on first use");
 
     // Layout 2 (no agent states) is read and written as it is, and marked
-    // 4 by the first suspension, after which older code refuses it.
+    // 3 by the first suspension, after which layout 2 code refuses it.
     server.cli(&["set", "writ:{layout}:layout", "2"]);
     assert!(store.get_task("before").await.unwrap().is_some());
     store.overdue_tasks(t(0), 10).await.expect("a read of a layout 2 namespace");
@@ -47,11 +47,11 @@ async fn a_namespace_in_another_layout_is_refused() {
     let suspension =
         Closure { by: "op".into(), reason: RevocationReason::AgentSuspended, note: String::new() };
     store.close_scope(&Scope::Agent("agent".into()), &suspension, t(1)).await.unwrap();
-    assert_eq!(server.cli(&["get", "writ:{layout}:layout"]).trim(), "4", "marked by the first suspension");
+    assert_eq!(server.cli(&["get", "writ:{layout}:layout"]).trim(), "3", "marked by the first suspension");
     store.resume_agent("agent", "op", "", t(2)).await.unwrap();
 
     // Layout 3 (no provider states) likewise, marked 4 by the first
-    // provider's suspension.
+    // provider's suspension (or retirement).
     server.cli(&["set", "writ:{layout}:layout", "3"]);
     store.insert_pending(lease(id(10), "before"), t(3)).await.expect("a write to a layout 3 namespace");
     assert_eq!(server.cli(&["get", "writ:{layout}:layout"]).trim(), "3", "still layout 3 code's");

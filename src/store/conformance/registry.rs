@@ -134,3 +134,24 @@ where
     }
     outputs
 }
+
+/// A retired agent is never resumed, whichever replica is asked: the store
+/// reads the record.
+pub(super) async fn a_retired_agent_is_not_resumed(store: Store) {
+    use crate::store::{Closure, Scope};
+    let bot = record("bot", "alice@example.com");
+    store.put_agent(None, &bot).await.unwrap();
+    let closure =
+        Closure { by: "operator-1".into(), reason: RevocationReason::AgentRetired, note: "gone".into() };
+    store.close_scope(&Scope::Agent("bot".into()), &closure, t(5)).await.unwrap();
+    let retired = AgentRecord {
+        revision: 2,
+        retired: Some(Retirement { at: t(5), by: "operator-1".into(), reason: "gone".into() }),
+        ..bot.clone()
+    };
+    store.put_agent(Some(&bot), &retired).await.unwrap();
+    let err = store.resume_agent("bot", "operator-2", "oops", t(6)).await.unwrap_err();
+    assert_eq!(err, StoreError::AgentRetired("bot".into()));
+    let status = store.agent_status("bot").await.unwrap().unwrap();
+    assert_eq!(status.state, crate::model::AgentState::Suspended, "still suspended");
+}

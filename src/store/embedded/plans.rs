@@ -203,6 +203,9 @@ pub(super) fn resume_agent(
     if !suspended {
         return Err(StoreError::AgentNotSuspended(agent.to_owned()));
     }
+    if super::registry::is_retired(&tables.registry, agent)? {
+        return Err(StoreError::AgentRetired(agent.to_owned()));
+    }
     let status = AgentStatus {
         agent: agent.to_owned(),
         state: AgentState::Active,

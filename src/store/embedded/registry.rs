@@ -24,6 +24,14 @@ fn revision(table: &impl ReadableTable<&'static str, u64>) -> Result<u64, StoreE
     Ok(table.get(REVISION_ROW).map_err(storage_error)?.map_or(0, |row| row.value()))
 }
 
+/// Whether the agent's record says it is retired.
+pub(super) fn is_retired(
+    registry: &impl ReadableTable<&'static str, &'static [u8]>,
+    name: &str,
+) -> Result<bool, StoreError> {
+    Ok(stored(registry, name)?.is_some_and(|record| record.retired.is_some()))
+}
+
 pub(super) fn put(
     tables: &WriteTables<'_>,
     expected: Option<AgentRecord>,
@@ -33,7 +41,11 @@ pub(super) fn put(
     match (&expected, &current) {
         (None, Some(_)) => return Err(StoreError::AgentExists(record.name)),
         (None, None) => {}
-        (Some(expected), current) if current.as_ref() != Some(expected) => {
+        // By revision, not by content: a record another version wrote
+        // (with fields this one does not know) still compares.
+        (Some(expected), current)
+            if current.as_ref().map(|current| current.revision) != Some(expected.revision) =>
+        {
             return Err(StoreError::AgentChanged(record.name));
         }
         (Some(_), _) => {}

@@ -96,12 +96,12 @@ if not ended then
     redis.call('ZREM', P .. 'deadlines', scope_id)
   elseif kind == 'agent' then
     raw = ending
-    uses_states()
+    needs_layout(reason >= REASON_CODES.agent_retired and '4' or '3')
     redis.call('HSET', P .. 'agents', scope_id, raw)
     redis.call('SADD', SUSPENDED, scope_id)
   else
     raw = ending
-    uses_states()
+    needs_layout('4')
     redis.call('HSET', P .. 'providers', scope_id, raw)
     redis.call('SADD', SUSPENDED_PROVIDERS, scope_id)
   end

@@ -605,18 +605,23 @@ end
 -- (keys.rs). A namespace is marked with it on first use (health.lua).
 -- Layout 3 is layout 2 with agents' states (`agents`, `suspended`,
 -- `closing-agents`); layout 4 is layout 3 with providers' states
--- (`providers`, `suspended-providers`, `closing-providers`). This code
--- reads and writes a layout 2 or 3 namespace as it is, and marks it 4 when
--- it first writes an agent's or a provider's state (`uses_states`), after
--- which older code (which would not honour every suspension) refuses it.
--- So a mixed fleet keeps serving until the first suspension.
+-- (`providers`, `suspended-providers`, `closing-providers`) and the
+-- revocation reasons `agent_retired` and `provider_suspended`. This code
+-- reads and writes a layout 2 or 3 namespace as it is, and raises the mark
+-- only as far as what it writes needs (`needs_layout`): 3 for an agent's
+-- suspension or resumption, 4 for a retirement or a provider's state.
+-- Older code, which would not honour it, then refuses the namespace; a
+-- mixed fleet keeps serving until the first such write.
 local LAYOUT = '4'
 local UPGRADES_FROM = { ['2'] = true, ['3'] = true }
 
--- Marks the namespace as holding layout 4 data, before the first write of
--- an agent's or a provider's state.
-local function uses_states()
-  redis.call('SET', P .. 'layout', LAYOUT)
+-- Raises the namespace's mark to `version` ('3' or '4') if it is lower,
+-- before the write that needs it.
+local function needs_layout(version)
+  local mark = redis.call('GET', P .. 'layout')
+  if not mark or mark < version then
+    redis.call('SET', P .. 'layout', version)
+  end
 end
 
 -- Sets up a call: its namespace and a fresh cache. Refuses (before

@@ -1,8 +1,10 @@
--- ARGV: agent name, the stored JSON this change was made from ('' for a
--- new agent), the new JSON.
--- Writes the record only if it is still exactly that JSON, so of two
--- concurrent changes one wins and the other reads again, and bumps the
--- inventory revision that replicas poll.
+-- ARGV: agent name, the revision of the stored record this change was made
+-- from ('' for a new agent), the new JSON.
+-- Writes the record only if the stored one is still at that revision, so
+-- of two concurrent changes one wins and the other reads again, and bumps
+-- the inventory revision that replicas poll. (By revision, not by bytes: a
+-- record another version wrote, with fields this one does not know, still
+-- compares.)
 -- Replies {'ok'}, {'exists'} for a new agent whose name is taken, or
 -- {'changed'}.
 local name, expected, new = ARGV[1], ARGV[2], ARGV[3]
@@ -11,7 +13,7 @@ if expected == '' then
   if current then
     return { 'exists' }
   end
-elseif current ~= expected then
+elseif not current or tonumber(cjson.decode(current).revision) ~= tonumber(expected) then
   return { 'changed' }
 end
 redis.call('HSET', P .. 'registry', name, new)

@@ -9,7 +9,7 @@ end
 if redis.call('SISMEMBER', SUSPENDED_PROVIDERS, provider) == 0 then
   return { 'not_suspended' }
 end
-uses_states()
+needs_layout('4')
 redis.call('HSET', P .. 'providers', provider, status)
 redis.call('SREM', SUSPENDED_PROVIDERS, provider)
 return { 'ok' }
