@@ -257,17 +257,22 @@ impl Broker {
     /// Reads this replica's audit log: the records matching `query`, in
     /// log order, on the receiver. An owner names the agents it owns now.
     pub fn export_audit(&self, query: AuditQuery) -> Result<AuditRecords, Error> {
-        let owned = match &query.owner {
-            Some(owner) => Some(
-                self.registry
-                    .directory()
-                    .agents_after(None)
-                    .filter(|(_, record)| record.owner == *owner)
-                    .map(|(_, record)| record.name.clone())
-                    .collect::<HashSet<_>>(),
-            ),
-            None => None,
-        };
+        let owned = query.owner.as_ref().map(|owner| {
+            self.registry
+                .directory()
+                .agents_after(None)
+                .filter(|(_, record)| record.owner == *owner)
+                .map(|(_, record)| record.name.clone())
+                .collect::<HashSet<_>>()
+        });
+        if let (Some(owner), Some(owned)) = (&query.owner, &owned)
+            && owned.is_empty()
+        {
+            return Err(Error::NotFound(format!(
+                "no registered agent has {}",
+                AgentSelector::Owner(owner.clone()).describe()
+            )));
+        }
         let agents = match (query.agent, owned) {
             (Some(agent), Some(owned)) => Some(owned.into_iter().filter(|name| *name == agent).collect()),
             (Some(agent), None) => Some(HashSet::from([agent])),
