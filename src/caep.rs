@@ -11,10 +11,14 @@
 //!                                      signs one SET per receiver    each SET retried alone
 //! ```
 //!
-//! - **When.** A lease revoked at its provider because its scope ended early
+//! - **When.** A lease Writ revoked because its scope ended early
 //!   (task closed or past its deadline, released by the agent, revoked by
 //!   an operator, the agent suspended or retired, the provider suspended):
-//!   one SET whose subject is the session (the lease id) of the agent. Not
+//!   one SET whose subject is the session (the lease id) of the agent, sent
+//!   when the provider confirms the revocation, or at the first failed
+//!   attempt (receivers should not wait for a provider in trouble; the SET
+//!   sent on success then has the same `jti`, derived from the lease and
+//!   the receiver, so receivers de-duplicate it), or when Writ gives up. Not
 //!   for a lease that simply expired, nor one never handed out (its mint
 //!   failed, or it was abandoned). When an agent is suspended or retired,
 //!   also one SET whose subject is the agent alone: every session of it.
@@ -22,9 +26,10 @@
 //!   provider, role and why. Never a credential, a handle or a reason an
 //!   operator typed.
 //! - **Delivery.** `POST` with `Content-Type: application/secevent+jwt`. A
-//!   2xx answer delivers it. A 400 with an RFC 8935 error (`invalid_request`,
-//!   `invalid_key`, …) is the receiver refusing that SET for good: logged,
-//!   not retried. Anything else is retried with the approval webhooks'
+//!   2xx answer delivers it. A 400 with an RFC 8935 error
+//!   (`invalid_request`, `authentication_failed`, …) is the receiver
+//!   refusing that SET for good: logged, not retried, except `invalid_key`
+//!   (a receiver that has not fetched a new key yet), which is retried. Anything else is retried with the approval webhooks'
 //!   backoff ([`RetryPolicy`]) for up to a day, the same SET (same `jti`)
 //!   each time. SETs are kept in memory: those undelivered at shutdown are
 //!   counted in the log, and the audit log keeps every revocation.
@@ -81,6 +86,10 @@ pub struct ReceiverConfig {
     pub url: String,
     /// The `aud` of the SETs it gets.
     pub audience: String,
+    /// Only leases of these providers (empty: every provider). Agent-wide
+    /// SETs go to every receiver.
+    #[serde(default)]
+    pub providers: Vec<String>,
     /// A bearer token the receiver requires (`Authorization: Bearer …`):
     /// the file's contents less trailing line breaks.
     #[serde(default)]
@@ -92,6 +101,7 @@ impl fmt::Debug for ReceiverConfig {
         f.debug_struct("ReceiverConfig")
             .field("url", &shown(&self.url))
             .field("audience", &self.audience)
+            .field("providers", &self.providers)
             .field("token_file", &self.token_file)
             .finish()
     }
@@ -114,6 +124,7 @@ struct Receiver {
     url: reqwest::Url,
     shown: String,
     audience: String,
+    providers: Vec<String>,
     token: Option<SecretString>,
 }
 
@@ -226,26 +237,40 @@ impl Transmitter {
             "provider": lease.provider,
             "role": lease.role,
         });
-        self.send(subject, reason, Some(&lease.task_id), details, now);
+        let id = format!("lease\n{}", lease.id);
+        self.send(subject, reason, Some(&lease.task_id), Some(&lease.provider), details, &id, now);
     }
 
     /// An agent was suspended or retired: every session of it ends.
     pub fn agent_revoked(&self, agent: &str, reason: RevocationReason, now: DateTime<Utc>) {
         let subject = json!({ "format": "complex", "user": { "format": "opaque", "id": agent } });
-        self.send(subject, reason, None, json!({}), now);
+        let id = format!("agent\n{agent}\n{}", now.timestamp_micros());
+        self.send(subject, reason, None, None, json!({}), &id, now);
     }
 
+    /// Signs one SET per receiver (of `provider`'s leases, if given). The
+    /// `jti` is derived from `id` and the receiver, so the same event sent
+    /// again is recognised as such.
+    #[allow(clippy::too_many_arguments)]
     fn send(
         &self,
         subject: Value,
         reason: RevocationReason,
         txn: Option<&str>,
+        provider: Option<&str>,
         details: Value,
+        id: &str,
         now: DateTime<Utc>,
     ) {
         let Some(inner) = &self.inner else { return };
         for (index, receiver) in inner.receivers.iter().enumerate() {
-            let jti = Uuid::now_v7();
+            if let Some(provider) = provider
+                && !receiver.providers.is_empty()
+                && !receiver.providers.iter().any(|wanted| wanted == provider)
+            {
+                continue;
+            }
+            let jti = derived_jti(id, &receiver.audience);
             let mut event = json!({
                 "event_timestamp": now.timestamp(),
                 "initiating_entity": initiating_entity(reason),
@@ -283,6 +308,16 @@ impl Transmitter {
     }
 }
 
+/// A UUID (version 8) from the SHA-256 of the event's id and the
+/// receiver's audience.
+fn derived_jti(id: &str, audience: &str) -> Uuid {
+    let digest =
+        ring::digest::digest(&ring::digest::SHA256, format!("writ-set\n{id}\n{audience}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest.as_ref()[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
 /// Who caused the session to end, in CAEP's terms.
 fn initiating_entity(reason: RevocationReason) -> &'static str {
     match reason {
@@ -304,6 +339,14 @@ fn receiver_from(config: &ReceiverConfig) -> Result<Receiver, String> {
             "caep receiver {shown}: the url must be http or https, with no user or password"
         ));
     }
+    let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if url.scheme() == "http" && !loopback {
+        return Err(format!(
+            "caep receiver {shown}: SETs (and any bearer token) go over https; plain http only to a loopback \
+             address"
+        ));
+    }
     if config.audience.trim().is_empty() {
         return Err(format!("caep receiver {shown}: audience must not be empty"));
     }
@@ -320,7 +363,7 @@ fn receiver_from(config: &ReceiverConfig) -> Result<Receiver, String> {
         }
         None => None,
     };
-    Ok(Receiver { url, shown, audience: config.audience.clone(), token })
+    Ok(Receiver { url, shown, audience: config.audience.clone(), providers: config.providers.clone(), token })
 }
 
 impl SetDeliveries {
@@ -421,9 +464,14 @@ async fn post(client: &reqwest::Client, receiver: &Receiver, token: &str) -> Att
             // RFC 8935 §2.3: {"err": "...", "description": "..."}; shown
             // cut short, as the receiver's words.
             let body: Value = response.json().await.unwrap_or(Value::Null);
-            let err = body["err"].as_str().unwrap_or("invalid_request");
+            let err: String = body["err"].as_str().unwrap_or("invalid_request").chars().take(64).collect();
             let description: String = body["description"].as_str().unwrap_or("").chars().take(200).collect();
-            Attempt::Refused(format!("{err}: {description}"))
+            if err == "invalid_key" {
+                // The receiver may not have fetched a rotated key yet.
+                Attempt::Failed(format!("{err}: {description}"))
+            } else {
+                Attempt::Refused(format!("{err}: {description}"))
+            }
         }
         Ok(response) => Attempt::Failed(format!("the receiver answered {}", response.status())),
         Err(error) => Attempt::Failed(format!("cannot reach the receiver: {}", error.without_url())),
@@ -445,15 +493,27 @@ mod tests {
         let receiver = |url: &str, audience: &str| ReceiverConfig {
             url: url.into(),
             audience: audience.into(),
+            providers: Vec::new(),
             token_file: None,
         };
         assert!(receiver_from(&receiver("https://r.example/events", "r")).is_ok());
+        assert!(receiver_from(&receiver("http://127.0.0.1:9/events", "r")).is_ok(), "http to loopback");
+        assert!(receiver_from(&receiver("http://localhost:9/events", "r")).is_ok());
+        assert!(receiver_from(&receiver("http://r.example/events", "r")).is_err(), "http elsewhere");
         for (url, audience) in
             [("ftp://r.example", "r"), ("https://u:p@r.example", "r"), ("https://r.example", " ")]
         {
             let error = receiver_from(&receiver(url, audience)).err().unwrap();
             assert!(!error.contains("u:p"), "{error}");
         }
+    }
+
+    #[test]
+    fn the_same_event_keeps_its_jti() {
+        assert_eq!(derived_jti("lease\n1", "a"), derived_jti("lease\n1", "a"));
+        assert_ne!(derived_jti("lease\n1", "a"), derived_jti("lease\n1", "b"), "one per receiver");
+        assert_ne!(derived_jti("lease\n1", "a"), derived_jti("lease\n2", "a"));
+        assert_eq!(derived_jti("x", "y").get_version_num(), 8);
     }
 
     #[test]

@@ -268,6 +268,8 @@ async fn outcome(
             RevocationOutcome::Done { lease_id: lease.id, generation }
         }
         Err(error) if !error.is_retryable() && attempts >= config.give_up_after => {
+            // Writ has ended the session even if the provider cannot.
+            broker.caep().lease_revoked(lease, now);
             let error = error.to_string();
             tracing::error!(lease = %lease.id, provider = %lease.provider, attempts, %error, "revocation can never succeed; the lease is failed and needs an operator");
             broker.metrics().revocation_failed(&lease.provider);
@@ -281,6 +283,11 @@ async fn outcome(
             RevocationOutcome::GaveUp { lease_id: lease.id, generation, error }
         }
         Err(error) => {
+            if attempts == 1 {
+                // Receivers hear now, not after the provider recovers; the
+                // SET sent again on success has the same `jti`.
+                broker.caep().lease_revoked(lease, now);
+            }
             let error = error.to_string();
             let delay = backoff(attempts, config.min_backoff, config.max_backoff, fastrand::f64());
             let next_attempt_at = now + chrono::Duration::from_std(delay).unwrap_or_default();

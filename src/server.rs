@@ -317,7 +317,8 @@ impl App {
 const INVENTORY_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Keeps this replica's directory in step with the inventory, and seeds
-/// the configured agents if that could not be done at start.
+/// the configured agents if that could not be done at start or the store
+/// lost them.
 async fn follow_inventory(broker: Arc<Broker>, clock: Arc<dyn Clock>, stop: CancellationToken) {
     let mut ticks = tokio::time::interval(INVENTORY_POLL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -327,10 +328,10 @@ async fn follow_inventory(broker: Arc<Broker>, clock: Arc<dyn Clock>, stop: Canc
             () = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let result = if broker.registry().loaded() {
-            broker.refresh_directory().await.map(drop)
-        } else {
+        let result = if broker.registry().needs_seeding() {
             broker.seed_agents(clock.now()).await.map(drop)
+        } else {
+            broker.refresh_directory().await.map(drop)
         };
         match result {
             Ok(()) if failing => {

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use super::{Broker, Error, check_text, quoted};
 use crate::audit::export::{ExportError, ExportFilter, ExportedRecord};
 use crate::model::{AgentRecord, AgentState, AgentStatus, RevocationReason};
-use crate::store::Scope;
+use crate::store::{Scope, StoreError};
 
 /// The longest reason a suspension or a resumption may give.
 const MAX_REASON_CHARS: usize = 500;
@@ -299,16 +299,48 @@ impl Broker {
     /// NOT_FOUND when it names none, FAILED_PRECONDITION for a retired
     /// agent named.
     async fn select(&self, selector: &AgentSelector) -> Result<Vec<AgentRecord>, Error> {
-        let agents: Vec<AgentRecord> = match selector {
-            AgentSelector::Agent(name) => match self.store.get_agent(name).await? {
-                Some(record) if record.retired.is_some() => {
-                    return Err(Error::FailedPrecondition(format!(
-                        "agent {} is retired; retirement is final",
-                        quoted(name)
-                    )));
-                }
-                record => record.into_iter().collect(),
-            },
+        let agents = match self.select_stored(selector).await {
+            Ok(agents) => agents,
+            // The store cannot be read: this replica's directory names the
+            // agents, so that the kill switch tries each and says which it
+            // could not stop, rather than naming none.
+            Err(StoreError::Unavailable(error)) => {
+                tracing::warn!(%error, "cannot read the agent inventory; selecting from this replica's directory");
+                let directory = self.registry.directory();
+                directory
+                    .agents_after(None)
+                    .map(|(_, record)| record)
+                    .filter(|record| match selector {
+                        AgentSelector::Agent(name) => record.name == *name,
+                        _ => record.retired.is_none() && selector.matches(record),
+                    })
+                    .cloned()
+                    .collect()
+            }
+            Err(error) => return Err(error.into()),
+        };
+        if let (AgentSelector::Agent(name), [record]) = (selector, agents.as_slice())
+            && record.retired.is_some()
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "agent {} is retired; retirement is final",
+                quoted(name)
+            )));
+        }
+        if agents.is_empty() {
+            return Err(match selector {
+                AgentSelector::Agent(name) => not_registered(name),
+                _ => Error::NotFound(format!("no registered agent has {}", selector.describe())),
+            });
+        }
+        Ok(agents)
+    }
+
+    /// The agents a selector names in the store's inventory (a retired one
+    /// by name included, for the caller to refuse).
+    async fn select_stored(&self, selector: &AgentSelector) -> Result<Vec<AgentRecord>, StoreError> {
+        Ok(match selector {
+            AgentSelector::Agent(name) => self.store.get_agent(name).await?.into_iter().collect(),
             _ => {
                 let mut matching = Vec::new();
                 let mut after: Option<String> = None;
@@ -325,14 +357,7 @@ impl Broker {
                     }
                 }
             }
-        };
-        if agents.is_empty() {
-            return Err(match selector {
-                AgentSelector::Agent(name) => not_registered(name),
-                _ => Error::NotFound(format!("no registered agent has {}", selector.describe())),
-            });
-        }
-        Ok(agents)
+        })
     }
 }
 

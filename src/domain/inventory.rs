@@ -261,8 +261,11 @@ impl Broker {
         self.registry.refresh().await
     }
 
-    /// Evidence first, then the store change, then this replica's
-    /// directory. A store refusal after the evidence is evidence too.
+    /// Evidence first (nothing changes without it), then the store change,
+    /// then this replica's directory. What the store then did is evidence
+    /// too: `error` for a refusal, `unknown` for a store that did not
+    /// answer. A crash between the two leaves an `ok` record of a change
+    /// that was not made; the record's `revision` in the store says which.
     async fn change_agent(
         &self,
         caller: &str,
@@ -282,7 +285,10 @@ impl Broker {
         };
         self.audit.record(now, evidence("ok")).await?;
         if let Err(error) = self.store.put_agent(expected, record).await {
-            self.audit.record_or_log(now, evidence("error")).await;
+            // A store that did not answer may have made the change: the
+            // evidence says it is not known, rather than that it failed.
+            let outcome = if matches!(error, StoreError::Unavailable(_)) { "unknown" } else { "error" };
+            self.audit.record_or_log(now, evidence(outcome)).await;
             return Err(error.into());
         }
         if let Err(error) = self.registry.refresh().await {

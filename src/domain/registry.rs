@@ -47,6 +47,7 @@ pub struct Registry {
     /// The store's inventory revision `current` was loaded at; `None`
     /// before the first load.
     loaded: Mutex<Option<u64>>,
+    refreshing: tokio::sync::Mutex<()>,
     declared: Declared,
     /// Where agents and their runtime states are kept (shared with the
     /// broker).
@@ -60,7 +61,13 @@ impl Registry {
         let at = DateTime::UNIX_EPOCH;
         let records: Vec<AgentRecord> = declared.agents.iter().map(|agent| agent.record(at)).collect();
         let directory = Directory::new(&records, &declared.services);
-        Self { current: RwLock::new(Arc::new(directory)), loaded: Mutex::new(None), declared, store }
+        Self {
+            current: RwLock::new(Arc::new(directory)),
+            loaded: Mutex::new(None),
+            refreshing: tokio::sync::Mutex::new(()),
+            declared,
+            store,
+        }
     }
 
     /// The principal a verified identity maps to. An identity that maps to
@@ -106,6 +113,9 @@ impl Registry {
     /// Reloads the inventory if the store's revision moved since the last
     /// load; says whether it did.
     pub async fn refresh(&self) -> Result<bool, Error> {
+        // One at a time: a slower refresh that read older records must not
+        // replace a directory a later one installed.
+        let _one_at_a_time = self.refreshing.lock().await;
         let revision = self.store.agents_revision().await?;
         if *self.loaded.lock().unwrap_or_else(PoisonError::into_inner) == Some(revision) {
             return Ok(false);
@@ -125,20 +135,21 @@ impl Registry {
         // A change landing between reading the revision and the records
         // is in the records already, or moves the revision again: the
         // next refresh loads it either way.
-        // Revisions only grow: a slower refresh that read an older one must
-        // not replace a newer directory installed meanwhile.
         let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
-        if loaded.is_some_and(|newer| newer > revision) {
-            return Ok(false);
-        }
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = directory;
         *loaded = Some(revision);
         Ok(true)
     }
 
-    /// Whether the inventory was loaded from the store at least once.
-    pub fn loaded(&self) -> bool {
-        self.loaded.lock().unwrap_or_else(PoisonError::into_inner).is_some()
+    /// Whether the configured agents are to be written to the store: never
+    /// done yet, or the store's inventory is empty while the configuration
+    /// declares agents (a Redis that lost its data).
+    pub fn needs_seeding(&self) -> bool {
+        match *self.loaded.lock().unwrap_or_else(PoisonError::into_inner) {
+            None => true,
+            Some(0) => !self.declared.agents.is_empty(),
+            Some(_) => false,
+        }
     }
 
     /// The agent's runtime state; `None` for one never suspended.

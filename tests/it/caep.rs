@@ -58,6 +58,7 @@ async fn with_caep(url: String) -> Harness {
             receivers: vec![writ::caep::ReceiverConfig {
                 url,
                 audience: AUDIENCE.into(),
+                providers: Vec::new(),
                 token_file: Some(dir.join("receiver.token")),
             }],
         });

@@ -45,7 +45,7 @@ fn registration(h: &Harness, name: &str, subject: &str) -> proto::RegisterAgentR
 }
 
 fn retire(agent: &str, reason: &str) -> proto::RetireAgentRequest {
-    proto::RetireAgentRequest { agent: agent.into(), reason: reason.into() }
+    proto::RetireAgentRequest { agent: agent.into(), reason: reason.into(), force: false }
 }
 
 async fn issue_as(h: &Harness, token: &str, task_id: &str) -> Result<proto::IssuedCredential, tonic::Status> {
@@ -230,6 +230,31 @@ async fn bad_inventory_requests_change_nothing() {
             tonic::Code::AlreadyExists,
         ),
         ("never sighted", with(&|r| r.from_sighting = true), tonic::Code::NotFound),
+        (
+            "the demo agent's subject, made to look different by a claim",
+            with(&|r| {
+                let identity = r.identity.as_mut().unwrap();
+                identity.subject = writ::dev::AGENT_SUBJECT.into();
+                identity.claims.insert("team".into(), "x".into());
+            }),
+            tonic::Code::AlreadyExists,
+        ),
+        (
+            "a claims-only binding that would catch the operator's token",
+            with(&|r| {
+                let identity = r.identity.as_mut().unwrap();
+                identity.subject.clear();
+                identity.claims.insert("scope".into(), "x".into());
+            }),
+            tonic::Code::AlreadyExists,
+        ),
+        (
+            "a reserved claim",
+            with(&|r| {
+                r.identity.as_mut().unwrap().claims.insert("sub".into(), "new-subject".into());
+            }),
+            tonic::Code::InvalidArgument,
+        ),
         (
             "a sighting with claims",
             with(&|r| {

@@ -422,6 +422,8 @@ async fn an_owner_suspension_with_the_store_down_says_what_is_not_stopped() {
                 done = Some(response.into_inner());
                 break;
             }
+            // Redis came back empty: the configured agents are seeded
+            // again within a poll or two.
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
