@@ -11,6 +11,7 @@ use writ::api::proto;
 use writ::api::proto::admin_service_client::AdminServiceClient;
 
 use crate::harness::{self, Harness, authed, bearer};
+use crate::postgres::password;
 use crate::postgres_support::{PgDatabase, login};
 use crate::redis_support::RedisServer;
 use crate::replicas::{on_redis, second_replica};
@@ -62,6 +63,31 @@ async fn agent_names(
     listed.into_inner().agents.into_iter().map(|agent| agent.name).collect()
 }
 
+/// Starts a task for `agent` on the harness's replica as soon as it
+/// recognises the agent (NOT_FOUND until then, for at most 3 s); returns
+/// how long that took.
+async fn start_task_once_recognised(h: &Harness, task_id: &str, agent: &str) -> Duration {
+    let started = Instant::now();
+    loop {
+        let request = proto::StartTaskRequest {
+            task_id: task_id.into(),
+            agent: agent.into(),
+            context: Some(proto::TaskContext { environment: "dev".into(), ..Default::default() }),
+            deadline: Some(writ::api::convert::timestamp(
+                writ::clock::Clock::now(&h.clock) + chrono::Duration::seconds(600),
+            )),
+        };
+        match h.tasks().await.start_task(authed(&h.workflow(), request)).await {
+            Ok(_) => return started.elapsed(),
+            Err(status) if started.elapsed() < Duration::from_secs(3) => {
+                assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(status) => panic!("the replica never recognised {agent}: {status:?}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_sighted_agent_is_registered_issued_to_and_retired() {
     let db = PgDatabase::create().await;
@@ -111,10 +137,7 @@ async fn a_sighted_agent_is_registered_issued_to_and_retired() {
     let mut pg = harness::issue_request("scout-1", "reader", &[], 300);
     pg.grants[0].provider = "analytics".into();
     let issued = h.credentials().await.issue(authed(&scout, pg)).await.unwrap().into_inner();
-    let database = match issued.credentials[0].credential.as_ref().and_then(|c| c.kind.as_ref()) {
-        Some(proto::credential::Kind::Password(password)) => password.clone(),
-        other => panic!("expected a password, got {other:?}"),
-    };
+    let database = password(&issued.credentials[0]);
     let session = login(&database.username, &database.password, &database.connection).await.unwrap();
     session.query("SELECT 1", &[]).await.unwrap();
 
@@ -340,25 +363,7 @@ async fn replicas_follow_the_inventory() {
     admin_b.register_agent(authed(&operator, request)).await.unwrap();
 
     // StartTask names the agent: NOT_FOUND until A recognises it.
-    let registered_at = Instant::now();
-    let seen_on_a = loop {
-        let request = proto::StartTaskRequest {
-            task_id: "helper-task".into(),
-            agent: "demo-helper".into(),
-            context: Some(proto::TaskContext { environment: "dev".into(), ..Default::default() }),
-            deadline: Some(writ::api::convert::timestamp(
-                writ::clock::Clock::now(&h.clock) + chrono::Duration::seconds(600),
-            )),
-        };
-        match h.tasks().await.start_task(authed(&h.workflow(), request)).await {
-            Ok(_) => break registered_at.elapsed(),
-            Err(status) if registered_at.elapsed() < Duration::from_secs(3) => {
-                assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(status) => panic!("replica A never recognised the agent: {status:?}"),
-        }
-    };
+    let seen_on_a = start_task_once_recognised(&h, "helper-task", "demo-helper").await;
     assert!(seen_on_a < Duration::from_millis(1500), "recognised on A after {seen_on_a:?}");
 
     let mut admin_a = h.admin().await;
@@ -409,33 +414,12 @@ async fn register_issue_suspend_resume_across_replicas() {
     let scout = h.token(SCOUT_SUBJECT);
 
     // On A, once it has seen the registration.
-    let started = Instant::now();
-    loop {
-        let request = proto::StartTaskRequest {
-            task_id: "x-1".into(),
-            agent: "scout-bot".into(),
-            context: Some(proto::TaskContext { environment: "dev".into(), ..Default::default() }),
-            deadline: Some(writ::api::convert::timestamp(
-                writ::clock::Clock::now(&h.clock) + chrono::Duration::seconds(600),
-            )),
-        };
-        match h.tasks().await.start_task(authed(&h.workflow(), request)).await {
-            Ok(_) => break,
-            Err(status) if started.elapsed() < Duration::from_secs(3) => {
-                assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(status) => panic!("A never recognised the agent: {status:?}"),
-        }
-    }
+    start_task_once_recognised(&h, "x-1", "scout-bot").await;
     let token = issue_as(&h, &scout, "x-1").await.unwrap();
     let mut pg = harness::issue_request("x-1", "reader", &[], 300);
     pg.grants[0].provider = "analytics".into();
     let issued = h.credentials().await.issue(authed(&scout, pg.clone())).await.unwrap().into_inner();
-    let database = match issued.credentials[0].credential.as_ref().and_then(|c| c.kind.as_ref()) {
-        Some(proto::credential::Kind::Password(password)) => password.clone(),
-        other => panic!("expected a password, got {other:?}"),
-    };
+    let database = password(&issued.credentials[0]);
     login(&database.username, &database.password, &database.connection).await.unwrap();
 
     // Suspended through B: A refuses at once, both credentials are dead.

@@ -40,7 +40,7 @@ async fn with_analytics(db: &PgDatabase) -> harness::Harness {
     .await
 }
 
-fn password(issued: &proto::IssuedCredential) -> proto::Password {
+pub(crate) fn password(issued: &proto::IssuedCredential) -> proto::Password {
     match issued.credential.as_ref().and_then(|c| c.kind.as_ref()) {
         Some(proto::credential::Kind::Password(password)) => password.clone(),
         other => panic!("expected a password, got {other:?}"),

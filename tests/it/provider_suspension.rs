@@ -9,6 +9,7 @@ use writ::api::proto;
 use writ::api::proto::admin_service_client::AdminServiceClient;
 
 use crate::harness::{self, Harness, authed, bearer};
+use crate::postgres::password;
 use crate::postgres_support::{PgDatabase, login};
 use crate::redis_support::RedisServer;
 use crate::replicas::{issue_via, on_redis, second_replica};
@@ -30,13 +31,6 @@ fn analytics_request(task_id: &str) -> proto::IssueRequest {
 async fn issue_analytics(h: &Harness, task_id: &str) -> Result<proto::IssuedCredential, tonic::Status> {
     let issued = h.credentials().await.issue(authed(&h.agent(), analytics_request(task_id))).await?;
     Ok(issued.into_inner().credentials.into_iter().next().unwrap())
-}
-
-fn password(issued: &proto::IssuedCredential) -> proto::Password {
-    match issued.credential.as_ref().and_then(|c| c.kind.as_ref()) {
-        Some(proto::credential::Kind::Password(password)) => password.clone(),
-        other => panic!("expected a password, got {other:?}"),
-    }
 }
 
 #[tokio::test]
