@@ -114,6 +114,22 @@ impl RedisStore {
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Option<CloseStep>, StoreError> {
+        self.close_step(scope, ending, reason, now, limit, false).await
+    }
+
+    /// [`Self::close_step_of`]; with `takeover` (the sweep finishing a close
+    /// someone else began), a close whose last batch is less than a second
+    /// old is left to whoever is moving it (`None`), so that its caller
+    /// hears of every lease it ends.
+    async fn close_step(
+        &self,
+        scope: &Scope,
+        ending: &[u8],
+        reason: RevocationReason,
+        now: DateTime<Utc>,
+        limit: usize,
+        takeover: bool,
+    ) -> Result<Option<CloseStep>, StoreError> {
         let (kind, id) = match scope {
             Scope::Task(task_id) => ("task", task_id),
             Scope::Agent(agent) => ("agent", agent),
@@ -126,13 +142,14 @@ impl RedisStore {
             .arg(record::reason_code(reason))
             .arg(&at(now)?[..])
             .arg(limit_arg(limit))
-            .arg(millis(now));
+            .arg(millis(now))
+            .arg(if takeover { "takeover" } else { "" });
         let mut reply = Reply::parse(self.invoke(&call).await?)?;
         let done = match reply.status() {
             "ok" => true,
             "more" => false,
             "task_not_found" => return Err(StoreError::TaskNotFound(id.clone())),
-            "idle" => return Ok(None),
+            "idle" | "busy" => return Ok(None),
             _ => return Err(reply.unexpected()),
         };
         let row = reply.bytes()?;
@@ -157,11 +174,18 @@ impl RedisStore {
         ending: &[u8],
         reason: RevocationReason,
         now: DateTime<Utc>,
+        takeover: bool,
     ) -> Result<Option<(ClosedScope, Vec<SweptLease>, RevocationReason)>, StoreError> {
         let mut moved = Vec::new();
         let mut ended_now = None;
+        // Only the first step asks whether someone else is moving the
+        // close: once the sweep has taken it over, its own batches mark it
+        // touched and must not make it step back.
+        let mut takeover = takeover;
         loop {
-            let Some(step) = self.close_step_of(scope, ending, reason, now, CLOSE_BATCH).await? else {
+            let step = self.close_step(scope, ending, reason, now, CLOSE_BATCH, takeover).await?;
+            takeover = false;
+            let Some(step) = step else {
                 // Another caller finished it between our calls.
                 if moved.is_empty() {
                     return Ok(None);
@@ -217,7 +241,7 @@ impl RedisStore {
                 let scope = scope_of(id);
                 // Only goes on with a close under way; the function answers
                 // with the reason that close was given.
-                match self.close_all(&scope, b"", RevocationReason::TaskClosed, now).await {
+                match self.close_all(&scope, b"", RevocationReason::TaskClosed, now, true).await {
                     Ok(Some((_, leases, reason))) => {
                         moved.extend(leases.into_iter().map(|lease| (lease, reason)))
                     }
@@ -341,7 +365,7 @@ impl LeaseStore for RedisStore {
             )?,
         };
         let (closed, _, _) =
-            self.close_all(scope, ending.as_bytes(), closure.reason, now).await?.ok_or_else(|| {
+            self.close_all(scope, ending.as_bytes(), closure.reason, now, false).await?.ok_or_else(|| {
                 StoreError::Corrupt("ending a scope answered that there was nothing to end".into())
             })?;
         Ok(closed)
@@ -380,7 +404,7 @@ impl LeaseStore for RedisStore {
                 "not_suspended" => return Err(StoreError::ProviderNotSuspended(provider.to_owned())),
                 "closing" => {
                     let scope = Scope::Provider(provider.to_owned());
-                    self.close_all(&scope, b"", RevocationReason::ProviderSuspended, now).await?;
+                    self.close_all(&scope, b"", RevocationReason::ProviderSuspended, now, false).await?;
                 }
                 _ => return Err(reply.unexpected()),
             }
@@ -458,7 +482,7 @@ impl LeaseStore for RedisStore {
                 "retired" => return Err(StoreError::AgentRetired(agent.to_owned())),
                 "closing" => {
                     let scope = Scope::Agent(agent.to_owned());
-                    self.close_all(&scope, b"", RevocationReason::AgentSuspended, now).await?;
+                    self.close_all(&scope, b"", RevocationReason::AgentSuspended, now, false).await?;
                 }
                 _ => return Err(reply.unexpected()),
             }

@@ -308,3 +308,38 @@ async fn a_provider_suspension_stopped_half_way_is_finished_by_the_sweep() {
     redis.resume_provider("db", "op", "fixed", t(6)).await.unwrap();
     redis.insert_pending(Lease { provider: "db".into(), ..lease(id(20), "t") }, t(7)).await.expect("resumed");
 }
+
+/// The sweep leaves a close alone while its caller is still moving it
+/// (the caller counts what it moves, and reports it), and takes over one
+/// whose caller went quiet for a second: then it finishes it whole, over
+/// as many batches as it takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_takes_over_only_a_close_whose_caller_went_quiet() {
+    let server = RedisServer::start();
+    let redis = RedisStore::open(&config(server.url(), "takeover")).await.unwrap();
+    redis.create_task(task("t")).await.unwrap();
+    // More than two of the store's batches (1,000 leases each).
+    let leases = 2_345u128;
+    for n in 0..leases {
+        redis.insert_pending(lease(id(n), "t"), t(0)).await.unwrap();
+    }
+    let closure = br#"{"at":"2026-01-01T00:00:02Z","by":"wf","reason":"task_closed"}"#;
+    let scope = Scope::Task("t".into());
+    let first =
+        redis.close_step_of(&scope, closure, RevocationReason::TaskClosed, t(2), 5).await.unwrap().unwrap();
+    assert!(!first.done);
+
+    // Within a second of the caller's last batch: left to the caller.
+    let soon = t(2) + TimeDelta::milliseconds(900);
+    assert!(redis.sweep(soon, t(0), 100).await.unwrap().closed.is_empty(), "the caller is moving it");
+    let second =
+        redis.close_step_of(&scope, b"", RevocationReason::TaskClosed, soon, 5).await.unwrap().unwrap();
+    assert_eq!(second.revoking.len(), 5, "the caller goes on from where it was");
+
+    // The caller went quiet: a second later the sweep moves all the rest.
+    let swept = redis.sweep(soon + TimeDelta::milliseconds(1000), t(0), 100).await.unwrap();
+    assert_eq!(swept.closed.len() as u128, leases - 10, "every lease left, in one sweep");
+    assert!(swept.closed.iter().all(|(_, reason)| *reason == RevocationReason::TaskClosed));
+    assert_eq!(server.cli(&["hexists", "writ:{takeover}:closing", "t"]).trim(), "0", "finished");
+    assert_eq!(server.cli(&["exists", "writ:{takeover}:closing-touched"]).trim(), "0", "nothing left behind");
+}

@@ -15,6 +15,7 @@
 //! | `registry`                | hash   | agent name → its record (the inventory: owner, team, identity, who registered it, retirement), JSON |
 //! | `registry-names`          | zset   | every registered agent's name, score 0: listings page through it in name order |
 //! | `registry-revision`       | string | a counter every change of `registry` bumps; replicas poll it to reload the inventory |
+//! | `closing-touched`         | hash   | `<kind>:<scope id>` → when (ms) a close under way last moved a batch: the sweep takes a close over only a second after that |
 //! | `providers`               | hash   | provider name → its status (suspended or resumed, by whom, when, why), JSON; only providers whose state ever changed |
 //! | `suspended-providers`     | set    | the names of suspended providers: what every insert, activation and extension checks |
 //! | `closing-providers`       | hash   | suspended provider → `<reason code>:<last lease id done>`, while its suspension walks `state:active` |

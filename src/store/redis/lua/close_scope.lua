@@ -2,7 +2,8 @@
 -- the scope writes (a task's closure, or an agent's or a provider's status
 -- as suspended: JSON; empty
 -- to only go on with a close under way), reason code, now (record time),
--- limit, now (ms).
+-- limit, now (ms), 'takeover' when the sweep goes on with a close someone
+-- else began (else '').
 -- Replies {'ok' or 'more', the task or agent status JSON, {ids moved to
 -- revoking}, reason code, 'new' if this call ended the scope else 'old',
 -- {agent, task} of each lease moved (flat)}.
@@ -30,6 +31,12 @@
 -- and an operator resumed the agent cannot suspend it again.
 local kind, scope_id, ending = ARGV[1], ARGV[2], ARGV[3]
 local reason, now, limit = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
+local now_ms, takeover = tonumber(ARGV[7]), ARGV[8] == 'takeover'
+-- When each close under way last moved a batch: the sweep leaves a close
+-- alone for a second after that (its caller is moving it, and counts what
+-- it moves), and takes over one whose caller went quiet (crashed).
+local TOUCHED, touched_field = P .. 'closing-touched', kind .. ':' .. scope_id
+local TAKEOVER_MS = 1000
 local CLOSING, raw, ended, index
 if kind == 'task' then
   CLOSING = P .. 'closing'
@@ -54,6 +61,12 @@ else
 end
 if ending == '' and not (ended and redis.call('HEXISTS', CLOSING, scope_id) == 1) then
   return { 'idle' }
+end
+if takeover then
+  local touched = redis.call('HGET', TOUCHED, touched_field)
+  if touched and now_ms - tonumber(touched) < TAKEOVER_MS then
+    return { 'busy' }
+  end
 end
 local after
 if ended then
@@ -116,7 +129,9 @@ if #ids < limit then
   if kind == 'task' then
     redis.call('ZADD', P .. 'closed-tasks', ARGV[7], scope_id)
   end
+  redis.call('HDEL', TOUCHED, touched_field)
   return { 'ok', raw, revoking, reason, fresh, names }
 end
 redis.call('HSET', CLOSING, scope_id, reason .. ':' .. ids[#ids])
+redis.call('HSET', TOUCHED, touched_field, now_ms)
 return { 'more', raw, revoking, reason, fresh, names }
