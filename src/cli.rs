@@ -230,11 +230,24 @@ pub struct ExplainArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct ClientArgs {
+    /// Writ's gRPC address: `https://` speaks TLS, `http://` plaintext
+    /// (`writ dev` only).
     #[arg(long, env = "WRIT_ENDPOINT", default_value = "http://127.0.0.1:7070")]
     pub endpoint: String,
-    /// The caller's workload token.
+    /// The caller's workload token. A service may present a client
+    /// certificate (`--cert`, `--key`) instead.
     #[arg(long, env = "WRIT_TOKEN", hide_env_values = true)]
-    pub token: String,
+    pub token: Option<String>,
+    /// CA certificates (PEM) to trust for Writ's certificate, instead of
+    /// the public web PKI.
+    #[arg(long, env = "WRIT_CA")]
+    pub ca: Option<PathBuf>,
+    /// A client certificate chain (PEM) to present (mTLS); needs `--key`.
+    #[arg(long, env = "WRIT_CLIENT_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "WRIT_CLIENT_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
 }
 
 pub fn init_logging(cli: &Cli) {
@@ -403,19 +416,73 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
 }
 
 async fn connect(client: &ClientArgs) -> anyhow::Result<Channel> {
-    Channel::from_shared(client.endpoint.clone())
-        .context("invalid endpoint")?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {}", client.endpoint))
+    let endpoint = endpoint(client)?;
+    endpoint.connect().await.map_err(|error| {
+        let mut message = format!("connecting to {}: {}", client.endpoint, error_chain(&error));
+        if client.endpoint.starts_with("http://") {
+            message.push_str(" (if Writ serves TLS, use an https:// endpoint, with --ca for a private CA)");
+        }
+        anyhow::anyhow!(message)
+    })
+}
+
+/// The endpoint with its TLS settings: `https://` trusts `--ca` if given,
+/// else the public web PKI, and presents `--cert` if given.
+pub fn endpoint(client: &ClientArgs) -> anyhow::Result<tonic::transport::Endpoint> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let endpoint = Channel::from_shared(client.endpoint.clone())
+        .with_context(|| format!("invalid endpoint {:?}", client.endpoint))?
+        .connect_timeout(Duration::from_secs(5));
+    let tls_options = client.ca.is_some() || client.cert.is_some();
+    if !client.endpoint.starts_with("https://") {
+        if tls_options {
+            anyhow::bail!("--ca, --cert and --key need an https:// endpoint, not {:?}", client.endpoint);
+        }
+        return Ok(endpoint);
+    }
+    let read = |path: &PathBuf, what: &str| {
+        std::fs::read(path).with_context(|| format!("reading the {what} {}", path.display()))
+    };
+    let mut tls = ClientTlsConfig::new();
+    tls = match &client.ca {
+        Some(path) => tls.ca_certificate(Certificate::from_pem(read(path, "CA certificates")?)),
+        None => tls.with_webpki_roots(),
+    };
+    if let (Some(cert), Some(key)) = (&client.cert, &client.key) {
+        tls = tls.identity(Identity::from_pem(read(cert, "client certificate")?, read(key, "client key")?));
+    }
+    endpoint.tls_config(tls).context("configuring TLS")
+}
+
+/// An error and its causes on one line: tonic's transport errors say what
+/// went wrong (an unknown CA, a name mismatch) only in their sources.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn authorized<T>(client: &ClientArgs, message: T) -> anyhow::Result<tonic::Request<T>> {
     let mut request = tonic::Request::new(message);
-    let value: MetadataValue<_> =
-        format!("Bearer {}", client.token).parse().context("the token is not ASCII")?;
-    request.metadata_mut().insert("authorization", value);
+    match &client.token {
+        Some(token) => {
+            let value: MetadataValue<_> =
+                format!("Bearer {token}").parse().context("the token is not ASCII")?;
+            request.metadata_mut().insert("authorization", value);
+        }
+        None if client.cert.is_some() => {}
+        None => anyhow::bail!(
+            "no credentials: set WRIT_TOKEN (--token), or present a client certificate (--cert, --key)"
+        ),
+    }
     Ok(request)
 }
 

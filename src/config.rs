@@ -154,6 +154,13 @@ pub struct ServerConfig {
     /// How long shutdown waits for in-flight requests.
     #[serde(with = "humantime_serde", default = "defaults::shutdown_grace")]
     pub shutdown_grace: Duration,
+    /// TLS on both listeners (`[server.tls]`): required unless `plaintext`.
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsConfig>,
+    /// Serve both listeners without TLS: for development on loopback only;
+    /// logged as a warning at start.
+    #[serde(default)]
+    pub plaintext: bool,
 }
 
 /// The largest `limits.max_token_bytes`. The gRPC listener's HTTP/2
@@ -385,7 +392,13 @@ pub enum ServiceRole {
 pub struct ServiceConfig {
     pub name: String,
     pub roles: Vec<ServiceRole>,
-    pub identity: IdentityMatch,
+    /// The workload token it authenticates with; at least one of this and
+    /// `certificate`.
+    #[serde(default)]
+    pub identity: Option<IdentityMatch>,
+    /// The client certificate it may authenticate with instead (mTLS).
+    #[serde(default)]
+    pub certificate: Option<crate::tls::CertificateMatch>,
 }
 
 /// `[providers.<name>]`: a `kind` and the settings that kind reads. The
@@ -475,6 +488,9 @@ impl Config {
                 *path = base.join(&*path);
             }
         };
+        if let Some(tls) = &mut self.server.tls {
+            tls.resolve_paths(base);
+        }
         resolve(&mut self.audit.path);
         resolve(&mut self.audit.key_file);
         if let Some(path) = &mut self.audit.signing_key_file {
@@ -500,6 +516,20 @@ impl Config {
     /// Checks what can be checked without touching the network or disk.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |message: String| Err(ConfigError::Invalid(message));
+        match (&self.server.tls, self.server.plaintext) {
+            (None, false) => {
+                return invalid(
+                    "server: TLS is required: set [server.tls] cert_file and key_file, or \
+                     server.plaintext = true to serve without it (development on loopback only)"
+                        .into(),
+                );
+            }
+            (Some(_), true) => {
+                return invalid("server: [server.tls] and server.plaintext = true exclude each other".into());
+            }
+            (Some(tls), false) => tls.validate().map_err(ConfigError::Invalid)?,
+            (None, true) => {}
+        }
         if self.server.audience.trim().is_empty() {
             return invalid("server.audience must not be empty".into());
         }
@@ -581,15 +611,17 @@ impl Config {
             }
         }
         let mut names = std::collections::HashSet::new();
-        let identities = self
-            .agents
-            .iter()
-            .map(|agent| (&agent.name, &agent.identity))
-            .chain(self.services.iter().map(|service| (&service.name, &service.identity)));
-        for (name, identity) in identities {
+        let principals =
+            self.agents.iter().map(|agent| &agent.name).chain(self.services.iter().map(|s| &s.name));
+        for name in principals {
             if name.trim().is_empty() || !names.insert(name.as_str()) {
                 return invalid(format!("principal name {name:?} is empty or used twice"));
             }
+        }
+        let identities = self.agents.iter().map(|agent| (&agent.name, &agent.identity)).chain(
+            self.services.iter().filter_map(|service| Some((&service.name, service.identity.as_ref()?))),
+        );
+        for (name, identity) in identities {
             if !issuers.contains(identity.issuer.as_str()) {
                 return invalid(format!(
                     "principal {name:?} names issuer {:?}, which is not in [[issuers]]",
@@ -616,6 +648,24 @@ impl Config {
         for service in &self.services {
             if service.roles.is_empty() {
                 return invalid(format!("service {:?} has no roles", service.name));
+            }
+            if service.identity.is_none() && service.certificate.is_none() {
+                return invalid(format!(
+                    "service {:?} needs identity (a workload token) or certificate (mTLS)",
+                    service.name
+                ));
+            }
+            if let Some(certificate) = &service.certificate {
+                certificate
+                    .validate()
+                    .map_err(|e| ConfigError::Invalid(format!("service {:?}: {e}", service.name)))?;
+                if self.server.tls.as_ref().is_none_or(|tls| tls.client_ca_file.is_none()) {
+                    return invalid(format!(
+                        "service {:?} is identified by a client certificate, which needs \
+                         server.tls.client_ca_file (the CA its certificate chains to)",
+                        service.name
+                    ));
+                }
             }
         }
         self.approvals.validate(&self.services)?;

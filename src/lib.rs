@@ -42,6 +42,7 @@ pub mod server;
 pub mod store;
 pub mod sweeper;
 pub mod text;
+pub mod tls;
 pub mod webhooks;
 
 /// Completes on Ctrl-C or SIGTERM.

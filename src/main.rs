@@ -17,7 +17,16 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             match error.downcast_ref::<tonic::Status>() {
-                Some(status) => eprintln!("error: {:?}: {}", status.code(), status.message()),
+                Some(status) => {
+                    eprintln!("error: {:?}: {}", status.code(), status.message());
+                    // What a plaintext client sees from a TLS listener.
+                    if status.message().contains("h2 protocol error") {
+                        eprintln!(
+                            "hint: the server did not answer as plaintext gRPC; if Writ serves TLS, use an \
+                             https:// endpoint (with --ca or WRIT_CA for a private CA)"
+                        );
+                    }
+                }
                 None => eprintln!("error: {error:#}"),
             }
             std::process::ExitCode::FAILURE

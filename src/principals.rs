@@ -72,6 +72,8 @@ pub struct Directory {
     /// The identities of retired agents, which are refused by name rather
     /// than treated as never seen.
     retired: Vec<(IdentityMatch, String)>,
+    /// Services identified by a client certificate, in configuration order.
+    certificates: Vec<(crate::tls::CertificateMatch, Arc<Service>)>,
 }
 
 impl Directory {
@@ -83,12 +85,18 @@ impl Directory {
         let mut rules = Vec::new();
         let mut agents = BTreeMap::new();
         let mut retired = Vec::new();
+        let mut certificates = Vec::new();
         for config in services {
             let service = Arc::new(Service {
                 name: config.name.clone(),
                 roles: config.roles.iter().copied().collect(),
             });
-            rules.push(Rule { identity: config.identity.clone(), principal: Principal::Service(service) });
+            if let Some(certificate) = &config.certificate {
+                certificates.push((certificate.clone(), service.clone()));
+            }
+            if let Some(identity) = &config.identity {
+                rules.push(Rule { identity: identity.clone(), principal: Principal::Service(service) });
+            }
         }
         let mut sorted: Vec<&AgentRecord> = records.iter().collect();
         sorted.sort_by(|a, b| a.name.cmp(&b.name));
@@ -117,7 +125,16 @@ impl Directory {
                 None => by_claims.push(index),
             }
         }
-        Self { by_subject, by_claims, rules, agents, retired }
+        Self { by_subject, by_claims, rules, agents, retired, certificates }
+    }
+
+    /// The service a verified client certificate identifies: the first
+    /// whose `certificate` names it. Agents are never identified so.
+    pub fn resolve_certificate(
+        &self,
+        certificate: &crate::tls::peer::ClientCertificate,
+    ) -> Option<&Arc<Service>> {
+        self.certificates.iter().find(|(binding, _)| binding.matches(certificate)).map(|(_, service)| service)
     }
 
     /// The principal an identity maps to, if any; a retired agent's
@@ -248,11 +265,12 @@ mod tests {
         let engine = ServiceConfig {
             name: "temporal".into(),
             roles: vec![ServiceRole::Workflow],
-            identity: IdentityMatch {
+            identity: Some(IdentityMatch {
                 issuer: "https://k8s".into(),
                 subject: Some("system:serviceaccount:temporal:worker".into()),
                 claims: BTreeMap::new(),
-            },
+            }),
+            certificate: None,
         };
         let at = chrono::DateTime::UNIX_EPOCH;
         Directory::new(&[agent.record(at), ci.record(at)], &[engine])

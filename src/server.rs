@@ -51,6 +51,8 @@ pub struct App {
     caep_deliveries: Option<crate::caep::SetDeliveries>,
     /// How often the audit chain's head is signed (with a signing key).
     checkpoint_interval: Option<std::time::Duration>,
+    /// TLS on both listeners; `None` only with `server.plaintext`.
+    tls: Option<Arc<crate::tls::ServerTls>>,
 }
 
 #[cfg(unix)]
@@ -89,6 +91,25 @@ pub fn header_list_limit(limits: &crate::config::Limits) -> u32 {
 
 impl App {
     pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let tls = match &config.server.tls {
+            Some(tls) => {
+                let tls =
+                    crate::tls::ServerTls::load(tls, clock.now()).context("loading the TLS certificate")?;
+                tracing::info!(
+                    not_after = %tls.not_after(),
+                    client_certificates = tls.asks_for_client_certificates(),
+                    "serving TLS"
+                );
+                Some(Arc::new(tls))
+            }
+            None => {
+                tracing::warn!(
+                    "serving gRPC and HTTP WITHOUT TLS (server.plaintext = true): tokens and credentials \
+                     cross the network in clear; for development on loopback only"
+                );
+                None
+            }
+        };
         let groups = config.approvals.groups.keys().cloned().collect();
         let policy = PolicyEngine::load(&config.policy.paths)
             .and_then(|policy| policy.require_groups(groups))
@@ -162,7 +183,10 @@ impl App {
             Ok(sent) => tracing::info!(sent, "webhooks of open approval requests sent again"),
             Err(error) => tracing::warn!(%error, "cannot list open approval requests to notify again"),
         }
-        let authenticator = Arc::new(Authenticator::new(verifier, broker.clone(), clock.clone()));
+        let bound = config.server.tls.as_ref().is_some_and(|tls| tls.require_bound_agent_tokens);
+        let authenticator = Arc::new(
+            Authenticator::new(verifier, broker.clone(), clock.clone()).requiring_bound_agent_tokens(bound),
+        );
         Ok(Self {
             broker,
             authenticator,
@@ -178,6 +202,7 @@ impl App {
                 .signing_key_file
                 .as_ref()
                 .map(|_| config.audit.checkpoint_interval),
+            tls,
         })
     }
 
@@ -226,6 +251,12 @@ impl App {
                 move |token| reload_on_hangup(broker, clock, hangups, token)
             });
         }
+        if let Some(tls) = &self.tls {
+            workers.spawn("tls-reloader", &stop, {
+                let (tls, clock) = (tls.clone(), self.clock.clone());
+                move |token| crate::tls::watch(tls, clock, token)
+            });
+        }
         workers.spawn("health-watch", &stop, {
             let (broker, workers) = (self.broker.clone(), workers.clone());
             move |token| watch_health(broker, workers, health_reporter, token)
@@ -264,17 +295,42 @@ impl App {
             .add_service(AuditServiceServer::new(api::audit::Audit::new(
                 self.broker.clone(),
                 self.clock.clone(),
-            )))
-            // Small request/response messages: without TCP_NODELAY, Nagle and
-            // delayed ACKs add ~40 ms to every call.
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
-                stop.clone().cancelled_owned(),
-            );
+            )));
         let http_router =
             crate::http::router(self.broker.clone(), self.authenticator.clone(), self.clock.clone());
-        let http_server =
-            axum::serve(http, http_router).with_graceful_shutdown(stop.clone().cancelled_owned());
+        type Served<E> = std::pin::Pin<Box<dyn Future<Output = Result<(), E>> + Send>>;
+        let (grpc_server, http_server): (Served<tonic::transport::Error>, Served<std::io::Error>) =
+            match &self.tls {
+                Some(tls) => {
+                    use crate::tls::{Listener, TlsIncoming};
+                    let grpc = TlsIncoming::start(grpc, tls.clone(), Listener::Grpc, stop.clone())?;
+                    let http = TlsIncoming::start(http, tls.clone(), Listener::Http, stop.clone())?;
+                    (
+                        Box::pin(grpc_server.serve_with_incoming_shutdown(
+                            grpc.into_stream(),
+                            stop.clone().cancelled_owned(),
+                        )),
+                        Box::pin(
+                            axum::serve(http, http_router)
+                                .with_graceful_shutdown(stop.clone().cancelled_owned())
+                                .into_future(),
+                        ),
+                    )
+                }
+                None => (
+                    // Small request/response messages: without TCP_NODELAY,
+                    // Nagle and delayed ACKs add ~40 ms to every call.
+                    Box::pin(grpc_server.serve_with_incoming_shutdown(
+                        tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
+                        stop.clone().cancelled_owned(),
+                    )),
+                    Box::pin(
+                        axum::serve(http, http_router)
+                            .with_graceful_shutdown(stop.clone().cancelled_owned())
+                            .into_future(),
+                    ),
+                ),
+            };
 
         let grace = self.shutdown_grace;
         let trigger = stop.clone();

@@ -21,6 +21,7 @@ use crate::config::ServiceRole;
 use crate::domain::Broker;
 use crate::identity::{AuthError, Verifier};
 use crate::principals::{Agent, Principal, Service as ServicePrincipal};
+use crate::tls::peer::ClientCertificate;
 
 /// Who is calling, once authenticated.
 #[derive(Clone, Debug)]
@@ -99,33 +100,58 @@ impl Audience {
     }
 }
 
-/// Verifies tokens and resolves principals.
+/// Verifies tokens and client certificates, and resolves principals.
 pub struct Authenticator {
     verifier: Verifier,
     broker: Arc<Broker>,
     clock: Arc<dyn Clock>,
+    /// Agent tokens must be bound to the connection's client certificate.
+    require_bound_agent_tokens: bool,
 }
 
 impl Authenticator {
     pub fn new(verifier: Verifier, broker: Arc<Broker>, clock: Arc<dyn Clock>) -> Self {
-        Self { verifier, broker, clock }
+        Self { verifier, broker, clock, require_bound_agent_tokens: false }
+    }
+
+    /// Refuses agent tokens not bound to the caller's client certificate
+    /// (RFC 8705).
+    pub fn requiring_bound_agent_tokens(mut self, required: bool) -> Self {
+        self.require_bound_agent_tokens = required;
+        self
     }
 
     pub fn verifier(&self) -> &Verifier {
         &self.verifier
     }
 
-    /// Authenticates a bearer token for `audience`.
+    /// Authenticates a caller for `audience`: by its bearer token (bound
+    /// to `certificate` if the token says so), or, with no token, a
+    /// service by the verified client certificate of its connection.
     pub async fn authenticate(
         &self,
         headers: &http::HeaderMap,
+        certificate: Option<&ClientCertificate>,
         audience: Audience,
     ) -> Result<Caller, Status> {
         if audience == Audience::Unknown {
             return Err(Status::unimplemented("no such Writ service"));
         }
-        let token = bearer(headers).map_err(|e| super::auth_status(&e))?;
-        let caller = self.principal(token).await?;
+        let caller = match (bearer(headers), certificate) {
+            (Ok(token), _) => self.bound_principal(token, certificate).await?,
+            (Err(AuthError::Missing), Some(certificate)) => {
+                let directory = self.broker.registry().directory();
+                let service = directory.resolve_certificate(certificate).ok_or_else(|| {
+                    Status::unauthenticated(format!(
+                        "client certificate {} is not bound to any service; send a workload token, or \
+                         name the certificate in a [[services]] entry",
+                        crate::text::quoted(&certificate.describe())
+                    ))
+                })?;
+                Caller::Service(service.clone())
+            }
+            (Err(error), _) => return Err(super::auth_status(&error)),
+        };
         match (&caller, audience) {
             (Caller::Agent(_), Audience::Agents) => Ok(caller),
             (Caller::Agent(agent), Audience::Role(role)) => Err(Status::permission_denied(format!(
@@ -150,12 +176,46 @@ impl Authenticator {
     /// Verifies a token and has the broker's registry resolve its
     /// principal (which records an unknown identity as a sighting).
     pub async fn principal(&self, token: &str) -> Result<Caller, Status> {
+        self.bound_principal(token, None).await
+    }
+
+    /// [`Self::principal`], and RFC 8705: a token whose `cnf` claim names
+    /// a certificate thumbprint (`x5t#S256`) is accepted only over a
+    /// connection that presented that certificate.
+    async fn bound_principal(
+        &self,
+        token: &str,
+        certificate: Option<&ClientCertificate>,
+    ) -> Result<Caller, Status> {
         let now = self.clock.now();
         let identity = self.verifier.verify(token, now).await.map_err(|error| {
             tracing::debug!(%error, "workload token refused");
             super::auth_status(&error)
         })?;
+        let bound_to = certificate_binding(&identity.claims)?;
+        if let Some(thumbprint) = bound_to {
+            match certificate {
+                Some(certificate) if certificate.thumbprint == thumbprint => {}
+                Some(_) => {
+                    return Err(Status::unauthenticated(
+                        "the token is bound to another client certificate than this connection's (cnf x5t#S256)",
+                    ));
+                }
+                None => {
+                    return Err(Status::unauthenticated(
+                        "the token is bound to a client certificate (cnf x5t#S256), and this connection \
+                         presented none: connect with that certificate over mTLS",
+                    ));
+                }
+            }
+        }
         match self.broker.registry().resolve(&identity, now).await.map_err(super::status)? {
+            Principal::Agent(_) if self.require_bound_agent_tokens && bound_to.is_none() => {
+                Err(Status::unauthenticated(
+                    "agent tokens must be bound to the client certificate they are sent with \
+                     (RFC 8705 cnf x5t#S256); this one is not",
+                ))
+            }
             Principal::Agent(agent) => Ok(Caller::Agent(agent)),
             Principal::Service(service) => Ok(Caller::Service(service)),
         }
@@ -170,6 +230,35 @@ fn role_name(role: ServiceRole) -> &'static str {
         ServiceRole::PolicyAdmin => "policy_admin",
         ServiceRole::Approver => "approver",
         ServiceRole::Auditor => "auditor",
+    }
+}
+
+/// The certificate thumbprint a token is bound to (RFC 8705 §3.1), if any.
+/// A `cnf` that is not an object, or an `x5t#S256` that is not a string,
+/// is refused rather than ignored.
+fn certificate_binding(claims: &serde_json::Map<String, serde_json::Value>) -> Result<Option<&str>, Status> {
+    let Some(cnf) = claims.get("cnf") else { return Ok(None) };
+    let malformed = || Status::unauthenticated("the token's cnf claim is malformed (RFC 7800)");
+    let cnf = cnf.as_object().ok_or_else(malformed)?;
+    match cnf.get("x5t#S256") {
+        None => Ok(None),
+        Some(serde_json::Value::String(thumbprint)) if !thumbprint.is_empty() => Ok(Some(thumbprint)),
+        Some(_) => Err(malformed()),
+    }
+}
+
+/// The verified client certificate of the connection a request came on.
+pub fn client_certificate(extensions: &http::Extensions) -> Option<ClientCertificate> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let certs = extensions.get::<TlsConnectInfo<TcpConnectInfo>>()?.peer_certs()?;
+    let leaf = certs.first()?;
+    match ClientCertificate::read(leaf) {
+        Ok(certificate) => Some(certificate),
+        Err(error) => {
+            // The handshake verified it, so this is not expected.
+            tracing::warn!(%error, "a verified client certificate does not parse; ignored");
+            None
+        }
     }
 }
 
@@ -234,7 +323,8 @@ where
             let Some(audience) = Audience::of(request.uri().path()) else {
                 return inner.call(request).await;
             };
-            match authenticator.authenticate(request.headers(), audience).await {
+            let certificate = client_certificate(request.extensions());
+            match authenticator.authenticate(request.headers(), certificate.as_ref(), audience).await {
                 Ok(caller) => {
                     request.extensions_mut().insert(caller);
                     inner.call(request).await

@@ -125,6 +125,8 @@ fn config_text(options: &DevOptions) -> String {
 listen = "{listen}"
 http_listen = "{http_listen}"
 audience = "{AUDIENCE}"
+# Development only: `writ serve` needs [server.tls] (docs/configuration.md).
+plaintext = true
 
 [store]
 kind = "embedded"
@@ -236,9 +238,18 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
 fn print_tour(options: &DevOptions, running: &Running) {
     let dir = options.data_dir.display();
     let endpoint = format!("http://{}", running.grpc_addr);
+    // Plaintext is for one machine: say so where it reaches further.
+    let exposure = if running.grpc_addr.ip().is_loopback() && running.http_addr.ip().is_loopback() {
+        ", on loopback only"
+    } else {
+        tracing::warn!(
+            "writ dev serves plaintext on a non-loopback address: credentials cross the network in clear"
+        );
+        "; NOT on loopback: credentials cross the network in clear"
+    };
     println!(
         r#"
-Writ is running (development mode).
+Writ is running (development mode: plaintext gRPC and HTTP{exposure}).
 
   gRPC          {endpoint}
   JWKS          http://{http}/providers/tokens/jwks.json

@@ -195,11 +195,12 @@ fn with_conflicted_approvers(config: &mut writ::config::Config, _: &std::path::P
     let service = |name: &str, subject: &str, roles: Vec<ServiceRole>| ServiceConfig {
         name: name.into(),
         roles,
-        identity: IdentityMatch {
+        identity: Some(IdentityMatch {
             issuer: issuer.clone(),
             subject: Some(subject.into()),
             claims: Default::default(),
-        },
+        }),
+        certificate: None,
     };
     config.services.push(service("you@example.com", "approver:owner", vec![ServiceRole::Approver]));
     config.services.push(service("outsider", "approver:outsider", vec![ServiceRole::Approver]));
@@ -465,11 +466,12 @@ async fn approvers_from_oidc_provider() {
             config.services.push(ServiceConfig {
                 name: client_id.into(),
                 roles: vec![ServiceRole::Approver],
-                identity: IdentityMatch {
+                identity: Some(IdentityMatch {
                     issuer: issuer.clone(),
                     subject: Some(client_id.into()),
                     claims: Default::default(),
-                },
+                }),
+                certificate: None,
             });
         }
         config

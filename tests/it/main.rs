@@ -5,6 +5,8 @@
 mod approvals;
 mod aws_sts;
 mod caep;
+#[path = "../support/certs.rs"]
+mod certs;
 mod crash;
 mod evidence;
 mod exchange;
@@ -26,3 +28,4 @@ mod provider_suspension;
 mod redis_support;
 mod replicas;
 mod suspension;
+mod tls;

@@ -26,11 +26,12 @@ async fn with_policy_admin_and(reload_on_sighup: bool) -> Harness {
         config.services.push(ServiceConfig {
             name: "policy-team".into(),
             roles: vec![ServiceRole::PolicyAdmin],
-            identity: IdentityMatch {
+            identity: Some(IdentityMatch {
                 issuer,
                 subject: Some(POLICY_ADMIN.into()),
                 claims: Default::default(),
-            },
+            }),
+            certificate: None,
         });
     }))
     .await
