@@ -499,8 +499,9 @@ impl Config {
         self.sealing.keys.iter_mut().for_each(|key| resolve(&mut key.file));
         self.policy.paths.iter_mut().for_each(resolve);
         self.approvals.webhooks.iter_mut().for_each(|hook| resolve(&mut hook.secret_file));
-        if let StoreConfig::Embedded { path } = &mut self.store {
-            resolve(path);
+        match &mut self.store {
+            StoreConfig::Embedded { path } => resolve(path),
+            StoreConfig::Redis(redis) => redis.resolve_paths(base),
         }
         for provider in self.providers.values_mut() {
             for field in ["key_file", "token_file", "admin_password_file", "client_secret_file"] {

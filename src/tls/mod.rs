@@ -186,7 +186,7 @@ fn digest_files(config: &TlsConfig) -> Result<Vec<u8>, TlsError> {
 
 /// A private key readable by anyone but its owner is refused: whoever can
 /// read it can impersonate Writ to every agent.
-fn check_key_permissions(path: &Path) -> Result<(), TlsError> {
+pub fn check_key_permissions(path: &Path) -> Result<(), TlsError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;

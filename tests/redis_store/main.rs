@@ -6,6 +6,8 @@
 //! order and compact (`indexes`); what finished is forgotten after its
 //! retention, and a close cut short is finished (`retention`).
 
+#[path = "../support/certs.rs"]
+mod certs;
 #[path = "../support/redis.rs"]
 mod redis_support;
 #[path = "../support/store_fixtures.rs"]
@@ -15,6 +17,7 @@ mod indexes;
 mod layout;
 mod outage;
 mod retention;
+mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

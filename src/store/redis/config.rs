@@ -1,5 +1,6 @@
 //! How to reach Redis, from configuration.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use redis::IntoConnectionInfo;
@@ -40,6 +41,18 @@ pub struct RedisConfig {
     /// history. The audit log is the lasting record.
     #[serde(with = "humantime_serde", default = "defaults::finished_retention")]
     pub finished_retention: Duration,
+    /// With `rediss://` URLs: CA certificates (PEM) Redis's certificate must
+    /// chain to, instead of the system's roots. The host name in the URL
+    /// must match the certificate.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// With `rediss://` URLs: a client certificate (PEM) to present, for a
+    /// Redis with `tls-auth-clients yes`; needs `client_key_file`.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// Its private key (PEM), readable by Writ's user only.
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
 }
 
 impl RedisConfig {
@@ -53,6 +66,26 @@ impl RedisConfig {
             response_timeout: defaults::response_timeout(),
             operation_timeout: defaults::operation_timeout(),
             finished_retention: defaults::finished_retention(),
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+        }
+    }
+
+    /// Whether the nodes are reached over TLS (`rediss://`).
+    pub fn tls(&self) -> bool {
+        self.url.iter().chain(&self.cluster_nodes).any(|url| url.starts_with("rediss:"))
+    }
+
+    /// Resolves the certificate paths against `base` (the configuration
+    /// file's directory).
+    pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        for path in
+            [&mut self.ca_file, &mut self.client_cert_file, &mut self.client_key_file].into_iter().flatten()
+        {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
         }
     }
 
@@ -69,13 +102,28 @@ impl RedisConfig {
             (None, true) => return Err("set url (one node) or cluster_nodes (Redis Cluster)".into()),
             _ => {}
         }
-        for url in self.url.iter().chain(&self.cluster_nodes) {
-            if url.starts_with("rediss:") {
-                return Err(format!("{:?}: TLS (rediss://) is not built into Writ", redact(url)));
+        let urls: Vec<&String> = self.url.iter().chain(&self.cluster_nodes).collect();
+        for url in &urls {
+            if url.starts_with("rediss:") && url.contains('#') {
+                // The redis crate reads `#insecure` as "skip verification".
+                return Err(format!(
+                    "{:?}: a rediss:// URL with a fragment (#insecure) would not verify Redis's \
+                     certificate; remove it and set ca_file",
+                    redact(url)
+                ));
             }
             url.as_str().into_connection_info().map_err(|error| {
                 format!("{:?} is not a usable Redis URL ({})", redact(url), error.category())
             })?;
+        }
+        if self.tls() && urls.iter().any(|url| !url.starts_with("rediss:")) {
+            return Err("use rediss:// for every node or for none".into());
+        }
+        if !self.tls() && (self.ca_file.is_some() || self.client_cert_file.is_some()) {
+            return Err("ca_file and client_cert_file need rediss:// URLs (TLS)".into());
+        }
+        if self.client_cert_file.is_some() != self.client_key_file.is_some() {
+            return Err("client_cert_file and client_key_file go together".into());
         }
         // An empty tag (`{}`) would hash the whole key, scattering the
         // namespace over every slot; a brace would end the tag early.
@@ -106,6 +154,9 @@ impl std::fmt::Debug for RedisConfig {
             .field("response_timeout", &self.response_timeout)
             .field("operation_timeout", &self.operation_timeout)
             .field("finished_retention", &self.finished_retention)
+            .field("ca_file", &self.ca_file)
+            .field("client_cert_file", &self.client_cert_file)
+            .field("client_key_file", &self.client_key_file)
             .finish()
     }
 }
@@ -171,7 +222,15 @@ mod tests {
         both.cluster_nodes.push("redis://b:1".into());
         assert!(both.validate().unwrap_err().contains("not both"));
         assert!(RedisConfig::single("http://a:1").validate().is_err());
-        assert!(RedisConfig::single("rediss://a:1").validate().unwrap_err().contains("TLS"));
+        RedisConfig::single("rediss://a:1").validate().expect("TLS with the system's roots");
+        assert!(RedisConfig::single("rediss://a:1/#insecure").validate().unwrap_err().contains("verify"));
+        let mut mixed = RedisConfig::cluster(["rediss://a:1", "redis://b:1"]);
+        assert!(mixed.validate().unwrap_err().contains("every node"));
+        mixed.cluster_nodes.pop();
+        mixed.client_cert_file = Some("c.pem".into());
+        assert!(mixed.validate().unwrap_err().contains("together"));
+        let plain = RedisConfig { ca_file: Some("ca.pem".into()), ..RedisConfig::single("redis://a:1") };
+        assert!(plain.validate().unwrap_err().contains("rediss://"));
         let mut braces = RedisConfig::single("redis://a:1");
         braces.namespace = "a}b".into();
         assert!(braces.validate().unwrap_err().contains("namespace"));

@@ -129,9 +129,25 @@ enum Nodes {
 impl Nodes {
     async fn open(config: &RedisConfig) -> Result<Self, RedisError> {
         let tcp = tcp_settings();
+        let certificates = tls_certificates(config)?;
         if let Some(url) = &config.url {
             let info = url.as_str().into_connection_info()?.set_tcp_settings(tcp);
-            let client = redis::Client::open(info)?;
+            let client = match &certificates {
+                Some(certificates) => redis::Client::build_with_tls(info, certificates.clone())?,
+                None => redis::Client::open(info)?,
+            };
+            if config.tls() {
+                // The connection manager retries a failed handshake until
+                // the call's bound, so its error would only say "did not
+                // answer": one direct connection says why (an unknown CA, a
+                // name mismatch, a client certificate Redis wants).
+                let probe =
+                    tokio::time::timeout(config.connect_timeout, client.get_multiplexed_async_connection());
+                match probe.await {
+                    Ok(Ok(_)) | Err(_) => {}
+                    Ok(Err(error)) => return Err(error),
+                }
+            }
             let manager = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(config.connect_timeout))
                 .set_response_timeout(Some(config.response_timeout))
@@ -140,7 +156,11 @@ impl Nodes {
                 .set_max_delay(RECONNECT_MOST_DELAY);
             return Ok(Self::Single(ConnectionManager::new_lazy_with_config(client, manager)?));
         }
-        let client = ClusterClientBuilder::new(config.cluster_nodes.iter().map(String::as_str))
+        let mut builder = ClusterClientBuilder::new(config.cluster_nodes.iter().map(String::as_str));
+        if let Some(certificates) = certificates {
+            builder = builder.certs(certificates);
+        }
+        let client = builder
             .connection_timeout(config.connect_timeout)
             .response_timeout(config.response_timeout)
             // Redirects and retries during a failover, within the call's bound.
@@ -149,6 +169,42 @@ impl Nodes {
             .build()?;
         Ok(Self::Cluster(client.get_async_connection().await?))
     }
+}
+
+/// The CA and client certificate `rediss://` connections use, read from
+/// their files; `None` where the defaults do (the system's roots, no
+/// client certificate) or the URLs are not `rediss://`.
+fn tls_certificates(config: &RedisConfig) -> Result<Option<redis::TlsCertificates>, RedisError> {
+    if !config.tls() || (config.ca_file.is_none() && config.client_cert_file.is_none()) {
+        return Ok(None);
+    }
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read(path).map_err(|error| {
+            RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "cannot read a TLS file",
+                format!("{what} {}: {error}", path.display()),
+            ))
+        })
+    };
+    let root_cert = config.ca_file.as_deref().map(|path| read(path, "ca_file")).transpose()?;
+    let client_tls = match (&config.client_cert_file, &config.client_key_file) {
+        (Some(cert), Some(key)) => {
+            crate::tls::check_key_permissions(key).map_err(|error| {
+                RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "unusable client key",
+                    error.to_string(),
+                ))
+            })?;
+            Some(redis::ClientTlsConfig {
+                client_cert: read(cert, "client_cert_file")?,
+                client_key: read(key, "client_key_file")?,
+            })
+        }
+        _ => None,
+    };
+    Ok(Some(redis::TlsCertificates { client_tls, root_cert }))
 }
 
 fn tcp_settings() -> TcpSettings {

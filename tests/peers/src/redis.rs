@@ -56,6 +56,31 @@ impl RedisServer {
         Self::start_on_free_port(false, &["--appendonly", "yes", "--appendfsync", "always"])
     }
 
+    /// A single node that also serves TLS, on the port returned, with the
+    /// given PEM files (`tls-auth-clients` as asked: `yes` needs a client
+    /// certificate of `ca`); its plain port stays for the test's own use.
+    pub fn start_tls(cert: &Path, key: &Path, ca: &Path, client_certificates: bool) -> (Self, u16) {
+        let tls_port = free_port(false).to_string();
+        let paths = [cert, key, ca].map(|path| path.display().to_string());
+        let auth = if client_certificates { "yes" } else { "no" };
+        let server = Self::start_on_free_port(
+            false,
+            &[
+                "--tls-port",
+                &tls_port,
+                "--tls-cert-file",
+                &paths[0],
+                "--tls-key-file",
+                &paths[1],
+                "--tls-ca-cert-file",
+                &paths[2],
+                "--tls-auth-clients",
+                auth,
+            ],
+        );
+        (server, tls_port.parse().expect("a port number"))
+    }
+
     /// The port it listens on, for a client or for `redis-cli`.
     pub fn port(&self) -> u16 {
         self.port
