@@ -504,7 +504,9 @@ impl Config {
             StoreConfig::Redis(redis) => redis.resolve_paths(base),
         }
         for provider in self.providers.values_mut() {
-            for field in ["key_file", "token_file", "admin_password_file", "client_secret_file"] {
+            for field in
+                ["key_file", "token_file", "admin_password_file", "client_secret_file", "tls_ca_file"]
+            {
                 if let Some(toml::Value::String(value)) = provider.settings.get_mut(field)
                     && Path::new(value.as_str()).is_relative()
                 {

@@ -51,6 +51,27 @@ pub struct PostgresConfig {
     #[serde(with = "humantime_serde", default = "default_group_refresh")]
     pub group_refresh: Duration,
     pub roles: BTreeMap<String, RoleConfig>,
+    /// TLS to the server: `"disable"` (the default) or `"verify-full"`:
+    /// encrypted, the server's certificate chaining to `tls_ca_file` and
+    /// naming the `host` of `admin_connection`.
+    #[serde(default)]
+    pub tls: PostgresTls,
+    /// CA certificates (PEM) the server's certificate must chain to; needed
+    /// with `tls = "verify-full"`.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+/// Whether admin connections use TLS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PostgresTls {
+    /// Plaintext: for a server on the same host or a private link only.
+    #[default]
+    Disable,
+    /// TLS required; the certificate is verified against `tls_ca_file` and
+    /// the host name (libpq's `sslmode=verify-full`).
+    VerifyFull,
 }
 
 /// Who a role's template statements are granted to.
@@ -128,6 +149,8 @@ impl fmt::Debug for PostgresConfig {
             .field("statement_timeout", &self.statement_timeout)
             .field("group_refresh", &self.group_refresh)
             .field("roles", &self.roles)
+            .field("tls", &self.tls)
+            .field("tls_ca_file", &self.tls_ca_file)
             .finish()
     }
 }
@@ -170,6 +193,34 @@ impl PostgresConfig {
         }
         if let Some(target) = &self.reassign_owned_to {
             sql::quote_ident(target).map_err(|e| format!("reassign_owned_to {target:?}: {e}"))?;
+        }
+        match (self.tls, &self.tls_ca_file, admin.get_ssl_mode()) {
+            (PostgresTls::VerifyFull, None, _) => {
+                return Err(
+                    "tls = \"verify-full\" needs tls_ca_file (the CA the server's certificate chains to)"
+                        .into(),
+                );
+            }
+            (PostgresTls::Disable, Some(_), _) => {
+                return Err("tls_ca_file is set but tls is \"disable\": set tls = \"verify-full\"".into());
+            }
+            (PostgresTls::Disable, None, tokio_postgres::config::SslMode::Require) => {
+                return Err(
+                    "admin_connection asks for sslmode=require, which would not verify the server: set \
+                     tls = \"verify-full\" and tls_ca_file instead"
+                        .into(),
+                );
+            }
+            (PostgresTls::VerifyFull, Some(_), _) => {
+                let unix_socket = admin
+                    .get_hosts()
+                    .iter()
+                    .any(|host| !matches!(host, tokio_postgres::config::Host::Tcp(_)));
+                if unix_socket || admin.get_hosts().is_empty() {
+                    return Err("tls = \"verify-full\" needs admin_connection to name its server by host name over TCP (the name the certificate is checked against)".into());
+                }
+            }
+            _ => {}
         }
         if self.roles.is_empty() {
             return Err("at least one role is required".into());

@@ -28,8 +28,20 @@ pub fn pool(error: PoolError, database: &str) -> ProviderError {
 pub fn postgres(error: tokio_postgres::Error, what: &str) -> ProviderError {
     let Some(db) = error.as_db_error() else {
         // No answer from the server: the connection broke, was refused or
-        // timed out. These texts name no secrets.
-        return ProviderError::Unavailable(format!("{what}: {error}"));
+        // timed out, or its TLS handshake failed (the cause, such as an
+        // unknown CA or another host name, is in the sources). These texts
+        // name no secrets.
+        let mut message = format!("{what}: {error}");
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            let said = cause.to_string();
+            if !message.contains(&said) {
+                message.push_str(": ");
+                message.push_str(&said);
+            }
+            source = cause.source();
+        }
+        return ProviderError::Unavailable(message);
     };
     // The detail says what is in the way (`1 object in database reporting`);
     // for the catalog statements this provider runs it holds no data.

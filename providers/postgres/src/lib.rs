@@ -56,7 +56,7 @@ use writ_provider_api::{
     RenewRequest, Renewed, RevocationHandle, RevokeRequest, RoleDescription,
 };
 
-pub use config::{GrantTo, PostgresConfig, RoleConfig};
+pub use config::{GrantTo, PostgresConfig, PostgresTls, RoleConfig};
 
 use groups::Groups;
 use pools::Pools;

@@ -4,11 +4,17 @@
 //! `REASSIGN OWNED` and `DROP OWNED` act only in the database they run in,
 //! so revocation needs a connection to each.
 
+use std::sync::Arc;
+
 use deadpool_postgres::{Client, Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject as _;
 use tokio_postgres::NoTls;
+use tokio_postgres::config::SslMode;
 use writ_provider_api::ProviderError;
 
 use crate::PostgresConfig;
+use crate::config::PostgresTls;
 use crate::error;
 
 /// A database and the pool of admin connections to it.
@@ -86,6 +92,29 @@ impl Pools {
     }
 }
 
+/// A TLS connector that trusts `tls_ca_file` only and checks the host
+/// name (rustls always does): libpq's `verify-full`.
+fn verified_tls(config: &PostgresConfig) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    let path = config.tls_ca_file.as_ref().ok_or("tls = \"verify-full\" needs tls_ca_file")?;
+    let pem = std::fs::read(path).map_err(|e| format!("tls_ca_file {}: {e}", path.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| format!("tls_ca_file {}: not PEM certificates: {e}", path.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("tls_ca_file {}: unusable CA certificate: {e}", path.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("tls_ca_file {}: holds no certificate", path.display()));
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+}
+
 fn database(
     name: String,
     mut settings: tokio_postgres::Config,
@@ -96,8 +125,15 @@ fn database(
     }
     // Verified recycling costs one empty query per checkout and spares a
     // mint the error of a connection the server closed while it sat idle.
-    let manager =
-        Manager::from_config(settings, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Verified });
+    let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Verified };
+    let manager = match config.tls {
+        PostgresTls::Disable => Manager::from_config(settings, NoTls, manager_config),
+        PostgresTls::VerifyFull => {
+            // No plaintext fallback: the server must speak TLS.
+            settings.ssl_mode(SslMode::Require);
+            Manager::from_config(settings, verified_tls(config)?, manager_config)
+        }
+    };
     let set_timeout = format!("SET statement_timeout = {}", config.statement_timeout.as_millis());
     let pool = Pool::builder(manager)
         .max_size(config.pool_size)

@@ -22,6 +22,7 @@ pub mod moto;
 pub mod oidc;
 pub mod plugin;
 pub mod postgres;
+pub mod postgres_tls;
 pub mod redis;
 
 mod process;

@@ -93,5 +93,7 @@ pub fn config(admin_connection: &str, dbname: &str) -> PostgresConfig {
         statement_timeout: Duration::from_secs(10),
         group_refresh: Duration::from_secs(300),
         roles,
+        tls: crate::PostgresTls::Disable,
+        tls_ca_file: None,
     }
 }

@@ -3,6 +3,7 @@
 
 mod groups;
 mod harness;
+mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
