@@ -10,7 +10,7 @@
 //! ```text
 //! cargo bench --bench load -- [--concurrency 64] [--seconds 10] [--warmup 2]
 //!                             [--store embedded|redis] [--provider jwt|postgres]
-//!                             [--close N] [--echo] [--raw-postgres]
+//!                             [--close N] [--echo] [--raw-postgres] [--tls]
 //! ```
 //!
 //! - `--store redis` starts a private `redis-server` (AOF on, `appendfsync
@@ -23,6 +23,9 @@
 //! - `--echo` first runs the same load against a bare tonic server whose
 //!   `Issue` only echoes the request's tool back (no auth, no policy, no
 //!   store, no provider), for scale: Writ's throughput as a fraction of it.
+//! - `--tls` serves Writ's listeners over TLS (a CA and certificate made
+//!   at start) and connects with TLS, as production does; without it both
+//!   speak plaintext, as `writ dev` does.
 //! - `--raw-postgres` (with `--provider postgres`) also measures the
 //!   server's own ceiling at the same concurrency, without Writ: the
 //!   provider's mint (`CREATE ROLE … LOGIN PASSWORD … VALID UNTIL … IN
@@ -57,6 +60,7 @@ struct Options {
     postgres: bool,
     echo: bool,
     raw_postgres: bool,
+    tls: bool,
 }
 
 fn options() -> Options {
@@ -70,6 +74,7 @@ fn options() -> Options {
         postgres: false,
         echo: false,
         raw_postgres: false,
+        tls: false,
     };
     let args: Vec<String> = std::env::args().collect();
     let mut index = 1;
@@ -93,6 +98,11 @@ fn options() -> Options {
             }
             "--raw-postgres" => {
                 options.raw_postgres = true;
+                index += 1;
+                continue;
+            }
+            "--tls" => {
+                options.tls = true;
                 index += 1;
                 continue;
             }
@@ -154,6 +164,10 @@ fn main() {
             issuer_listen: listener.local_addr().unwrap(),
         };
         let mut config = writ::dev::prepare(&dev).unwrap();
+        if options.tls {
+            config.server.plaintext = false;
+            config.server.tls = Some(tls_files(dir.path()));
+        }
         if let Some(url) = &redis_url {
             let mut store = writ::store::RedisConfig::single(url.clone());
             store.namespace = "load".into();
@@ -174,7 +188,12 @@ fn main() {
         tokio::spawn(async move { axum::serve(listener, router).await });
         (Running::start(&config, Arc::new(SystemClock)).await.unwrap(), issuer)
     });
-    let endpoint = format!("http://{}", running.grpc_addr);
+    let endpoint = if options.tls {
+        format!("https://localhost:{}", running.grpc_addr.port())
+    } else {
+        format!("http://{}", running.grpc_addr)
+    };
+    println!("transport: {}", if options.tls { "TLS" } else { "plaintext" });
     let now = chrono::Utc::now();
     let agent = issuer.mint(writ::dev::AGENT_SUBJECT, "writ", Duration::from_secs(3600), now).unwrap();
     let workflow = issuer.mint(writ::dev::WORKFLOW_SUBJECT, "writ", Duration::from_secs(3600), now).unwrap();
@@ -219,6 +238,50 @@ fn main() {
     }
 }
 
+/// The CA of `--tls`, trusted by every connection the load tool makes.
+static TLS_CA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// A CA and a certificate for `localhost`, written under `dir`.
+fn tls_files(dir: &std::path::Path) -> writ::tls::TlsConfig {
+    use std::os::unix::fs::PermissionsExt as _;
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let (cert_file, key_file) = (dir.join("load.crt"), dir.join("load.key"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let _ = TLS_CA.set(ca_cert.pem());
+    writ::tls::TlsConfig {
+        cert_file,
+        key_file,
+        client_ca_file: None,
+        reload_interval: Duration::from_secs(10),
+        require_bound_agent_tokens: false,
+    }
+}
+
+/// An endpoint, with TLS trusting `--tls`'s CA for `https://`.
+fn endpoint_of(url: &str) -> Endpoint {
+    let endpoint = Endpoint::from_shared(url.to_string()).unwrap();
+    match TLS_CA.get() {
+        Some(ca) if url.starts_with("https://") => endpoint
+            .tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+            )
+            .unwrap(),
+        _ => endpoint,
+    }
+}
+
 fn issue_request(task_id: &str, provider: &str, role: &str, scopes: &[&str]) -> proto::IssueRequest {
     proto::IssueRequest {
         task_id: task_id.into(),
@@ -233,7 +296,7 @@ fn issue_request(task_id: &str, provider: &str, role: &str, scopes: &[&str]) -> 
 }
 
 async fn start_task(endpoint: &str, workflow: &str, task_id: &str) {
-    let channel = Endpoint::from_shared(endpoint.to_string()).unwrap().connect().await.unwrap();
+    let channel = endpoint_of(endpoint).connect().await.unwrap();
     let start = proto::StartTaskRequest {
         task_id: task_id.into(),
         agent: "demo-agent".into(),
@@ -314,7 +377,7 @@ async fn close_bench(
     request: &proto::IssueRequest,
     count: usize,
 ) {
-    let channel = Endpoint::from_shared(endpoint.to_string()).unwrap().connect().await.unwrap();
+    let channel = endpoint_of(endpoint).connect().await.unwrap();
     start_task(endpoint, workflow, &request.task_id).await;
     let mut workers = tokio::task::JoinSet::new();
     for worker in 0..32 {
@@ -334,7 +397,7 @@ async fn close_bench(
 /// Closes a task holding `count` leases and waits until every one is
 /// revoked, then reports the time and the revocation rate.
 async fn close_and_wait(endpoint: &str, workflow: &str, task_id: &str, count: usize) {
-    let channel = Endpoint::from_shared(endpoint.to_string()).unwrap().connect().await.unwrap();
+    let channel = endpoint_of(endpoint).connect().await.unwrap();
     let mut tasks = TaskServiceClient::new(channel);
     let began = Instant::now();
     let closed = tasks
@@ -369,7 +432,7 @@ async fn close_and_wait(endpoint: &str, workflow: &str, task_id: &str, count: us
 async fn futures_channels(endpoint: &str, connections: usize) -> Vec<Channel> {
     let mut channels = Vec::new();
     for _ in 0..connections {
-        channels.push(Endpoint::from_shared(endpoint.to_string()).unwrap().connect().await.unwrap());
+        channels.push(endpoint_of(endpoint).connect().await.unwrap());
     }
     channels
 }
