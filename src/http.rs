@@ -9,7 +9,16 @@
 //!   its lease is still active, so a revocation is visible at once. The
 //!   caller must present a workload token of a service with the
 //!   `resource_server` role (RFC 7662 §2.1 requires the endpoint to be
-//!   protected).
+//!   protected);
+//! - `GET /healthz` (liveness: the process answers) and `GET /readyz`
+//!   (readiness: the store and the audit log work and every background
+//!   worker runs, as the gRPC health service says), for probes that cannot
+//!   speak gRPC over TLS;
+//! - `POST /oauth2/token`: RFC 8693 token exchange, the agent's way in for
+//!   OAuth clients: the same issuance as gRPC `Issue` (module
+//!   `token_exchange`, docs/token-exchange.md).
+
+mod token_exchange;
 
 use std::sync::Arc;
 
@@ -32,15 +41,36 @@ struct Shared {
     broker: Arc<Broker>,
     authenticator: Arc<Authenticator>,
     clock: Arc<dyn Clock>,
+    /// Kept by the health watch (every 500 ms).
+    ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
-pub fn router(broker: Arc<Broker>, authenticator: Arc<Authenticator>, clock: Arc<dyn Clock>) -> Router {
+pub fn router(
+    broker: Arc<Broker>,
+    authenticator: Arc<Authenticator>,
+    clock: Arc<dyn Clock>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+) -> Router {
     Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .route("/providers/{name}/jwks.json", get(jwks))
         .route("/providers/{name}/introspect", post(introspect))
         .route("/metrics", get(metrics))
         .route("/caep/jwks.json", get(caep_jwks))
-        .with_state(Shared { broker, authenticator, clock })
+        .route("/oauth2/token", post(token_exchange::token))
+        .with_state(Shared { broker, authenticator, clock, ready })
+}
+
+/// 200 while Writ can serve (the store and audit log work, every worker
+/// runs), else 503: take the replica out of the load balancer.
+async fn readyz(State(shared): State<Shared>) -> Response {
+    if shared.ready.load(std::sync::atomic::Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: the store, the audit log or a worker is down\n")
+            .into_response()
+    }
 }
 
 fn error(status: StatusCode, code: &str, description: &str) -> Response {
