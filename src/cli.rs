@@ -13,12 +13,14 @@ use tonic::transport::Channel;
 mod agents;
 mod approvals;
 mod audit;
+mod exec;
 mod providers;
 mod report;
 
 pub use agents::AgentsCommand;
 pub use approvals::ApprovalsCommand;
 pub use audit::AuditCommand;
+pub use exec::ExecArgs;
 pub use providers::ProvidersCommand;
 pub use report::ReportCommand;
 
@@ -84,6 +86,10 @@ pub enum Command {
         #[arg(long = "grant", required = true)]
         grants: Vec<String>,
     },
+    /// Run a command with credentials, as an agent: issue the grants, put
+    /// them in the command's environment (or files), renew them while it
+    /// runs, release them when it ends, exit with its status.
+    Exec(Box<ExecArgs>),
     /// Extend a lease, as its agent.
     Renew {
         #[command(flatten)]
@@ -250,31 +256,40 @@ pub struct ClientArgs {
     pub key: Option<PathBuf>,
 }
 
-pub fn init_logging(cli: &Cli) {
-    // tokio-postgres logs statement text at debug, and provider DDL holds
-    // password verifiers: keep it at info unless asked for by name.
-    let directives = if cli.log.contains("tokio_postgres") {
-        cli.log.clone()
-    } else {
-        format!("{},tokio_postgres=info", cli.log)
+/// Runs a command: logs (and traces, where configured) are set up first,
+/// for `serve` from its configuration, and flushed at the end.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let format = |configured| if cli.log_json { crate::telemetry::LogFormat::Json } else { configured };
+    let (config, telemetry) = match &cli.command {
+        Command::Serve { config } => {
+            let config = Config::load(config)?;
+            let telemetry = crate::telemetry::init(
+                &cli.log,
+                format(config.telemetry.log_format),
+                &config.telemetry,
+                true,
+            )?;
+            (Some(config), telemetry)
+        }
+        // `writ dev` exports traces where OTEL_EXPORTER_OTLP_ENDPOINT says;
+        // the client commands never do.
+        command => {
+            let defaults = crate::telemetry::TelemetryConfig::default();
+            let traces = matches!(command, Command::Dev { .. });
+            (None, crate::telemetry::init(&cli.log, format(defaults.log_format), &defaults, traces)?)
+        }
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=info"));
-    use std::io::IsTerminal as _;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    if cli.log_json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    let result = run_command(cli.command, config).await;
+    telemetry.shutdown().await;
+    result
 }
 
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Serve { config } => serve(config).await,
+async fn run_command(command: Command, config: Option<Config>) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { .. } => match config {
+            Some(config) => serve(config).await,
+            None => bail!("no configuration loaded"),
+        },
         Command::Dev { data_dir, listen, http_listen, issuer_listen } => {
             crate::dev::run(crate::dev::DevOptions { data_dir, listen, http_listen, issuer_listen }).await
         }
@@ -313,6 +328,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Providers(command) => providers::run(command).await,
         Command::Report(command) => report::run(command).await,
         Command::Issue { client, task_id, tool, grants } => issue(client, task_id, tool, grants).await,
+        Command::Exec(args) => exec::run(*args).await,
         Command::Renew { client, lease_id, ttl } => {
             let mut service =
                 proto::credential_service_client::CredentialServiceClient::new(connect(&client).await?);
@@ -402,8 +418,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(path: PathBuf) -> anyhow::Result<()> {
-    let config = Config::load(&path)?;
+async fn serve(config: Config) -> anyhow::Result<()> {
     let app = crate::server::App::build(&config, Arc::new(SystemClock)).await?;
     let grpc = tokio::net::TcpListener::bind(config.server.listen)
         .await

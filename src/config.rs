@@ -47,6 +47,9 @@ pub struct Config {
     /// Security Event Tokens to downstream receivers; off when absent.
     #[serde(default)]
     pub caep: Option<crate::caep::CaepConfig>,
+    /// Log format and OTLP traces.
+    #[serde(default)]
+    pub telemetry: crate::telemetry::TelemetryConfig,
 }
 
 /// `[approvals]`: step-up approvals. Policies name the groups
@@ -533,6 +536,7 @@ impl Config {
             (Some(tls), false) => tls.validate().map_err(ConfigError::Invalid)?,
             (None, true) => {}
         }
+        self.telemetry.validate().map_err(ConfigError::Invalid)?;
         if self.server.audience.trim().is_empty() {
             return invalid("server.audience must not be empty".into());
         }

@@ -41,6 +41,7 @@ pub mod sealer;
 pub mod server;
 pub mod store;
 pub mod sweeper;
+pub mod telemetry;
 pub mod text;
 pub mod tls;
 pub mod webhooks;

@@ -5,7 +5,6 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = writ::cli::Cli::parse();
-    writ::cli::init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

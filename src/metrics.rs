@@ -11,6 +11,22 @@
 //! | `writ_revocations_done_total`           | counter   | provider                        |
 //! | `writ_revocations_failed_total`         | counter   | provider                        |
 //! | `writ_policy_set_info`                  | gauge     | digest                          |
+//! | `writ_issuances_total`                  | counter   | provider, outcome               |
+//! | `writ_issue_duration_seconds`           | histogram | provider, outcome               |
+//! | `writ_policy_decisions_total`           | counter   | action, decision                |
+//! | `writ_grpc_calls_total`                 | counter   | method, code                    |
+//! | `writ_revocation_queue_depth`           | gauge     |                                 |
+//! | `writ_revocation_oldest_due_seconds`    | gauge     |                                 |
+//! | `writ_expiry_lag_seconds`               | histogram | provider                        |
+//! | `writ_store_unavailable_total`          | counter   |                                 |
+//! | `writ_approvals_pending`                | gauge     |                                 |
+//!
+//! An issuance's `provider` is a configured provider's name, or `unknown`
+//! for a name the agent sent that is not one (agents' text never becomes
+//! a label); `outcome` is `issued`, `denied`, `step_up`, `refused` (bad
+//! input, unknown or closed task, suspended agent) or `error` (the store,
+//! the audit log or the provider failed). A gRPC call's `method` is one of
+//! Writ's (an unknown one is `unknown`).
 //!
 //! A failed revocation is one the provider said can never succeed: the
 //! lease is `failed` with the reason, the credential may live until its
@@ -75,6 +91,45 @@ struct PolicySetLabels {
     digest: String,
 }
 
+/// How an issuance ended, per grant.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum IssueOutcome {
+    issued,
+    denied,
+    step_up,
+    refused,
+    error,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IssueLabels {
+    provider: String,
+    outcome: IssueOutcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    action: String,
+    decision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallCodeLabels {
+    method: String,
+    code: String,
+}
+
+/// Store failures (`Unavailable`) seen anywhere in the process: counted
+/// where the domain maps them, which holds no [`Metrics`]; every registry
+/// shows this one counter.
+static STORE_UNAVAILABLE: std::sync::LazyLock<Counter> = std::sync::LazyLock::new(Counter::default);
+
+/// Counts one store failure.
+pub fn store_unavailable() {
+    STORE_UNAVAILABLE.inc();
+}
+
 fn latency_histogram() -> Histogram {
     // 0.5 ms to about 16 s.
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
@@ -91,6 +146,14 @@ pub struct Metrics {
     /// 1 for the digest of the policy set in force, so that replicas
     /// running different sets show up side by side.
     policy_set: Family<PolicySetLabels, prometheus_client::metrics::gauge::Gauge>,
+    issuances: Family<IssueLabels, Counter>,
+    issue_duration: Family<IssueLabels, Histogram, fn() -> Histogram>,
+    decisions: Family<DecisionLabels, Counter>,
+    calls: Family<CallCodeLabels, Counter>,
+    queue_depth: prometheus_client::metrics::gauge::Gauge,
+    oldest_due: prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
+    expiry_lag: Family<ProviderLabels, Histogram, fn() -> Histogram>,
+    approvals_pending: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Default for Metrics {
@@ -136,6 +199,59 @@ impl Metrics {
             retries.clone(),
         );
         registry.register("revocations_done", "Leases revoked at their provider", revoked.clone());
+        let issuances = Family::<IssueLabels, Counter>::default();
+        registry.register("issuances", "Grants asked for, by provider and how they ended", issuances.clone());
+        let issue_duration =
+            Family::<IssueLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        registry.register_with_unit(
+            "issue_duration",
+            "Time an Issue call took, per grant, by provider and outcome",
+            prometheus_client::registry::Unit::Seconds,
+            issue_duration.clone(),
+        );
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register("policy_decisions", "Policy decisions, by action and decision", decisions.clone());
+        let calls = Family::<CallCodeLabels, Counter>::default();
+        registry.register(
+            "grpc_calls",
+            "gRPC calls to Writ's services, by method and status code",
+            calls.clone(),
+        );
+        let queue_depth = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "revocation_queue_depth",
+            "Leases waiting to be revoked (due now or retrying later), as last read",
+            queue_depth.clone(),
+        );
+        let oldest_due =
+            prometheus_client::metrics::gauge::Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register_with_unit(
+            "revocation_oldest_due",
+            "How long ago the earliest queued revocation fell due (0 when none is overdue)",
+            prometheus_client::registry::Unit::Seconds,
+            oldest_due.clone(),
+        );
+        let expiry_lag = Family::<ProviderLabels, Histogram, fn() -> Histogram>::new_with_constructor(|| {
+            // 50 ms to about 30 minutes.
+            Histogram::new(exponential_buckets(0.05, 2.0, 16))
+        });
+        registry.register_with_unit(
+            "expiry_lag",
+            "How long after its expiry an expired lease was revoked at its provider",
+            prometheus_client::registry::Unit::Seconds,
+            expiry_lag.clone(),
+        );
+        registry.register(
+            "store_unavailable",
+            "Store calls that failed because the store could not be used (this process)",
+            STORE_UNAVAILABLE.clone(),
+        );
+        let approvals_pending = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "approvals_pending",
+            "Step-up approval requests waiting for a decision or a collection, as last read",
+            approvals_pending.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             call_duration,
@@ -144,7 +260,56 @@ impl Metrics {
             revoked,
             gave_up,
             policy_set,
+            issuances,
+            issue_duration,
+            decisions,
+            calls,
+            queue_depth,
+            oldest_due,
+            expiry_lag,
+            approvals_pending,
         }
+    }
+
+    /// One grant of an issuance ended as `outcome`, the whole call having
+    /// taken `elapsed`.
+    pub fn issuance(&self, provider: &str, outcome: IssueOutcome, elapsed: Duration) {
+        let labels = IssueLabels { provider: provider.to_string(), outcome };
+        self.issuances.get_or_create(&labels).inc();
+        self.issue_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
+    }
+
+    /// A policy decision (`allow`, `deny`, `step_up`) for `action`.
+    pub fn decision(&self, action: &str, decision: &str) {
+        self.decisions
+            .get_or_create(&DecisionLabels { action: action.to_string(), decision: decision.to_string() })
+            .inc();
+    }
+
+    /// A gRPC call to one of Writ's methods ended with `code`.
+    pub fn call(&self, method: &str, code: tonic::Code) {
+        let code = format!("{code:?}");
+        self.calls.get_or_create(&CallCodeLabels { method: method.to_string(), code }).inc();
+    }
+
+    /// The revocation queue as last read: how many leases wait, and how
+    /// long ago the earliest next attempt fell due (0 if none is due).
+    pub fn revocation_backlog(&self, queued: u64, overdue: Duration) {
+        self.queue_depth.set(i64::try_from(queued).unwrap_or(i64::MAX));
+        self.oldest_due.set(overdue.as_secs_f64());
+    }
+
+    /// A lease that expired was revoked at its provider this long after
+    /// its expiry.
+    pub fn expiry_lag(&self, provider: &str, lag: Duration) {
+        self.expiry_lag
+            .get_or_create(&ProviderLabels { provider: provider.to_string() })
+            .observe(lag.as_secs_f64());
+    }
+
+    /// Approval requests waiting for a decision or a collection.
+    pub fn approvals_pending(&self, count: u64) {
+        self.approvals_pending.set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     /// Runs one provider call under `limit`, recording its latency and any

@@ -116,6 +116,34 @@ const BATCH: usize = 1024;
 /// land in order and none is left behind when the worker stops. A batch
 /// whose claims are near their end (its revocations were slow) is written
 /// before the next claim, which would otherwise take those leases again.
+/// How often [`watch_backlog`] reads the queue for the metrics.
+const BACKLOG_POLL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Keeps the backlog gauges (revocation queue depth, how overdue its head
+/// is, open approval requests) up to date: one small read every 5 s. A
+/// store that cannot be read leaves the last values and is counted.
+pub async fn watch_backlog(broker: Arc<Broker>, clock: Arc<dyn Clock>, stop: CancellationToken) {
+    loop {
+        match broker.store().backlog().await {
+            Ok(backlog) => {
+                let now = clock.now();
+                let overdue =
+                    backlog.earliest_due.and_then(|due| (now - due).to_std().ok()).unwrap_or_default();
+                broker.metrics().revocation_backlog(backlog.queued, overdue);
+                broker.metrics().approvals_pending(backlog.approvals_open);
+            }
+            Err(error) => {
+                crate::metrics::store_unavailable();
+                tracing::debug!(%error, "cannot read the backlog for the metrics");
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(BACKLOG_POLL) => {}
+        }
+    }
+}
+
 pub async fn run(
     broker: Arc<Broker>,
     clock: Arc<dyn Clock>,
@@ -263,6 +291,10 @@ async fn outcome(
     match result {
         Ok(()) => {
             broker.metrics().revocation_done(&lease.provider);
+            if revocation.is_some_and(|r| r.reason == crate::model::RevocationReason::Expired) {
+                let lag = (now - lease.expires_at).to_std().unwrap_or_default();
+                broker.metrics().expiry_lag(&lease.provider, lag);
+            }
             broker.caep().lease_revoked(lease, now);
             broker.audit().record_or_log(now, event("revoked", "ok", json!({ "attempts": attempts }))).await;
             RevocationOutcome::Done { lease_id: lease.id, generation }

@@ -221,6 +221,7 @@ impl App {
         let stop = CancellationToken::new();
         let workers = Workers::default();
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        let readiness = Arc::new(std::sync::atomic::AtomicBool::new(false));
         workers.spawn("revocation-worker", &stop, {
             let (broker, clock, config) = (self.broker.clone(), self.clock.clone(), self.revocation.clone());
             move |token| crate::revocation::run(broker, clock, config, token)
@@ -257,9 +258,14 @@ impl App {
                 move |token| crate::tls::watch(tls, clock, token)
             });
         }
+        workers.spawn("backlog-gauges", &stop, {
+            let (broker, clock) = (self.broker.clone(), self.clock.clone());
+            move |token| crate::revocation::watch_backlog(broker, clock, token)
+        });
         workers.spawn("health-watch", &stop, {
             let (broker, workers) = (self.broker.clone(), workers.clone());
-            move |token| watch_health(broker, workers, health_reporter, token)
+            let readiness = readiness.clone();
+            move |token| watch_health(broker, workers, health_reporter, readiness, token)
         });
 
         let reflection = tonic_reflection::server::Builder::configure()
@@ -296,8 +302,12 @@ impl App {
                 self.broker.clone(),
                 self.clock.clone(),
             )));
-        let http_router =
-            crate::http::router(self.broker.clone(), self.authenticator.clone(), self.clock.clone());
+        let http_router = crate::http::router(
+            self.broker.clone(),
+            self.authenticator.clone(),
+            self.clock.clone(),
+            readiness.clone(),
+        );
         type Served<E> = std::pin::Pin<Box<dyn Future<Output = Result<(), E>> + Send>>;
         let (grpc_server, http_server): (Served<tonic::transport::Error>, Served<std::io::Error>) =
             match &self.tls {
@@ -443,6 +453,7 @@ async fn watch_health(
     broker: Arc<Broker>,
     workers: Workers,
     reporter: tonic_health::server::HealthReporter,
+    readiness: Arc<std::sync::atomic::AtomicBool>,
     stop: CancellationToken,
 ) {
     const SERVICES: [&str; 5] = [
@@ -457,7 +468,9 @@ async fn watch_health(
         if !workers_alive {
             tracing::error!("a background worker stopped unexpectedly; reporting NOT_SERVING");
         }
-        let status = if workers_alive && broker.ready().await {
+        let ready = workers_alive && broker.ready().await;
+        readiness.store(ready, std::sync::atomic::Ordering::Relaxed);
+        let status = if ready {
             tonic_health::ServingStatus::Serving
         } else {
             tonic_health::ServingStatus::NotServing
@@ -470,6 +483,7 @@ async fn watch_health(
             () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
         }
     }
+    readiness.store(false, std::sync::atomic::Ordering::Relaxed);
     for service in SERVICES {
         reporter.set_service_status(service, tonic_health::ServingStatus::NotServing).await;
     }

@@ -125,6 +125,10 @@ impl Authenticator {
         &self.verifier
     }
 
+    fn metrics(&self) -> &crate::metrics::Metrics {
+        self.broker.metrics()
+    }
+
     /// Authenticates a caller for `audience`: by its bearer token (bound
     /// to `certificate` if the token says so), or, with no token, a
     /// service by the verified client certificate of its connection.
@@ -233,6 +237,32 @@ fn role_name(role: ServiceRole) -> &'static str {
     }
 }
 
+/// One line per call that failed, at `INFO` (its span names the method,
+/// task, agent and trace); calls that succeeded at `DEBUG`. A handler's
+/// error travels in the response headers (a trailers-only response).
+fn log_outcome(headers: &http::HeaderMap) -> tonic::Code {
+    let code = headers.get("grpc-status").and_then(|value| value.to_str().ok()).unwrap_or("0");
+    if code == "0" {
+        tracing::debug!("call served");
+        return tonic::Code::Ok;
+    }
+    let code = code.parse::<i32>().map(tonic::Code::from_i32).unwrap_or(tonic::Code::Unknown);
+    // grpc-message is percent-encoded; what Writ puts there never holds a
+    // secret (see the API's error rules).
+    let message = headers.get("grpc-message").and_then(|value| value.to_str().ok()).unwrap_or("");
+    let message = percent_encoding::percent_decode_str(message).decode_utf8_lossy();
+    tracing::info!(code = ?code, "call failed: {message}");
+    code
+}
+
+/// A call's method as a metrics label: the path of one of Writ's methods,
+/// or `unknown` for a path no service answers (the caller's text, which
+/// must not become a label).
+fn method_label(method: &str, code: tonic::Code) -> &str {
+    let known_service = matches!(Audience::of(method), Some(Audience::Agents | Audience::Role(_)));
+    if code == tonic::Code::Unimplemented || !known_service || method.len() > 64 { "unknown" } else { method }
+}
+
 /// The certificate thumbprint a token is bound to (RFC 8705 §3.1), if any.
 /// A `cnf` that is not an object, or an `x5t#S256` that is not a string,
 /// is refused rather than ignored.
@@ -319,19 +349,38 @@ where
         let fresh = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, fresh);
         let authenticator = self.authenticator.clone();
-        Box::pin(async move {
-            let Some(audience) = Audience::of(request.uri().path()) else {
-                return inner.call(request).await;
-            };
-            let certificate = client_certificate(request.extensions());
-            match authenticator.authenticate(request.headers(), certificate.as_ref(), audience).await {
-                Ok(caller) => {
-                    request.extensions_mut().insert(caller);
-                    inner.call(request).await
+        let Some(audience) = Audience::of(request.uri().path()) else {
+            // Health and reflection: no token, no span.
+            return Box::pin(async move { inner.call(request).await });
+        };
+        use tracing::Instrument as _;
+        let method = request.uri().path().trim_start_matches('/').to_owned();
+        let span = crate::telemetry::request_span(&method, request.headers());
+        Box::pin(
+            async move {
+                let certificate = client_certificate(request.extensions());
+                let authenticated = authenticator
+                    .authenticate(request.headers(), certificate.as_ref(), audience)
+                    .instrument(tracing::debug_span!("identity"))
+                    .await;
+                match authenticated {
+                    Ok(caller) => {
+                        tracing::Span::current().record("agent", caller.name());
+                        request.extensions_mut().insert(caller);
+                        let response = inner.call(request).await?;
+                        let code = log_outcome(response.headers());
+                        authenticator.metrics().call(method_label(&method, code), code);
+                        Ok(response)
+                    }
+                    Err(status) => {
+                        tracing::debug!(code = ?status.code(), "call refused: {}", status.message());
+                        authenticator.metrics().call(method_label(&method, status.code()), status.code());
+                        Ok(status.into_http())
+                    }
                 }
-                Err(status) => Ok(status.into_http()),
             }
-        })
+            .instrument(span),
+        )
     }
 }
 

@@ -118,6 +118,7 @@ impl CredentialService for Credentials {
         let agent = caller.agent()?;
         let subject_token = presented_token(&request);
         let request = request.into_inner();
+        super::record_task(&request.task_id);
         let grants = request
             .grants
             .into_iter()

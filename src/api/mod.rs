@@ -74,3 +74,9 @@ pub fn auth_status(error: &AuthError) -> Status {
         _ => Status::unauthenticated(error.to_string()),
     }
 }
+
+/// Names the task of the call in its span (and so in every log line of the
+/// call), escaped and shortened: it is the caller's text.
+pub(crate) fn record_task(task_id: &str) {
+    tracing::Span::current().record("task", tracing::field::display(crate::text::quoted(task_id)));
+}

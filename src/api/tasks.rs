@@ -30,6 +30,7 @@ impl TaskService for Tasks {
     ) -> Result<Response<proto::StartTaskResponse>, Status> {
         let caller = caller(&request)?;
         let request = request.into_inner();
+        super::record_task(&request.task_id);
         let deadline =
             request.deadline.as_ref().map(|at| convert::from_timestamp("deadline", at)).transpose()?;
         let start = StartTask {
@@ -47,6 +48,7 @@ impl TaskService for Tasks {
         request: Request<proto::CloseTaskRequest>,
     ) -> Result<Response<proto::CloseTaskResponse>, Status> {
         let caller = caller(&request)?;
+        super::record_task(&request.get_ref().task_id);
         let outcome = self
             .broker
             .close_task(

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
+use tracing::Instrument as _;
 use uuid::Uuid;
 use writ_provider_api::{Credential, MintRequest, ProviderError, RenewRequest, RevokeRequest, SecretString};
 
@@ -94,8 +95,40 @@ impl Planned<'_> {
 impl Broker {
     /// Issues every grant of the request, or none; or, when policy permits
     /// a grant only with approval, records an approval request for them
-    /// all (see [`super::approvals`]).
+    /// all (see [`super::approvals`]). Each grant is counted by how the
+    /// call ended (`writ_issuances_total`).
     pub async fn issue(
+        &self,
+        agent: &Agent,
+        request: IssueRequest,
+        now: DateTime<Utc>,
+    ) -> Result<IssueOutcome, Error> {
+        use crate::metrics::IssueOutcome as Counted;
+        let started = std::time::Instant::now();
+        // Configured names only: an agent's text never becomes a label.
+        let providers: Vec<String> = request
+            .grants
+            .iter()
+            .map(|grant| {
+                self.providers.get(&grant.provider).map_or("unknown", |_| &grant.provider).to_owned()
+            })
+            .collect();
+        let result = self.issue_unmeasured(agent, request, now).await;
+        let outcome = match &result {
+            Ok(IssueOutcome::Issued(_)) => Counted::issued,
+            Ok(IssueOutcome::ApprovalRequired(_)) => Counted::step_up,
+            Err(Error::PermissionDenied(_)) => Counted::denied,
+            Err(Error::Unavailable(_) | Error::Internal(_)) => Counted::error,
+            Err(_) => Counted::refused,
+        };
+        let elapsed = started.elapsed();
+        for provider in &providers {
+            self.metrics.issuance(provider, outcome, elapsed);
+        }
+        result
+    }
+
+    async fn issue_unmeasured(
         &self,
         agent: &Agent,
         request: IssueRequest,
@@ -125,6 +158,7 @@ impl Broker {
         // recorded together with their pending lease, a denial at once.
         let mut evidence = Vec::with_capacity(planned.len());
         let mut step_ups = Vec::new();
+        let policy = tracing::debug_span!("policy").entered();
         for plan in &mut planned {
             plan.subject_token = request.subject_token.clone();
             let (decision, event) = self.decide("issue", agent, &task, &request.tool, plan, now)?;
@@ -133,11 +167,16 @@ impl Broker {
                 Decision::Allow { policies } => plan.policies = policies,
                 Decision::StepUp { policies, step_up } => step_ups.push((policies, step_up)),
                 Decision::Deny { policies } => {
-                    self.audit.record_all(now, evidence).await?;
+                    drop(policy);
+                    self.audit
+                        .record_all(now, evidence)
+                        .instrument(tracing::debug_span!("audit", event = "denied"))
+                        .await?;
                     return Err(denial("issue", agent, plan.grant, &policies));
                 }
             }
         }
+        drop(policy);
         if !step_ups.is_empty() {
             let approval = self.request_approval(agent, &task, &request, step_ups, evidence, now).await?;
             return Ok(IssueOutcome::ApprovalRequired(Box::new(approval)));
@@ -270,6 +309,7 @@ impl Broker {
             Error::Internal("policy evaluation failed".into())
         })?;
         let (outcome, policies) = (decision.outcome(), decision.policies().to_vec());
+        self.metrics.decision(action, outcome);
         let step_up = match &decision {
             Decision::StepUp { step_up, .. } => json!({ "group": step_up.group, "quorum": step_up.quorum }),
             _ => serde_json::Value::Null,
@@ -355,8 +395,12 @@ impl Broker {
         };
         // The decision's evidence and the lease's intent are written in
         // parallel; both must be durable before anything is minted.
-        let (recorded, inserted) =
-            tokio::join!(self.audit.record(now, decision), self.store.insert_pending(lease, now));
+        let (recorded, inserted) = tokio::join!(
+            self.audit.record(now, decision).instrument(tracing::debug_span!("audit", event = "decision")),
+            self.store
+                .insert_pending(lease, now)
+                .instrument(tracing::debug_span!("store", op = "insert_pending"))
+        );
         inserted?;
         if let Err(error) = recorded {
             self.take_back(&[lease_id], now).await;
@@ -376,6 +420,7 @@ impl Broker {
         };
         let minted = match self
             .call_provider(&grant.provider, Operation::mint, plan.provider.provider.mint(&request))
+            .instrument(tracing::debug_span!("provider", provider = %grant.provider, op = "mint"))
             .await
         {
             Ok(minted) => minted,
@@ -406,8 +451,10 @@ impl Broker {
         // Activation and its evidence are written in parallel; the credential
         // leaves only if both are durable.
         let (activated, recorded) = tokio::join!(
-            self.store.activate(lease_id, expires_at, sealed, now),
-            self.audit.record(now, issued)
+            self.store
+                .activate(lease_id, expires_at, sealed, now)
+                .instrument(tracing::debug_span!("store", op = "activate")),
+            self.audit.record(now, issued).instrument(tracing::debug_span!("audit", event = "issued"))
         );
         let failure = match (&activated, &recorded) {
             (Ok(_), Ok(())) => None,

@@ -103,6 +103,7 @@ impl From<StoreError> for Error {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Unavailable(_) => {
+                crate::metrics::store_unavailable();
                 tracing::warn!(%error, "lease store unavailable");
                 Self::Unavailable("the lease store is unavailable; nothing was issued or changed".into())
             }

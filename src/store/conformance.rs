@@ -47,6 +47,7 @@ where
     revocation::claim_revocations(make_store().await).await;
     revocation::finish_revocations(make_store().await).await;
     revocation::next_due(make_store().await).await;
+    revocation::backlog(make_store().await).await;
     overdue_tasks(make_store().await).await;
     task_leases(make_store().await).await;
     list_leases(make_store().await).await;

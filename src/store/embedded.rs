@@ -272,6 +272,10 @@ impl LeaseStore for EmbeddedStore {
         self.read(reads::next_due).await
     }
 
+    async fn backlog(&self) -> Result<super::Backlog, StoreError> {
+        self.read(reads::backlog).await
+    }
+
     async fn record_sighting(
         &self,
         issuer: &str,

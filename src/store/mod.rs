@@ -198,6 +198,17 @@ impl PartialEq<Uuid> for SweptLease {
     }
 }
 
+/// Work waiting, as [`LeaseStore::backlog`] reads it for the metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Leases waiting to be revoked.
+    pub queued: u64,
+    /// The earliest next attempt among them.
+    pub earliest_due: Option<DateTime<Utc>>,
+    /// Approval requests pending or approved and not yet collected.
+    pub approvals_open: u64,
+}
+
 /// What [`LeaseStore::sweep`] queued for revocation.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Swept {
@@ -440,6 +451,11 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// request's [`Approval::due_at`]. `None` if nothing
     /// is scheduled. Lets background workers sleep until there is work.
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// How many leases wait to be revoked (state `revoking`, due now or
+    /// retrying later), the earliest next attempt among them, and how many
+    /// approval requests are open: what the backlog metrics report.
+    async fn backlog(&self) -> Result<Backlog, StoreError>;
 
     /// Records a new pending approval request. Fails like
     /// [`Self::insert_pending`]: `TaskNotFound`, `TaskClosed`, or

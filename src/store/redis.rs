@@ -698,6 +698,18 @@ impl LeaseStore for RedisStore {
         }
     }
 
+    async fn backlog(&self) -> Result<super::Backlog, StoreError> {
+        // `queue` is one sorted set (a passing state's schedule, never
+        // chunked): its size, and its first member's due time. Two reads,
+        // not one moment: good enough for a gauge.
+        let queue = format!("{}queue", self.keys.prefix());
+        let queued: u64 = self.connection.zcard(&queue).await?;
+        let first = self.connection.zfirst(&queue).await?;
+        let earliest_due = first.map(|member| record::read_time(&member)).transpose()?;
+        let approvals_open = self.connection.zcard(&format!("{}approvals-open", self.keys.prefix())).await?;
+        Ok(super::Backlog { queued, earliest_due, approvals_open })
+    }
+
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         let call = self.function("next_due");
         let leases_and_tasks = reply::earliest(reply::optional_list(self.invoke(&call).await?)?)?;

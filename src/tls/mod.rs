@@ -184,21 +184,25 @@ fn digest_files(config: &TlsConfig) -> Result<Vec<u8>, TlsError> {
     Ok(context.finish().as_ref().to_vec())
 }
 
-/// A private key readable by anyone but its owner is refused: whoever can
-/// read it can impersonate Writ to every agent.
+/// A private key others can read is refused: whoever can read it can
+/// impersonate Writ to every agent. As PostgreSQL does, a key may be
+/// readable by its group only when root owns it (a root-managed secret
+/// shared with Writ's group, as Kubernetes mounts secrets with `fsGroup`);
+/// otherwise only its owner may read it.
 pub fn check_key_permissions(path: &Path) -> Result<(), TlsError> {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt as _;
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
         let metadata =
             std::fs::metadata(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source })?;
         let mode = metadata.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
+        let group_may_read = metadata.uid() == 0 && mode & 0o030 == 0;
+        if mode & 0o007 != 0 || (mode & 0o070 != 0 && !group_may_read) {
             return Err(file_error(
                 path,
                 format!(
-                    "the private key is readable by group or others (mode {mode:03o}); \
-                     make it readable by Writ's user only (chmod 600)"
+                    "the private key is readable by others than Writ (mode {mode:03o}); make it readable \
+                     by Writ's user only (chmod 600), or owned by root and readable by Writ's group (640)"
                 ),
             ));
         }

@@ -338,10 +338,16 @@ async fn bad_tls_files_are_refused_at_start_with_what_to_do() {
         }
     };
 
-    let good = tls_config(dir.path(), &ca.pem, &ca.server(&[]), false);
-    crate::certs::replace(&good.key_file, ca.server(&[]).key_pem.as_bytes(), 0o640);
+    let leaf = ca.server(&[]);
+    let good = tls_config(dir.path(), &ca.pem, &leaf, false);
+    crate::certs::replace(&good.key_file, leaf.key_pem.as_bytes(), 0o644);
     let error = start_with(good.clone()).await;
-    assert!(error.contains("server.key") && error.contains("chmod 600") && error.contains("640"), "{error}");
+    assert!(error.contains("server.key") && error.contains("chmod 600") && error.contains("644"), "{error}");
+    // Readable by the group: only a root-owned key (a mounted secret).
+    std::fs::set_permissions(&good.key_file, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&good.key_file).unwrap());
+    let loaded = writ::tls::ServerTls::load(&good, chrono::Utc::now());
+    assert_eq!(loaded.is_ok(), owner == 0, "a 0640 key is taken only from root: {loaded:?}");
 
     let expired = tls_config(dir.path(), &ca.pem, &ca.expired_server(), false);
     let error = start_with(expired).await;

@@ -80,6 +80,7 @@ pub(super) async fn create_and_list(store: Store) {
 
     let all = store.list_approvals(&ApprovalFilter::default(), None, 10).await.unwrap();
     assert_eq!(all, vec![first.clone(), second.clone(), third.clone()], "listed in id order");
+    assert_eq!(store.backlog().await.unwrap().approvals_open, 3, "open requests are counted");
     let page = store.list_approvals(&ApprovalFilter::default(), Some(first.id), 1).await.unwrap();
     assert_eq!(page, vec![second.clone()], "pages start after `after`");
     let by_task = ApprovalFilter { task_id: Some("a".into()), ..ApprovalFilter::default() };

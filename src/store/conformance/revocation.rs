@@ -216,3 +216,32 @@ pub(super) async fn next_due(store: Store) {
     store.finish_revocations(&outcomes, t(455)).await.unwrap();
     assert_eq!(store.next_due().await.unwrap(), None, "nothing left to do");
 }
+
+/// The queue the revocation metrics report: every revoking lease counts,
+/// due or not, and the earliest next attempt is exact; finished ones leave.
+pub(super) async fn backlog(store: Store) {
+    use crate::store::Backlog;
+    assert_eq!(store.backlog().await.unwrap(), Backlog::default(), "empty");
+    open_task(&store, "t").await;
+    let first = active(&store, 1, "t", t(1000)).await;
+    let second = active(&store, 2, "t", t(1000)).await;
+    let _live = active(&store, 3, "t", t(1000)).await;
+    store.request_revocation(&[second], RevocationReason::Operator, t(50)).await.unwrap();
+    store.request_revocation(&[first], RevocationReason::Operator, t(10)).await.unwrap();
+    let backlog = store.backlog().await.unwrap();
+    assert_eq!(backlog, Backlog { queued: 2, earliest_due: Some(t(10)), approvals_open: 0 });
+
+    // Claimed: held until the claim lapses, still queued.
+    let claimed = store.claim_revocations(t(20), t(80), 1).await.unwrap();
+    assert_eq!(ids(&claimed), vec![first]);
+    assert_eq!(
+        store.backlog().await.unwrap(),
+        Backlog { queued: 2, earliest_due: Some(t(50)), approvals_open: 0 }
+    );
+    let done = [RevocationOutcome::Done { lease_id: first, generation: 0 }];
+    store.finish_revocations(&done, t(21)).await.unwrap();
+    assert_eq!(
+        store.backlog().await.unwrap(),
+        Backlog { queued: 1, earliest_due: Some(t(50)), approvals_open: 0 }
+    );
+}

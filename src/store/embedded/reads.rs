@@ -4,7 +4,7 @@
 use std::ops::Bound;
 
 use chrono::{DateTime, Utc};
-use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, TableDefinition};
+use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition};
 use uuid::Uuid;
 
 use super::tables::{
@@ -160,6 +160,25 @@ pub(super) fn next_due(txn: &ReadTransaction) -> Result<Option<DateTime<Utc>>, S
     }
     due.extend(super::approvals::next_due(txn)?);
     Ok(due.into_iter().min())
+}
+
+/// How many leases are queued for revocation, and the first one's next
+/// attempt (exact: read off the lease, not the millisecond key).
+pub(super) fn backlog(txn: &ReadTransaction) -> Result<crate::store::Backlog, StoreError> {
+    let queue = open(txn, REVOCATION_QUEUE)?;
+    let queued = queue.len().map_err(storage_error)?;
+    let earliest_due = match queue.first().map_err(storage_error)? {
+        Some((key, _)) => {
+            let lease = indexed_lease(&open(txn, LEASES)?, key.value().1)?;
+            let revocation = lease.revocation.ok_or_else(|| {
+                StoreError::Corrupt(format!("queued lease {} has no revocation record", lease.id))
+            })?;
+            Some(revocation.next_attempt_at)
+        }
+        None => None,
+    };
+    let approvals_open = open(txn, super::tables::OPEN_APPROVALS)?.len().map_err(storage_error)?;
+    Ok(crate::store::Backlog { queued, earliest_due, approvals_open })
 }
 
 pub(super) fn list_sightings(txn: &ReadTransaction, limit: usize) -> Result<Vec<Sighting>, StoreError> {

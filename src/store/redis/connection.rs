@@ -100,6 +100,21 @@ impl Connection {
         self.query(command).await
     }
 
+    /// The number of members of a sorted set.
+    pub(super) async fn zcard(&self, key: &str) -> Result<u64, StoreError> {
+        let mut command = redis::cmd("ZCARD");
+        command.arg(key);
+        self.query(command).await
+    }
+
+    /// The first member of a sorted set (score, then byte order).
+    pub(super) async fn zfirst(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut command = redis::cmd("ZRANGE");
+        command.arg(key).arg(0).arg(0);
+        let first: Vec<Vec<u8>> = self.query(command).await?;
+        Ok(first.into_iter().next())
+    }
+
     async fn query<T: redis::FromRedisValue>(&self, command: Cmd) -> Result<T, StoreError> {
         let mut nodes = self.nodes.clone();
         let answer =
