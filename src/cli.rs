@@ -234,7 +234,7 @@ pub struct ExplainArgs {
     action: String,
 }
 
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Clone)]
 pub struct ClientArgs {
     /// Writ's gRPC address: `https://` speaks TLS, `http://` plaintext
     /// (`writ dev` only).
@@ -244,6 +244,10 @@ pub struct ClientArgs {
     /// certificate (`--cert`, `--key`) instead.
     #[arg(long, env = "WRIT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A file holding the workload token, read again before every call (a
+    /// Kubernetes projected service-account token); wins over `--token`.
+    #[arg(long, env = "WRIT_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// CA certificates (PEM) to trust for Writ's certificate, instead of
     /// the public web PKI.
     #[arg(long, env = "WRIT_CA")]
@@ -254,6 +258,20 @@ pub struct ClientArgs {
     /// The client certificate's private key (PEM).
     #[arg(long, env = "WRIT_CLIENT_KEY", requires = "cert")]
     pub key: Option<PathBuf>,
+}
+
+/// The token is never shown.
+impl std::fmt::Debug for ClientArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientArgs")
+            .field("endpoint", &self.endpoint)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
+            .field("ca", &self.ca)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish()
+    }
 }
 
 /// Runs a command: logs (and traces, where configured) are set up first,
@@ -487,7 +505,16 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 
 fn authorized<T>(client: &ClientArgs, message: T) -> anyhow::Result<tonic::Request<T>> {
     let mut request = tonic::Request::new(message);
-    match &client.token {
+    let from_file = match &client.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the token file {}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    match from_file.as_ref().or(client.token.as_ref()) {
         Some(token) => {
             let value: MetadataValue<_> =
                 format!("Bearer {token}").parse().context("the token is not ASCII")?;

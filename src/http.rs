@@ -42,14 +42,50 @@ struct Shared {
     authenticator: Arc<Authenticator>,
     clock: Arc<dyn Clock>,
     /// Kept by the health watch (every 500 ms).
-    ready: Arc<std::sync::atomic::AtomicBool>,
+    ready: Arc<Readiness>,
+}
+
+/// Whether Writ can serve, as the health watch last found, and when.
+pub struct Readiness {
+    base: std::time::Instant,
+    ready: std::sync::atomic::AtomicBool,
+    /// Milliseconds after `base` of the last check.
+    checked: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self {
+            base: std::time::Instant::now(),
+            ready: std::sync::atomic::AtomicBool::new(false),
+            checked: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl Readiness {
+    /// A check older than this is no answer: the watch itself stopped.
+    const STALE: std::time::Duration = std::time::Duration::from_secs(3);
+
+    pub fn set(&self, ready: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.ready.store(ready, Relaxed);
+        let elapsed = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.checked.store(elapsed, Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let checked = std::time::Duration::from_millis(self.checked.load(Relaxed));
+        self.ready.load(Relaxed) && self.base.elapsed().saturating_sub(checked) < Self::STALE
+    }
 }
 
 pub fn router(
     broker: Arc<Broker>,
     authenticator: Arc<Authenticator>,
     clock: Arc<dyn Clock>,
-    ready: Arc<std::sync::atomic::AtomicBool>,
+    ready: Arc<Readiness>,
 ) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -65,7 +101,7 @@ pub fn router(
 /// 200 while Writ can serve (the store and audit log work, every worker
 /// runs), else 503: take the replica out of the load balancer.
 async fn readyz(State(shared): State<Shared>) -> Response {
-    if shared.ready.load(std::sync::atomic::Ordering::Relaxed) {
+    if shared.ready.is_ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready: the store, the audit log or a worker is down\n")
@@ -118,6 +154,7 @@ struct IntrospectionForm {
 async fn introspect(
     State(shared): State<Shared>,
     Path(name): Path<String>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<crate::tls::PeerCertificates>>>,
     headers: HeaderMap,
     form: Result<Form<IntrospectionForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
@@ -128,7 +165,8 @@ async fn introspect(
         Ok(token) => token,
         Err(e) => return error(StatusCode::UNAUTHORIZED, "invalid_client", &e.to_string()),
     };
-    match shared.authenticator.principal(token).await {
+    let certificate = peer.and_then(|axum::Extension(axum::extract::ConnectInfo(peer))| peer.leaf());
+    match shared.authenticator.bound_principal(token, certificate.as_ref()).await {
         Ok(Caller::Service(service)) if service.roles.contains(&ServiceRole::ResourceServer) => {}
         Ok(_) => {
             return error(

@@ -221,7 +221,7 @@ impl App {
         let stop = CancellationToken::new();
         let workers = Workers::default();
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        let readiness = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readiness = Arc::new(crate::http::Readiness::default());
         workers.spawn("revocation-worker", &stop, {
             let (broker, clock, config) = (self.broker.clone(), self.clock.clone(), self.revocation.clone());
             move |token| crate::revocation::run(broker, clock, config, token)
@@ -320,10 +320,15 @@ impl App {
                             grpc.into_stream(),
                             stop.clone().cancelled_owned(),
                         )),
+                        // Handlers see the client certificate (RFC 8705 binding).
                         Box::pin(
-                            axum::serve(http, http_router)
-                                .with_graceful_shutdown(stop.clone().cancelled_owned())
-                                .into_future(),
+                            axum::serve(
+                                http,
+                                http_router
+                                    .into_make_service_with_connect_info::<crate::tls::PeerCertificates>(),
+                            )
+                            .with_graceful_shutdown(stop.clone().cancelled_owned())
+                            .into_future(),
                         ),
                     )
                 }
@@ -453,7 +458,7 @@ async fn watch_health(
     broker: Arc<Broker>,
     workers: Workers,
     reporter: tonic_health::server::HealthReporter,
-    readiness: Arc<std::sync::atomic::AtomicBool>,
+    readiness: Arc<crate::http::Readiness>,
     stop: CancellationToken,
 ) {
     const SERVICES: [&str; 5] = [
@@ -469,7 +474,7 @@ async fn watch_health(
             tracing::error!("a background worker stopped unexpectedly; reporting NOT_SERVING");
         }
         let ready = workers_alive && broker.ready().await;
-        readiness.store(ready, std::sync::atomic::Ordering::Relaxed);
+        readiness.set(ready);
         let status = if ready {
             tonic_health::ServingStatus::Serving
         } else {
@@ -483,7 +488,7 @@ async fn watch_health(
             () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
         }
     }
-    readiness.store(false, std::sync::atomic::Ordering::Relaxed);
+    readiness.set(false);
     for service in SERVICES {
         reporter.set_service_status(service, tonic_health::ServingStatus::NotServing).await;
     }

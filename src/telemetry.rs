@@ -171,7 +171,14 @@ pub fn init(
         .try_init()
         .context("installing the log subscriber")?;
     if let Some(endpoint) = endpoint {
-        tracing::info!(%endpoint, sample_ratio = config.sample_ratio, "exporting traces over OTLP");
+        // A URL may carry credentials (`user:pass@`); the log gets none.
+        let shown = match (endpoint.find("://"), endpoint.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}<redacted>{}", &endpoint[..scheme + 3], &endpoint[at..])
+            }
+            _ => endpoint.clone(),
+        };
+        tracing::info!(endpoint = %shown, sample_ratio = config.sample_ratio, "exporting traces over OTLP");
     }
     Ok(Telemetry { provider })
 }
@@ -239,7 +246,7 @@ impl Extractor for Headers<'_> {
 /// valid `traceparent`), and its `trace_id` field, which every log line in
 /// it carries, is that trace's (or, without a caller's trace and without
 /// OTLP, a fresh one, so the lines of one call still go together).
-pub fn request_span(method: &str, headers: &http::HeaderMap) -> tracing::Span {
+pub fn request_span(method: &'static str, headers: &http::HeaderMap) -> tracing::Span {
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     let parent = TraceContextPropagator::new().extract(&Headers(headers));
     let span = tracing::info_span!(

@@ -186,7 +186,7 @@ impl Authenticator {
     /// [`Self::principal`], and RFC 8705: a token whose `cnf` claim names
     /// a certificate thumbprint (`x5t#S256`) is accepted only over a
     /// connection that presented that certificate.
-    async fn bound_principal(
+    pub async fn bound_principal(
         &self,
         token: &str,
         certificate: Option<&ClientCertificate>,
@@ -253,14 +253,6 @@ fn log_outcome(headers: &http::HeaderMap) -> tonic::Code {
     let message = percent_encoding::percent_decode_str(message).decode_utf8_lossy();
     tracing::info!(code = ?code, "call failed: {message}");
     code
-}
-
-/// A call's method as a metrics label: the path of one of Writ's methods,
-/// or `unknown` for a path no service answers (the caller's text, which
-/// must not become a label).
-fn method_label(method: &str, code: tonic::Code) -> &str {
-    let known_service = matches!(Audience::of(method), Some(Audience::Agents | Audience::Role(_)));
-    if code == tonic::Code::Unimplemented || !known_service || method.len() > 64 { "unknown" } else { method }
 }
 
 /// The certificate thumbprint a token is bound to (RFC 8705 §3.1), if any.
@@ -354,8 +346,8 @@ where
             return Box::pin(async move { inner.call(request).await });
         };
         use tracing::Instrument as _;
-        let method = request.uri().path().trim_start_matches('/').to_owned();
-        let span = crate::telemetry::request_span(&method, request.headers());
+        let method = super::method_name(request.uri().path());
+        let span = crate::telemetry::request_span(method, request.headers());
         Box::pin(
             async move {
                 let certificate = client_certificate(request.extensions());
@@ -369,12 +361,12 @@ where
                         request.extensions_mut().insert(caller);
                         let response = inner.call(request).await?;
                         let code = log_outcome(response.headers());
-                        authenticator.metrics().call(method_label(&method, code), code);
+                        authenticator.metrics().call(method, code);
                         Ok(response)
                     }
                     Err(status) => {
                         tracing::debug!(code = ?status.code(), "call refused: {}", status.message());
-                        authenticator.metrics().call(method_label(&method, status.code()), status.code());
+                        authenticator.metrics().call(method, status.code());
                         Ok(status.into_http())
                     }
                 }
@@ -387,6 +379,20 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_writ_s_own_methods_name_spans_and_labels() {
+        assert_eq!(
+            crate::api::method_name("/writ.v1.CredentialService/Issue"),
+            "writ.v1.CredentialService/Issue"
+        );
+        assert_eq!(
+            crate::api::method_name("/writ.v1.TaskService/CloseTask"),
+            "writ.v1.TaskService/CloseTask"
+        );
+        assert_eq!(crate::api::method_name("/writ.v1.CredentialService/MadeUp123"), "unknown");
+        assert_eq!(crate::api::method_name("/evil"), "unknown");
+    }
 
     #[test]
     fn audiences_follow_the_service_name() {

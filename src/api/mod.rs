@@ -80,3 +80,30 @@ pub fn auth_status(error: &AuthError) -> Status {
 pub(crate) fn record_task(task_id: &str) {
     tracing::Span::current().record("task", tracing::field::display(crate::text::quoted(task_id)));
 }
+
+/// Every method of Writ's gRPC services (`writ.v1.CredentialService/Issue`
+/// …), read once from the compiled descriptors.
+static METHODS: std::sync::LazyLock<std::collections::BTreeSet<String>> = std::sync::LazyLock::new(|| {
+    use prost::Message as _;
+    let Ok(set) = prost_types::FileDescriptorSet::decode(proto::FILE_DESCRIPTOR_SET) else {
+        return std::collections::BTreeSet::new();
+    };
+    let mut methods = std::collections::BTreeSet::new();
+    for file in set.file {
+        let package = file.package.unwrap_or_default();
+        for service in file.service {
+            let service_name = service.name.unwrap_or_default();
+            for method in service.method {
+                methods.insert(format!("{package}.{service_name}/{}", method.name.unwrap_or_default()));
+            }
+        }
+    }
+    methods
+});
+
+/// The name of the Writ method a request path names (without its leading
+/// `/`), or `unknown`: what spans are named and metrics are labelled with,
+/// so a caller's made-up paths never become names or labels.
+pub fn method_name(path: &str) -> &'static str {
+    METHODS.get(path.trim_start_matches('/')).map_or("unknown", String::as_str)
+}

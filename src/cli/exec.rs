@@ -19,12 +19,23 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::Args;
 use secrecy::ExposeSecret as _;
 use tokio::sync::mpsc;
 use writ_client::{Client, Grant, Lease, LeaseStatus, Renewal, Stopped, Token};
 
 use super::ClientArgs;
+
+/// A line on stderr. A stderr whose reader is gone (a closed pipe) must
+/// not stop `writ exec` before it has released everything: errors writing
+/// it are ignored, where `eprintln!` would panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
 
 mod directory;
 mod placement;
@@ -122,7 +133,7 @@ async fn exec(args: &ExecArgs, signals: &mut Signals) -> i32 {
         Ok(()) => run_command(args, &mut held, signals).await,
         Err(Abort::Failed(error)) => failed(&error),
         Err(Abort::Signalled(signal)) => {
-            eprintln!("writ exec: {} received before the command started; it was not started", signal.name);
+            say!("writ exec: {} received before the command started; it was not started", signal.name);
             signal.exit_code()
         }
     };
@@ -140,7 +151,7 @@ fn when(at: Option<&prost_types::Timestamp>) -> String {
 }
 
 fn failed(error: &anyhow::Error) -> i32 {
-    eprintln!("error: {error:#}");
+    say!("error: {error:#}");
     EXIT_FAILED
 }
 
@@ -162,6 +173,13 @@ async fn prepare(args: &ExecArgs) -> anyhow::Result<(Client, Vec<Grant>)> {
         }
     }
     let token = match (&args.client.token, &args.client.cert) {
+        // A projected token file is read again before every call, so a
+        // command that outlives one token still renews and releases.
+        _ if args.client.token_file.is_some() => {
+            let path = args.client.token_file.clone().unwrap_or_default();
+            std::fs::metadata(&path).with_context(|| format!("the token file {}", path.display()))?;
+            Token::file(path)
+        }
         (Some(token), _) => Token::fixed(token.clone()),
         (None, Some(_)) => Token::none(),
         (None, None) => anyhow::bail!(
@@ -193,7 +211,7 @@ async fn obtain(
         return Err(Abort::Signalled(signal));
     }
     let approvals = approval.votes.iter().filter(|vote| vote.approve).count();
-    eprintln!(
+    say!(
         "writ exec: approval required: nothing was issued yet\n  approval {}  group {} ({approvals} of {})  expires {}",
         approval.approval_id,
         approval.group,
@@ -206,7 +224,7 @@ async fn obtain(
              approvers (asking again while the request is pending answers the same request)"
         )));
     };
-    eprintln!(
+    say!(
         "writ exec: waiting up to {} for the approvers",
         humantime_serde::re::humantime::format_duration(wait)
     );
@@ -222,7 +240,7 @@ async fn obtain(
         },
         signal = signals.recv() => return Err(Abort::Signalled(signal)),
     }
-    eprintln!("writ exec: approval {} approved; collecting", approval.approval_id);
+    say!("writ exec: approval {} approved; collecting", approval.approval_id);
     let (collected, signal) = until_done(client.collect_leases(&approval), signals).await;
     keep(held, collected.map_err(|error| Abort::Failed(error.into()))?, signal)
 }
@@ -263,7 +281,7 @@ async fn run_command(args: &ExecArgs, held: &mut Held, signals: &mut Signals) ->
     let statuses: Vec<LeaseStatus> = held.leases.iter().map(Lease::status).collect();
     for status in &statuses {
         for notice in &status.notices {
-            eprintln!("writ exec: {}/{}: {notice}", status.lease.provider, status.lease.role);
+            say!("writ exec: {}/{}: {notice}", status.lease.provider, status.lease.role);
         }
     }
     let credentials = statuses
@@ -303,11 +321,11 @@ async fn run_command(args: &ExecArgs, held: &mut Held, signals: &mut Signals) ->
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("writ exec: {program}: command not found");
+            say!("writ exec: {program}: command not found");
             return EXIT_NOT_FOUND;
         }
         Err(error) => {
-            eprintln!("writ exec: {program}: cannot run it: {error}");
+            say!("writ exec: {program}: cannot run it: {error}");
             return EXIT_CANNOT_RUN;
         }
     };
@@ -321,7 +339,7 @@ async fn run_command(args: &ExecArgs, held: &mut Held, signals: &mut Signals) ->
                 if let Some(pid) = pid
                     && let Err(error) = signals.forward(signal, pid)
                 {
-                    eprintln!("writ exec: cannot forward {} to the command: {error}", signal.name);
+                    say!("writ exec: cannot forward {} to the command: {error}", signal.name);
                 }
             }
             Some((index, status)) = updates_rx.recv() => {
@@ -334,7 +352,7 @@ async fn run_command(args: &ExecArgs, held: &mut Held, signals: &mut Signals) ->
     match status {
         Ok(status) => signals::exit_code(status),
         Err(error) => {
-            eprintln!("writ exec: waiting for the command failed: {error}");
+            say!("writ exec: waiting for the command failed: {error}");
             EXIT_FAILED
         }
     }
@@ -407,12 +425,12 @@ impl Reported {
                     );
                     for (name, contents) in &one.files {
                         if let Err(error) = dir.write(name, contents) {
-                            eprintln!("writ exec: {what}: cannot write the renewed credential: {error:#}");
+                            say!("writ exec: {what}: cannot write the renewed credential: {error:#}");
                         }
                     }
                 }
                 None => {
-                    eprintln!(
+                    say!(
                         "writ exec: {what}: the renewal replaced the credential, and a new one cannot reach the \
                          command's environment: renewals stop, and the command's credential expires at {} \
                          (with --to-file, renewed credentials are written to their files)",
@@ -431,25 +449,25 @@ impl Reported {
             Renewal::Scheduled => self.failing = false,
             Renewal::Retrying { error, .. } if !self.failing => {
                 self.failing = true;
-                eprintln!(
+                say!(
                     "writ exec: renewing {what} failed: {error}; trying again until it expires at {expires}"
                 );
             }
             Renewal::Stopped(why) if !self.stopped => {
                 self.stopped = true;
                 match why {
-                    Stopped::Refused(error) => eprintln!(
+                    Stopped::Refused(error) => say!(
                         "writ exec: {what} will not be renewed: {error}; the command's credential lasts at most \
                          until {expires}"
                     ),
-                    Stopped::NotExtended => eprintln!(
+                    Stopped::NotExtended => say!(
                         "writ exec: {what} cannot be extended past {expires} (the task's deadline or the role's \
                          limit); renewals stop"
                     ),
                     Stopped::Expired(Some(error)) => {
-                        eprintln!("writ exec: {what} expired at {expires} while renewing failed: {error}")
+                        say!("writ exec: {what} expired at {expires} while renewing failed: {error}")
                     }
-                    Stopped::Expired(None) => eprintln!("writ exec: {what} expired at {expires}"),
+                    Stopped::Expired(None) => say!("writ exec: {what} expired at {expires}"),
                     Stopped::ByCaller | Stopped::Released => {}
                 }
             }
@@ -474,7 +492,7 @@ impl Held {
                 Ok(Err(error)) => error.to_string(),
                 Err(_) => format!("Writ did not answer within {RELEASE_TIMEOUT:?}"),
             };
-            eprintln!(
+            say!(
                 "writ exec: releasing lease {} ({}/{}) failed: {problem}; it lives until it expires at {} or \
                  its task closes",
                 status.lease.lease_id,
@@ -486,7 +504,7 @@ impl Held {
         if let Some(dir) = self.dir
             && let Err(error) = dir.remove()
         {
-            eprintln!("writ exec: {error:#}");
+            say!("writ exec: {error:#}");
         }
     }
 }

@@ -100,7 +100,7 @@ impl Broker {
         };
         let plan = self.plan(&task, &request.grant, now)?;
         let (decision, mut evidence) =
-            self.decide(request.action, &agent, &task, &request.tool, &plan, now)?;
+            self.evaluate(request.action, &agent, &task, &request.tool, &plan, now)?;
         let policy_set = evidence
             .details
             .as_ref()

@@ -279,9 +279,25 @@ impl Broker {
         Ok(Planned { grant, provider, expires_at, notices, policies: Vec::new(), subject_token: None })
     }
 
-    /// Decides one grant by policy. Returns the decision and its evidence,
-    /// not yet recorded.
+    /// Decides one grant by policy, counted in `writ_policy_decisions_total`.
+    /// Returns the decision and its evidence, not yet recorded.
     pub(super) fn decide(
+        &self,
+        action: &'static str,
+        agent: &Agent,
+        task: &Task,
+        tool: &str,
+        plan: &Planned<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<(Decision, AuditEvent), Error> {
+        let decided = self.evaluate(action, agent, task, tool, plan, now)?;
+        self.metrics.decision(action, decided.0.outcome());
+        Ok(decided)
+    }
+
+    /// [`Self::decide`] without counting: for explanations and reports,
+    /// which ask policy what it would say.
+    pub(super) fn evaluate(
         &self,
         action: &'static str,
         agent: &Agent,
@@ -309,7 +325,6 @@ impl Broker {
             Error::Internal("policy evaluation failed".into())
         })?;
         let (outcome, policies) = (decision.outcome(), decision.policies().to_vec());
-        self.metrics.decision(action, outcome);
         let step_up = match &decision {
             Decision::StepUp { step_up, .. } => json!({ "group": step_up.group, "quorum": step_up.quorum }),
             _ => serde_json::Value::Null,

@@ -191,7 +191,7 @@ impl Broker {
                 if tools.is_empty() { vec![""] } else { tools.iter().map(String::as_str).collect() };
             tools.iter().any(|tool| {
                 matches!(
-                    self.decide("issue", agent, &task, tool, &plan, now),
+                    self.evaluate("issue", agent, &task, tool, &plan, now),
                     Ok((Decision::Allow { .. } | Decision::StepUp { .. }, _))
                 )
             })

@@ -41,8 +41,14 @@ use crate::text::quoted;
 /// `limits.max_token_bytes`) for the other parameters.
 const FORM_ALLOWANCE: usize = 16 * 1024;
 
-pub(super) async fn token(State(shared): State<Shared>, headers: HeaderMap, body: Body) -> Response {
-    match exchange(&shared, &headers, body).await {
+pub(super) async fn token(
+    State(shared): State<Shared>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<crate::tls::PeerCertificates>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let certificate = peer.and_then(|axum::Extension(axum::extract::ConnectInfo(peer))| peer.leaf());
+    match exchange(&shared, &headers, body, certificate.as_ref()).await {
         Ok(body) => reply::never_cached(Json(body).into_response()),
         Err(refusal) => {
             tracing::debug!(error = refusal.error, description = %refusal.description, "token exchange refused");
@@ -51,9 +57,14 @@ pub(super) async fn token(State(shared): State<Shared>, headers: HeaderMap, body
     }
 }
 
-async fn exchange(shared: &Shared, headers: &HeaderMap, body: Body) -> Result<Value, Refusal> {
+async fn exchange(
+    shared: &Shared,
+    headers: &HeaderMap,
+    body: Body,
+    certificate: Option<&crate::tls::peer::ClientCertificate>,
+) -> Result<Value, Refusal> {
     let TokenRequest { subject_token, wanted, ask } = read(shared, headers, body).await?;
-    let agent = authenticate(shared, &subject_token).await?;
+    let agent = authenticate(shared, &subject_token, certificate).await?;
     let now = shared.clock.now();
     match ask {
         Ask::Issue { task_id, tool, grant } => {
@@ -121,8 +132,12 @@ fn require_form(headers: &HeaderMap) -> Result<(), Refusal> {
 /// The agent the subject token names. RFC 8693 §2.2.2: an invalid
 /// subject token is `invalid_request`. A service's token is valid but not
 /// an agent's: `unauthorized_client`.
-async fn authenticate(shared: &Shared, token: &SecretString) -> Result<Arc<Agent>, Refusal> {
-    match shared.authenticator.principal(token.expose_secret()).await {
+async fn authenticate(
+    shared: &Shared,
+    token: &SecretString,
+    certificate: Option<&crate::tls::peer::ClientCertificate>,
+) -> Result<Arc<Agent>, Refusal> {
+    match shared.authenticator.bound_principal(token.expose_secret(), certificate).await {
         Ok(Caller::Agent(agent)) => Ok(agent),
         Ok(Caller::Service(service)) => Err(Refusal::new(
             "unauthorized_client",

@@ -10,10 +10,12 @@
 //! configuration stays in force.
 //!
 //! [`TlsIncoming`] accepts TCP connections and completes their handshakes
-//! off the accept loop (bounded in time and number), so one slow or
-//! hostile client holds up nobody, and a failed handshake (a plaintext
-//! client, an unknown CA, an expired client certificate) is logged with
-//! its reason while the listener goes on serving the others.
+//! off the accept loop, each within 5 s, at most 256 at once per listener
+//! and 16 per source address; a connection past either bound is closed at
+//! once, so the accept loop never waits and one host cannot take the
+//! whole budget. A failed handshake (a plaintext client, an unknown CA, an
+//! expired client certificate) is logged with its reason while the
+//! listener goes on serving the others.
 
 mod config;
 pub mod peer;
@@ -36,9 +38,13 @@ use tokio_util::sync::CancellationToken;
 pub use self::config::{CertificateMatch, TlsConfig};
 
 /// How long a client has to complete its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes under way at once per listener; more wait to be accepted.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Handshakes under way at once per listener; a connection arriving when
+/// all are taken is closed at once (the accept loop never waits).
 const MAX_HANDSHAKES: usize = 256;
+/// Handshakes under way at once from one address: one host cannot take
+/// the listener's whole budget.
+const MAX_HANDSHAKES_PER_ADDRESS: usize = 16;
 
 /// Why the TLS files do not make a configuration. Names the file and
 /// what to do; never holds key material.
@@ -276,6 +282,33 @@ fn load(config: &TlsConfig, now: DateTime<Utc>) -> Result<Loaded, TlsError> {
     Ok(Loaded { digest, grpc: build(&[b"h2"])?, http: build(&[b"http/1.1"])?, not_after })
 }
 
+/// The verified client certificate chain of an HTTP connection, as axum
+/// hands it to handlers (`ConnectInfo`); empty over plaintext or when the
+/// client presented none.
+#[derive(Clone, Debug, Default)]
+pub struct PeerCertificates(Option<Arc<Vec<CertificateDer<'static>>>>);
+
+impl PeerCertificates {
+    /// What the leaf certificate names, for matching and RFC 8705 binding.
+    pub fn leaf(&self) -> Option<peer::ClientCertificate> {
+        let leaf = self.0.as_ref()?.first()?;
+        peer::ClientCertificate::read(leaf).ok()
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsIncoming>>
+    for PeerCertificates
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsIncoming>) -> Self {
+        let (_, session) = stream.io().get_ref();
+        Self(
+            session
+                .peer_certificates()
+                .map(|certs| Arc::new(certs.iter().map(|cert| cert.clone().into_owned()).collect())),
+        )
+    }
+}
+
 /// Connections whose TLS handshake completed, for one listener.
 pub struct TlsIncoming {
     receiver: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
@@ -331,12 +364,8 @@ async fn accept_loop(
     stop: CancellationToken,
 ) {
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let per_address = Arc::new(PerAddress::default());
     loop {
-        let permit = tokio::select! {
-            () = stop.cancelled() => return,
-            permit = handshakes.clone().acquire_owned() => permit,
-        };
-        let Ok(permit) = permit else { return };
         let (stream, peer) = tokio::select! {
             () = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
@@ -349,25 +378,74 @@ async fn accept_loop(
                 }
             },
         };
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            tracing::warn!(listener = kind.name(), %peer, "TLS handshake refused: {MAX_HANDSHAKES} handshakes under way");
+            continue;
+        };
+        let Some(slot) = per_address.take(peer.ip()) else {
+            tracing::debug!(listener = kind.name(), %peer, "TLS handshake refused: too many from this address at once");
+            continue;
+        };
         // Small request/response messages: without TCP_NODELAY, Nagle and
         // delayed ACKs add ~40 ms to every call.
         let _ = stream.set_nodelay(true);
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config(kind));
         let sender = sender.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _held = (permit, slot);
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
                     let _ = sender.send((stream, peer)).await;
+                }
+                // A peer that only opens and closes a connection (a load
+                // balancer's TCP check, a port scan) is not worth a warning.
+                Ok(Err(error)) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    tracing::debug!(listener = kind.name(), %peer, reason = %handshake_failure(&error), "TLS handshake refused");
                 }
                 Ok(Err(error)) => {
                     tracing::warn!(listener = kind.name(), %peer, reason = %handshake_failure(&error), "TLS handshake refused");
                 }
                 Err(_) => {
-                    tracing::warn!(listener = kind.name(), %peer, "TLS handshake refused: not completed within 10s");
+                    tracing::debug!(listener = kind.name(), %peer, "TLS handshake refused: not completed within 5s");
                 }
             }
         });
+    }
+}
+
+/// Handshakes under way per source address.
+#[derive(Default)]
+struct PerAddress {
+    counts: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One handshake's place in [`PerAddress`], given back when dropped.
+struct Slot {
+    table: Arc<PerAddress>,
+    address: std::net::IpAddr,
+}
+
+impl PerAddress {
+    fn take(self: &Arc<Self>, address: std::net::IpAddr) -> Option<Slot> {
+        let mut counts = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = counts.entry(address).or_default();
+        if *count >= MAX_HANDSHAKES_PER_ADDRESS {
+            return None;
+        }
+        *count += 1;
+        Some(Slot { table: self.clone(), address })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.table.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.address);
+            }
+        }
     }
 }
 

@@ -292,10 +292,40 @@ async fn services_authenticate_by_certificate_and_bound_tokens_need_theirs() {
     assert_eq!(status.code(), Code::Unauthenticated);
     assert!(status.message().contains("another client certificate"), "{status:?}");
     let no_cert = tls_channel(grpc, &ca.pem, None, "localhost").await.unwrap();
-    let status = issue(no_cert.clone(), bound).await.unwrap_err();
+    let status = issue(no_cert.clone(), bound.clone()).await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
     assert!(status.message().contains("presented none"), "{status:?}");
     issue(no_cert, writ.agent()).await.expect("unbound tokens are accepted unless required");
+
+    // The RFC 8693 front door checks the binding the same way, with the
+    // client certificate of its HTTPS connection.
+    let http = writ.running().http_addr;
+    let oauth = |client: Option<&Leaf>| {
+        let mut builder = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap())
+            .resolve("localhost", http);
+        if let Some(client) = client {
+            let pem = format!("{}{}", client.cert_pem, client.key_pem);
+            builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+        }
+        builder.build().unwrap()
+    };
+    let form = [
+        ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+        ("subject_token", bound.as_str()),
+        ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+        ("audience", "tokens/orders-read"),
+        ("scope", "orders:read"),
+        ("writ_task_id", "bound-1"),
+        ("writ_tool", "orders.lookup"),
+    ];
+    let url = format!("https://localhost:{}/oauth2/token", http.port());
+    let answer = oauth(Some(&engine)).post(&url).form(&form).send().await.unwrap();
+    assert_eq!(answer.status(), 200, "{:?}", answer.text().await);
+    let answer = oauth(None).post(&url).form(&form).send().await.unwrap();
+    assert_eq!(answer.status(), 400);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert!(body["error_description"].as_str().unwrap().contains("presented none"), "{body}");
     writ.stop().await;
 
     // Required: an unbound agent token is refused.

@@ -11,6 +11,17 @@ use secrecy::{ExposeSecret as _, SecretString};
 #[derive(Debug)]
 pub(super) struct CredentialDir {
     path: PathBuf,
+    /// Whether [`CredentialDir::remove`] ran; if not, dropping removes it
+    /// (a panic unwinding out of `writ exec` leaves no secret behind).
+    removed: bool,
+}
+
+impl Drop for CredentialDir {
+    fn drop(&mut self) {
+        if !self.removed {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
 }
 
 impl CredentialDir {
@@ -31,7 +42,7 @@ impl CredentialDir {
         #[cfg(unix)]
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
         builder.create(&path).with_context(|| format!("making --to-file directory {}", path.display()))?;
-        Ok(Self { path })
+        Ok(Self { path, removed: false })
     }
 
     pub fn path(&self) -> &Path {
@@ -56,7 +67,8 @@ impl CredentialDir {
     }
 
     /// Removes the directory and everything in it.
-    pub fn remove(self) -> anyhow::Result<()> {
+    pub fn remove(mut self) -> anyhow::Result<()> {
+        self.removed = true;
         std::fs::remove_dir_all(&self.path).with_context(|| format!("removing {}", self.path.display()))
     }
 }
