@@ -2,7 +2,9 @@
 //! the load tool drives it with the very same client code and messages, but
 //! `Issue` does nothing beyond echoing the request's tool back. No
 //! authentication, policy, store, audit or provider: what is left is tonic,
-//! HTTP/2, protobuf and the loopback network on this machine.
+//! HTTP/2, protobuf and the loopback network on this machine. Its answer
+//! has the shape of a real one (a lease and a bearer token), so the agent's
+//! client (`writ-client`) reads it as it reads Writ's.
 
 use std::net::SocketAddr;
 
@@ -19,7 +21,16 @@ impl CredentialService for Echo {
         request: Request<proto::IssueRequest>,
     ) -> Result<Response<proto::IssueResponse>, Status> {
         let request = request.into_inner();
-        let echoed = proto::IssuedCredential { notices: vec![request.tool], ..Default::default() };
+        let echoed = proto::IssuedCredential {
+            lease: Some(proto::Lease { lease_id: "echo".into(), ..Default::default() }),
+            credential: Some(proto::Credential {
+                kind: Some(proto::credential::Kind::BearerToken(proto::BearerToken {
+                    token: "echo".into(),
+                    token_type: "Bearer".into(),
+                })),
+            }),
+            notices: vec![request.tool],
+        };
         Ok(Response::new(proto::IssueResponse { credentials: vec![echoed], approval_required: None }))
     }
 

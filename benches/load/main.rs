@@ -1,6 +1,6 @@
 //! A bounded gRPC load generator: issues credentials against a real Writ at
 //! a given concurrency for a given time and prints throughput and latency
-//! percentiles.
+//! percentiles. It issues through `writ-client`, the agents' Rust client.
 //!
 //! By default it starts Writ in-process (the `writ dev` configuration on an
 //! embedded store in a temporary directory, with a development issuer) on
@@ -445,24 +445,44 @@ async fn drive(
     duration: Duration,
 ) -> (u64, Histogram<u64>, u64) {
     let deadline = Instant::now() + duration;
+    // The agents' client, one per connection, as a Rust agent issues.
+    let clients: Vec<writ_client::Client> = channels
+        .iter()
+        .map(|channel| {
+            writ_client::Client::builder("http://load")
+                .token(writ_client::Token::fixed(token))
+                .with_channel(channel.clone())
+                .unwrap()
+        })
+        .collect();
+    let grants: Vec<writ_client::Grant> = request
+        .grants
+        .iter()
+        .map(|grant| writ_client::Grant {
+            provider: grant.provider.clone(),
+            role: grant.role.clone(),
+            scopes: grant.scopes.clone(),
+            ttl: grant.ttl.map(|ttl| Duration::from_secs(ttl.seconds.unsigned_abs())),
+        })
+        .collect();
     let mut workers = tokio::task::JoinSet::new();
     for worker in 0..concurrency {
-        let mut client = CredentialServiceClient::new(channels[worker % channels.len()].clone());
-        let (token, request) = (token.to_string(), request.clone());
+        let client = clients[worker % clients.len()].clone();
+        let (task_id, tool, grants) = (request.task_id.clone(), request.tool.clone(), grants.clone());
         workers.spawn(async move {
             let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
             let (mut count, mut errors) = (0u64, 0u64);
             while Instant::now() < deadline {
                 let began = Instant::now();
-                match client.issue(authed(&token, request.clone())).await {
+                match client.issue(&task_id, &tool, &grants).await {
                     Ok(_) => {
                         count += 1;
                         histogram.record(began.elapsed().as_micros() as u64).unwrap();
                     }
-                    Err(status) => {
+                    Err(error) => {
                         errors += 1;
                         if errors == 1 {
-                            eprintln!("first error: {status:?}");
+                            eprintln!("first error: {error}");
                         }
                     }
                 }

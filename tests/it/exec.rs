@@ -246,8 +246,12 @@ async fn exec_renews_before_expiry_and_rewrites_the_token_file() {
     let running = exec.env("OUT", out.path()).spawn().unwrap();
     // Once the lease is issued, Writ's clock moves 2 s: the renewal, due
     // after 2/3 of the 4 s, extends it to 2 + 4 s after its issue.
+    // Issued: active, not merely recorded (a lease is listed from the
+    // moment it is recorded, before its credential is minted).
     let lease = loop {
-        if let Some(lease) = task_leases(&h, "exec-renew").await.pop() {
+        if let Some(lease) =
+            task_leases(&h, "exec-renew").await.pop().filter(|lease| lease.issued_at.is_some())
+        {
             break lease;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -108,3 +108,9 @@ pub mod proto {
         }
     }
 }
+
+/// The guide's examples (`docs/clients/rust.md`), compiled as doctests so
+/// that the guide cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/clients/rust.md")]
+pub struct GuideExamples;
