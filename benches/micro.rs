@@ -30,7 +30,8 @@ fn token_verification(c: &mut Criterion) {
         let issuer = DevIssuer::generate(&url).unwrap();
         let router = issuer.router();
         tokio::spawn(async move { axum::serve(listener, router).await });
-        let config = IssuerConfig { issuer: url, jwks_url: None, algorithms: vec![] };
+        let config =
+            IssuerConfig { issuer: url, jwks_url: None, algorithms: vec![], ca_file: None, token_file: None };
         let verifier = Verifier::new("writ", &Limits::default(), &[config]).unwrap();
         assert!(verifier.warm_up().await.is_empty());
         let token = issuer.mint("agent:bench", "writ", Duration::from_secs(3600), Utc::now()).unwrap();

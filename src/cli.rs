@@ -451,7 +451,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 async fn connect(client: &ClientArgs) -> anyhow::Result<Channel> {
     let endpoint = endpoint(client)?;
     endpoint.connect().await.map_err(|error| {
-        let mut message = format!("connecting to {}: {}", client.endpoint, error_chain(&error));
+        let mut message = format!("connecting to {}: {}", client.endpoint, crate::text::error_chain(&error));
         if client.endpoint.starts_with("http://") {
             message.push_str(" (if Writ serves TLS, use an https:// endpoint, with --ca for a private CA)");
         }
@@ -485,22 +485,6 @@ pub fn endpoint(client: &ClientArgs) -> anyhow::Result<tonic::transport::Endpoin
         tls = tls.identity(Identity::from_pem(read(cert, "client certificate")?, read(key, "client key")?));
     }
     endpoint.tls_config(tls).context("configuring TLS")
-}
-
-/// An error and its causes on one line: tonic's transport errors say what
-/// went wrong (an unknown CA, a name mismatch) only in their sources.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let said = cause.to_string();
-        if !text.contains(&said) {
-            text.push_str(": ");
-            text.push_str(&said);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 fn authorized<T>(client: &ClientArgs, message: T) -> anyhow::Result<tonic::Request<T>> {

@@ -317,6 +317,17 @@ pub struct IssuerConfig {
     /// A subset of RS256, PS256, ES256, EdDSA; all four when absent.
     #[serde(default)]
     pub algorithms: Vec<String>,
+    /// CA certificates (PEM) the issuer's discovery and JWKS endpoints are
+    /// verified against, instead of the public web PKI: a Kubernetes API
+    /// server's own CA (`/var/run/secrets/kubernetes.io/serviceaccount/ca.crt`).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// A file holding a bearer token sent when fetching discovery and JWKS,
+    /// read again for every fetch: Writ's own projected service-account
+    /// token, where the API server serves its keys to authenticated callers
+    /// only.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 /// How an identity is recognised: an exact subject, or claim values.
@@ -493,6 +504,13 @@ impl Config {
         };
         if let Some(tls) = &mut self.server.tls {
             tls.resolve_paths(base);
+        }
+        for issuer in &mut self.issuers {
+            for path in [&mut issuer.ca_file, &mut issuer.token_file].into_iter().flatten() {
+                if path.is_relative() {
+                    *path = base.join(&*path);
+                }
+            }
         }
         resolve(&mut self.audit.path);
         resolve(&mut self.audit.key_file);

@@ -27,3 +27,20 @@ pub fn quoted(input: &str) -> String {
     out.push('"');
     out
 }
+
+/// An error and its causes on one line. Transport errors (tonic, reqwest)
+/// say what went wrong (an unknown CA, a name mismatch) only in their
+/// sources; a cause already in the text is not repeated.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -52,6 +52,8 @@ pub struct IssuerKeys {
     algorithms: Vec<Algorithm>,
     max_age: Duration,
     http: reqwest::Client,
+    /// A bearer token to fetch with, read again for every fetch.
+    token_file: Option<std::path::PathBuf>,
     /// The cached keys; read on every request, replaced on refresh.
     cache: RwLock<KeySet>,
     /// Serializes refreshes so concurrent misses cause one fetch.
@@ -75,6 +77,7 @@ impl IssuerKeys {
             .ok_or("jwks_refresh_interval must be positive")?;
         Ok(Self {
             issuer: config.issuer.clone(),
+            token_file: config.token_file.clone(),
             jwks_url: config.jwks_url.clone(),
             algorithms,
             max_age: limits.jwks_max_age,
@@ -151,7 +154,15 @@ impl IssuerKeys {
 
     async fn get_json(&self, url: &str) -> Result<Value, KeyError> {
         let fail = |message: String| KeyError::Fetch(format!("GET {url}: {message}"));
-        let mut response = self.http.get(url).send().await.map_err(|e| fail(e.to_string()))?;
+        let mut request = self.http.get(url);
+        if let Some(path) = &self.token_file {
+            // The token is Writ's own (a projected service-account token):
+            // sent, never logged.
+            let token = std::fs::read_to_string(path)
+                .map_err(|e| fail(format!("reading the token_file {}: {e}", path.display())))?;
+            request = request.bearer_auth(token.trim());
+        }
+        let mut response = request.send().await.map_err(|e| fail(crate::text::error_chain(&e)))?;
         if !response.status().is_success() {
             return Err(fail(format!("HTTP {}", response.status())));
         }

@@ -126,7 +126,32 @@ impl Verifier {
         let issuers = issuers
             .iter()
             .map(|config| {
-                let keys = IssuerKeys::new(config, limits, http.clone())?;
+                let http = match &config.ca_file {
+                    // Only this CA: the issuer's endpoints are private.
+                    Some(path) => {
+                        let pem = std::fs::read(path).map_err(|e| {
+                            format!("issuer {:?}: ca_file {}: {e}", config.issuer, path.display())
+                        })?;
+                        let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                            format!(
+                                "issuer {:?}: ca_file {} is not PEM certificates: {e}",
+                                config.issuer,
+                                path.display()
+                            )
+                        })?;
+                        let mut builder = reqwest::Client::builder()
+                            .timeout(Duration::from_secs(5))
+                            .connect_timeout(Duration::from_secs(2))
+                            .redirect(reqwest::redirect::Policy::none())
+                            .tls_built_in_root_certs(false);
+                        for certificate in certificates {
+                            builder = builder.add_root_certificate(certificate);
+                        }
+                        builder.build().map_err(|e| format!("cannot build the JWKS HTTP client: {e}"))?
+                    }
+                    None => http.clone(),
+                };
+                let keys = IssuerKeys::new(config, limits, http)?;
                 Ok((config.issuer.clone(), Arc::new(keys)))
             })
             .collect::<Result<_, String>>()?;

@@ -39,7 +39,13 @@ async fn key_server() -> KeyServer {
 
 fn verifier(issuer: &str) -> Verifier {
     let limits = Limits { jwks_refresh_interval: Duration::from_secs(3600), ..Limits::default() };
-    let config = IssuerConfig { issuer: issuer.into(), jwks_url: None, algorithms: vec![] };
+    let config = IssuerConfig {
+        issuer: issuer.into(),
+        jwks_url: None,
+        algorithms: vec![],
+        ca_file: None,
+        token_file: None,
+    };
     Verifier::new("writ", &limits, &[config]).unwrap()
 }
 
@@ -133,7 +139,13 @@ async fn fixture_with(algorithms: Vec<String>) -> Fixture {
     let issuer = DevIssuer::generate(&server.issuer).unwrap();
     *server.jwks.lock().unwrap() = issuer.jwks();
     let limits = Limits { jwks_refresh_interval: Duration::from_secs(3600), ..Limits::default() };
-    let config = IssuerConfig { issuer: server.issuer.clone(), jwks_url: None, algorithms };
+    let config = IssuerConfig {
+        issuer: server.issuer.clone(),
+        jwks_url: None,
+        algorithms,
+        ca_file: None,
+        token_file: None,
+    };
     let verifier = Verifier::new("writ", &limits, &[config]).unwrap();
     Fixture { server, issuer, verifier, now: Utc::now() }
 }

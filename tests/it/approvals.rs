@@ -461,7 +461,13 @@ async fn approvers_from_oidc_provider() {
     let provider = crate::peers::OidcProvider::start(&clients).await;
     let issuer = provider.issuer.clone();
     let h = harness::start_with(Box::new(move |config, _| {
-        config.issuers.push(IssuerConfig { issuer: issuer.clone(), jwks_url: None, algorithms: vec![] });
+        config.issuers.push(IssuerConfig {
+            issuer: issuer.clone(),
+            jwks_url: None,
+            algorithms: vec![],
+            ca_file: None,
+            token_file: None,
+        });
         for (client_id, _, _) in clients {
             config.services.push(ServiceConfig {
                 name: client_id.into(),

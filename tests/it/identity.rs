@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use axum::response::IntoResponse as _;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
@@ -170,6 +171,8 @@ async fn an_unreachable_issuer_is_unavailable_not_unauthenticated() {
             issuer: issuer_url,
             jwks_url: None,
             algorithms: vec![],
+            ca_file: None,
+            token_file: None,
         });
     }))
     .await;
@@ -244,4 +247,87 @@ async fn reflection_lists_writ_services_without_a_token() {
         assert!(names.iter().any(|name| name == expected), "{expected} in {names:?}");
     }
     h.stop().await;
+}
+
+/// An issuer whose keys are served over TLS by a private CA and only to
+/// authenticated callers (a Kubernetes API server): with `ca_file` and
+/// `token_file` Writ fetches them and verifies tokens; without the CA, or
+/// without the token, it cannot, and says the issuer is unavailable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_issuer_s_keys_are_fetched_with_its_ca_and_a_token() {
+    use std::sync::Arc;
+    let ca = crate::certs::TestCa::new("cluster CA");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = ca.server(&[]).write(dir.path(), "apiserver");
+    let ca_file = ca.write(dir.path(), "ca.crt");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "writs-own-service-account-token\n").unwrap();
+
+    // The issuer: its discovery and JWKS over TLS, for bearer callers only.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://localhost:{}", listener.local_addr().unwrap().port());
+    let issuer = Arc::new(DevIssuer::generate(&url).unwrap());
+    let tls = writ::tls::TlsConfig {
+        cert_file,
+        key_file,
+        client_ca_file: None,
+        reload_interval: Duration::from_secs(10),
+        require_bound_agent_tokens: false,
+    };
+    let tls = Arc::new(writ::tls::ServerTls::load(&tls, chrono::Utc::now()).unwrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let incoming =
+        writ::tls::TlsIncoming::start(listener, tls, writ::tls::Listener::Http, stop.clone()).unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let router = issuer.router().layer(axum::middleware::from_fn({
+        let seen = seen.clone();
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let seen = seen.clone();
+            async move {
+                let authorization = request
+                    .headers()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
+                seen.lock().unwrap().push(authorization.clone());
+                if authorization != "Bearer writs-own-service-account-token" {
+                    return axum::http::StatusCode::UNAUTHORIZED.into_response();
+                }
+                next.run(request).await
+            }
+        }
+    }));
+    tokio::spawn(async move { axum::serve(incoming, router).await });
+
+    let start = |ca: bool, token: bool| {
+        let (url, ca_file, token_file) = (url.clone(), ca_file.clone(), token_file.clone());
+        harness::start_with(Box::new(move |config, _| {
+            config.issuers.push(writ::config::IssuerConfig {
+                issuer: url,
+                jwks_url: None,
+                algorithms: vec![],
+                ca_file: ca.then_some(ca_file),
+                token_file: token.then_some(token_file),
+            });
+        }))
+    };
+    let sighted = "system:serviceaccount:agents:unregistered";
+
+    let h = start(true, true).await;
+    let token = issuer.mint(sighted, "writ", Duration::from_secs(600), h.clock.now()).unwrap();
+    let status = h.issue_with(&token).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "verified, then not registered: {status:?}");
+    assert!(status.message().contains("not registered"), "{status:?}");
+    assert!(seen.lock().unwrap().iter().all(|seen| seen == "Bearer writs-own-service-account-token"));
+    h.stop().await;
+
+    for (ca, token) in [(false, true), (true, false)] {
+        let h = start(ca, token).await;
+        let jwt = issuer.mint(sighted, "writ", Duration::from_secs(600), h.clock.now()).unwrap();
+        let status = h.issue_with(&jwt).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable, "ca {ca}, token {token}: {status:?}");
+        h.stop().await;
+    }
+    stop.cancel();
 }

@@ -21,7 +21,13 @@ async fn oidc_provider_tokens_work_for_every_allowed_algorithm() {
     let provider = OidcProvider::start(&clients).await;
     let issuer = provider.issuer.clone();
     let h = harness::start_with(Box::new(move |config, dir| {
-        config.issuers.push(IssuerConfig { issuer: issuer.clone(), jwks_url: None, algorithms: vec![] });
+        config.issuers.push(IssuerConfig {
+            issuer: issuer.clone(),
+            jwks_url: None,
+            algorithms: vec![],
+            ca_file: None,
+            token_file: None,
+        });
         for (client_id, _, _) in CLIENTS {
             config.agents.push(AgentConfig {
                 name: client_id.into(),
