@@ -22,7 +22,11 @@
         under ROOT and at a Redis on localhost:REDIS_PORT; prints shell
         assignments for deploy/smoke-test. Not as root, Writ's TLS private
         keys are made 0600 instead (Writ accepts a group-readable key only
-        when root owns it); KEY_LAYOUT says which was done.
+        when root owns it); KEY_LAYOUT says which was done. What the
+        cluster itself provides comes from MATERIAL/cluster: ca.crt for the
+        ConfigMap kube-root-ca.crt, token for projected service-account
+        tokens. The issuer's jwks_url becomes https://127.0.0.1:9/… (a
+        closed port: no API server here).
 
 Python 3.11 or later (tomllib) and PyYAML.
 """
@@ -51,6 +55,14 @@ SECRET_MATERIAL = {
     "redis-tls": "redis",
     "writ-keys": "keys",
 }
+
+# Where deploy/smoke-test's Writ fetches the issuer's keys: a closed port
+# on loopback, for there is no API server.
+ISSUER_JWKS_URL = "https://127.0.0.1:9/openid/v1/jwks"
+
+# ConfigMaps Kubernetes publishes in every namespace, and their keys: the
+# cluster's CA (kube-controller-manager's root-ca-cert-publisher).
+CLUSTER_CONFIGMAPS = {"kube-root-ca.crt": {"ca.crt"}}
 
 # The private keys whose mode Writ checks (src/tls/mod.rs,
 # check_key_permissions): refused if others may read them; readable by the
@@ -156,6 +168,8 @@ class Sources:
         self.secrets = secrets
 
     def keys(self, kind: str, name: str, namespace: str) -> set[str] | None:
+        if kind == "ConfigMap" and name in CLUSTER_CONFIGMAPS:
+            return set(CLUSTER_CONFIGMAPS[name])
         doc = find(self.docs, kind, name, namespace)
         if doc is None and self.secrets is not None:
             doc = find(self.secrets, kind, name, namespace)
@@ -164,13 +178,17 @@ class Sources:
         return set(doc.get("data", {})) | set(doc.get("binaryData", {})) | set(doc.get("stringData", {}))
 
 
-def kubelet_mode(spec: dict, v: dict, key: str) -> int:
+def kubelet_mode(spec: dict, v: dict, key: str, source: dict | None = None) -> int:
     """The mode of a ConfigMap's or Secret's file as the kubelet leaves it:
     the item's mode, else defaultMode (0644 if unset); with the pod's
     fsGroup the files (owned by root) go to that group, which may read them
-    (the kubelet adds 0440 to a read-only volume's files)."""
-    source = v.get("configMap") or v.get("secret")
-    mode = source.get("defaultMode", 0o644)
+    (the kubelet adds 0440 to a read-only volume's files). `source`: one
+    source of a projected volume `v`, whose defaultMode applies."""
+    if source is None:
+        source = v.get("configMap") or v.get("secret")
+        mode = source.get("defaultMode", 0o644)
+    else:
+        mode = v["projected"].get("defaultMode", 0o644)
     for item in source.get("items") or []:
         if item["key"] == key and "mode" in item:
             mode = item["mode"]
@@ -189,21 +207,18 @@ def resolve(sources: Sources, spec: dict, c: dict, path: str, namespace: str, wh
         return None
     mount, inner = found
     v = volume(spec, mount["name"])
-    if "configMap" in v or "secret" in v:
-        kind, name = ("ConfigMap", v["configMap"]["name"]) if "configMap" in v else ("Secret", v["secret"]["secretName"])
-        items = (v.get("configMap") or v.get("secret")).get("items")
-        key = inner
-        if items:
-            key = next((i["key"] for i in items if i["path"] == inner), None)
+
+    def from_key(kind: str, name: str, key: str | None, source: dict | None = None) -> str | None:
         keys = sources.keys(kind, name, namespace)
         if keys is None:
             if sources.secrets is None:
                 return f"{kind} {name} (not checked: no secrets.yaml)"
-            fail(f"{what}: {path} comes from {kind} {namespace}/{name}, which neither the manifests nor make-secrets make")
+            fail(f"{what}: {path} comes from {kind} {namespace}/{name}, which neither the manifests, "
+                 "make-secrets nor Kubernetes make")
         elif key not in keys:
             fail(f"{what}: {path} is key {key!r} of {kind} {namespace}/{name}, which has only {sorted(keys)}")
         # The file belongs to root; the container runs as non-root.
-        mode = kubelet_mode(spec, v, key)
+        mode = kubelet_mode(spec, v, key, source)
         fs_group = "fsGroup" in spec.get("securityContext", {})
         if not fs_group and not mode & 0o004:
             fail(f"{what}: {path} (mode {mode:04o}, owned by root) is unreadable by container {c['name']}: "
@@ -216,11 +231,36 @@ def resolve(sources: Sources, spec: dict, c: dict, path: str, namespace: str, wh
                 fail(f"{what}: {path} would be mode {mode:04o}: Writ refuses a root-owned private key its "
                      "group may write or execute (defaultMode 0440)")
         return f"{kind} {name} key {key}"
+
+    if "configMap" in v or "secret" in v:
+        kind, name = ("ConfigMap", v["configMap"]["name"]) if "configMap" in v else ("Secret", v["secret"]["secretName"])
+        items = (v.get("configMap") or v.get("secret")).get("items")
+        key = inner
+        if items:
+            key = next((i["key"] for i in items if i["path"] == inner), None)
+        return from_key(kind, name, key)
     if "projected" in v:
         for source in v["projected"]["sources"]:
             token = source.get("serviceAccountToken")
-            if token and token["path"] == inner:
-                return f"projected token (audience {token.get('audience')})"
+            if token:
+                if token["path"] == inner:
+                    return f"projected token (audience {token.get('audience')})"
+                continue
+            inner_source = source.get("configMap") or source.get("secret")
+            if inner_source is None:
+                continue  # downwardAPI, clusterTrustBundle: nothing writ.toml names
+            kind = "ConfigMap" if "configMap" in source else "Secret"
+            items = inner_source.get("items")
+            if items:
+                key = next((i["key"] for i in items if i["path"] == inner), None)
+                if key is None:
+                    continue
+            else:
+                keys = sources.keys(kind, inner_source["name"], namespace)
+                if keys is None or inner not in keys:
+                    continue
+                key = inner
+            return from_key(kind, inner_source["name"], key, source)
         fail(f"{what}: {path} is not a file of projected volume {mount['name']}")
         return None
     fail(f"{what}: {path} is on volume {mount['name']}, which holds no such file")
@@ -249,6 +289,10 @@ def file_paths(config: dict) -> list[tuple[str, str]]:
         for field in ("key_file", "token_file", "admin_password_file", "client_secret_file", "tls_ca_file"):
             if field in provider:
                 paths.append((f"providers.{name}.{field}", provider[field]))
+    for i, issuer in enumerate(config.get("issuers", [])):
+        for field in ("ca_file", "token_file"):
+            if field in issuer:
+                paths.append((f"issuers[{i}].{field}", issuer[field]))
     return paths
 
 
@@ -310,6 +354,99 @@ def check_hardening(doc: dict) -> None:
             fail(f"{where}: container {c['name']} needs resource requests")
 
 
+def projected_token(spec: dict, c: dict, path: str) -> dict | None:
+    """The serviceAccountToken source of a projected volume that puts a
+    token at `path` in container `c`, if any."""
+    found = mount_for(c, path)
+    if found is None:
+        return None
+    v = volume(spec, found[0]["name"])
+    for source in v.get("projected", {}).get("sources", []):
+        token = source.get("serviceAccountToken")
+        if token and token["path"] == found[1]:
+            return token
+    return None
+
+
+def matches(selector: dict, labels: dict) -> bool:
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for e in selector.get("matchExpressions", []):
+        has, value = e["key"] in labels, labels.get(e["key"])
+        op = e["operator"]
+        if (op == "In" and value not in e["values"]) or (op == "NotIn" and has and value in e["values"]) \
+                or (op == "Exists" and not has) or (op == "DoesNotExist" and has):
+            return False
+    return True
+
+
+def egress_allows(docs: list[dict], namespace: str, labels: dict, port: int) -> bool | None:
+    """Whether the NetworkPolicies of `namespace` let pods with `labels`
+    connect to TCP `port` (anywhere: `to` is not judged); None when no
+    policy restricts their egress."""
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"].get("namespace") == namespace
+                and "Egress" in d["spec"].get("policyTypes", []) and matches(d["spec"]["podSelector"], labels)]
+    if not policies:
+        return None
+    for policy in policies:
+        for rule in policy["spec"].get("egress") or []:
+            ports = rule.get("ports")
+            if not ports or any(p.get("protocol", "TCP") == "TCP" and
+                                (p.get("port") is None or p["port"] == port or
+                                 (isinstance(p["port"], int) and p["port"] <= port <= p.get("endPort", p["port"])))
+                                for p in ports):
+                return True
+    return False
+
+
+def check_issuers(docs: list[dict], config: dict, deployment: dict, writ: dict) -> None:
+    """Where Writ fetches each issuer's keys from, and with what: the
+    token_file a projected service-account token for the API server, the
+    ca_file and token_file only for https, egress open to the port."""
+    spec = pod_spec(deployment)
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    audience = config["server"]["audience"]
+    for i, issuer in enumerate(config.get("issuers", [])):
+        where = f"writ.toml issuers[{i}] ({issuer['issuer']})"
+        url = urlsplit(issuer.get("jwks_url") or issuer["issuer"].rstrip("/") + "/.well-known/openid-configuration")
+        if ("ca_file" in issuer or "token_file" in issuer) and url.scheme != "https":
+            fail(f"{where}: ca_file and token_file are for an https endpoint, not {url.geturl()}")
+        if "token_file" in issuer:
+            token = projected_token(spec, writ, issuer["token_file"])
+            if token is None and mount_for(writ, issuer["token_file"]) is None:
+                pass  # said above: on no volume
+            elif token is None:
+                fail(f"{where}: token_file {issuer['token_file']} must be a projected serviceAccountToken of "
+                     "the Writ pod (the kubelet renews it)")
+            else:
+                aud = token.get("audience")
+                # Left out, the token is for the API server (--api-audiences,
+                # by default the issuer). server.audience would make it a
+                # token Writ itself accepts, and the API server refuses.
+                if aud is not None and aud != issuer["issuer"]:
+                    fail(f"{where}: token_file's projected token has audience {aud!r}: leave audience out "
+                         f"(the API server's own), or set it to the issuer{' (not server.audience)' if aud == audience else ''}")
+                if not 600 <= token.get("expirationSeconds", 3600) <= 86400 * 2:
+                    fail(f"{where}: token_file's expirationSeconds must be between 600 and 172800")
+        if "token_file" in issuer or "ca_file" in issuer:
+            # The API server: at the Service's 443 and, once most CNIs have
+            # translated the Service's address, its own 6443.
+            ports = {url.port or 443}
+            if (url.hostname or "").startswith("kubernetes.default"):
+                ports.add(6443)
+        else:
+            ports = {url.port or (443 if url.scheme == "https" else 80)}
+        for port in sorted(ports):
+            if egress_allows(docs, "writ", labels, port) is False:
+                fail(f"network-policies.yaml: Writ may not connect to TCP {port}, where {where} serves its keys")
+    for what, value in (("ServiceAccount writ", need(docs, "ServiceAccount", spec.get("serviceAccountName", "default"), "writ")
+                         .get("automountServiceAccountToken")),
+                        ("the Writ pod", spec.get("automountServiceAccountToken"))):
+        if value is not False:
+            fail(f"writ.yaml: {what} must set automountServiceAccountToken: false (the only token Writ holds "
+                 "is the issuer's projected one)")
+
+
 def sans(cert: Path) -> list[str]:
     out = subprocess.run(["openssl", "x509", "-in", str(cert), "-noout", "-ext", "subjectAltName"],
                          capture_output=True, text=True, check=True).stdout
@@ -363,6 +500,8 @@ def check(secrets_path: str | None, material: str | None) -> int:
                 fail(f"writ.toml: {field} {path} is not a mounted ConfigMap")
             continue
         resolve(sources, spec, writ, path, "writ", f"writ.toml {field}", field in PRIVATE_KEY_FIELDS)
+
+    check_issuers(docs, config, deployment, writ)
 
     env = env_of(writ)
     pod_env = {e["name"]: e for e in writ.get("env", [])}
@@ -582,8 +721,9 @@ def layout(root: str, material: str, redis_port: str) -> int:
     def rewrite_toml(text: str) -> str:
         text = re.sub(r'"(/[^"]*)"', lambda m: f'"{under(m.group(1))}"', text)
         text = re.sub(r'rediss://[^"/]+', f"rediss://localhost:{redis_port}", text)
-        # No cluster issuer here: a closed port fails at once (a warning).
-        return re.sub(r'jwks_url = "[^"]*"', 'jwks_url = "http://127.0.0.1:9/openid/v1/jwks"', text)
+        # No API server here: a closed port fails at once (a warning), after
+        # Writ has read the token_file (ca_file it reads at start).
+        return re.sub(r'jwks_url = "[^"]*"', f'jwks_url = "{ISSUER_JWKS_URL}"', text)
 
     def rewrite_redis(text: str) -> str:
         lines = []
@@ -616,24 +756,52 @@ def layout(root: str, material: str, redis_port: str) -> int:
                         elif key == "redis.conf":
                             value = rewrite_redis(value)
                         (target / key).write_text(value)
-                elif "secret" in v:
-                    # As the kubelet's atomic writer leaves a Secret: the
-                    # files in a timestamped directory, reached through the
-                    # symlinks KEY -> ..data/KEY and ..data -> that directory;
+                elif "secret" in v or "projected" in v:
+                    # As the kubelet's atomic writer leaves a Secret or a
+                    # projected volume: the files in a timestamped
+                    # directory, reached through the symlinks
+                    # PATH -> ..data/PATH and ..data -> that directory;
                     # owned by root and the pod's fsGroup (only root can give
                     # files away), with the kubelet's mode.
                     if (target / "..data").exists():
                         continue  # mounted by another container too
-                    source = Path(material, SECRET_MATERIAL[v["secret"]["secretName"]])
+                    files = []  # (path, content, mode, owner)
+                    if "secret" in v:
+                        source = Path(material, SECRET_MATERIAL[v["secret"]["secretName"]])
+                        files = [(f.name, f.read_bytes(), kubelet_mode(spec, v, f.name), 0) for f in source.iterdir()]
+                    for source in v.get("projected", {}).get("sources", []):
+                        token = source.get("serviceAccountToken")
+                        if token:
+                            # A service-account token: 0600, the pod's
+                            # runAsUser's, and readable by fsGroup with one.
+                            mode = 0o600 | (0o040 if "fsGroup" in spec.get("securityContext", {}) else 0)
+                            files.append((token["path"], Path(material, "cluster", "token").read_bytes(), mode,
+                                          spec.get("securityContext", {}).get("runAsUser", 0)))
+                            continue
+                        inner = source.get("configMap") or source.get("secret")
+                        if inner is None:
+                            raise SystemExit(f"manifests.py layout: projected source {sorted(source)} is not laid out")
+                        if "secret" in source:
+                            folder = Path(material, SECRET_MATERIAL[inner["name"]])
+                            data = {f.name: f.read_bytes() for f in folder.iterdir()}
+                        elif inner["name"] in CLUSTER_CONFIGMAPS:
+                            data = {"ca.crt": Path(material, "cluster", "ca.crt").read_bytes()}
+                        else:
+                            cm = need(docs, "ConfigMap", inner["name"], doc["metadata"]["namespace"])["data"]
+                            data = {key: value.encode() for key, value in cm.items()}
+                        items = inner.get("items") or [{"key": key, "path": key} for key in data]
+                        for item in items:
+                            files.append((item["path"], data[item["key"]],
+                                          kubelet_mode(spec, v, item["key"], source), 0))
                     data = target / time.strftime("..%Y_%m_%d_%H_%M_%S.000000000", time.gmtime())
                     data.mkdir(parents=True)
                     (target / "..data").symlink_to(data.name)
-                    for f in source.iterdir():
-                        (data / f.name).write_bytes(f.read_bytes())
+                    for name, content, mode, owner in files:
+                        (data / name).write_bytes(content)
                         if as_root:
-                            os.chown(data / f.name, 0, spec.get("securityContext", {}).get("fsGroup", 0))
-                        os.chmod(data / f.name, kubelet_mode(spec, v, f.name))
-                        (target / f.name).symlink_to(f"..data/{f.name}")
+                            os.chown(data / name, owner, spec.get("securityContext", {}).get("fsGroup", 0))
+                        os.chmod(data / name, mode)
+                        (target / name).symlink_to(f"..data/{name}")
                 else:
                     target.mkdir(parents=True, exist_ok=True)
 
@@ -646,7 +814,9 @@ def layout(root: str, material: str, redis_port: str) -> int:
     spec = pod_spec(deployment)
     writ = container(spec, "writ")
     env = env_of(writ)
-    keys = [under(path) for field, path in file_paths(writ_toml(docs)[1]) if field in PRIVATE_KEY_FIELDS]
+    config = writ_toml(docs)[1]
+    keys = [under(path) for field, path in file_paths(config) if field in PRIVATE_KEY_FIELDS]
+    issuer_files = [under(path) for field, path in file_paths(config) if field.startswith("issuers[")]
     if as_root:
         key_layout = (f"Writ's TLS private keys as the kubelet leaves them: owned by root, group "
                       f"{spec.get('securityContext', {}).get('fsGroup', 0)}, mode "
@@ -666,6 +836,8 @@ def layout(root: str, material: str, redis_port: str) -> int:
         "WRIT_REPLICA": expand(env["WRIT_REPLICA"], env, "writ-smoke-0"),
         "WRIT_AUDIT_PATH": str(under(expand(env["WRIT_AUDIT_PATH"], env, "writ-smoke-0"))),
         "KEY_FILES": " ".join(shlex.quote(str(k)) for k in keys),
+        "ISSUER_FILES": " ".join(shlex.quote(str(f)) for f in issuer_files),
+        "ISSUER_JWKS_URL": ISSUER_JWKS_URL if any("jwks_url" in i for i in config.get("issuers", [])) else "",
         "KEY_LAYOUT": key_layout,
         "REDIS_CONF": str(under(container(pod_spec(redis), "redis")["command"][-1])),
         "REDIS_PROBE": " ".join(shlex.quote(a) for a in probe),
