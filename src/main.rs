@@ -18,11 +18,15 @@ fn main() -> std::process::ExitCode {
             match error.downcast_ref::<tonic::Status>() {
                 Some(status) => {
                     eprintln!("error: {:?}: {}", status.code(), status.message());
-                    // What a plaintext client sees from a TLS listener.
-                    if status.message().contains("h2 protocol error") {
+                    // What a plaintext client sees from a TLS listener: the
+                    // connection fails below gRPC, in one of a few ways.
+                    let below_grpc = ["h2 protocol error", "transport error", "operation was canceled"]
+                        .iter()
+                        .any(|said| status.message().contains(said));
+                    if below_grpc {
                         eprintln!(
-                            "hint: the server did not answer as plaintext gRPC; if Writ serves TLS, use an \
-                             https:// endpoint (with --ca or WRIT_CA for a private CA)"
+                            "hint: the connection failed below gRPC; if Writ serves TLS, use an https:// \
+                             endpoint (with --ca or WRIT_CA for a private CA)"
                         );
                     }
                 }

@@ -402,3 +402,41 @@ async fn bad_tls_files_are_refused_at_start_with_what_to_do() {
     let error = neither.validate().unwrap_err().to_string();
     assert!(error.contains("[server.tls]") && error.contains("plaintext"), "{error}");
 }
+
+/// The CLI speaks TLS to an `https://` endpoint: trusting `--ca` (or
+/// `WRIT_CA`), refusing a server its CA did not sign, and, pointed at a TLS
+/// port with `http://`, saying what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_speaks_tls_with_its_ca() {
+    let ca = TestCa::new("writ test CA");
+    let writ = start(&ca, &ca.server(&[]), false, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = ca.write(dir.path(), "ca.crt");
+    let port = writ.grpc_addr().port();
+    let cli = |endpoint: String, ca: Option<&Path>, task: &str| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_writ"));
+        command
+            .args(["task", "start", task, "--agent", "demo-agent", "--environment", "dev"])
+            .args(["--deadline-in", "10m", "--endpoint", &endpoint])
+            .env("WRIT_TOKEN", writ.workflow())
+            .env_remove("WRIT_CA");
+        if let Some(ca) = ca {
+            command.env("WRIT_CA", ca);
+        }
+        // Not blocking a worker: this Writ serves on the test's runtime.
+        async move { command.output().await.unwrap() }
+    };
+    let https = format!("https://localhost:{port}");
+    let opened = cli(https.clone(), Some(&ca_file), "cli-tls-1").await;
+    assert!(opened.status.success(), "{}", String::from_utf8_lossy(&opened.stderr));
+    assert!(String::from_utf8_lossy(&opened.stdout).contains("cli-tls-1"));
+
+    let untrusted = cli(https, None, "cli-tls-2").await;
+    let said = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(!untrusted.status.success() && said.contains("UnknownIssuer"), "{said}");
+
+    let plaintext = cli(format!("http://localhost:{port}"), None, "cli-tls-3").await;
+    let said = String::from_utf8_lossy(&plaintext.stderr);
+    assert!(!plaintext.status.success() && said.contains("https://"), "{said}");
+    writ.stop().await;
+}
