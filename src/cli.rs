@@ -584,32 +584,16 @@ fn parse_labels(labels: &[String]) -> anyhow::Result<std::collections::HashMap<S
         .collect()
 }
 
-/// Parses `provider/role[:scope,scope…][@ttl]`.
+/// Parses `provider/role[:scope,scope…][@ttl]`: the agents' client's
+/// grant syntax (`writ_client::Grant`), one parser for the CLI, `writ exec`
+/// and Rust agents.
 pub fn parse_grant(text: &str) -> anyhow::Result<proto::GrantRequest> {
-    let (rest, ttl) = match text.rsplit_once('@') {
-        Some((rest, ttl)) => (
-            rest,
-            Some(
-                humantime_serde::re::humantime::parse_duration(ttl)
-                    .with_context(|| format!("ttl {ttl:?}"))?,
-            ),
-        ),
-        None => (text, None),
-    };
-    let (target, scopes) = match rest.split_once(':') {
-        Some((target, scopes)) => {
-            (target, scopes.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
-        }
-        None => (rest, Vec::new()),
-    };
-    let (provider, role) = target
-        .split_once('/')
-        .with_context(|| format!("grant {text:?} is not provider/role[:scopes][@ttl]"))?;
+    let grant: writ_client::Grant = text.parse()?;
     Ok(proto::GrantRequest {
-        provider: provider.into(),
-        role: role.into(),
-        scopes,
-        ttl: ttl.map(convert::duration),
+        provider: grant.provider,
+        role: grant.role,
+        scopes: grant.scopes,
+        ttl: grant.ttl.map(convert::duration),
     })
 }
 
