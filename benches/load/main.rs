@@ -44,6 +44,8 @@ use writ::clock::SystemClock;
 use writ::dev::{DevIssuer, DevOptions};
 use writ::server::Running;
 
+#[path = "../../tests/support/certs.rs"]
+mod certs;
 #[path = "../../tests/support/postgres.rs"]
 mod pg_support;
 
@@ -243,22 +245,9 @@ static TLS_CA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// A CA and a certificate for `localhost`, written under `dir`.
 fn tls_files(dir: &std::path::Path) -> writ::tls::TlsConfig {
-    use std::os::unix::fs::PermissionsExt as _;
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    let (cert_file, key_file) = (dir.join("load.crt"), dir.join("load.key"));
-    std::fs::write(&cert_file, cert.pem()).unwrap();
-    std::fs::write(&key_file, key.serialize_pem()).unwrap();
-    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let _ = TLS_CA.set(ca_cert.pem());
+    let ca = certs::TestCa::new("load CA");
+    let (cert_file, key_file) = ca.server(&["localhost"]).write(dir, "load");
+    let _ = TLS_CA.set(ca.pem.clone());
     writ::tls::TlsConfig {
         cert_file,
         key_file,
