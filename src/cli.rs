@@ -16,6 +16,7 @@ mod audit;
 mod exec;
 mod providers;
 mod report;
+mod store;
 
 pub use agents::AgentsCommand;
 pub use approvals::ApprovalsCommand;
@@ -23,6 +24,7 @@ pub use audit::AuditCommand;
 pub use exec::ExecArgs;
 pub use providers::ProvidersCommand;
 pub use report::ReportCommand;
+pub use store::StoreCommand;
 
 use crate::api::convert;
 use crate::api::proto;
@@ -137,6 +139,9 @@ pub enum Command {
     /// for and collect one (as its agent).
     #[command(subcommand)]
     Approvals(ApprovalsCommand),
+    /// Lease store tools, offline (every replica stopped).
+    #[command(subcommand)]
+    Store(StoreCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -394,6 +399,7 @@ async fn run_command(command: Command, config: Option<Config>) -> anyhow::Result
             Ok(())
         }
         Command::Audit(command) => audit::run(command).await,
+        Command::Store(command) => store::run(command).await,
         Command::Policy(PolicyCommand::Explain(explain)) => {
             let ExplainArgs { client, agent, task, context, tool, grant, action } = *explain;
             let context = match task {

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 mod agents;
 mod approvals;
+pub mod routing;
 
 pub use agents::{AgentRecord, ManagedBy, Retirement};
 pub use approvals::{Approval, ApprovalEnd, ApprovalGrant, ApprovalState, ApprovalVote};

@@ -144,7 +144,7 @@ impl Broker {
             .unwrap_or_default()
             .to_owned();
         let approval = Approval {
-            id: Uuid::now_v7(),
+            id: crate::model::routing::id_for_task(&task.id),
             agent: agent.name.clone(),
             task_id: task.id.clone(),
             tool: request.tool.clone(),

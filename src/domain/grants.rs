@@ -387,7 +387,7 @@ impl Broker {
         now: DateTime<Utc>,
     ) -> Result<Issued, Error> {
         let grant = plan.grant;
-        let lease_id = Uuid::now_v7();
+        let lease_id = crate::model::routing::id_for_task(&task.id);
         let intent = plan
             .provider
             .provider

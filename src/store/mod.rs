@@ -32,7 +32,7 @@ use crate::model::{
     RevocationReason, SealedHandle, Sighting, Task,
 };
 
-pub use self::redis::{RedisConfig, RedisStore};
+pub use self::redis::{CloseStep, MAX_SHARDS, RedisConfig, RedisStore, Resharded, reshard};
 pub use embedded::EmbeddedStore;
 
 /// Why a store operation did not happen. Every variant means nothing changed.

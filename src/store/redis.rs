@@ -5,10 +5,15 @@
 //! Function library, `redis/library.rs`) that checks the state rules and
 //! then writes the rows and every index entry they move, run atomically by
 //! Redis; two replicas cannot both pass a check, and a
-//! revocation claimed by one is hidden from the other. All of a namespace's
-//! keys share one hash tag (layout in `redis/keys.rs`), so every function
-//! stays in one slot. Reads of one row are plain `GET`/`HGET`s; reads that
-//! walk an index are functions too, so they see one consistent moment.
+//! revocation claimed by one is hidden from the other. Every function
+//! stays in one hash slot: a namespace is one hash tag, or with
+//! [`RedisConfig::shards`] a home plus several shards, each holding whole
+//! tasks with their leases and approval requests, so that the writes
+//! spread over a cluster's primaries (layout in `redis/keys.rs`, ADR 0017).
+//! Calls on one task, lease or approval go to its shard; the sweep, the
+//! revocation queue, listings and suspensions go to every shard. Reads of
+//! one row are plain `GET`/`HGET`s; reads that walk an index are functions
+//! too, so they see one consistent moment (of one shard).
 //!
 //! Leases are compact binary records (`redis/record.rs`) and the large
 //! indexes are kept in chunks Redis can store compactly, so a lease costs
@@ -32,27 +37,32 @@
 //! with `LeaseState`, repeated revocations and outcomes change nothing).
 
 mod approvals;
+mod closes;
 mod config;
 mod connection;
 mod keys;
 mod library;
 mod record;
 mod reply;
+mod reshard;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::future::{join_all, try_join_all};
 use redis::{Cmd, Value};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-pub use self::config::RedisConfig;
+pub use self::closes::CloseStep;
+pub use self::config::{MAX_SHARDS, RedisConfig};
 use self::connection::Connection;
-use self::keys::{Keys, lease_id, member};
+use self::keys::{Keys, Layout, lease_id, member};
 use self::record::time as at;
 use self::reply::{Reply, decode, encode, limit as limit_arg, millis, time};
+pub use self::reshard::{Resharded, reshard};
 use super::{
     ApprovalFilter, ClosedScope, Closure, LeaseFilter, LeaseStore, RevocationOutcome, Scope, StoreError,
-    Swept, SweptLease,
+    Swept,
 };
 use crate::model::{
     AgentRecord, AgentState, AgentStatus, Approval, ApprovalVote, Lease, ProviderStatus, RevocationReason,
@@ -63,9 +73,13 @@ use crate::model::{
 pub struct RedisStore {
     /// Multiplexed and self-healing, shared by every call.
     connection: Connection,
-    keys: Keys,
+    /// The namespace's home and shards.
+    layout: Layout,
     /// How long a finished lease stays readable before a sweep forgets it.
     finished_retention: chrono::Duration,
+    /// The shard the next sweep starts with: each sweep starts one further,
+    /// so that a busy shard cannot take every sweep's whole batch.
+    next_sweep: std::sync::atomic::AtomicUsize,
 }
 
 /// How many of a task's leases one call of the close function moves to
@@ -78,33 +92,11 @@ const CLOSE_BATCH: usize = 1000;
 /// themselves, or not yet revoked) is looked at again this much later.
 const TASK_RECHECK_MS: i64 = 60_000;
 
-/// One call of the close function.
-#[doc(hidden)]
-#[derive(Debug)]
-pub struct CloseStep {
-    /// The task as closed, for a task scope.
-    pub task: Option<Task>,
-    /// The agent's status as suspended, for an agent scope.
-    pub agent: Option<AgentStatus>,
-    /// The provider's status as suspended, for a provider scope.
-    pub provider: Option<ProviderStatus>,
-    /// Leases this call moved to revoking.
-    pub revoking: Vec<SweptLease>,
-    /// The reason they were queued for: the first close's.
-    pub reason: RevocationReason,
-    /// Whether this call ended the scope.
-    pub ended_now: bool,
-    /// Whether every lease of the scope has been seen.
-    pub done: bool,
-}
-
 impl RedisStore {
-    /// One step of ending a scope: ends it (closes the task, suspends the
-    /// agent, writing `ending`) if it is not ended, then moves up to
-    /// `limit` more of its leases to revoking (the store uses
-    /// `CLOSE_BATCH`). An empty `ending` only goes on with a close under
-    /// way, and answers `None` if there is none. Exposed for tests, which
-    /// stop a close half-way as a crash would.
+    /// One step of ending a scope ([`CloseStep`]) in the shard that holds
+    /// it (a task) or, for an agent or a provider, in the home of an
+    /// unsharded namespace. Exposed for tests, which stop a close half-way
+    /// as a crash would.
     #[doc(hidden)]
     pub async fn close_step_of(
         &self,
@@ -114,191 +106,130 @@ impl RedisStore {
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Option<CloseStep>, StoreError> {
-        self.close_step(scope, ending, reason, now, limit, false).await
-    }
-
-    /// [`Self::close_step_of`]; with `takeover` (the sweep finishing a close
-    /// someone else began), a close whose last batch is less than a second
-    /// old is left to whoever is moving it (`None`), so that its caller
-    /// hears of every lease it ends.
-    async fn close_step(
-        &self,
-        scope: &Scope,
-        ending: &[u8],
-        reason: RevocationReason,
-        now: DateTime<Utc>,
-        limit: usize,
-        takeover: bool,
-    ) -> Result<Option<CloseStep>, StoreError> {
-        let (kind, id) = match scope {
-            Scope::Task(task_id) => ("task", task_id),
-            Scope::Agent(agent) => ("agent", agent),
-            Scope::Provider(provider) => ("provider", provider),
+        let keys = match scope {
+            Scope::Task(task_id) => self.layout.of_task(task_id),
+            Scope::Agent(_) | Scope::Provider(_) => self.layout.home(),
         };
-        let mut call = self.function("close_scope");
-        call.arg(kind)
-            .arg(id)
-            .arg(ending)
-            .arg(record::reason_code(reason))
-            .arg(&at(now)?[..])
-            .arg(limit_arg(limit))
-            .arg(millis(now))
-            .arg(if takeover { "takeover" } else { "" });
-        let mut reply = Reply::parse(self.invoke(&call).await?)?;
-        let done = match reply.status() {
-            "ok" => true,
-            "more" => false,
-            "task_not_found" => return Err(StoreError::TaskNotFound(id.clone())),
-            "idle" | "busy" => return Ok(None),
-            _ => return Err(reply.unexpected()),
-        };
-        let row = reply.bytes()?;
-        let (task, agent, provider) = match scope {
-            Scope::Task(_) => (Some(decode("task", &row)?), None, None),
-            Scope::Agent(_) => (None, Some(decode("agent status", &row)?), None),
-            Scope::Provider(_) => (None, None, Some(decode("provider status", &row)?)),
-        };
-        let ids = keys::lease_ids(reply.list()?)?;
-        let reason = record::REASONS.get(reply.count()?).copied().ok_or_else(|| reply.unexpected())?;
-        let ended_now = reply.bytes()? == b"new";
-        let revoking = reply::named(ids, reply.list()?)?;
-        Ok(Some(CloseStep { task, agent, provider, revoking, reason, ended_now, done }))
+        self.close_step(keys, scope, ending, reason, now, (limit, false)).await
     }
 
-    /// Ends a scope and moves all its leases, a batch per call. Returns
-    /// what it did and the leases it moved, with their agent and task;
-    /// `None` when `ending` is empty and no close was under way.
-    async fn close_all(
-        &self,
-        scope: &Scope,
-        ending: &[u8],
-        reason: RevocationReason,
-        now: DateTime<Utc>,
-        takeover: bool,
-    ) -> Result<Option<(ClosedScope, Vec<SweptLease>, RevocationReason)>, StoreError> {
-        let mut moved = Vec::new();
-        let mut ended_now = None;
-        // Only the first step asks whether someone else is moving the
-        // close: once the sweep has taken it over, its own batches mark it
-        // touched and must not make it step back.
-        let mut takeover = takeover;
-        loop {
-            let step = self.close_step(scope, ending, reason, now, CLOSE_BATCH, takeover).await?;
-            takeover = false;
-            let Some(step) = step else {
-                // Another caller finished it between our calls.
-                if moved.is_empty() {
-                    return Ok(None);
-                }
-                let revoking = moved.iter().map(|lease: &SweptLease| lease.id).collect();
-                let closed =
-                    ClosedScope { task: None, agent: None, provider: None, ended_now: false, revoking };
-                return Ok(Some((closed, moved, reason)));
-            };
-            moved.extend(step.revoking);
-            let ended_now = *ended_now.get_or_insert(step.ended_now);
-            if step.done {
-                let revoking = moved.iter().map(|lease| lease.id).collect();
-                let closed = ClosedScope {
-                    task: step.task,
-                    agent: step.agent,
-                    provider: step.provider,
-                    ended_now,
-                    revoking,
-                };
-                return Ok(Some((closed, moved, step.reason)));
-            }
-        }
-    }
-
-    /// Finishes closes that stopped half-way (the closer crashed, or lost
-    /// Redis): every task and agent still in `closing` or `closing-agents`,
-    /// until all its leases are revoking. Returns the leases moved, with
-    /// their reason. A scope that cannot be finished now is logged and left
-    /// for the next sweep; it does not hold up the others, nor the rest of
-    /// the sweep.
-    async fn finish_closes(&self, now: DateTime<Utc>) -> Vec<(SweptLease, RevocationReason)> {
-        let mut moved = Vec::new();
-        type ScopeOf = fn(String) -> Scope;
-        let unfinished: [(String, ScopeOf); 3] = [
-            (self.keys.closing(), Scope::Task),
-            (self.keys.closing_agents(), Scope::Agent),
-            (self.keys.closing_providers(), Scope::Provider),
-        ];
-        for (closing, scope_of) in unfinished {
-            let ids = match self.connection.hkeys(&closing).await {
-                Ok(ids) => ids,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot list closes under way; the next sweep tries again");
-                    continue;
-                }
-            };
-            for id in ids {
-                let Ok(id) = String::from_utf8(id) else {
-                    tracing::error!("a closing scope's id is not UTF-8; it is left as it is");
-                    continue;
-                };
-                let scope = scope_of(id);
-                // Only goes on with a close under way; the function answers
-                // with the reason that close was given.
-                match self.close_all(&scope, b"", RevocationReason::TaskClosed, now, true).await {
-                    Ok(Some((_, leases, reason))) => {
-                        moved.extend(leases.into_iter().map(|lease| (lease, reason)))
-                    }
-                    Ok(None) => {}
-                    Err(error) => {
-                        tracing::warn!(scope = %scope.describe(), %error, "cannot finish a close under way; the next sweep tries again");
-                    }
-                }
-            }
-        }
-        moved
-    }
-
-    /// Connects and checks that the namespace's node takes writes
+    /// Connects, checks that the namespace is laid out in the configured
+    /// number of shards, and that its nodes take writes
     /// ([`LeaseStore::health`]). Fails `Unavailable` if the configuration
     /// is invalid or Redis cannot be used now.
     pub async fn open(config: &RedisConfig) -> Result<Self, StoreError> {
-        config.validate().map_err(|message| StoreError::Unavailable(format!("redis store: {message}")))?;
-        let store = Self {
-            connection: Connection::open(config).await?,
-            keys: Keys::new(&config.namespace),
-            finished_retention: chrono::Duration::from_std(config.finished_retention)
-                .map_err(|_| StoreError::Unavailable("redis store: finished_retention is too long".into()))?,
-        };
+        let store = Self::connect(config).await?;
+        store.check_shard_count(&config.namespace).await?;
         store.health().await?;
         Ok(store)
     }
 
-    /// A call of the library's function for `operation` in this
-    /// namespace; the caller adds the arguments.
-    fn function(&self, operation: &str) -> Cmd {
-        self.connection.function(operation, self.keys.prefix())
+    /// Connects without checking the layout (for `reshard`).
+    async fn connect(config: &RedisConfig) -> Result<Self, StoreError> {
+        config.validate().map_err(|message| StoreError::Unavailable(format!("redis store: {message}")))?;
+        Ok(Self {
+            connection: Connection::open(config).await?,
+            layout: Layout::new(&config.namespace, config.shards),
+            finished_retention: chrono::Duration::from_std(config.finished_retention)
+                .map_err(|_| StoreError::Unavailable("redis store: finished_retention is too long".into()))?,
+            next_sweep: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// The shard count the namespace records (1 if it records none: the
+    /// layout from before shards).
+    async fn stored_shard_count(&self) -> Result<Option<u16>, StoreError> {
+        let Some(raw) = self.connection.get(self.layout.home().shard_count()).await? else {
+            return Ok(None);
+        };
+        let count = std::str::from_utf8(&raw).ok().and_then(|text| text.parse().ok());
+        count
+            .map(Some)
+            .ok_or_else(|| StoreError::Corrupt("the namespace's shard count is not a number".into()))
+    }
+
+    /// Refuses a namespace laid out in another number of shards than the
+    /// configuration says: a replica reading the wrong shards would miss
+    /// leases. A new namespace is marked with the configured count.
+    async fn check_shard_count(&self, namespace: &str) -> Result<(), StoreError> {
+        let configured = self.layout.shards().len();
+        let refuse = |stored: usize| {
+            StoreError::Unavailable(format!(
+                "redis store: namespace {namespace:?} is laid out in {stored} shard(s), but shards = \
+                 {configured}; set shards = {stored}, or move it with `writ store reshard --shards \
+                 {configured}` while no replica runs (docs/operations.md, \"Sharding on Redis\")"
+            ))
+        };
+        if let Some(plan) = self.connection.get(self.layout.home().resharding()).await? {
+            let plan = String::from_utf8_lossy(&plan).replace(':', " to ");
+            return Err(StoreError::Unavailable(format!(
+                "redis store: namespace {namespace:?} is being moved from {plan} shards; finish the \
+                 move with `writ store reshard` before starting Writ"
+            )));
+        }
+        match self.stored_shard_count().await? {
+            Some(stored) if usize::from(stored) == configured => Ok(()),
+            Some(stored) => Err(refuse(stored.into())),
+            None if configured == 1 => Ok(()),
+            None => {
+                if self.holds_tasks(self.layout.home()).await? {
+                    return Err(refuse(1));
+                }
+                let mut mark = redis::cmd("SET");
+                mark.arg(self.layout.home().shard_count()).arg(configured).arg("NX");
+                let _: Value = self.connection.query(mark).await?;
+                match self.stored_shard_count().await? {
+                    Some(stored) if usize::from(stored) == configured => Ok(()),
+                    stored => Err(refuse(stored.map_or(1, usize::from))),
+                }
+            }
+        }
+    }
+
+    /// Whether `keys` holds any task, lease or approval request.
+    async fn holds_tasks(&self, keys: &Keys) -> Result<bool, StoreError> {
+        let mut exists = redis::cmd("EXISTS");
+        for name in ["leases", "deadlines", "closed-tasks", "closing", "approvals"] {
+            exists.arg(format!("{}{name}", keys.prefix()));
+        }
+        Ok(self.connection.query::<u64>(exists).await? > 0)
+    }
+
+    /// A call of the library's function for `operation` in the shard (or
+    /// home) `keys`; the caller adds the arguments.
+    fn function(&self, keys: &Keys, operation: &str) -> Cmd {
+        self.connection.function(operation, keys.prefix())
     }
 
     async fn invoke(&self, call: &Cmd) -> Result<Value, StoreError> {
         self.connection.call(call).await
     }
 
-    /// Runs `activate` or `extend`: the lease as changed, or why not.
-    async fn lease_answer(&self, lease_id: Uuid, call: &Cmd) -> Result<Lease, StoreError> {
-        let mut reply = Reply::parse(self.invoke(call).await?)?;
-        match reply.status() {
-            "ok" => record::decode(lease_id, &reply.bytes()?),
-            "lease_not_found" => Err(StoreError::LeaseNotFound(lease_id)),
-            // The lease names its task and agent; the store reads them back.
-            "task_closed" | "agent_suspended" | "provider_suspended" => {
-                let status = reply.status().to_owned();
-                let lease = self.get_lease(lease_id).await?.ok_or(StoreError::LeaseNotFound(lease_id))?;
-                Err(match status.as_str() {
-                    "task_closed" => StoreError::TaskClosed(lease.task_id),
-                    "agent_suspended" => StoreError::AgentSuspended(lease.agent),
-                    _ => StoreError::ProviderSuspended(lease.provider),
-                })
-            }
-            "lease_state" => Err(StoreError::LeaseState { id: lease_id, state: reply.state()? }),
-            _ => Err(reply.unexpected()),
+    /// Runs `activate` or `extend` (made by `call` for a shard) in the
+    /// lease's shard: the lease as changed, or why not.
+    async fn lease_answer(&self, lease_id: Uuid, call: impl Fn(&Keys) -> Cmd) -> Result<Lease, StoreError> {
+        let shards = std::iter::once(self.layout.of_id(lease_id)).chain(self.layout.others(lease_id));
+        for keys in shards {
+            let mut reply = Reply::parse(self.invoke(&call(keys)).await?)?;
+            return match reply.status() {
+                "ok" => record::decode(lease_id, &reply.bytes()?),
+                // An id made before shards may be in another shard.
+                "lease_not_found" => continue,
+                // The lease names its task and agent; the store reads them back.
+                "task_closed" | "agent_suspended" | "provider_suspended" => {
+                    let status = reply.status().to_owned();
+                    let lease = self.get_lease(lease_id).await?.ok_or(StoreError::LeaseNotFound(lease_id))?;
+                    Err(match status.as_str() {
+                        "task_closed" => StoreError::TaskClosed(lease.task_id),
+                        "agent_suspended" => StoreError::AgentSuspended(lease.agent),
+                        _ => StoreError::ProviderSuspended(lease.provider),
+                    })
+                }
+                "lease_state" => Err(StoreError::LeaseState { id: lease_id, state: reply.state()? }),
+                _ => Err(reply.unexpected()),
+            };
         }
+        Err(StoreError::LeaseNotFound(lease_id))
     }
 
     /// Runs a function that answers with `{lease id, record, ...}`.
@@ -310,6 +241,169 @@ impl RedisStore {
     async fn rows<T: DeserializeOwned>(&self, what: &str, call: &Cmd) -> Result<Vec<T>, StoreError> {
         reply::list(self.invoke(call).await?)?.iter().map(|row| decode(what, row)).collect()
     }
+
+    /// Runs `call` (made for one shard) in every shard at once, in shard order.
+    async fn in_every_shard<'a, T, F>(&'a self, call: impl Fn(&'a Keys) -> F) -> Result<Vec<T>, StoreError>
+    where
+        F: Future<Output = Result<T, StoreError>>,
+    {
+        try_join_all(self.layout.shards().iter().map(call)).await
+    }
+
+    /// Runs `call` in every shard at once and keeps what the shards that
+    /// answered gave: the background work (the sweep, revocation claims)
+    /// goes on in the shards that are up while a cluster node is down.
+    /// Fails only if no shard answered.
+    async fn in_live_shards<'a, T, F>(
+        &'a self,
+        work: &str,
+        call: impl Fn(&'a Keys) -> F,
+    ) -> Result<Vec<T>, StoreError>
+    where
+        F: Future<Output = Result<T, StoreError>>,
+    {
+        let answers = join_all(self.layout.shards().iter().map(call)).await;
+        let mut live = Vec::new();
+        let mut failed = None;
+        for (keys, answer) in self.layout.shards().iter().zip(answers) {
+            match answer {
+                Ok(answer) => live.push(answer),
+                Err(error) => {
+                    tracing::warn!(shard = keys.prefix(), %error, "{work}: a shard did not answer; the others went on");
+                    failed = Some(error);
+                }
+            }
+        }
+        match failed {
+            Some(error) if live.is_empty() => Err(error),
+            _ => Ok(live),
+        }
+    }
+
+    async fn agent_status_in(&self, keys: &Keys, agent: &str) -> Result<Option<AgentStatus>, StoreError> {
+        let row = self.connection.hget(&keys.agents(), agent.as_bytes()).await?;
+        row.map(|row| decode("agent status", &row)).transpose()
+    }
+
+    async fn provider_status_in(
+        &self,
+        keys: &Keys,
+        provider: &str,
+    ) -> Result<Option<ProviderStatus>, StoreError> {
+        let row = self.connection.hget(&keys.providers(), provider.as_bytes()).await?;
+        row.map(|row| decode("provider status", &row)).transpose()
+    }
+
+    /// A lease's record and the shard it was found in.
+    async fn find_lease(&self, lease_id: Uuid) -> Result<Option<(&Keys, Lease)>, StoreError> {
+        let shards = std::iter::once(self.layout.of_id(lease_id)).chain(self.layout.others(lease_id));
+        for keys in shards {
+            if let Some(row) = self.connection.hget(&keys.leases(), &member(lease_id)).await? {
+                return Ok(Some((keys, record::decode(lease_id, &row)?)));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn sweep_in(
+        &self,
+        keys: &Keys,
+        now: DateTime<Utc>,
+        pending_before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Swept, StoreError> {
+        // A retention reaching back past what a record can hold forgets nothing.
+        let retained_since = now.checked_sub_signed(self.finished_retention);
+        let forget_before = retained_since.and_then(|before| at(before).ok()).unwrap_or([0; 8]);
+        // Closed tasks are kept by when they closed: one closed before
+        // `retained_since` is due, and one looked at again is due
+        // TASK_RECHECK_MS after this sweep.
+        let (forget_tasks_before, recheck) = match retained_since {
+            Some(before) => (millis(before).to_string(), millis(before).saturating_add(TASK_RECHECK_MS)),
+            None => ("-inf".to_owned(), 0),
+        };
+        let mut call = self.function(keys, "sweep");
+        call.arg(&at(now)?[..])
+            .arg(&at(pending_before)?[..])
+            .arg(&forget_before[..])
+            .arg(limit_arg(limit))
+            .arg(forget_tasks_before)
+            .arg(recheck);
+        let mut reply = Reply::parse(self.invoke(&call).await?)?;
+        match reply.status() {
+            "ok" => {
+                let expired = keys::lease_ids(reply.list()?)?;
+                let abandoned = keys::lease_ids(reply.list()?)?;
+                let (forgotten, forgotten_tasks) = (reply.count()?, reply.count()?);
+                let mut leases = reply::named([expired.as_slice(), &abandoned].concat(), reply.list()?)?;
+                let abandoned = leases.split_off(expired.len());
+                Ok(Swept { expired: leases, abandoned, forgotten, closed: Vec::new(), forgotten_tasks })
+            }
+            _ => Err(reply.unexpected()),
+        }
+    }
+
+    /// `request_revocation` in one shard: the ids it moved, and those it
+    /// does not hold.
+    async fn request_revocation_in(
+        &self,
+        keys: &Keys,
+        lease_ids: &[Uuid],
+        reason: RevocationReason,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<Uuid>, Vec<Uuid>), StoreError> {
+        let mut call = self.function(keys, "request_revocation");
+        call.arg(record::reason_code(reason)).arg(&at(now)?[..]);
+        for id in lease_ids {
+            call.arg(&member(*id)[..]);
+        }
+        let mut reply = Reply::parse(self.invoke(&call).await?)?;
+        match reply.status() {
+            "ok" => Ok((keys::lease_ids(reply.list()?)?, keys::lease_ids(reply.list()?)?)),
+            _ => Err(reply.unexpected()),
+        }
+    }
+
+    /// `finish_revocations` in one shard: `Some(id)` if it does not hold
+    /// the lease `id` (and so changed nothing).
+    async fn finish_revocations_in(
+        &self,
+        keys: &Keys,
+        outcomes: &[&RevocationOutcome],
+        now: DateTime<Utc>,
+    ) -> Result<Option<Uuid>, StoreError> {
+        let mut call = self.function(keys, "finish_revocations");
+        call.arg(&at(now)?[..]);
+        for outcome in outcomes {
+            call.arg(&member(outcome.lease_id())[..]);
+            match outcome {
+                RevocationOutcome::Done { generation, .. } => {
+                    call.arg("done").arg(generation).arg("").arg("");
+                }
+                RevocationOutcome::Retry { generation, next_attempt_at, error, .. } => {
+                    call.arg("retry").arg(generation).arg(&at(*next_attempt_at)?[..]).arg(error);
+                }
+                RevocationOutcome::GaveUp { generation, error, .. } => {
+                    call.arg("gave_up").arg(generation).arg("").arg(error);
+                }
+            }
+        }
+        let mut reply = Reply::parse(self.invoke(&call).await?)?;
+        match reply.status() {
+            "ok" => Ok(None),
+            "lease_not_found" => Ok(Some(lease_id(&reply.bytes()?)?)),
+            _ => Err(reply.unexpected()),
+        }
+    }
+}
+
+/// Merges listings of several shards, each in id order, into the first
+/// `limit` in id order.
+fn merged<T>(parts: Vec<Vec<T>>, id: impl Fn(&T) -> Uuid, limit: usize) -> Vec<T> {
+    let mut all: Vec<T> = parts.into_iter().flatten().collect();
+    all.sort_by_key(|item| id(item));
+    all.truncate(limit);
+    all
 }
 
 #[async_trait]
@@ -317,7 +411,7 @@ impl LeaseStore for RedisStore {
     async fn create_task(&self, task: Task) -> Result<(), StoreError> {
         let json = encode("task", &task)?;
         let open = if task.state == TaskState::Open { "1" } else { "0" };
-        let mut call = self.function("create_task");
+        let mut call = self.function(self.layout.of_task(&task.id), "create_task");
         call.arg(&task.id).arg(json).arg(millis(task.deadline)).arg(open);
         let reply = Reply::parse(self.invoke(&call).await?)?;
         match reply.status() {
@@ -328,7 +422,7 @@ impl LeaseStore for RedisStore {
     }
 
     async fn get_task(&self, task_id: &str) -> Result<Option<Task>, StoreError> {
-        let row = self.connection.get(self.keys.task(task_id)).await?;
+        let row = self.connection.get(self.layout.of_task(task_id).task(task_id)).await?;
         row.map(|row| decode("task", &row)).transpose()
     }
 
@@ -364,21 +458,15 @@ impl LeaseStore for RedisStore {
                 },
             )?,
         };
-        let (closed, _, _) =
-            self.close_all(scope, ending.as_bytes(), closure.reason, now, false).await?.ok_or_else(|| {
-                StoreError::Corrupt("ending a scope answered that there was nothing to end".into())
-            })?;
-        Ok(closed)
+        Ok(self.end_scope(scope, ending.as_bytes(), closure.reason, now).await?.scope)
     }
 
     async fn agent_status(&self, agent: &str) -> Result<Option<AgentStatus>, StoreError> {
-        let row = self.connection.hget(&self.keys.agents(), agent.as_bytes()).await?;
-        row.map(|row| decode("agent status", &row)).transpose()
+        self.agent_status_in(self.layout.home(), agent).await
     }
 
     async fn provider_status(&self, provider: &str) -> Result<Option<ProviderStatus>, StoreError> {
-        let row = self.connection.hget(&self.keys.providers(), provider.as_bytes()).await?;
-        row.map(|row| decode("provider status", &row)).transpose()
+        self.provider_status_in(self.layout.home(), provider).await
     }
 
     async fn resume_provider(
@@ -395,27 +483,13 @@ impl LeaseStore for RedisStore {
             changed_by: by.to_owned(),
             reason: reason.to_owned(),
         };
-        let mut call = self.function("resume_provider");
-        call.arg(provider).arg(encode("provider status", &status)?);
-        for _ in 0..2 {
-            let reply = Reply::parse(self.invoke(&call).await?)?;
-            match reply.status() {
-                "ok" => return Ok(status),
-                "not_suspended" => return Err(StoreError::ProviderNotSuspended(provider.to_owned())),
-                "closing" => {
-                    let scope = Scope::Provider(provider.to_owned());
-                    self.close_all(&scope, b"", RevocationReason::ProviderSuspended, now, false).await?;
-                }
-                _ => return Err(reply.unexpected()),
-            }
-        }
-        Err(StoreError::Unavailable(format!(
-            "the suspension of provider {provider:?} is still being finished; try again"
-        )))
+        let json = encode("provider status", &status)?;
+        self.lift(&Scope::Provider(provider.to_owned()), "resume_provider", json.as_bytes(), now).await?;
+        Ok(status)
     }
 
     async fn get_agent(&self, name: &str) -> Result<Option<AgentRecord>, StoreError> {
-        let row = self.connection.hget(&self.keys.registry(), name.as_bytes()).await?;
+        let row = self.connection.hget(&self.layout.home().registry(), name.as_bytes()).await?;
         row.map(|row| decode("agent record", &row)).transpose()
     }
 
@@ -423,7 +497,7 @@ impl LeaseStore for RedisStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let mut call = self.function("list_agents");
+        let mut call = self.function(self.layout.home(), "list_agents");
         call.arg(after.unwrap_or("")).arg(limit_arg(limit));
         self.rows("agent record", &call).await
     }
@@ -434,7 +508,7 @@ impl LeaseStore for RedisStore {
         record: &AgentRecord,
     ) -> Result<(), StoreError> {
         let expected = expected.map(|expected| expected.revision.to_string());
-        let mut call = self.function("put_agent");
+        let mut call = self.function(self.layout.home(), "put_agent");
         call.arg(&record.name).arg(expected.unwrap_or_default()).arg(encode("agent record", record)?);
         let reply = Reply::parse(self.invoke(&call).await?)?;
         match reply.status() {
@@ -446,7 +520,7 @@ impl LeaseStore for RedisStore {
     }
 
     async fn agents_revision(&self) -> Result<u64, StoreError> {
-        let Some(raw) = self.connection.get(self.keys.registry_revision()).await? else {
+        let Some(raw) = self.connection.get(self.layout.home().registry_revision()).await? else {
             return Ok(0);
         };
         std::str::from_utf8(&raw)
@@ -470,42 +544,44 @@ impl LeaseStore for RedisStore {
             reason: reason.to_owned(),
         };
         let json = encode("agent status", &status)?;
-        let mut call = self.function("resume_agent");
-        call.arg(agent).arg(json);
-        // A suspension still moving leases is finished first (at most twice:
-        // the suspension cannot start again while it is being lifted).
-        for _ in 0..2 {
-            let reply = Reply::parse(self.invoke(&call).await?)?;
-            match reply.status() {
-                "ok" => return Ok(status),
-                "not_suspended" => return Err(StoreError::AgentNotSuspended(agent.to_owned())),
-                "retired" => return Err(StoreError::AgentRetired(agent.to_owned())),
-                "closing" => {
-                    let scope = Scope::Agent(agent.to_owned());
-                    self.close_all(&scope, b"", RevocationReason::AgentSuspended, now, false).await?;
-                }
-                _ => return Err(reply.unexpected()),
-            }
-        }
-        Err(StoreError::Unavailable(format!(
-            "the suspension of agent {agent:?} is still being finished; try again"
-        )))
+        self.lift(&Scope::Agent(agent.to_owned()), "resume_agent", json.as_bytes(), now).await?;
+        Ok(status)
     }
 
     async fn overdue_tasks(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let mut call = self.function("overdue_tasks");
-        call.arg(time(now)).arg(millis(now)).arg(limit_arg(limit));
-        let ids = reply::list(self.invoke(&call).await?)?;
-        ids.into_iter()
-            .map(|id| String::from_utf8(id).map_err(|_| StoreError::Corrupt("a task id is not UTF-8".into())))
-            .collect()
+        // Up to `limit` from each shard, merged oldest first.
+        let parts = self
+            .in_live_shards("overdue tasks", |keys| async move {
+                let mut call = self.function(keys, "overdue_tasks");
+                call.arg(time(now)).arg(millis(now)).arg(limit_arg(limit));
+                reply::list(self.invoke(&call).await?)
+            })
+            .await?;
+        let mut overdue = Vec::new();
+        for part in parts {
+            for pair in part.chunks(2) {
+                let [id, deadline] = pair else {
+                    return Err(StoreError::Corrupt("overdue tasks came unpaired".into()));
+                };
+                let id = String::from_utf8(id.clone())
+                    .map_err(|_| StoreError::Corrupt("a task id is not UTF-8".into()))?;
+                let deadline: f64 = std::str::from_utf8(deadline)
+                    .ok()
+                    .and_then(|text| text.parse().ok())
+                    .ok_or_else(|| StoreError::Corrupt("a task deadline is not a number".into()))?;
+                overdue.push((deadline, id));
+            }
+        }
+        overdue.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        overdue.truncate(limit);
+        Ok(overdue.into_iter().map(|(_, id)| id).collect())
     }
 
     async fn task_leases(&self, task_id: &str) -> Result<Vec<Lease>, StoreError> {
-        let mut call = self.function("task_leases");
+        let mut call = self.function(self.layout.of_task(task_id), "task_leases");
         call.arg(task_id);
         let mut leases = self.leases(&call).await?;
         leases.sort_by_key(|lease| (lease.created_at, lease.id));
@@ -514,7 +590,7 @@ impl LeaseStore for RedisStore {
 
     async fn insert_pending(&self, lease: Lease, now: DateTime<Utc>) -> Result<(), StoreError> {
         let row = record::encode(&lease)?;
-        let mut call = self.function("insert_pending");
+        let mut call = self.function(self.layout.of_task(&lease.task_id), "insert_pending");
         call.arg(&member(lease.id)[..]).arg(row).arg(time(now)).arg(millis(now));
         let mut reply = Reply::parse(self.invoke(&call).await?)?;
         match reply.status() {
@@ -536,14 +612,18 @@ impl LeaseStore for RedisStore {
         now: DateTime<Utc>,
     ) -> Result<Lease, StoreError> {
         let handle = record::handle(&handle)?;
-        let mut call = self.function("activate");
-        call.arg(&member(lease_id)[..])
-            .arg(&at(expires_at)?[..])
-            .arg(handle)
-            .arg(&at(now)?[..])
-            .arg(time(now))
-            .arg(millis(now));
-        self.lease_answer(lease_id, &call).await
+        let (expires_at, at_now) = (at(expires_at)?, at(now)?);
+        self.lease_answer(lease_id, |keys| {
+            let mut call = self.function(keys, "activate");
+            call.arg(&member(lease_id)[..])
+                .arg(&expires_at[..])
+                .arg(&handle)
+                .arg(&at_now[..])
+                .arg(time(now))
+                .arg(millis(now));
+            call
+        })
+        .await
     }
 
     async fn extend(
@@ -552,14 +632,17 @@ impl LeaseStore for RedisStore {
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Lease, StoreError> {
-        let mut call = self.function("extend");
-        call.arg(&member(lease_id)[..]).arg(&at(expires_at)?[..]).arg(time(now)).arg(millis(now));
-        self.lease_answer(lease_id, &call).await
+        let expires_at = at(expires_at)?;
+        self.lease_answer(lease_id, |keys| {
+            let mut call = self.function(keys, "extend");
+            call.arg(&member(lease_id)[..]).arg(&expires_at[..]).arg(time(now)).arg(millis(now));
+            call
+        })
+        .await
     }
 
     async fn get_lease(&self, lease_id: Uuid) -> Result<Option<Lease>, StoreError> {
-        let row = self.connection.hget(&self.keys.leases(), &member(lease_id)).await?;
-        row.map(|row| record::decode(lease_id, &row)).transpose()
+        Ok(self.find_lease(lease_id).await?.map(|(_, lease)| lease))
     }
 
     async fn list_leases(
@@ -575,16 +658,26 @@ impl LeaseStore for RedisStore {
         // the empty string stays possible.
         let filter_arg = |value: Option<&str>| value.map_or(String::new(), |value| format!("={value}"));
         let after = after.map(|id| member(id).to_vec()).unwrap_or_default();
-        let mut call = self.function("list_leases");
-        call.arg(filter_arg(filter.task_id.as_deref()))
-            .arg(filter_arg(filter.agent.as_deref()))
-            .arg(filter.state.map_or("", |state| state.as_str()))
-            .arg(after)
-            .arg(limit_arg(limit))
-            .arg(filter_arg(filter.provider.as_deref()));
-        self.leases(&call).await
+        let list = |keys: &Keys| {
+            let mut call = self.function(keys, "list_leases");
+            call.arg(filter_arg(filter.task_id.as_deref()))
+                .arg(filter_arg(filter.agent.as_deref()))
+                .arg(filter.state.map_or("", |state| state.as_str()))
+                .arg(&after)
+                .arg(limit_arg(limit))
+                .arg(filter_arg(filter.provider.as_deref()));
+            call
+        };
+        // A task's leases are all in its shard.
+        if let Some(task_id) = &filter.task_id {
+            return self.leases(&list(self.layout.of_task(task_id))).await;
+        }
+        let parts = self.in_every_shard(|keys| async move { self.leases(&list(keys)).await }).await?;
+        Ok(merged(parts, |lease| lease.id, limit))
     }
 
+    /// With shards, atomic per shard: a call that fails may have moved the
+    /// leases of some shards (calling again moves the rest).
     async fn request_revocation(
         &self,
         lease_ids: &[Uuid],
@@ -594,16 +687,32 @@ impl LeaseStore for RedisStore {
         if lease_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut call = self.function("request_revocation");
-        call.arg(record::reason_code(reason)).arg(&at(now)?[..]);
+        let mut by_shard: Vec<Vec<Uuid>> = vec![Vec::new(); self.layout.shards().len()];
         for id in lease_ids {
-            call.arg(&member(*id)[..]);
+            let keys = self.layout.of_id(*id);
+            let index = self.layout.shards().iter().position(|shard| shard.prefix() == keys.prefix());
+            by_shard[index.unwrap_or(0)].push(*id);
         }
-        let mut reply = Reply::parse(self.invoke(&call).await?)?;
-        match reply.status() {
-            "ok" => keys::lease_ids(reply.list()?),
-            _ => Err(reply.unexpected()),
+        let mut moved = Vec::new();
+        let mut unknown = Vec::new();
+        for (keys, ids) in self.layout.shards().iter().zip(&by_shard) {
+            if !ids.is_empty() {
+                let (done, missing) = self.request_revocation_in(keys, ids, reason, now).await?;
+                moved.extend(done);
+                unknown.extend(missing);
+            }
         }
+        // Ids made before shards may sit in another shard than they name.
+        for id in unknown {
+            for keys in self.layout.others(id) {
+                let (done, missing) = self.request_revocation_in(keys, &[id], reason, now).await?;
+                moved.extend(done);
+                if missing.is_empty() {
+                    break;
+                }
+            }
+        }
+        Ok(moved)
     }
 
     async fn sweep(
@@ -615,35 +724,37 @@ impl LeaseStore for RedisStore {
         if limit == 0 {
             return Ok(Swept::default());
         }
-        // A retention reaching back past what a record can hold forgets nothing.
-        let retained_since = now.checked_sub_signed(self.finished_retention);
-        let forget_before = retained_since.and_then(|before| at(before).ok()).unwrap_or([0; 8]);
-        // Closed tasks are kept by when they closed: one closed before
-        // `retained_since` is due, and one looked at again is due
-        // TASK_RECHECK_MS after this sweep.
-        let (forget_tasks_before, recheck) = match retained_since {
-            Some(before) => (millis(before).to_string(), millis(before).saturating_add(TASK_RECHECK_MS)),
-            None => ("-inf".to_owned(), 0),
-        };
-        let mut call = self.function("sweep");
-        call.arg(&at(now)?[..])
-            .arg(&at(pending_before)?[..])
-            .arg(&forget_before[..])
-            .arg(limit_arg(limit))
-            .arg(forget_tasks_before)
-            .arg(recheck);
-        let mut reply = Reply::parse(self.invoke(&call).await?)?;
-        let mut swept = match reply.status() {
-            "ok" => {
-                let expired = keys::lease_ids(reply.list()?)?;
-                let abandoned = keys::lease_ids(reply.list()?)?;
-                let (forgotten, forgotten_tasks) = (reply.count()?, reply.count()?);
-                let mut leases = reply::named([expired.as_slice(), &abandoned].concat(), reply.list()?)?;
-                let abandoned = leases.split_off(expired.len());
-                Swept { expired: leases, abandoned, forgotten, closed: Vec::new(), forgotten_tasks }
+        // Shard after shard, from a different one each time, each taking
+        // what the batch has room left for: up to `limit` of each kind in
+        // all. A shard that does not answer is left for the next sweep.
+        let shards = self.layout.shards();
+        let start = self.next_sweep.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut swept = Swept::default();
+        let (mut answered, mut failed) = (0, None);
+        for offset in 0..shards.len() {
+            let keys = &shards[(start + offset) % shards.len()];
+            let taken = [swept.expired.len(), swept.abandoned.len(), swept.forgotten, swept.forgotten_tasks];
+            let room = limit - taken.into_iter().max().unwrap_or(0);
+            if room == 0 {
+                break;
             }
-            _ => return Err(reply.unexpected()),
-        };
+            match self.sweep_in(keys, now, pending_before, room).await {
+                Ok(part) => {
+                    answered += 1;
+                    swept.expired.extend(part.expired);
+                    swept.abandoned.extend(part.abandoned);
+                    swept.forgotten += part.forgotten;
+                    swept.forgotten_tasks += part.forgotten_tasks;
+                }
+                Err(error) => {
+                    tracing::warn!(shard = keys.prefix(), %error, "sweep: a shard did not answer; the others went on");
+                    failed = Some(error);
+                }
+            }
+        }
+        if let Some(error) = failed.filter(|_| answered == 0) {
+            return Err(error);
+        }
         swept.closed = self.finish_closes(now).await;
         Ok(swept)
     }
@@ -657,15 +768,47 @@ impl LeaseStore for RedisStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let mut call = self.function("claim_revocations");
-        call.arg(&at(now)?[..]).arg(&at(claim_until)?[..]).arg(limit_arg(limit));
-        let mut reply = Reply::parse(self.invoke(&call).await?)?;
-        match reply.status() {
-            "ok" => reply::leases(reply.list()?),
-            _ => Err(reply.unexpected()),
+        // An equal share from every shard at once, so that no shard's
+        // backlog starves another's; then what is left of the batch from
+        // the shards that filled their share.
+        let (now, claim_until, share) = (at(now)?, at(claim_until)?, self.layout.share(limit));
+        let claim = |keys: &Keys, limit: usize| {
+            let mut call = self.function(keys, "claim_revocations");
+            call.arg(&now[..]).arg(&claim_until[..]).arg(limit_arg(limit));
+            async move {
+                let mut reply = Reply::parse(self.invoke(&call).await?)?;
+                match reply.status() {
+                    "ok" => reply::leases(reply.list()?),
+                    _ => Err(reply.unexpected()),
+                }
+            }
+        };
+        let parts =
+            self.in_live_shards("claiming revocations", |keys| async move {
+                Ok((keys, claim(keys, share).await?))
+            })
+            .await?;
+        let full: Vec<&Keys> =
+            parts.iter().filter(|(_, claimed)| claimed.len() == share).map(|(keys, _)| *keys).collect();
+        let mut claimed: Vec<Lease> = parts.into_iter().flat_map(|(_, claimed)| claimed).collect();
+        for keys in full {
+            if claimed.len() >= limit {
+                break;
+            }
+            // What is claimed already stays claimed: a shard failing now
+            // leaves its share for the next claim.
+            match claim(keys, limit - claimed.len()).await {
+                Ok(more) => claimed.extend(more),
+                Err(error) => {
+                    tracing::warn!(shard = keys.prefix(), %error, "claiming revocations: a shard did not answer");
+                    break;
+                }
+            }
         }
+        Ok(claimed)
     }
 
+    /// With shards, atomic per shard, like [`Self::request_revocation`].
     async fn finish_revocations(
         &self,
         outcomes: &[RevocationOutcome],
@@ -674,47 +817,66 @@ impl LeaseStore for RedisStore {
         if outcomes.is_empty() {
             return Ok(());
         }
-        let mut call = self.function("finish_revocations");
-        call.arg(&at(now)?[..]);
+        // Each outcome goes to the shard its lease id names; one the shard
+        // does not hold (an id made before shards) is looked for in the
+        // others.
+        let mut pending: Vec<(&Keys, Vec<&RevocationOutcome>)> = Vec::new();
         for outcome in outcomes {
-            call.arg(&member(outcome.lease_id())[..]);
-            match outcome {
-                RevocationOutcome::Done { generation, .. } => {
-                    call.arg("done").arg(generation).arg("").arg("");
-                }
-                RevocationOutcome::Retry { generation, next_attempt_at, error, .. } => {
-                    call.arg("retry").arg(generation).arg(&at(*next_attempt_at)?[..]).arg(error);
-                }
-                RevocationOutcome::GaveUp { generation, error, .. } => {
-                    call.arg("gave_up").arg(generation).arg("").arg(error);
-                }
+            let keys = self.layout.of_id(outcome.lease_id());
+            match pending.iter_mut().find(|(shard, _)| shard.prefix() == keys.prefix()) {
+                Some((_, group)) => group.push(outcome),
+                None => pending.push((keys, vec![outcome])),
             }
         }
-        let mut reply = Reply::parse(self.invoke(&call).await?)?;
-        match reply.status() {
-            "ok" => Ok(()),
-            "lease_not_found" => Err(StoreError::LeaseNotFound(lease_id(&reply.bytes()?)?)),
-            _ => Err(reply.unexpected()),
+        while let Some((keys, group)) = pending.pop() {
+            let Some(missing) = self.finish_revocations_in(keys, &group, now).await? else { continue };
+            let Some((found, _)) = self.find_lease(missing).await? else {
+                return Err(StoreError::LeaseNotFound(missing));
+            };
+            if found.prefix() == keys.prefix() {
+                return Err(StoreError::LeaseNotFound(missing));
+            }
+            let (moving, staying): (Vec<_>, Vec<_>) =
+                group.into_iter().partition(|outcome| outcome.lease_id() == missing);
+            pending.push((keys, staying));
+            pending.push((found, moving));
+            pending.retain(|(_, group)| !group.is_empty());
         }
+        Ok(())
     }
 
     async fn backlog(&self) -> Result<super::Backlog, StoreError> {
-        // `queue` is one sorted set (a passing state's schedule, never
-        // chunked): its size, and its first member's due time. Two reads,
-        // not one moment: good enough for a gauge.
-        let queue = format!("{}queue", self.keys.prefix());
-        let queued: u64 = self.connection.zcard(&queue).await?;
-        let first = self.connection.zfirst(&queue).await?;
-        let earliest_due = first.map(|member| record::read_time(&member)).transpose()?;
-        let approvals_open = self.connection.zcard(&format!("{}approvals-open", self.keys.prefix())).await?;
-        Ok(super::Backlog { queued, earliest_due, approvals_open })
+        // `queue` is one sorted set per shard (a passing state's schedule,
+        // never chunked): its size, and its first member's due time. Reads
+        // of several keys, not one moment: good enough for a gauge.
+        let parts = self
+            .in_every_shard(|keys| async move {
+                let queue = format!("{}queue", keys.prefix());
+                let queued: u64 = self.connection.zcard(&queue).await?;
+                let first = self.connection.zfirst(&queue).await?;
+                let earliest_due = first.map(|member| record::read_time(&member)).transpose()?;
+                let approvals_open =
+                    self.connection.zcard(&format!("{}approvals-open", keys.prefix())).await?;
+                Ok(super::Backlog { queued, earliest_due, approvals_open })
+            })
+            .await?;
+        Ok(parts.into_iter().fold(super::Backlog::default(), |sum, part| super::Backlog {
+            queued: sum.queued + part.queued,
+            earliest_due: sum.earliest_due.into_iter().chain(part.earliest_due).min(),
+            approvals_open: sum.approvals_open + part.approvals_open,
+        }))
     }
 
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let call = self.function("next_due");
-        let leases_and_tasks = reply::earliest(reply::optional_list(self.invoke(&call).await?)?)?;
-        let approvals = self.approvals_due().await?;
-        Ok(leases_and_tasks.into_iter().chain(approvals).min())
+        let parts = self
+            .in_live_shards("next due", |keys| async move {
+                let call = self.function(keys, "next_due");
+                let leases_and_tasks = reply::earliest(reply::optional_list(self.invoke(&call).await?)?)?;
+                let approvals = self.approvals_due(keys).await?;
+                Ok(leases_and_tasks.into_iter().chain(approvals).min())
+            })
+            .await?;
+        Ok(parts.into_iter().flatten().min())
     }
 
     async fn record_sighting(
@@ -723,7 +885,7 @@ impl LeaseStore for RedisStore {
         subject: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let mut call = self.function("record_sighting");
+        let mut call = self.function(self.layout.home(), "record_sighting");
         call.arg(keys::sighting(issuer, subject)).arg(issuer).arg(subject).arg(time(now)).arg(millis(now));
         let reply = Reply::parse(self.invoke(&call).await?)?;
         match reply.status() {
@@ -770,20 +932,37 @@ impl LeaseStore for RedisStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let mut call = self.function("list_sightings");
+        let mut call = self.function(self.layout.home(), "list_sightings");
         call.arg(limit_arg(limit));
         self.rows("sighting", &call).await
     }
 
-    /// A write to the namespace's node: see `lua/health.lua`. Like every
-    /// call, it fails if the namespace is in another layout (`begin` in
-    /// `lua/common.lua`).
+    /// A write to the home's node and to every shard's: see
+    /// `lua/health.lua`. Like every call, it fails if the namespace is in
+    /// another layout (`begin` in `lua/common.lua`).
     async fn health(&self) -> Result<(), StoreError> {
-        let call = self.function("health");
-        let reply = Reply::parse(self.invoke(&call).await?)?;
-        match reply.status() {
-            "ok" => Ok(()),
-            _ => Err(reply.unexpected()),
-        }
+        let homes = std::iter::once(self.layout.home()).filter(|_| self.layout.sharded());
+        try_join_all(homes.chain(self.layout.shards()).map(|keys| async move {
+            let reply = Reply::parse(self.invoke(&self.function(keys, "health")).await?)?;
+            match reply.status() {
+                "ok" => Ok(()),
+                _ => Err(reply.unexpected()),
+            }
+        }))
+        .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listings_of_shards_merge_in_id_order() {
+        let parts = vec![vec![1u128, 4, 9], vec![2, 3], vec![], vec![5]];
+        let ids = |part: Vec<u128>| part.into_iter().map(Uuid::from_u128).collect::<Vec<_>>();
+        let merged = merged(parts.into_iter().map(ids).collect(), |id| *id, 4);
+        assert_eq!(merged, ids(vec![1, 2, 3, 4]));
     }
 }

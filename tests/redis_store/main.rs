@@ -17,6 +17,7 @@ mod indexes;
 mod layout;
 mod outage;
 mod retention;
+mod shards;
 mod tls;
 
 use std::sync::Arc;

@@ -35,6 +35,10 @@ impl TlsRedis {
             ca_file: Some(self.dir.path().join("ca.crt")),
             client_cert_file,
             client_key_file,
+            // Room for the handshake on a loaded machine, so that a refusal
+            // is reported as what it is rather than as a timeout.
+            connect_timeout: Duration::from_secs(3),
+            operation_timeout: Duration::from_secs(5),
             ..config(format!("rediss://127.0.0.1:{}", self.port), namespace)
         }
     }

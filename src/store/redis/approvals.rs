@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::RedisStore;
+use super::keys::Keys;
 use super::reply::{Reply, decode, encode, millis, time};
 use crate::model::{Approval, ApprovalVote};
 use crate::store::approval_rules as rules;
@@ -37,9 +38,15 @@ enum Put {
 
 impl RedisStore {
     /// A request and the JSON it was read from.
+    /// It is in the shard of its task, which its id names (one made before
+    /// shards may be in another).
     async fn read_approval(&self, id: Uuid) -> Result<Option<(Approval, Vec<u8>)>, StoreError> {
-        let Some(raw) = self.connection.get(self.keys.approval(id)).await? else { return Ok(None) };
-        Ok(Some((decode("approval request", &raw)?, raw)))
+        for keys in std::iter::once(self.layout.of_id(id)).chain(self.layout.others(id)) {
+            if let Some(raw) = self.connection.get(keys.approval(id)).await? {
+                return Ok(Some((decode("approval request", &raw)?, raw)));
+            }
+        }
+        Ok(None)
     }
 
     async fn put_approval(
@@ -51,7 +58,7 @@ impl RedisStore {
     ) -> Result<Put, StoreError> {
         let json = encode("approval request", approval)?;
         let due = approval.due_at().map(|due| millis(due).to_string()).unwrap_or_default();
-        let mut call = self.function("put_approval");
+        let mut call = self.function(self.layout.of_task(&approval.task_id), "put_approval");
         call.arg(approval.id.to_string())
             .arg(expected.unwrap_or_default())
             .arg(json)
@@ -100,11 +107,12 @@ impl RedisStore {
     /// Rows of `list_approvals`, with the JSON each was read from.
     async fn approval_rows(
         &self,
+        keys: &Keys,
         which: &str,
         after: Option<Uuid>,
         limit: usize,
     ) -> Result<Vec<(Approval, Vec<u8>)>, StoreError> {
-        let mut call = self.function("list_approvals");
+        let mut call = self.function(keys, "list_approvals");
         call.arg(which).arg(after.map(|id| id.to_string()).unwrap_or_default()).arg(limit);
         let rows = super::reply::list(self.invoke(&call).await?)?;
         rows.into_iter().map(|raw| Ok((decode("approval request", &raw)?, raw))).collect()
@@ -129,16 +137,31 @@ impl RedisStore {
     }
 
     /// Pages through every request in id order, keeping those the filter
-    /// matches. Requests are human-scale, so a scan is cheap.
+    /// matches: in the task's shard, or in every shard, merged. Requests
+    /// are human-scale, so a scan is cheap.
     pub(super) async fn list_approvals_in(
         &self,
+        filter: &ApprovalFilter,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Approval>, StoreError> {
+        if let Some(task_id) = &filter.task_id {
+            return self.list_approvals_of(self.layout.of_task(task_id), filter, after, limit).await;
+        }
+        let parts = self.in_every_shard(|keys| self.list_approvals_of(keys, filter, after, limit)).await?;
+        Ok(super::merged(parts, |approval| approval.id, limit))
+    }
+
+    async fn list_approvals_of(
+        &self,
+        keys: &Keys,
         filter: &ApprovalFilter,
         mut after: Option<Uuid>,
         limit: usize,
     ) -> Result<Vec<Approval>, StoreError> {
         let mut found = Vec::new();
         while found.len() < limit {
-            let page = self.approval_rows("all", after, PAGE).await?;
+            let page = self.approval_rows(keys, "all", after, PAGE).await?;
             let full = page.len() == PAGE;
             for (approval, _) in page {
                 after = Some(approval.id);
@@ -171,15 +194,32 @@ impl RedisStore {
         self.change_approval(id, now, |approval| rules::collected(approval, agent, now)).await
     }
 
-    /// Looks at every open request: those whose task or agent ended it are
-    /// cancelled, those past due expire. A request changed meanwhile by
-    /// someone else is left for the next pass.
+    /// Looks at every open request, shard by shard: those whose task or
+    /// agent ended it are cancelled, those past due expire. A request
+    /// changed meanwhile by someone else is left for the next pass.
     pub(super) async fn end_approvals_in(
         &self,
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Approval>, StoreError> {
-        let open = self.approval_rows("open", None, OPEN_SCAN).await?;
+        let mut ended = Vec::new();
+        for keys in self.layout.shards() {
+            if ended.len() == limit {
+                break;
+            }
+            let left = limit - ended.len();
+            ended.extend(self.end_approvals_of(keys, now, left).await?);
+        }
+        Ok(ended)
+    }
+
+    async fn end_approvals_of(
+        &self,
+        keys: &Keys,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Approval>, StoreError> {
+        let open = self.approval_rows(keys, "open", None, OPEN_SCAN).await?;
         let mut tasks: HashMap<String, Option<crate::model::Task>> = HashMap::new();
         let mut suspended: HashMap<String, bool> = HashMap::new();
         let mut ended = Vec::new();
@@ -216,9 +256,9 @@ impl RedisStore {
         Ok(ended)
     }
 
-    /// When the first open request falls due.
-    pub(super) async fn approvals_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let first = self.approval_rows("open", None, 1).await?;
+    /// When the first open request of a shard falls due.
+    pub(super) async fn approvals_due(&self, keys: &Keys) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let first = self.approval_rows(keys, "open", None, 1).await?;
         Ok(first.first().and_then(|(approval, _)| approval.due_at()))
     }
 }

@@ -20,10 +20,20 @@ pub struct RedisConfig {
     /// of the cluster is discovered from them.
     #[serde(default)]
     pub cluster_nodes: Vec<String>,
-    /// Every key starts `writ:{<namespace>}:`. The braces are a Redis
-    /// Cluster hash tag: all of one deployment's keys share one slot.
+    /// Every key starts `writ:{<namespace>`. The braces are a Redis
+    /// Cluster hash tag: with one shard, all of one deployment's keys share
+    /// one slot.
     #[serde(default = "defaults::namespace")]
     pub namespace: String,
+    /// How many hash tags (shards) the namespace's tasks, leases and
+    /// approval requests are spread over: 1 (the default) keeps them in one
+    /// slot; more spreads the writes over a Redis Cluster's primaries (a
+    /// few per primary is a good start). Every replica must say the same:
+    /// the namespace records its count, and a store configured otherwise
+    /// refuses to open. `writ store reshard` moves a namespace to another
+    /// count (docs/operations.md, "Sharding on Redis").
+    #[serde(default = "defaults::shards")]
+    pub shards: u16,
     /// How long to wait for a TCP connection (and handshake) to a node.
     #[serde(with = "humantime_serde", default = "defaults::connect_timeout")]
     pub connect_timeout: Duration,
@@ -62,6 +72,7 @@ impl RedisConfig {
             url: Some(url.into()),
             cluster_nodes: Vec::new(),
             namespace: defaults::namespace(),
+            shards: defaults::shards(),
             connect_timeout: defaults::connect_timeout(),
             response_timeout: defaults::response_timeout(),
             operation_timeout: defaults::operation_timeout(),
@@ -130,6 +141,9 @@ impl RedisConfig {
         if self.namespace.is_empty() || self.namespace.contains(['{', '}']) {
             return Err("namespace must be non-empty and contain no { or }".into());
         }
+        if !(1..=MAX_SHARDS).contains(&self.shards) {
+            return Err(format!("shards must be between 1 and {MAX_SHARDS}"));
+        }
         let timeouts = [
             ("connect_timeout", self.connect_timeout),
             ("response_timeout", self.response_timeout),
@@ -150,6 +164,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("url", &self.url.as_deref().map(redact))
             .field("cluster_nodes", &self.cluster_nodes.iter().map(|url| redact(url)).collect::<Vec<_>>())
             .field("namespace", &self.namespace)
+            .field("shards", &self.shards)
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
             .field("operation_timeout", &self.operation_timeout)
@@ -171,11 +186,19 @@ pub(super) fn redact(url: &str) -> String {
     }
 }
 
+/// The most shards a namespace may have: far more than a cluster has
+/// primaries, few enough that a sweep over all of them stays cheap.
+pub const MAX_SHARDS: u16 = 1024;
+
 mod defaults {
     use std::time::Duration;
 
     pub fn namespace() -> String {
         "writ".into()
+    }
+
+    pub fn shards() -> u16 {
+        1
     }
 
     pub fn connect_timeout() -> Duration {
@@ -236,6 +259,13 @@ mod tests {
         assert!(braces.validate().unwrap_err().contains("namespace"));
         braces.namespace = String::new();
         assert!(braces.validate().is_err());
+        let mut shards = RedisConfig::single("redis://a:1");
+        shards.shards = 0;
+        assert!(shards.validate().unwrap_err().contains("shards"));
+        shards.shards = 1025;
+        assert!(shards.validate().is_err());
+        shards.shards = 12;
+        shards.validate().unwrap();
         let mut zero = RedisConfig::single("redis://a:1");
         zero.operation_timeout = Duration::ZERO;
         assert!(zero.validate().unwrap_err().contains("operation_timeout"));

@@ -115,7 +115,8 @@ impl Connection {
         Ok(first.into_iter().next())
     }
 
-    async fn query<T: redis::FromRedisValue>(&self, command: Cmd) -> Result<T, StoreError> {
+    /// Any command, bounded like every call.
+    pub(super) async fn query<T: redis::FromRedisValue>(&self, command: Cmd) -> Result<T, StoreError> {
         let mut nodes = self.nodes.clone();
         let answer =
             async move { command.query_async(&mut nodes).await.map_err(|error| store_error(&error)) };

@@ -57,19 +57,31 @@
 //! revocation worker take what is due from the front, and `next_due` reads
 //! the time off the first member.
 //!
-//! One hash tag for the whole namespace keeps every multi-key function in one
-//! slot, which Redis Cluster requires (no script or MULTI spans slots). The
-//! trade-off: a cluster then gives a deployment failover, not write
-//! scaling, since all of it is on one primary. Spreading it would mean a
-//! tag per bucket of tasks (`writ:{<namespace>:<bucket>}:`, bucket from a
-//! hash of the task id) holding a task, its leases *and* a bucket-local
-//! copy of every global index (`expiries`, `queue`, `state:*`,
-//! `agent-leases:*`, ...). Each single-task change stays atomic, since
-//! everything it touches shares the bucket; the sweeper, the revocation
-//! worker, `next_due` and listings would walk every bucket and merge; and
-//! the batch calls (`request_revocation`, `finish_revocations` over leases
-//! of many tasks) would be atomic per bucket only, short of what the trait
-//! promises. Hence one tag.
+//! One hash tag keeps every multi-key function in one slot, which Redis
+//! Cluster requires (no script or MULTI spans slots). With `shards = 1`
+//! (the default) the whole namespace shares the tag `{<namespace>}`: a
+//! cluster then gives the deployment failover, not write scaling.
+//!
+//! With `shards = N > 1` ([ADR 0017](../../../docs/adr/0017-redis-shards.md))
+//! the keys above are split in two:
+//!
+//! - the **home**, `writ:{<namespace>}:`, keeps what is namespace-wide:
+//!   `registry*`, `agents`, `providers`, `suspended`,
+//!   `suspended-providers` (the statuses operators read), `sightings*`,
+//!   `health`, `layout`, plus `shards` (the shard count the namespace is
+//!   laid out in, checked at every start) and `spreading` (a suspension
+//!   still being carried to every shard: `<kind>:<name>` →
+//!   `<reason code>:<ms last touched>`);
+//! - each **shard** `i`, `writ:{<namespace>:<N>.<i>.<k>}:`, keeps whole
+//!   tasks: `task:*`, `deadlines`, `closed-tasks`, `closing`, the leases
+//!   and every index of them, the approval requests of its tasks, and its
+//!   own copy of `agents`/`suspended`/`closing-agents` and of the provider
+//!   states, which its functions check atomically with each insert. A task
+//!   lives in shard `crc16(task id) % N`, and every lease and approval id
+//!   carries that checksum (`model::routing`), so a call on a lease goes
+//!   straight to its shard. `k` is the smallest number that puts shard
+//!   `i`'s slot in the `i`-th N-th of the slot space, so a cluster whose
+//!   primaries own equal runs of slots gets an equal share of shards.
 
 use uuid::Uuid;
 
@@ -84,6 +96,39 @@ pub(super) struct Keys {
 impl Keys {
     pub(super) fn new(namespace: &str) -> Self {
         Self { prefix: format!("writ:{{{namespace}}}:") }
+    }
+
+    /// Shard `index` of `count` (see the module's docs).
+    pub(super) fn shard(namespace: &str, index: u16, count: u16) -> Self {
+        let band = |tag: &str| usize::from(slot(tag)) * usize::from(count) / SLOTS;
+        let tag = (0u32..)
+            .map(|k| format!("{namespace}:{count}.{index}.{k}"))
+            .find(|tag| band(tag) == usize::from(index))
+            .unwrap_or_else(|| unreachable!("every band of the slot space is hit by some tag"));
+        Self { prefix: format!("writ:{{{tag}}}:") }
+    }
+
+    /// The hash tag.
+    #[cfg(test)]
+    pub(super) fn tag(&self) -> &str {
+        let open = self.prefix.find('{').map_or(0, |at| at + 1);
+        let close = self.prefix.rfind('}').unwrap_or(self.prefix.len());
+        &self.prefix[open..close]
+    }
+
+    /// Suspensions still being carried to every shard (home only).
+    pub(super) fn spreading(&self) -> String {
+        format!("{}spreading", self.prefix)
+    }
+
+    /// A move to another shard count under way: `<from>:<to>` (home only).
+    pub(super) fn resharding(&self) -> Vec<u8> {
+        format!("{}resharding", self.prefix).into_bytes()
+    }
+
+    /// The shard count the namespace is laid out in (home only).
+    pub(super) fn shard_count(&self) -> Vec<u8> {
+        format!("{}shards", self.prefix).into_bytes()
     }
 
     /// Passed to every function as its one key: it routes the call to the
@@ -111,6 +156,15 @@ impl Keys {
         format!("{}closing-providers", self.prefix)
     }
 
+    /// The names of suspended agents (with shards, each shard's own copy).
+    pub(super) fn suspended(&self) -> String {
+        format!("{}suspended", self.prefix)
+    }
+
+    pub(super) fn suspended_providers(&self) -> String {
+        format!("{}suspended-providers", self.prefix)
+    }
+
     /// Providers' statuses, by name.
     pub(super) fn providers(&self) -> String {
         format!("{}providers", self.prefix)
@@ -136,6 +190,74 @@ impl Keys {
     /// The hash of every lease record, by lease id.
     pub(super) fn leases(&self) -> String {
         format!("{}leases", self.prefix)
+    }
+}
+
+/// Redis Cluster's slot count.
+const SLOTS: usize = 16384;
+
+/// The Redis Cluster slot of a hash tag.
+pub(super) fn slot(tag: &str) -> u16 {
+    crate::model::routing::task_route(tag) % 16384
+}
+
+/// Where a namespace's keys are: its home and its shards.
+#[derive(Clone, Debug)]
+pub(super) struct Layout {
+    home: Keys,
+    /// One or more; with one, it is the home itself.
+    shards: Vec<Keys>,
+}
+
+impl Layout {
+    pub(super) fn new(namespace: &str, count: u16) -> Self {
+        let home = Keys::new(namespace);
+        let shards = if count <= 1 {
+            vec![home.clone()]
+        } else {
+            (0..count).map(|index| Keys::shard(namespace, index, count)).collect()
+        };
+        Self { home, shards }
+    }
+
+    pub(super) fn home(&self) -> &Keys {
+        &self.home
+    }
+
+    pub(super) fn shards(&self) -> &[Keys] {
+        &self.shards
+    }
+
+    /// Whether the namespace is spread over shards (else its one shard is
+    /// the home).
+    pub(super) fn sharded(&self) -> bool {
+        self.shards.len() > 1
+    }
+
+    fn by_route(&self, route: u16) -> usize {
+        usize::from(route) % self.shards.len()
+    }
+
+    pub(super) fn of_task(&self, task_id: &str) -> &Keys {
+        &self.shards[self.by_route(crate::model::routing::task_route(task_id))]
+    }
+
+    /// The shard an id names (`model::routing`): where it is, unless it was
+    /// made otherwise.
+    pub(super) fn of_id(&self, id: Uuid) -> &Keys {
+        &self.shards[self.by_route(crate::model::routing::id_route(id))]
+    }
+
+    /// The shards other than the one `id` names: where to look next.
+    pub(super) fn others(&self, id: Uuid) -> impl Iterator<Item = &Keys> {
+        let own = self.by_route(crate::model::routing::id_route(id));
+        self.shards.iter().enumerate().filter(move |(index, _)| *index != own).map(|(_, keys)| keys)
+    }
+
+    /// Splits `limit` over the shards (at least one each), so that a
+    /// batch taken from every shard stays near `limit` in all.
+    pub(super) fn share(&self, limit: usize) -> usize {
+        limit.div_ceil(self.shards.len()).max(1)
     }
 }
 
@@ -174,6 +296,25 @@ mod tests {
         assert_eq!(keys.leases(), "writ:{prod}:leases");
         let id = Uuid::from_u128(0x0102);
         assert_eq!(lease_id(&member(id)).unwrap(), id);
+    }
+
+    #[test]
+    fn shards_spread_over_the_slot_space_and_tasks_over_shards() {
+        let layout = Layout::new("prod", 3);
+        let slots: Vec<u16> = layout.shards().iter().map(|keys| slot(keys.tag())).collect();
+        for (index, slot) in slots.iter().enumerate() {
+            assert_eq!(usize::from(*slot) * 3 / SLOTS, index, "{slots:?}");
+        }
+        assert!(layout.shards().iter().all(|keys| keys.prefix().starts_with("writ:{prod:3.")));
+        // A task's ids lead to the task's shard.
+        let id = crate::model::routing::id_for_task("t-42");
+        assert_eq!(layout.of_id(id).prefix(), layout.of_task("t-42").prefix());
+        assert_eq!(layout.others(id).count(), 2);
+        // One shard is the home, as before shards existed.
+        let one = Layout::new("prod", 1);
+        assert_eq!(one.shards()[0].prefix(), "writ:{prod}:");
+        assert!(!one.sharded());
+        assert_eq!(layout.share(1024), 342);
     }
 
     #[test]

@@ -44,6 +44,9 @@ const OPERATIONS: &[(&str, &str, bool)] = &[
     ("list_approvals", include_str!("lua/list_approvals.lua"), true),
     ("put_agent", include_str!("lua/put_agent.lua"), false),
     ("list_agents", include_str!("lua/list_agents.lua"), true),
+    ("import_task", include_str!("lua/import_task.lua"), false),
+    ("import_leases", include_str!("lua/import_leases.lua"), false),
+    ("drop_task", include_str!("lua/drop_task.lua"), false),
 ];
 
 /// The library's source and the name it is loaded under.

@@ -198,6 +198,24 @@ impl RedisCluster {
     /// Starts three nodes, joins them with `redis-cli --cluster create`,
     /// and waits until every node reports `cluster_state:ok`.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// As [`Self::start`], with `cluster-require-full-coverage no` (while a
+    /// node is down, the others keep serving their own slots) and AOF with
+    /// an fsync per write (a stopped node comes back with its data).
+    pub fn start_partial() -> Self {
+        Self::start_with(&[
+            "--cluster-require-full-coverage",
+            "no",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ])
+    }
+
+    fn start_with(extra: &[&str]) -> Self {
         let mut nodes = Vec::new();
         for _ in 0..3 {
             // The cluster bus listens on port + 10000. Its configuration
@@ -206,7 +224,7 @@ impl RedisCluster {
             let cluster = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"];
             nodes.push(RedisServer::start_on_free_port(
                 true,
-                &[&cluster[..], &["--cluster-node-timeout", "2000"]].concat(),
+                &[&cluster[..], &["--cluster-node-timeout", "2000"], extra].concat(),
             ));
         }
         let addresses: Vec<String> = nodes.iter().map(|node| format!("127.0.0.1:{}", node.port())).collect();

@@ -1,9 +1,10 @@
 -- ARGV: now, now (ms), limit. Replies with the ids of open tasks whose
--- deadline is at or before now, oldest first.
+-- deadline is at or before now, oldest first, each followed by its
+-- deadline (ms), so that the caller can merge shards in deadline order.
 local now, now_ms, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local overdue = {}
 local offset = 0
-while #overdue < limit do
+while #overdue < 2 * limit do
   local batch = redis.call('ZRANGEBYSCORE', P .. 'deadlines', '-inf', now_ms, 'WITHSCORES', 'LIMIT', offset, limit)
   if #batch == 0 then break end
   for i = 1, #batch, 2 do
@@ -20,7 +21,8 @@ while #overdue < limit do
     end
     if wanted then
       table.insert(overdue, task_id)
-      if #overdue == limit then break end
+      table.insert(overdue, batch[i + 1])
+      if #overdue == 2 * limit then break end
     end
   end
   offset = offset + #batch / 2

@@ -1,8 +1,9 @@
--- ARGV: reason code, now, lease ids... Replies {'ok', {ids moved}}.
--- Unknown ids are left alone like leases in other states: the caller asks
--- for an end state, and a lease that does not exist is already there.
+-- ARGV: reason code, now, lease ids... Replies {'ok', {ids moved}, {ids
+-- unknown}}. Unknown ids are left alone like leases in other states: the
+-- caller asks for an end state, and a lease that does not exist is
+-- already there (with shards, the caller looks for them in the others).
 local reason, now = tonumber(ARGV[1]), ARGV[2]
-local changes, moved, seen = {}, {}, {}
+local changes, moved, unknown, seen = {}, {}, {}, {}
 for i = 3, #ARGV do
   local id = ARGV[i]
   if not seen[id] then
@@ -14,8 +15,10 @@ for i = 3, #ARGV do
         plan_revoking(changes, id, lease, entries(id, lease), reason, now)
         table.insert(moved, id)
       end
+    else
+      table.insert(unknown, id)
     end
   end
 end
 apply(changes)
-return { 'ok', moved }
+return { 'ok', moved, unknown }
