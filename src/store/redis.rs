@@ -167,23 +167,45 @@ impl RedisStore {
                  move with `writ store reshard` before starting Writ"
             )));
         }
-        match self.stored_shard_count().await? {
-            Some(stored) if usize::from(stored) == configured => Ok(()),
-            Some(stored) => Err(refuse(stored.into())),
-            None if configured == 1 => Ok(()),
+        let stored = match self.stored_shard_count().await? {
+            Some(stored) => stored,
             None => {
-                if self.holds_tasks(self.layout.home()).await? {
+                // Unmarked: from before shards, or new. Data from before
+                // shards is in the one-shard layout.
+                if configured > 1 && self.holds_tasks(self.layout.home()).await? {
                     return Err(refuse(1));
                 }
+                // Marked whatever the count, so that replicas starting
+                // together with different counts cannot both go on.
                 let mut mark = redis::cmd("SET");
                 mark.arg(self.layout.home().shard_count()).arg(configured).arg("NX");
                 let _: Value = self.connection.query(mark).await?;
-                match self.stored_shard_count().await? {
-                    Some(stored) if usize::from(stored) == configured => Ok(()),
-                    stored => Err(refuse(stored.map_or(1, usize::from))),
-                }
+                self.stored_shard_count().await?.unwrap_or(1)
             }
+        };
+        if usize::from(stored) != configured {
+            return Err(refuse(stored.into()));
         }
+        self.mark_home().await
+    }
+
+    /// Marks a sharded home layout 5 (code from before shards would read
+    /// its home as the whole namespace and miss every task), an unsharded
+    /// one back to 4 if it was moved back to one shard.
+    async fn mark_home(&self) -> Result<(), StoreError> {
+        let key = format!("{}layout", self.layout.home().prefix());
+        let current = self.connection.get(key.clone().into_bytes()).await?;
+        let wanted: &[u8] = if self.layout.sharded() { b"5" } else { b"4" };
+        let stale = match current.as_deref() {
+            Some(b"5") => !self.layout.sharded(),
+            _ => self.layout.sharded(),
+        };
+        if stale {
+            let mut set = redis::cmd("SET");
+            set.arg(key).arg(wanted);
+            self.connection.query::<()>(set).await?;
+        }
+        Ok(())
     }
 
     /// Whether `keys` holds any task, lease or approval request.

@@ -93,7 +93,13 @@ async fn closed_tasks_are_forgotten_after_their_leases() {
     keys.sort();
     assert_eq!(
         keys,
-        ["writ:{tasks}:deadlines", "writ:{tasks}:health", "writ:{tasks}:layout", "writ:{tasks}:task:open"]
+        [
+            "writ:{tasks}:deadlines",
+            "writ:{tasks}:health",
+            "writ:{tasks}:layout",
+            "writ:{tasks}:shards",
+            "writ:{tasks}:task:open"
+        ]
     );
     store.create_task(task("empty")).await.expect("a forgotten task's id can be used again");
 }

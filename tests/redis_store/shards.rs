@@ -313,6 +313,8 @@ async fn reshard_moves_everything_and_refuses_the_old_count() {
     let refused = RedisStore::open(&base).await.err().expect("the old count is refused");
     assert!(refused.to_string().contains("3 shard(s)"), "{refused}");
     let sharded_store = store(&three).await;
+    let home_layout = cluster.nodes()[0].cli(&["-c", "get", "writ:{moving}:layout"]);
+    assert_eq!(home_layout.trim(), "5", "code from before shards refuses the home");
     assert_eq!(paged_leases(&sharded_store).await, before, "every lease, as it was");
     for n in 0..20 {
         let task_id = format!("task-{n}");

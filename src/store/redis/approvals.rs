@@ -202,15 +202,29 @@ impl RedisStore {
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Approval>, StoreError> {
+        // A shard that does not answer is left for the next pass; the
+        // others go on.
         let mut ended = Vec::new();
+        let (mut answered, mut failed) = (0, None);
         for keys in self.layout.shards() {
             if ended.len() == limit {
                 break;
             }
-            let left = limit - ended.len();
-            ended.extend(self.end_approvals_of(keys, now, left).await?);
+            match self.end_approvals_of(keys, now, limit - ended.len()).await {
+                Ok(part) => {
+                    answered += 1;
+                    ended.extend(part);
+                }
+                Err(error) => {
+                    tracing::warn!(shard = keys.prefix(), %error, "ending approval requests: a shard did not answer");
+                    failed = Some(error);
+                }
+            }
         }
-        Ok(ended)
+        match failed {
+            Some(error) if answered == 0 => Err(error),
+            _ => Ok(ended),
+        }
     }
 
     async fn end_approvals_of(

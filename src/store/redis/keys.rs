@@ -68,7 +68,8 @@
 //! - the **home**, `writ:{<namespace>}:`, keeps what is namespace-wide:
 //!   `registry*`, `agents`, `providers`, `suspended`,
 //!   `suspended-providers` (the statuses operators read), `sightings*`,
-//!   `health`, `layout`, plus `shards` (the shard count the namespace is
+//!   `health`, `layout` (`5` in a sharded home, which code from before
+//!   shards refuses), plus `shards` (the shard count the namespace is
 //!   laid out in, checked at every start) and `spreading` (a suspension
 //!   still being carried to every shard: `<kind>:<name>` →
 //!   `<reason code>:<ms last touched>`);

@@ -97,6 +97,7 @@ pub async fn reshard(config: &RedisConfig, to: u16) -> Result<Resharded, StoreEr
     let mut count = redis::cmd("SET");
     count.arg(home.shard_count()).arg(to);
     target.connection.query::<()>(count).await?;
+    target.mark_home().await?;
     let mut done = redis::cmd("DEL");
     done.arg(home.resharding());
     target.connection.query::<()>(done).await?;

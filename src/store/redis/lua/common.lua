@@ -613,7 +613,11 @@ end
 -- Older code, which would not honour it, then refuses the namespace; a
 -- mixed fleet keeps serving until the first such write.
 local LAYOUT = '4'
-local UPGRADES_FROM = { ['2'] = true, ['3'] = true }
+-- Layout 5 marks the home of a namespace spread over shards (keys.rs; set
+-- by the store when it opens one): layout 4 keys, but tasks and leases in
+-- the shards, which code from before shards would not find, so it refuses
+-- such a home. This code reads it as layout 4.
+local UPGRADES_FROM = { ['2'] = true, ['3'] = true, ['5'] = true }
 
 -- Raises the namespace's mark to `version` ('3' or '4') if it is lower,
 -- before the write that needs it.
