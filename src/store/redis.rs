@@ -172,8 +172,12 @@ impl RedisStore {
             None => {
                 // Unmarked: from before shards, or new. Data from before
                 // shards is in the one-shard layout.
-                if configured > 1 && self.holds_tasks(self.layout.home()).await? {
-                    return Err(refuse(1));
+                if configured > 1 {
+                    if self.holds_tasks(self.layout.home()).await? {
+                        return Err(refuse(1));
+                    }
+                    // Suspensions recorded before shards hold in every shard.
+                    self.copy_suspensions(self.layout.home()).await?;
                 }
                 // Marked whatever the count, so that replicas starting
                 // together with different counts cannot both go on.
@@ -319,12 +323,17 @@ impl RedisStore {
     /// A lease's record and the shard it was found in.
     async fn find_lease(&self, lease_id: Uuid) -> Result<Option<(&Keys, Lease)>, StoreError> {
         let shards = std::iter::once(self.layout.of_id(lease_id)).chain(self.layout.others(lease_id));
+        // A shard that fails does not hide the lease in another; "not
+        // found" is said only if every shard answered.
+        let mut failed = None;
         for keys in shards {
-            if let Some(row) = self.connection.hget(&keys.leases(), &member(lease_id)).await? {
-                return Ok(Some((keys, record::decode(lease_id, &row)?)));
+            match self.connection.hget(&keys.leases(), &member(lease_id)).await {
+                Ok(Some(row)) => return Ok(Some((keys, record::decode(lease_id, &row)?))),
+                Ok(None) => {}
+                Err(error) => failed = Some(error),
             }
         }
-        Ok(None)
+        failed.map_or(Ok(None), Err)
     }
 
     async fn sweep_in(
@@ -793,11 +802,16 @@ impl LeaseStore for RedisStore {
         // An equal share from every shard at once, so that no shard's
         // backlog starves another's; then what is left of the batch from
         // the shards that filled their share.
-        let (now, claim_until, share) = (at(now)?, at(claim_until)?, self.layout.share(limit));
+        let (now, claim_until) = (at(now)?, at(claim_until)?);
+        let shares =
+            self.layout.shares(limit, self.next_sweep.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let claim = |keys: &Keys, limit: usize| {
             let mut call = self.function(keys, "claim_revocations");
             call.arg(&now[..]).arg(&claim_until[..]).arg(limit_arg(limit));
             async move {
+                if limit == 0 {
+                    return Ok(Vec::new());
+                }
                 let mut reply = Reply::parse(self.invoke(&call).await?)?;
                 match reply.status() {
                     "ok" => reply::leases(reply.list()?),
@@ -805,14 +819,22 @@ impl LeaseStore for RedisStore {
                 }
             }
         };
-        let parts =
-            self.in_live_shards("claiming revocations", |keys| async move {
-                Ok((keys, claim(keys, share).await?))
+        let shares = &shares;
+        let parts = self
+            .in_live_shards("claiming revocations", |keys| async move {
+                let share =
+                    shares.iter().find(|(shard, _)| shard.prefix() == keys.prefix()).map_or(0, |(_, n)| *n);
+                Ok((keys, share, claim(keys, share).await?))
             })
             .await?;
-        let full: Vec<&Keys> =
-            parts.iter().filter(|(_, claimed)| claimed.len() == share).map(|(keys, _)| *keys).collect();
-        let mut claimed: Vec<Lease> = parts.into_iter().flat_map(|(_, claimed)| claimed).collect();
+        // Shards that may have more: those that filled their share, and
+        // those whose share was nothing (a batch smaller than the shards).
+        let full: Vec<&Keys> = parts
+            .iter()
+            .filter(|(_, share, claimed)| claimed.len() == *share)
+            .map(|(keys, _, _)| *keys)
+            .collect();
+        let mut claimed: Vec<Lease> = parts.into_iter().flat_map(|(_, _, claimed)| claimed).collect();
         for keys in full {
             if claimed.len() >= limit {
                 break;
@@ -850,8 +872,18 @@ impl LeaseStore for RedisStore {
                 None => pending.push((keys, vec![outcome])),
             }
         }
+        // A shard that fails does not keep the others' outcomes from being
+        // recorded; the call reports the first failure at the end.
+        let mut failed = None;
         while let Some((keys, group)) = pending.pop() {
-            let Some(missing) = self.finish_revocations_in(keys, &group, now).await? else { continue };
+            let missing = match self.finish_revocations_in(keys, &group, now).await {
+                Ok(None) => continue,
+                Ok(Some(missing)) => missing,
+                Err(error) => {
+                    failed = Some(error);
+                    continue;
+                }
+            };
             let Some((found, _)) = self.find_lease(missing).await? else {
                 return Err(StoreError::LeaseNotFound(missing));
             };
@@ -864,7 +896,7 @@ impl LeaseStore for RedisStore {
             pending.push((found, moving));
             pending.retain(|(_, group)| !group.is_empty());
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     async fn backlog(&self) -> Result<super::Backlog, StoreError> {

@@ -3,13 +3,15 @@
 //! shards, carrying a suspension to every shard (ADR 0017).
 //!
 //! A task lives in one shard, so its close is that shard's business. An
-//! agent or a provider has leases in every shard: its suspension is first
-//! recorded in the home (the status operators read, marked in `spreading`
-//! before anything else is written), then ended in each shard (each
-//! shard's own copy of the suspended set is what its inserts check), and
-//! the mark is dropped last. A caller that dies on the way leaves the mark,
-//! and the sweep carries the suspension to the remaining shards once the
-//! mark has been quiet for a second.
+//! agent or a provider has leases in every shard. Its suspension or resume
+//! holds a lock in the home (one at a time per agent or provider, so a
+//! resume and a suspension never interleave), marks it `spreading`, changes
+//! the home (the status operators read), then makes every shard's own copy
+//! match the home (each shard's copy of the suspended set is what its
+//! inserts check), going on past a shard that fails, and drops the mark
+//! once every shard has it. A caller that dies on the way, or a shard that
+//! was down, leaves the mark, and the next sweep that can take the lock
+//! makes the shards match the home.
 
 use chrono::{DateTime, Utc};
 
@@ -20,9 +22,13 @@ use super::{CLOSE_BATCH, RedisStore};
 use crate::model::{AgentState, AgentStatus, ProviderStatus, RevocationReason};
 use crate::store::{ClosedScope, Scope, StoreError, SweptLease};
 
-/// A close's caller is left to move it alone for this long after it last
-/// moved a batch (as `TAKEOVER_MS` in `close_scope.lua`).
-const TAKEOVER_MS: i64 = 1000;
+/// How long a suspension's or resume's lock lasts unless its holder
+/// refreshes it (after each shard).
+const LOCK_MS: u64 = 30_000;
+
+/// How long a suspension or resume waits for another of the same agent or
+/// provider to finish.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One call of the close function.
 #[doc(hidden)]
@@ -175,142 +181,250 @@ impl RedisStore {
                 self.close_all(home, scope, ending, reason, now, false).await?.ok_or_else(nothing)
             }
             Scope::Agent(_) | Scope::Provider(_) => {
-                self.mark_spreading(scope, reason, now).await?;
-                let home = self.layout.home();
-                let mut closed =
-                    self.close_all(home, scope, ending, reason, now, false).await?.ok_or_else(nothing)?;
-                // Every shard is given the status as the home holds it (the
-                // first suspension's, if this one came second).
-                let status = match (&closed.scope.agent, &closed.scope.provider) {
-                    (Some(agent), _) => encode("agent status", agent)?,
-                    (_, Some(provider)) => encode("provider status", provider)?,
-                    _ => return Err(nothing()),
-                };
-                let (moved, _) = self.spread(scope, status.as_bytes(), closed.reason, now).await?;
-                closed.scope.revoking.extend(moved.iter().map(|lease| lease.id));
-                closed.moved.extend(moved);
-                self.connection
-                    .query::<()>(hdel(&self.layout.home().spreading(), &spreading_field(scope)))
-                    .await?;
-                Ok(closed)
+                let lock = self.lock(scope).await?;
+                let result = async {
+                    // The mark first: if this caller dies after the home's
+                    // step, the sweep carries it to the shards.
+                    self.mark_spreading(scope, record::reason_code(reason).to_string()).await?;
+                    let home = self.layout.home();
+                    let mut closed =
+                        self.close_all(home, scope, ending, reason, now, false).await?.ok_or_else(nothing)?;
+                    let moved = self.sync_shards(scope, &lock, now).await?;
+                    closed.scope.revoking.extend(moved.iter().map(|(lease, _)| lease.id));
+                    closed.moved.extend(moved.into_iter().map(|(lease, _)| lease));
+                    Ok(closed)
+                }
+                .await;
+                self.unlock(scope, &lock).await;
+                result
             }
         }
     }
 
-    /// Ends `scope` with `status` in every shard, and moves its leases
-    /// there; touches the `spreading` mark after each shard. Returns the
-    /// leases moved and the reason each shard gave them.
-    async fn spread(
+    /// Lifts a suspension (`operation` is `resume_agent` or
+    /// `resume_provider`), finishing first any close of it still under
+    /// way: in the home, then, with shards, in every shard.
+    pub(super) async fn lift(
         &self,
         scope: &Scope,
+        operation: &str,
         status: &[u8],
-        reason: RevocationReason,
-        now: DateTime<Utc>,
-    ) -> Result<(Vec<SweptLease>, RevocationReason), StoreError> {
-        let mut moved = Vec::new();
-        for keys in self.layout.shards() {
-            if let Some(closed) = self.close_all(keys, scope, status, reason, now, false).await? {
-                moved.extend(closed.moved);
-            }
-            self.mark_spreading(scope, reason, now).await?;
-        }
-        Ok((moved, reason))
-    }
-
-    async fn mark_spreading(
-        &self,
-        scope: &Scope,
-        reason: RevocationReason,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        let home = self.layout.home();
+        if !self.layout.sharded() {
+            return self.lift_in(home, scope, operation, status, now).await;
+        }
+        let lock = self.lock(scope).await?;
+        let result = async {
+            self.mark_spreading(scope, String::new()).await?;
+            match self.lift_in(home, scope, operation, status, now).await {
+                Ok(()) => {}
+                // Lifted in the home already: a resume cut short, if some
+                // shard still holds the suspension; it is finished below.
+                Err(not @ (StoreError::AgentNotSuspended(_) | StoreError::ProviderNotSuspended(_))) => {
+                    if !self.suspended_in_a_shard(scope).await? {
+                        self.unmark_spreading(scope).await?;
+                        return Err(not);
+                    }
+                }
+                Err(error) => {
+                    self.unmark_spreading(scope).await?;
+                    return Err(error);
+                }
+            }
+            self.sync_shards(scope, &lock, now).await.map(drop)
+        }
+        .await;
+        self.unlock(scope, &lock).await;
+        result
+    }
+
+    /// Makes every shard's copy of `scope`'s state what the home holds
+    /// (suspended: ended there too, its leases moved; active: lifted),
+    /// holding `lock`. Goes on past a shard that fails; if every shard
+    /// took it, drops the `spreading` mark, else leaves it for the sweep
+    /// and logs which shards are left. Returns the leases moved.
+    async fn sync_shards(
+        &self,
+        scope: &Scope,
+        lock: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(SweptLease, RevocationReason)>, StoreError> {
+        let home = self.layout.home();
+        let field = spreading_field(scope);
+        let mark = self.connection.hget(&home.spreading(), field.as_bytes()).await?;
+        let (status, suspended, operation, fallback) = match scope {
+            Scope::Agent(agent) => {
+                let status = self.agent_status_in(home, agent).await?;
+                let suspended = status.as_ref().is_some_and(|status| status.state == AgentState::Suspended);
+                (
+                    status.map(|s| encode("agent status", &s)).transpose()?,
+                    suspended,
+                    "resume_agent",
+                    RevocationReason::AgentSuspended,
+                )
+            }
+            Scope::Provider(provider) => {
+                let status = self.provider_status_in(home, provider).await?;
+                let suspended = status.as_ref().is_some_and(|status| status.state == AgentState::Suspended);
+                (
+                    status.map(|s| encode("provider status", &s)).transpose()?,
+                    suspended,
+                    "resume_provider",
+                    RevocationReason::ProviderSuspended,
+                )
+            }
+            Scope::Task(_) => return Ok(Vec::new()),
+        };
+        let reason = mark.as_deref().and_then(parse_mark).unwrap_or(fallback);
+        let status = status.unwrap_or_default();
+        let mut moved = Vec::new();
+        let mut left = Vec::new();
+        for keys in self.layout.shards() {
+            let step = if suspended {
+                match self.close_all(keys, scope, status.as_bytes(), reason, now, false).await {
+                    Ok(closed) => {
+                        moved.extend(closed.into_iter().flat_map(|closed| {
+                            let reason = closed.reason;
+                            closed.moved.into_iter().map(move |lease| (lease, reason))
+                        }));
+                        Ok(())
+                    }
+                    Err(error) => Err(error),
+                }
+            } else {
+                match self.lift_in(keys, scope, operation, status.as_bytes(), now).await {
+                    Ok(()) | Err(StoreError::AgentNotSuspended(_) | StoreError::ProviderNotSuspended(_)) => {
+                        Ok(())
+                    }
+                    Err(error) => Err(error),
+                }
+            };
+            if let Err(error) = step {
+                tracing::warn!(scope = %scope.describe(), shard = keys.prefix(), %error, "a shard did not take a suspension or resume; the sweep tries again");
+                left.push(keys.prefix().to_owned());
+            }
+            self.refresh(scope, lock).await;
+        }
+        if left.is_empty() {
+            self.unmark_spreading(scope).await?;
+        }
+        Ok(moved)
+    }
+
+    /// Marks `scope` as being carried to the shards: `value` is the
+    /// suspension's reason code, or empty for a resume.
+    async fn mark_spreading(&self, scope: &Scope, value: String) -> Result<(), StoreError> {
         let mut command = redis::cmd("HSET");
-        command.arg(self.layout.home().spreading()).arg(spreading_field(scope)).arg(format!(
-            "{}:{}",
-            record::reason_code(reason),
-            millis(now)
-        ));
+        command.arg(self.layout.home().spreading()).arg(spreading_field(scope)).arg(value);
         self.connection.query::<()>(command).await
     }
 
-    /// Carries a suspension a caller left half-way to the shards it did
-    /// not reach: with `takeover` only one whose mark has been quiet for
-    /// [`TAKEOVER_MS`]. `None` if there was nothing to carry (or someone
-    /// is carrying it).
-    pub(super) async fn finish_spreading(
-        &self,
-        scope: &Scope,
-        now: DateTime<Utc>,
-        takeover: bool,
-    ) -> Result<Option<Vec<(SweptLease, RevocationReason)>>, StoreError> {
-        let home = self.layout.home();
-        let field = spreading_field(scope);
-        let Some(mark) = self.connection.hget(&home.spreading(), field.as_bytes()).await? else {
-            return Ok(None);
-        };
-        let (reason, touched) = parse_mark(&mark)?;
-        if takeover && millis(now) - touched < TAKEOVER_MS {
-            return Ok(None);
-        }
-        // The status the home holds: a suspension that reached the home is
-        // carried on; one that did not (its caller died before) is dropped.
-        let status = match scope {
-            Scope::Agent(agent) => self
-                .agent_status_in(home, agent)
-                .await?
-                .filter(|status| status.state == AgentState::Suspended)
-                .map(|status| encode("agent status", &status))
-                .transpose()?,
-            Scope::Provider(provider) => self
-                .provider_status_in(home, provider)
-                .await?
-                .filter(|status| status.state == AgentState::Suspended)
-                .map(|status| encode("provider status", &status))
-                .transpose()?,
-            Scope::Task(_) => None,
-        };
-        let moved = match status {
-            Some(status) => {
-                let (moved, reason) = self.spread(scope, status.as_bytes(), reason, now).await?;
-                moved.into_iter().map(|lease| (lease, reason)).collect()
+    async fn unmark_spreading(&self, scope: &Scope) -> Result<(), StoreError> {
+        let mut command = redis::cmd("HDEL");
+        command.arg(self.layout.home().spreading()).arg(spreading_field(scope));
+        self.connection.query::<()>(command).await
+    }
+
+    /// Takes the lock that one suspension or resume of `scope` holds while
+    /// it changes the home and the shards, waiting up to [`LOCK_WAIT`] for
+    /// another to finish. The lock lapses after [`LOCK_MS`] unless
+    /// refreshed, so a dead holder does not keep it.
+    async fn lock(&self, scope: &Scope) -> Result<String, StoreError> {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(token) = self.try_lock(scope).await? {
+                return Ok(token);
             }
-            None => Vec::new(),
+            if started.elapsed() > LOCK_WAIT {
+                return Err(StoreError::Unavailable(format!(
+                    "another suspension or resume of {} is under way; try again",
+                    scope.describe()
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn try_lock(&self, scope: &Scope) -> Result<Option<String>, StoreError> {
+        let token = uuid::Uuid::now_v7().to_string();
+        let mut command = redis::cmd("SET");
+        command.arg(self.lock_key(scope)).arg(&token).arg("NX").arg("PX").arg(LOCK_MS);
+        let taken: Option<String> = self.connection.query(command).await?;
+        Ok(taken.map(|_| token))
+    }
+
+    async fn refresh(&self, scope: &Scope, token: &str) {
+        let mut call = self.function(self.layout.home(), "lock");
+        call.arg(self.lock_name(scope)).arg(token).arg("refresh").arg(LOCK_MS);
+        if let Err(error) = self.invoke(&call).await {
+            tracing::warn!(scope = %scope.describe(), %error, "cannot refresh a suspension's lock");
+        }
+    }
+
+    async fn unlock(&self, scope: &Scope, token: &str) {
+        let mut call = self.function(self.layout.home(), "lock");
+        call.arg(self.lock_name(scope)).arg(token).arg("release").arg(0);
+        if let Err(error) = self.invoke(&call).await {
+            tracing::warn!(scope = %scope.describe(), %error, "cannot release a suspension's lock; it lapses by itself");
+        }
+    }
+
+    fn lock_name(&self, scope: &Scope) -> String {
+        format!("lock:{}", spreading_field(scope))
+    }
+
+    fn lock_key(&self, scope: &Scope) -> String {
+        format!("{}{}", self.layout.home().prefix(), self.lock_name(scope))
+    }
+
+    /// Carries to the shards every suspension or resume a caller left
+    /// half-way (its `spreading` mark), unless a live caller holds it.
+    async fn finish_spreading(&self, now: DateTime<Utc>) -> Vec<(SweptLease, RevocationReason)> {
+        let mut moved = Vec::new();
+        let fields = match self.connection.hkeys(&self.layout.home().spreading()).await {
+            Ok(fields) => fields,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list suspensions under way; the next sweep tries again");
+                return moved;
+            }
         };
-        self.connection.query::<()>(hdel(&home.spreading(), &field)).await?;
-        Ok(Some(moved))
+        for field in fields {
+            let Some(scope) = scope_of_field(&field) else {
+                tracing::error!("a spreading suspension's name is unreadable; it is left as it is");
+                continue;
+            };
+            let lock = match self.try_lock(&scope).await {
+                Ok(Some(lock)) => lock,
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot lock a suspension under way; the next sweep tries again");
+                    continue;
+                }
+            };
+            match self.sync_shards(&scope, &lock, now).await {
+                Ok(leases) => moved.extend(leases),
+                Err(error) => {
+                    tracing::warn!(scope = %scope.describe(), %error, "cannot carry a suspension to every shard; the next sweep tries again");
+                }
+            }
+            self.unlock(&scope, &lock).await;
+        }
+        moved
     }
 
     /// Finishes closes that stopped half-way (the closer crashed, or lost
-    /// Redis): every task, agent and provider still in a shard's
-    /// `closing`, `closing-agents` or `closing-providers`, and every
-    /// suspension still marked `spreading` in the home, until all its
+    /// Redis): every suspension or resume still marked `spreading` in the
+    /// home, and every task, agent and provider still in a shard's
+    /// `closing`, `closing-agents` or `closing-providers`, until all its
     /// leases are revoking. Returns the leases moved, with their reason. A
     /// scope that cannot be finished now is logged and left for the next
     /// sweep; it does not hold up the others, nor the rest of the sweep.
     pub(super) async fn finish_closes(&self, now: DateTime<Utc>) -> Vec<(SweptLease, RevocationReason)> {
         let mut moved = Vec::new();
         if self.layout.sharded() {
-            match self.connection.hkeys(&self.layout.home().spreading()).await {
-                Ok(fields) => {
-                    for field in fields {
-                        let Some(scope) = scope_of_field(&field) else {
-                            tracing::error!(
-                                "a spreading suspension's name is unreadable; it is left as it is"
-                            );
-                            continue;
-                        };
-                        match self.finish_spreading(&scope, now, true).await {
-                            Ok(Some(leases)) => moved.extend(leases),
-                            Ok(None) => {}
-                            Err(error) => {
-                                tracing::warn!(scope = %scope.describe(), %error, "cannot carry a suspension to every shard; the next sweep tries again");
-                            }
-                        }
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot list suspensions under way; the next sweep tries again")
-                }
-            }
+            moved.extend(self.finish_spreading(now).await);
         }
         for keys in self.layout.shards() {
             moved.extend(self.finish_closes_in(keys, now).await);
@@ -354,53 +468,6 @@ impl RedisStore {
             }
         }
         moved
-    }
-
-    /// Lifts a suspension (`operation` is `resume_agent` or
-    /// `resume_provider`), finishing first any close of it still under
-    /// way: in the home, then, with shards, in every shard. The home goes
-    /// first, so a resume cut short leaves some shards refusing (closed),
-    /// never the other way; calling again finishes it.
-    pub(super) async fn lift(
-        &self,
-        scope: &Scope,
-        operation: &str,
-        status: &[u8],
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let (_, name) = kind_and_id(scope);
-        if self.layout.sharded() {
-            self.finish_spreading(scope, now, false).await?;
-        }
-        let home = self.layout.home();
-        match self.lift_in(home, scope, operation, status, now).await {
-            Ok(()) => {}
-            Err(not @ (StoreError::AgentNotSuspended(_) | StoreError::ProviderNotSuspended(_)))
-                if self.layout.sharded() =>
-            {
-                // Resumed in the home already: a resume cut short, if some
-                // shard still holds the suspension.
-                if !self.suspended_in_a_shard(scope).await? {
-                    return Err(not);
-                }
-            }
-            Err(error) => return Err(error),
-        }
-        if self.layout.sharded() {
-            for keys in self.layout.shards() {
-                match self.lift_in(keys, scope, operation, status, now).await {
-                    Ok(()) | Err(StoreError::AgentNotSuspended(_) | StoreError::ProviderNotSuspended(_)) => {}
-                    Err(error) => {
-                        return Err(StoreError::Unavailable(format!(
-                            "{} is resumed, but not yet in every shard ({error}); call again to finish",
-                            scope.describe()
-                        )));
-                    }
-                }
-            }
-        }
-        tracing::trace!(name, "suspension lifted");
-        Ok(())
     }
 
     async fn lift_in(
@@ -460,12 +527,6 @@ impl RedisStore {
     }
 }
 
-fn hdel(key: &str, field: &str) -> redis::Cmd {
-    let mut command = redis::cmd("HDEL");
-    command.arg(key).arg(field);
-    command
-}
-
 fn spreading_field(scope: &Scope) -> String {
     let (kind, id) = kind_and_id(scope);
     format!("{kind}:{id}")
@@ -481,14 +542,11 @@ fn scope_of_field(field: &[u8]) -> Option<Scope> {
     }
 }
 
-/// A `spreading` mark: the reason, and when its caller last touched it.
-fn parse_mark(mark: &[u8]) -> Result<(RevocationReason, i64), StoreError> {
-    let corrupt = || StoreError::Corrupt("a spreading suspension's mark is unreadable".into());
-    let text = std::str::from_utf8(mark).map_err(|_| corrupt())?;
-    let (reason, touched) = text.split_once(':').ok_or_else(corrupt)?;
-    let reason: usize = reason.parse().map_err(|_| corrupt())?;
-    let reason = record::REASONS.get(reason).copied().ok_or_else(corrupt)?;
-    Ok((reason, touched.parse().map_err(|_| corrupt())?))
+/// A `spreading` mark's reason: a suspension's code (a resume's mark is
+/// empty).
+fn parse_mark(mark: &[u8]) -> Option<RevocationReason> {
+    let code: usize = std::str::from_utf8(mark).ok()?.parse().ok()?;
+    record::REASONS.get(code).copied()
 }
 
 #[cfg(test)]
@@ -503,8 +561,8 @@ mod tests {
         assert_eq!(scope_of_field(b"provider:p"), Some(Scope::Provider("p".into())));
         assert_eq!(scope_of_field(b"task:t"), None);
         let code = record::reason_code(RevocationReason::AgentSuspended);
-        let (reason, at) = parse_mark(format!("{code}:1234").as_bytes()).unwrap();
-        assert_eq!((reason, at), (RevocationReason::AgentSuspended, 1234));
-        assert!(parse_mark(b"x").is_err());
+        assert_eq!(parse_mark(code.to_string().as_bytes()), Some(RevocationReason::AgentSuspended));
+        assert_eq!(parse_mark(b""), None, "a resume's mark");
+        assert_eq!(parse_mark(b"x"), None);
     }
 }

@@ -255,10 +255,17 @@ impl Layout {
         self.shards.iter().enumerate().filter(move |(index, _)| *index != own).map(|(_, keys)| keys)
     }
 
-    /// Splits `limit` over the shards (at least one each), so that a
-    /// batch taken from every shard stays near `limit` in all.
-    pub(super) fn share(&self, limit: usize) -> usize {
-        limit.div_ceil(self.shards.len()).max(1)
+    /// Splits `limit` over the shards exactly (the remainder going to the
+    /// shards from `start` on, so that it moves round), for a batch taken
+    /// from every shard that stays within `limit` in all.
+    pub(super) fn shares(&self, limit: usize, start: usize) -> Vec<(&Keys, usize)> {
+        let count = self.shards.len();
+        (0..count)
+            .map(|index| {
+                let extra = usize::from((index + count - start % count) % count < limit % count);
+                (&self.shards[index], limit / count + extra)
+            })
+            .collect()
     }
 }
 
@@ -315,7 +322,11 @@ mod tests {
         let one = Layout::new("prod", 1);
         assert_eq!(one.shards()[0].prefix(), "writ:{prod}:");
         assert!(!one.sharded());
-        assert_eq!(layout.share(1024), 342);
+        let shares: Vec<usize> = layout.shares(1024, 0).iter().map(|(_, n)| *n).collect();
+        assert_eq!(shares, [342, 341, 341]);
+        let shares: Vec<usize> = layout.shares(2, 2).iter().map(|(_, n)| *n).collect();
+        assert_eq!(shares, [1, 0, 1], "the remainder moves round");
+        assert_eq!(layout.shares(7, 5).iter().map(|(_, n)| n).sum::<usize>(), 7);
     }
 
     #[test]

@@ -47,6 +47,7 @@ const OPERATIONS: &[(&str, &str, bool)] = &[
     ("import_task", include_str!("lua/import_task.lua"), false),
     ("import_leases", include_str!("lua/import_leases.lua"), false),
     ("drop_task", include_str!("lua/drop_task.lua"), false),
+    ("lock", include_str!("lua/lock.lua"), false),
 ];
 
 /// The library's source and the name it is loaded under.

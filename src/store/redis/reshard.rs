@@ -36,20 +36,35 @@ pub async fn reshard(config: &RedisConfig, to: u16) -> Result<Resharded, StoreEr
     let target_config = RedisConfig { shards: to, ..config.clone() };
     let target = RedisStore::connect(&target_config).await?;
     let home = target.layout.home().clone();
-    let from = target.stored_shard_count().await?.unwrap_or(1);
-    let plan = format!("{from}:{to}");
-    match target.connection.get(home.resharding()).await? {
-        Some(under_way) if under_way != plan.as_bytes() => {
-            let under_way = String::from_utf8_lossy(&under_way).into_owned();
-            let wanted = under_way.split(':').nth(1).unwrap_or("?");
-            return Err(StoreError::Unavailable(format!(
-                "a move of this namespace ({under_way} shards) was cut short; finish it first with \
-                 --shards {wanted}"
-            )));
+    // A move cut short is finished from where it came from (the count may
+    // be recorded already, if it was cut short at the very end).
+    let (from, under_way) = match target.connection.get(home.resharding()).await? {
+        Some(plan) => {
+            let plan = String::from_utf8_lossy(&plan).into_owned();
+            let counts = plan
+                .split_once(':')
+                .and_then(|(from, to)| Some((from.parse::<u16>().ok()?, to.parse::<u16>().ok()?)));
+            match counts {
+                Some((from, planned)) if planned == to => (from, true),
+                Some((from, planned)) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "a move of this namespace from {from} to {planned} shards was cut short; finish it \
+                         first with --shards {planned}"
+                    )));
+                }
+                None => {
+                    return Err(StoreError::Corrupt(format!(
+                        "the namespace's move mark {plan:?} is unreadable"
+                    )));
+                }
+            }
         }
-        None if from == to => return Ok(Resharded { from, to, ..Resharded::default() }),
-        _ => {}
+        None => (target.stored_shard_count().await?.unwrap_or(1), false),
+    };
+    if from == to && !under_way {
+        return Ok(Resharded { from, to, ..Resharded::default() });
     }
+    let plan = format!("{from}:{to}");
     let source = RedisStore::connect(&RedisConfig { shards: from, ..config.clone() }).await?;
     let under_way = source.closes_under_way().await?;
     if !under_way.is_empty() {
@@ -73,11 +88,18 @@ pub async fn reshard(config: &RedisConfig, to: u16) -> Result<Resharded, StoreEr
             if destination.prefix() == keys.prefix() {
                 continue;
             }
-            let (leases, approvals) =
+            moved.leases +=
                 move_task(&source, keys, &target, destination, &task_id, &deadline, &closed).await?;
             moved.tasks += 1;
-            moved.leases += leases;
-            moved.approvals += approvals;
+        }
+        // Approval requests on their own: those of a task the sweep has
+        // forgotten stay readable after a move too.
+        for (approval, raw) in source.approvals_in(keys).await? {
+            let destination = target.layout.of_task(&approval.task_id);
+            if destination.prefix() != keys.prefix() {
+                move_approval(&source, keys, &target, destination, &approval, &raw).await?;
+                moved.approvals += 1;
+            }
         }
     }
     // What the old shards keep besides tasks: their copies of the
@@ -112,17 +134,12 @@ async fn move_task(
     task_id: &str,
     deadline: &str,
     closed: &str,
-) -> Result<(usize, usize), StoreError> {
+) -> Result<usize, StoreError> {
     let Some(task) = source.connection.get(from.task(task_id)).await? else {
-        return Ok((0, 0));
+        return Ok(0);
     };
-    let approvals = source.approvals_of_task(from, task_id).await?;
     let mut call = target.function(to, "import_task");
     call.arg(task_id).arg(task).arg(deadline).arg(closed);
-    for (approval, raw) in &approvals {
-        let due = approval.due_at().map(|due| reply::millis(due).to_string()).unwrap_or_default();
-        call.arg(approval.id.to_string()).arg(raw).arg(due);
-    }
     expect_ok(Reply::parse(target.invoke(&call).await?)?)?;
     let mut listing = source.function(from, "task_leases");
     listing.arg(task_id);
@@ -138,9 +155,6 @@ async fn move_task(
     loop {
         let mut drop = source.function(from, "drop_task");
         drop.arg(task_id).arg(COPY_BATCH);
-        for (approval, _) in &approvals {
-            drop.arg(approval.id.to_string());
-        }
         let reply = Reply::parse(source.invoke(&drop).await?)?;
         match reply.status() {
             "ok" => break,
@@ -148,7 +162,26 @@ async fn move_task(
             _ => return Err(reply.unexpected()),
         }
     }
-    Ok((pairs.len() / 2, approvals.len()))
+    Ok(pairs.len() / 2)
+}
+
+/// Copies an approval request (`import_task` with no task), then removes
+/// it from the old shard (`drop_task` of no task).
+async fn move_approval(
+    source: &RedisStore,
+    from: &Keys,
+    target: &RedisStore,
+    to: &Keys,
+    approval: &Approval,
+    raw: &[u8],
+) -> Result<(), StoreError> {
+    let due = approval.due_at().map(|due| reply::millis(due).to_string()).unwrap_or_default();
+    let mut call = target.function(to, "import_task");
+    call.arg("").arg("").arg("").arg("").arg(approval.id.to_string()).arg(raw).arg(due);
+    expect_ok(Reply::parse(target.invoke(&call).await?)?)?;
+    let mut drop = source.function(from, "drop_task");
+    drop.arg("").arg(COPY_BATCH).arg(approval.id.to_string());
+    expect_ok(Reply::parse(source.invoke(&drop).await?)?)
 }
 
 fn expect_ok(reply: Reply) -> Result<(), StoreError> {
@@ -199,7 +232,7 @@ impl RedisStore {
     }
 
     /// Copies every suspension the home records into each shard's own set.
-    async fn copy_suspensions(&self, home: &Keys) -> Result<(), StoreError> {
+    pub(super) async fn copy_suspensions(&self, home: &Keys) -> Result<(), StoreError> {
         for (set, statuses) in
             [(home.suspended(), home.agents()), (home.suspended_providers(), home.providers())]
         {
@@ -227,23 +260,12 @@ impl RedisStore {
 }
 
 impl RedisStore {
-    /// A task's approval requests in a shard, with the JSON each was read
-    /// from (human-scale: a scan of the shard's requests).
-    async fn approvals_of_task(
-        &self,
-        keys: &Keys,
-        task_id: &str,
-    ) -> Result<Vec<(Approval, Vec<u8>)>, StoreError> {
+    /// Every approval request of a shard, with the JSON each was read from
+    /// (human-scale).
+    async fn approvals_in(&self, keys: &Keys) -> Result<Vec<(Approval, Vec<u8>)>, StoreError> {
         let mut call = self.function(keys, "list_approvals");
         call.arg("all").arg("").arg(1_000_000_000u64);
         let rows = reply::list(self.invoke(&call).await?)?;
-        let mut found = Vec::new();
-        for raw in rows {
-            let approval: Approval = decode("approval request", &raw)?;
-            if approval.task_id == task_id {
-                found.push((approval, raw));
-            }
-        }
-        Ok(found)
+        rows.into_iter().map(|raw| Ok((decode("approval request", &raw)?, raw))).collect()
     }
 }

@@ -1,9 +1,13 @@
 -- Resharding (reshard.rs): removes a task that has been copied to its new
--- shard, up to `limit` of its leases per call. ARGV: task id, limit.
+-- shard, up to `limit` of its leases per call. ARGV: task id (empty for
+-- none), limit, then approval request ids to remove.
 -- Replies {'more'} while leases are left, then removes the task, its
--- schedule entries and its approval requests and replies {'ok'}.
+-- schedule entries and the approval requests and replies {'ok'}.
 local task_id, limit = ARGV[1], tonumber(ARGV[2])
-local ids = index_range('task-leases:' .. task_id, nil, '+', limit)
+local ids = {}
+if task_id ~= '' then
+  ids = index_range('task-leases:' .. task_id, nil, '+', limit)
+end
 local removes, names = {}, {}
 for _, id in ipairs(ids) do
   local _, old = load_lease(id)
@@ -22,13 +26,11 @@ for _, name in ipairs(names) do index_remove_all(name, removes[name]) end
 if #ids == limit then
   return { 'more' }
 end
-local key = task_key(task_id)
-local raw = redis.call('GET', key)
-if raw then
-  redis.call('DEL', key)
+if task_id ~= '' then
+  redis.call('DEL', task_key(task_id))
+  redis.call('ZREM', P .. 'deadlines', task_id)
+  redis.call('ZREM', P .. 'closed-tasks', task_id)
 end
-redis.call('ZREM', P .. 'deadlines', task_id)
-redis.call('ZREM', P .. 'closed-tasks', task_id)
 for i = 3, #ARGV do
   redis.call('DEL', P .. 'approval:' .. ARGV[i])
   redis.call('ZREM', P .. 'approvals', ARGV[i])
