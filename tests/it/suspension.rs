@@ -145,6 +145,18 @@ async fn a_suspension_on_one_replica_stops_the_agent_on_the_other() {
     h.stop().await;
 }
 
+/// The same on a namespace spread over shards: the suspension reaches
+/// every shard before the call returns.
+#[tokio::test]
+async fn a_suspension_on_sharded_replicas_stops_the_agent_in_every_shard() {
+    let redis = RedisServer::start();
+    let h = crate::replicas::on_sharded_redis(&redis, 3).await;
+    let b = second_replica(&h).await;
+    suspension_stops_the_agent(&h, b.grpc_addr).await;
+    b.stop().await.unwrap();
+    h.stop().await;
+}
+
 /// Replica B suspends the agent while replica A is minting for it: A does
 /// not hand the credential out, and the credential the provider made is
 /// revoked there.
