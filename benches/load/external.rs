@@ -94,11 +94,7 @@ pub fn run(options: &Options) {
             Some(count) => Budget::count(count),
             None => Budget::until(Duration::from_secs(options.seconds)),
         };
-        println!(
-            "measuring {} concurrent callers over {} connections",
-            options.concurrency,
-            channels.len()
-        );
+        println!("measuring {} concurrent callers over {} connections", options.concurrency, channels.len());
         let before: Vec<Option<u64>> = watched.iter().map(|(_, pid)| cpu_ticks(pid)).collect();
         let own_before = cpu_ticks("self");
         let started = Instant::now();
@@ -107,7 +103,11 @@ pub fn run(options: &Options) {
         let elapsed = started.elapsed();
         let after: Vec<Option<u64>> = watched.iter().map(|(_, pid)| cpu_ticks(pid)).collect();
         let own_after = cpu_ticks("self");
-        Measured { count, errors, histogram, elapsed }.print(if options.echo { "bare tonic echo server" } else { "writ" });
+        Measured { count, errors, histogram, elapsed }.print(if options.echo {
+            "bare tonic echo server"
+        } else {
+            "writ"
+        });
         let per_call = |before: Option<u64>, after: Option<u64>| match (before, after) {
             (Some(before), Some(after)) if count > 0 => {
                 let seconds = (after - before) as f64 / ticks_per_second();

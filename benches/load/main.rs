@@ -381,15 +381,21 @@ impl Measured {
 async fn measure(endpoint: &str, token: &str, request: &proto::IssueRequest, options: &Options) -> Measured {
     let channels: Vec<Channel> = futures_channels(endpoint, options.connections).await;
     println!("warming up for {}s", options.warmup);
-    drive(&channels, token, request, options.concurrency, Budget::until(Duration::from_secs(options.warmup))).await;
+    drive(&channels, token, request, options.concurrency, Budget::until(Duration::from_secs(options.warmup)))
+        .await;
     println!(
         "measuring {} concurrent callers for {}s over {} connections",
         options.concurrency, options.seconds, options.connections
     );
     let started = Instant::now();
-    let (count, histogram, errors) =
-        drive(&channels, token, request, options.concurrency, Budget::until(Duration::from_secs(options.seconds)))
-            .await;
+    let (count, histogram, errors) = drive(
+        &channels,
+        token,
+        request,
+        options.concurrency,
+        Budget::until(Duration::from_secs(options.seconds)),
+    )
+    .await;
     Measured { count, errors, histogram, elapsed: started.elapsed() }
 }
 

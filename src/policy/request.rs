@@ -185,7 +185,8 @@ impl GrantFacts<'_> {
         let task = self.task;
         (&task.id, &task.agent).hash(&mut hasher);
         let context = &task.context;
-        (&context.purpose, &context.environment, &context.data_classification, &context.ticket).hash(&mut hasher);
+        (&context.purpose, &context.environment, &context.data_classification, &context.ticket)
+            .hash(&mut hasher);
         context.labels.hash(&mut hasher);
         hasher.finish()
     }
@@ -264,7 +265,9 @@ impl EntityCache {
         Ok(entities)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, (EntityFacts, Arc<Entities>)>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, (EntityFacts, Arc<Entities>)>> {
         self.sets.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
