@@ -64,7 +64,12 @@ impl CredentialService for Echo {
 
 /// Starts the echo server on a free port, with TCP_NODELAY as Writ has it.
 pub async fn start() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    start_on("127.0.0.1:0".parse().unwrap()).await
+}
+
+/// Starts the echo server on `addr`.
+pub async fn start_on(addr: SocketAddr) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tokio::spawn(

@@ -11,7 +11,13 @@
 //! cargo bench --bench load -- [--concurrency 64] [--seconds 10] [--warmup 2]
 //!                             [--store embedded|redis] [--provider jwt|postgres]
 //!                             [--close N] [--echo] [--raw-postgres] [--tls]
+//! cargo bench --bench load -- --target URL[,URL…] --data-dir DIR --issuer-listen ADDR
+//!                             [--watch NAME=PID]… [--count N] [--warmup-count N]
 //! ```
+//!
+//! With `--target` it drives Writ replicas running in other processes
+//! instead (see `external.rs` and `scripts/cpu-per-issuance`, which starts
+//! them pinned to their own cores).
 //!
 //! - `--store redis` starts a private `redis-server` (AOF on, `appendfsync
 //!   everysec`) on a free port.
@@ -50,6 +56,7 @@ mod certs;
 mod pg_support;
 
 mod echo;
+mod external;
 mod pg;
 
 struct Options {
@@ -63,6 +70,17 @@ struct Options {
     echo: bool,
     raw_postgres: bool,
     tls: bool,
+    /// External Writ replicas (or an echo server with `--echo`) to drive.
+    targets: Vec<String>,
+    /// The `--prepare`d data directory whose development issuer signs the tokens.
+    data_dir: Option<std::path::PathBuf>,
+    issuer_listen: Option<String>,
+    prepare: Option<std::path::PathBuf>,
+    serve_echo: Option<String>,
+    /// Processes whose CPU time to report per issuance: (name, pid).
+    watch: Vec<(String, String)>,
+    count: Option<u64>,
+    warmup_count: Option<u64>,
 }
 
 fn options() -> Options {
@@ -77,6 +95,14 @@ fn options() -> Options {
         echo: false,
         raw_postgres: false,
         tls: false,
+        targets: Vec::new(),
+        data_dir: None,
+        issuer_listen: None,
+        prepare: None,
+        serve_echo: None,
+        watch: Vec::new(),
+        count: None,
+        warmup_count: None,
     };
     let args: Vec<String> = std::env::args().collect();
     let mut index = 1;
@@ -108,6 +134,22 @@ fn options() -> Options {
                 index += 1;
                 continue;
             }
+            "--target" | "--data-dir" | "--issuer-listen" | "--prepare" | "--serve-echo" | "--watch" => {
+                let text = args.get(index + 1).cloned().unwrap_or_default();
+                match args[index].as_str() {
+                    "--target" => options.targets = text.split(',').map(str::to_string).collect(),
+                    "--data-dir" => options.data_dir = Some(text.into()),
+                    "--issuer-listen" => options.issuer_listen = Some(text),
+                    "--prepare" => options.prepare = Some(text.into()),
+                    "--serve-echo" => options.serve_echo = Some(text),
+                    _ => {
+                        let (name, pid) = text.split_once('=').expect("--watch NAME=PID");
+                        options.watch.push((name.to_string(), pid.to_string()));
+                    }
+                }
+                index += 2;
+                continue;
+            }
             _ => {}
         }
         match (args[index].as_str(), value) {
@@ -115,6 +157,8 @@ fn options() -> Options {
             ("--concurrency", Some(v)) => options.concurrency = usize::try_from(v).unwrap_or(64),
             ("--seconds", Some(v)) => options.seconds = v,
             ("--warmup", Some(v)) => options.warmup = v,
+            ("--count", Some(v)) => options.count = Some(v),
+            ("--warmup-count", Some(v)) => options.warmup_count = Some(v),
             ("--connections", Some(v)) => options.connections = usize::try_from(v).unwrap_or(4).max(1),
             _ => {
                 index += 1;
@@ -134,6 +178,16 @@ fn authed<T>(token: &str, message: T) -> tonic::Request<T> {
 
 fn main() {
     let options = options();
+    if let Some(dir) = &options.prepare {
+        let listen = options.issuer_listen.as_deref().expect("--prepare needs --issuer-listen");
+        return external::prepare(dir, listen);
+    }
+    if let Some(addr) = &options.serve_echo {
+        return external::serve_echo(addr);
+    }
+    if !options.targets.is_empty() {
+        return external::run(&options);
+    }
     // The server under test gets its own runtime, the load generator another.
     let server_rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -327,14 +381,21 @@ impl Measured {
 async fn measure(endpoint: &str, token: &str, request: &proto::IssueRequest, options: &Options) -> Measured {
     let channels: Vec<Channel> = futures_channels(endpoint, options.connections).await;
     println!("warming up for {}s", options.warmup);
-    drive(&channels, token, request, options.concurrency, Duration::from_secs(options.warmup)).await;
+    drive(&channels, token, request, options.concurrency, Budget::until(Duration::from_secs(options.warmup)))
+        .await;
     println!(
         "measuring {} concurrent callers for {}s over {} connections",
         options.concurrency, options.seconds, options.connections
     );
     let started = Instant::now();
-    let (count, histogram, errors) =
-        drive(&channels, token, request, options.concurrency, Duration::from_secs(options.seconds)).await;
+    let (count, histogram, errors) = drive(
+        &channels,
+        token,
+        request,
+        options.concurrency,
+        Budget::until(Duration::from_secs(options.seconds)),
+    )
+    .await;
     Measured { count, errors, histogram, elapsed: started.elapsed() }
 }
 
@@ -426,14 +487,39 @@ async fn futures_channels(endpoint: &str, connections: usize) -> Vec<Channel> {
     channels
 }
 
+/// How much a run issues: for a time, or an exact number of calls.
+#[derive(Clone)]
+enum Budget {
+    Until(Instant),
+    /// Calls left to start, shared by the callers.
+    Count(Arc<std::sync::atomic::AtomicI64>),
+}
+
+impl Budget {
+    fn until(duration: Duration) -> Self {
+        Self::Until(Instant::now() + duration)
+    }
+
+    fn count(count: u64) -> Self {
+        Self::Count(Arc::new(std::sync::atomic::AtomicI64::new(i64::try_from(count).unwrap_or(i64::MAX))))
+    }
+
+    /// Whether a caller may start one more call.
+    fn take(&self) -> bool {
+        match self {
+            Self::Until(deadline) => Instant::now() < *deadline,
+            Self::Count(left) => left.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) > 0,
+        }
+    }
+}
+
 async fn drive(
     channels: &[Channel],
     token: &str,
     request: &proto::IssueRequest,
     concurrency: usize,
-    duration: Duration,
+    budget: Budget,
 ) -> (u64, Histogram<u64>, u64) {
-    let deadline = Instant::now() + duration;
     // The agents' client, one per connection, as a Rust agent issues.
     let clients: Vec<writ_client::Client> = channels
         .iter()
@@ -458,10 +544,11 @@ async fn drive(
     for worker in 0..concurrency {
         let client = clients[worker % clients.len()].clone();
         let (task_id, tool, grants) = (request.task_id.clone(), request.tool.clone(), grants.clone());
+        let budget = budget.clone();
         workers.spawn(async move {
             let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
             let (mut count, mut errors) = (0u64, 0u64);
-            while Instant::now() < deadline {
+            while budget.take() {
                 let began = Instant::now();
                 match client.issue(&task_id, &tool, &grants).await {
                     Ok(_) => {

@@ -198,6 +198,8 @@ pub struct PolicyEngine {
     /// The approver groups Writ has, when known: a set whose `@step_up`
     /// names another is refused ([`Self::require_groups`]).
     approver_groups: Option<std::collections::BTreeSet<String>>,
+    /// Entity sets of earlier decisions, reused for equal facts.
+    entities: request::EntityCache,
 }
 
 /// What a reload did.
@@ -220,6 +222,7 @@ impl PolicyEngine {
         let loaded = load_set(paths, &schema()?)?;
         Ok(Self {
             authorizer: Authorizer::new(),
+            entities: request::EntityCache::default(),
             current: RwLock::new(Arc::new(loaded)),
             paths: paths.to_vec(),
             approver_groups: None,
@@ -263,6 +266,7 @@ impl PolicyEngine {
         let loaded = Loaded::new(policies, digest.finish());
         Ok(Self {
             authorizer: Authorizer::new(),
+            entities: request::EntityCache::default(),
             current: RwLock::new(Arc::new(loaded)),
             paths: Vec::new(),
             approver_groups: None,
@@ -334,18 +338,20 @@ impl PolicyEngine {
         facts: &GrantFacts<'_>,
         scope: Scope,
     ) -> Result<Decision, PolicyError> {
-        let (request, entities) = facts.build(None)?;
+        let request = facts.request(None)?;
+        let entities = self.entities.entities(facts)?;
+        let entities = &*entities;
         let response = match scope {
-            Scope::All => self.authorizer.is_authorized(&request, &loaded.policies, &entities),
+            Scope::All => self.authorizer.is_authorized(&request, &loaded.policies, entities),
             Scope::Indexed => {
                 let (principal, resource) = request_key(&request)?;
                 let candidates = loaded.index.candidates(principal, resource)?;
-                self.authorizer.is_authorized(&request, &candidates, &entities)
+                self.authorizer.is_authorized(&request, &candidates, entities)
             }
             Scope::IndexedUncached => {
                 let (principal, resource) = request_key(&request)?;
                 let candidates = loaded.index.assemble(&(principal.clone(), resource.clone()))?;
-                self.authorizer.is_authorized(&request, &candidates, &entities)
+                self.authorizer.is_authorized(&request, &candidates, entities)
             }
         };
         let diagnostics = response.diagnostics();

@@ -4,10 +4,10 @@ use cedar_policy::{
     Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression, Schema,
 };
 use chrono::{DateTime, Datelike, Timelike, Utc};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use super::PolicyError;
-use crate::model::Task;
+use crate::model::{Task, TaskContext};
 use crate::principals::Agent;
 
 /// The role being granted, as policy sees it.
@@ -84,16 +84,53 @@ impl GrantFacts<'_> {
     /// tenth of Writ's CPU per issue, and a request that did not fit
     /// could not turn into an allow anyway: a policy that fails to
     /// evaluate denies.
+    #[cfg(test)]
     pub(super) fn build(&self, schema: Option<&Schema>) -> Result<(Request, Entities), PolicyError> {
+        let entities = self.entities(schema)?;
+        Ok((self.request(schema)?, entities))
+    }
+
+    /// The request alone: principal, action, resource and the context,
+    /// which holds what changes from call to call (tool, scopes, lifetime,
+    /// clock).
+    pub(super) fn request(&self, schema: Option<&Schema>) -> Result<Request, PolicyError> {
+        let error = |e: &dyn std::fmt::Display| PolicyError::Request(e.to_string());
+        let types = types()?;
+        let clock = record([
+            ("epoch_seconds", RestrictedExpression::new_long(self.now.timestamp())),
+            ("hour_utc", RestrictedExpression::new_long(i64::from(self.now.hour()))),
+            ("weekday", RestrictedExpression::new_long(i64::from(self.now.weekday().number_from_monday()))),
+        ])?;
+        let context = Context::from_pairs([
+            ("task".to_string(), RestrictedExpression::new_entity_uid(uid(&types.task, &self.task.id))),
+            ("tool".to_string(), string(self.tool)),
+            ("scopes".to_string(), RestrictedExpression::new_set(self.scopes.iter().map(|s| string(s)))),
+            ("ttl_seconds".to_string(), RestrictedExpression::new_long(self.ttl_seconds)),
+            ("now".to_string(), clock),
+        ])
+        .map_err(|e| error(&e))?;
+        let action = uid(&types.action, self.action);
+        let principal = uid(&types.agent, &self.agent.name);
+        Request::new(principal, action, self.role_uid(types), context, schema).map_err(|e| error(&e))
+    }
+
+    fn role_uid(&self, types: &Types) -> EntityUid {
+        uid(&types.role, &format!("{}/{}", self.role.provider, self.role.role))
+    }
+
+    /// The entities: the agent, the role and its provider, the task. They
+    /// are built only from what [`EntityFacts`] holds, so a set built once
+    /// serves every request with equal facts ([`EntityCache`]).
+    pub(super) fn entities(&self, schema: Option<&Schema>) -> Result<Entities, PolicyError> {
         let error = |e: &dyn std::fmt::Display| PolicyError::Request(e.to_string());
         let types = types()?;
         let agent_uid = uid(&types.agent, &self.agent.name);
         let provider_uid = uid(&types.provider, self.role.provider);
-        let role_uid = uid(&types.role, &format!("{}/{}", self.role.provider, self.role.role));
+        let role_uid = self.role_uid(types);
         let task_uid = uid(&types.task, &self.task.id);
 
         let agent = Entity::new(
-            agent_uid.clone(),
+            agent_uid,
             [
                 ("owner".to_string(), string(&self.agent.owner)),
                 ("team".to_string(), string(&self.agent.team)),
@@ -107,7 +144,7 @@ impl GrantFacts<'_> {
         .map_err(|e| error(&e))?;
         let provider = Entity::new_no_attrs(provider_uid.clone(), Default::default());
         let role = Entity::new(
-            role_uid.clone(),
+            role_uid,
             [
                 ("provider".to_string(), string(self.role.provider)),
                 ("name".to_string(), string(self.role.role)),
@@ -120,7 +157,7 @@ impl GrantFacts<'_> {
         .map_err(|e| error(&e))?;
         let context = &self.task.context;
         let task = Entity::new_with_tags(
-            task_uid.clone(),
+            task_uid,
             [
                 (
                     "agent".to_string(),
@@ -135,24 +172,102 @@ impl GrantFacts<'_> {
             context.labels.iter().map(|(key, value)| (key.clone(), string(value))),
         )
         .map_err(|e| error(&e))?;
-        let entities =
-            Entities::from_entities([agent, provider, role, task], schema).map_err(|e| error(&e))?;
+        Entities::from_entities([agent, provider, role, task], schema).map_err(|e| error(&e))
+    }
 
-        let clock = record([
-            ("epoch_seconds", RestrictedExpression::new_long(self.now.timestamp())),
-            ("hour_utc", RestrictedExpression::new_long(i64::from(self.now.hour()))),
-            ("weekday", RestrictedExpression::new_long(i64::from(self.now.weekday().number_from_monday()))),
-        ])?;
-        let context = Context::from_pairs([
-            ("task".to_string(), RestrictedExpression::new_entity_uid(task_uid)),
-            ("tool".to_string(), string(self.tool)),
-            ("scopes".to_string(), RestrictedExpression::new_set(self.scopes.iter().map(|s| string(s)))),
-            ("ttl_seconds".to_string(), RestrictedExpression::new_long(self.ttl_seconds)),
-            ("now".to_string(), clock),
-        ])
-        .map_err(|e| error(&e))?;
-        let action = uid(&types.action, self.action);
-        let request = Request::new(agent_uid, action, role_uid, context, schema).map_err(|e| error(&e))?;
-        Ok((request, entities))
+    /// A hash of everything the entities are built from.
+    fn entity_hash(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        let agent = self.agent;
+        (&agent.name, &agent.owner, &agent.team, &agent.risk_tier, &agent.description).hash(&mut hasher);
+        (self.role.provider, self.role.role, self.role.shape).hash(&mut hasher);
+        let task = self.task;
+        (&task.id, &task.agent).hash(&mut hasher);
+        let context = &task.context;
+        (&context.purpose, &context.environment, &context.data_classification, &context.ticket)
+            .hash(&mut hasher);
+        context.labels.hash(&mut hasher);
+        hasher.finish()
+    }
+}
+
+/// What a request's entities are built from, kept beside a cached set so
+/// that the set is used only for requests with exactly these facts.
+struct EntityFacts {
+    agent: Agent,
+    provider: String,
+    role: String,
+    shape: String,
+    task_id: String,
+    task_agent: String,
+    context: TaskContext,
+}
+
+impl EntityFacts {
+    fn of(facts: &GrantFacts<'_>) -> Self {
+        Self {
+            agent: facts.agent.clone(),
+            provider: facts.role.provider.to_owned(),
+            role: facts.role.role.to_owned(),
+            shape: facts.role.shape.to_owned(),
+            task_id: facts.task.id.clone(),
+            task_agent: facts.task.agent.clone(),
+            context: facts.task.context.clone(),
+        }
+    }
+
+    fn matches(&self, facts: &GrantFacts<'_>) -> bool {
+        self.agent == *facts.agent
+            && self.provider == facts.role.provider
+            && self.role == facts.role.role
+            && self.shape == facts.role.shape
+            && self.task_id == facts.task.id
+            && self.task_agent == facts.task.agent
+            && self.context == facts.task.context
+    }
+}
+
+/// The most entity sets kept; past it the cache starts again empty.
+const ENTITY_CACHE_SIZE: usize = 1024;
+
+/// Entity sets built for earlier requests. Building one (four entities,
+/// their attributes evaluated, the transitive closure of their parents)
+/// cost more than the policy evaluation itself, and an agent issues for
+/// the same task and role again and again. A set is taken only when every
+/// fact it was built from is equal to the request's ([`EntityFacts`]), so
+/// a changed agent, task or role gets a fresh set; what changes per call
+/// (tool, scopes, lifetime, clock) is in the request's context, built
+/// every time.
+#[derive(Default)]
+pub(super) struct EntityCache {
+    /// By [`GrantFacts::entity_hash`]; read and written by every decision,
+    /// held only for a lookup or an insert.
+    sets: std::sync::Mutex<std::collections::HashMap<u64, (EntityFacts, Arc<Entities>)>>,
+}
+
+impl EntityCache {
+    /// The entities for `facts`: a cached set built from equal facts, or
+    /// a new one (then cached).
+    pub(super) fn entities(&self, facts: &GrantFacts<'_>) -> Result<Arc<Entities>, PolicyError> {
+        let hash = facts.entity_hash();
+        if let Some((built_from, entities)) = self.lock().get(&hash)
+            && built_from.matches(facts)
+        {
+            return Ok(entities.clone());
+        }
+        let entities = Arc::new(facts.entities(None)?);
+        let mut sets = self.lock();
+        if sets.len() >= ENTITY_CACHE_SIZE {
+            sets.clear();
+        }
+        sets.insert(hash, (EntityFacts::of(facts), entities.clone()));
+        Ok(entities)
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, (EntityFacts, Arc<Entities>)>> {
+        self.sets.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }

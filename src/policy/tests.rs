@@ -98,6 +98,45 @@ fn task_labels_are_tags_and_time_is_in_context() {
 }
 
 #[test]
+fn a_cached_entity_set_serves_only_equal_facts() {
+    // One engine, so the second and later decisions may find a cached set:
+    // each changed fact must still change the decision.
+    let engine = PolicyEngine::from_text(POLICIES).unwrap();
+    let demo = agent("demo-agent");
+    let allowed = Decision::Allow { policies: vec!["demo-agent-reads-orders".into()] };
+    assert_eq!(decide(&engine, &demo, &task("dev", "internal"), "orders-read", "x"), allowed);
+    assert_eq!(decide(&engine, &demo, &task("dev", "internal"), "orders-read", "x"), allowed);
+    // The task's context changed (same id): the forbid sees it.
+    assert_eq!(
+        decide(&engine, &demo, &task("dev", "restricted"), "orders-read", "x"),
+        Decision::Deny { policies: vec!["no-restricted-data".into()] }
+    );
+    assert_eq!(decide(&engine, &demo, &task("dev", "internal"), "orders-read", "x"), allowed);
+
+    let text = r#"
+        @id("low-risk-billing")
+        permit (principal, action == Writ::Action::"issue", resource in Writ::Provider::"tokens")
+        when {
+          principal.risk_tier == "low" &&
+          context.task.hasTag("team") && context.task.getTag("team") == "billing"
+        };
+    "#;
+    let engine = PolicyEngine::from_text(text).unwrap();
+    let allowed = Decision::Allow { policies: vec!["low-risk-billing".into()] };
+    let denied = Decision::Deny { policies: vec![] };
+    let billing = task("prod", "internal");
+    assert_eq!(decide(&engine, &demo, &billing, "orders-read", "x"), allowed);
+    // The agent's record changed (same name).
+    let risky = Agent { risk_tier: "high".into(), ..demo.clone() };
+    assert_eq!(decide(&engine, &risky, &billing, "orders-read", "x"), denied);
+    // A label changed (same task id).
+    let mut other_team = billing.clone();
+    other_team.context.labels.insert("team".into(), "support".into());
+    assert_eq!(decide(&engine, &demo, &other_team, "orders-read", "x"), denied);
+    assert_eq!(decide(&engine, &demo, &billing, "orders-read", "x"), allowed);
+}
+
+#[test]
 fn policies_that_do_not_fit_the_schema_are_refused() {
     let typo = r#"permit (principal, action, resource) when { context.task.enviroment == "dev" };"#;
     assert!(matches!(PolicyEngine::from_text(typo), Err(PolicyError::Invalid(_))));
