@@ -8,7 +8,9 @@
 //!   the audit log) and starts `writ serve` on each.
 //! - `--target URL[,URL…] --data-dir DIR --issuer-listen ADDR` serves the
 //!   development issuer of `DIR` at `ADDR` (Writ fetches its keys from
-//!   there), starts one task and drives the targets, `--connections` each.
+//!   there), starts one task (`--tasks N`: N, caller `i` issuing into task
+//!   `i % N`, so that a sharded Redis store spreads the work) and drives the
+//!   targets, `--connections` each.
 //! - `--serve-echo ADDR` runs the bare echo server until killed; `--echo
 //!   --target URL` drives it (no task, no tokens).
 //! - `--watch NAME=PID` (repeatable) reads the CPU time of each process from
@@ -54,8 +56,9 @@ pub fn run(options: &Options) {
     // As many workers as the cores this process may use (`taskset`).
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let targets = &options.targets;
-    let (token, request) = if options.echo {
-        ("-".to_string(), crate::issue_request("echo", "tokens", "orders-read", &["orders:read"]))
+    let (token, request, tasks) = if options.echo {
+        let request = crate::issue_request("echo", "tokens", "orders-read", &["orders:read"]);
+        ("-".to_string(), request, vec!["echo".to_string()])
     } else {
         let dir = options.data_dir.as_deref().expect("--target needs --data-dir (of --prepare)");
         let listen = options.issuer_listen.as_deref().expect("--target needs --issuer-listen");
@@ -68,10 +71,13 @@ pub fn run(options: &Options) {
         let hour = Duration::from_secs(3600);
         let agent = issuer.mint(writ::dev::AGENT_SUBJECT, writ::dev::AUDIENCE, hour, now).unwrap();
         let workflow = issuer.mint(writ::dev::WORKFLOW_SUBJECT, writ::dev::AUDIENCE, hour, now).unwrap();
-        // One task per run: the store may outlive the run.
-        let task_id = format!("load-{}", chrono::Utc::now().timestamp_millis());
-        runtime.block_on(crate::start_task(&targets[0], &workflow, &task_id));
-        (agent, crate::issue_request(&task_id, "tokens", "orders-read", &["orders:read"]))
+        // New tasks per run: the store may outlive the run.
+        let run = chrono::Utc::now().timestamp_millis();
+        let tasks: Vec<String> = (0..options.tasks).map(|n| format!("load-{run}-{n}")).collect();
+        for task_id in &tasks {
+            runtime.block_on(crate::start_task(&targets[0], &workflow, task_id));
+        }
+        (agent, crate::issue_request(&tasks[0], "tokens", "orders-read", &["orders:read"]), tasks)
     };
     println!(
         "targets: {} ({})",
@@ -89,7 +95,7 @@ pub fn run(options: &Options) {
             None => Budget::until(Duration::from_secs(options.warmup)),
         };
         println!("warming up");
-        crate::drive(&channels, &token, &request, options.concurrency, warmup).await;
+        crate::drive_tasks(&channels, &token, &request, &tasks, options.concurrency, warmup).await;
         let measured_budget = match options.count {
             Some(count) => Budget::count(count),
             None => Budget::until(Duration::from_secs(options.seconds)),
@@ -99,7 +105,8 @@ pub fn run(options: &Options) {
         let own_before = cpu_ticks("self");
         let started = Instant::now();
         let (count, histogram, errors) =
-            crate::drive(&channels, &token, &request, options.concurrency, measured_budget).await;
+            crate::drive_tasks(&channels, &token, &request, &tasks, options.concurrency, measured_budget)
+                .await;
         let elapsed = started.elapsed();
         let after: Vec<Option<u64>> = watched.iter().map(|(_, pid)| cpu_ticks(pid)).collect();
         let own_after = cpu_ticks("self");

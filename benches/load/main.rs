@@ -81,6 +81,9 @@ struct Options {
     watch: Vec<(String, String)>,
     count: Option<u64>,
     warmup_count: Option<u64>,
+    /// With `--target`: how many tasks the callers issue into (caller `i`
+    /// into task `i % tasks`), so that a sharded store spreads the load.
+    tasks: usize,
 }
 
 fn options() -> Options {
@@ -103,6 +106,7 @@ fn options() -> Options {
         watch: Vec::new(),
         count: None,
         warmup_count: None,
+        tasks: 1,
     };
     let args: Vec<String> = std::env::args().collect();
     let mut index = 1;
@@ -159,6 +163,7 @@ fn options() -> Options {
             ("--warmup", Some(v)) => options.warmup = v,
             ("--count", Some(v)) => options.count = Some(v),
             ("--warmup-count", Some(v)) => options.warmup_count = Some(v),
+            ("--tasks", Some(v)) => options.tasks = usize::try_from(v).unwrap_or(1).max(1),
             ("--connections", Some(v)) => options.connections = usize::try_from(v).unwrap_or(4).max(1),
             _ => {
                 index += 1;
@@ -520,6 +525,18 @@ async fn drive(
     concurrency: usize,
     budget: Budget,
 ) -> (u64, Histogram<u64>, u64) {
+    drive_tasks(channels, token, request, std::slice::from_ref(&request.task_id), concurrency, budget).await
+}
+
+/// [`drive`], caller `i` issuing into `tasks[i % tasks.len()]`.
+async fn drive_tasks(
+    channels: &[Channel],
+    token: &str,
+    request: &proto::IssueRequest,
+    tasks: &[String],
+    concurrency: usize,
+    budget: Budget,
+) -> (u64, Histogram<u64>, u64) {
     // The agents' client, one per connection, as a Rust agent issues.
     let clients: Vec<writ_client::Client> = channels
         .iter()
@@ -543,7 +560,8 @@ async fn drive(
     let mut workers = tokio::task::JoinSet::new();
     for worker in 0..concurrency {
         let client = clients[worker % clients.len()].clone();
-        let (task_id, tool, grants) = (request.task_id.clone(), request.tool.clone(), grants.clone());
+        let task_id = tasks[worker % tasks.len()].clone();
+        let (tool, grants) = (request.tool.clone(), grants.clone());
         let budget = budget.clone();
         workers.spawn(async move {
             let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
