@@ -14,7 +14,7 @@
 //!
 //! Writes are group-committed by one writer thread: callers wait until their
 //! line is on disk (`fdatasync`); under steady load commits are spaced
-//! ([`COMMIT_SPACING`]) so that each carries many lines. If a write fails, the log refuses every
+//! (`COMMIT_SPACING`) so that each carries many lines. If a write fails, the log refuses every
 //! later write until Writ restarts, and issuance stops with it (fail closed).
 
 use std::fs::{File, OpenOptions};
