@@ -70,9 +70,12 @@
 //!   `suspended-providers` (the statuses operators read), `sightings*`,
 //!   `health`, `layout` (`5` in a sharded home, which code from before
 //!   shards refuses), plus `shards` (the shard count the namespace is
-//!   laid out in, checked at every start) and `spreading` (a suspension
-//!   still being carried to every shard: `<kind>:<name>` →
-//!   `<reason code>:<ms last touched>`);
+//!   laid out in, checked at every start), `resharding` (`<from>:<to>`
+//!   while `writ store reshard` moves it), `spreading` (a suspension or
+//!   resume not yet carried to every shard: `<kind>:<name>` → the
+//!   suspension's reason code, empty for a resume) and
+//!   `lock:<kind>:<name>` (held by the one suspension or resume of that
+//!   agent or provider under way; it lapses after 30 s unless refreshed);
 //! - each **shard** `i`, `writ:{<namespace>:<N>.<i>.<k>}:`, keeps whole
 //!   tasks: `task:*`, `deadlines`, `closed-tasks`, `closing`, the leases
 //!   and every index of them, the approval requests of its tasks, and its
