@@ -187,7 +187,15 @@ async fn a_batch_that_outlasts_its_claims_is_not_claimed_again() {
         0,
         &["--journal", journal.to_str().unwrap(), "--revoke-delay-ms", "1500"],
     );
-    let h = with_reports_provider(plugin.endpoint.clone()).await;
+    // CloseTask waits for the whole batch (1.5 s at the provider): well
+    // past the default `close_wait` of 2 s, so that a loaded machine does
+    // not make the answer come back with the batch still retrying.
+    let endpoint = plugin.endpoint.clone();
+    let h = harness::start_with(Box::new(move |config, dir| {
+        harness::add_reports_provider(config, dir, &endpoint);
+        config.limits.close_wait = Duration::from_secs(20);
+    }))
+    .await;
     h.open_task("slow", "demo-agent", 600).await;
     for _ in 0..4 {
         issue_report_token(&h, "slow").await;
