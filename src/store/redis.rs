@@ -40,15 +40,17 @@ mod approvals;
 mod closes;
 mod config;
 mod connection;
+mod fanout;
 mod keys;
 mod library;
 mod record;
 mod reply;
 mod reshard;
+mod shard_count;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures_util::future::{join_all, try_join_all};
+use futures_util::future::try_join_all;
 use redis::{Cmd, Value};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
@@ -56,7 +58,8 @@ use uuid::Uuid;
 pub use self::closes::CloseStep;
 pub use self::config::{MAX_SHARDS, RedisConfig};
 use self::connection::Connection;
-use self::keys::{Keys, Layout, lease_id, member};
+use self::fanout::merged;
+use self::keys::{Keys, Layout, member};
 use self::record::time as at;
 use self::reply::{Reply, decode, encode, limit as limit_arg, millis, time};
 pub use self::reshard::{Resharded, reshard};
@@ -136,91 +139,6 @@ impl RedisStore {
         })
     }
 
-    /// The shard count the namespace records (1 if it records none: the
-    /// layout from before shards).
-    async fn stored_shard_count(&self) -> Result<Option<u16>, StoreError> {
-        let Some(raw) = self.connection.get(self.layout.home().shard_count()).await? else {
-            return Ok(None);
-        };
-        let count = std::str::from_utf8(&raw).ok().and_then(|text| text.parse().ok());
-        count
-            .map(Some)
-            .ok_or_else(|| StoreError::Corrupt("the namespace's shard count is not a number".into()))
-    }
-
-    /// Refuses a namespace laid out in another number of shards than the
-    /// configuration says: a replica reading the wrong shards would miss
-    /// leases. A new namespace is marked with the configured count.
-    async fn check_shard_count(&self, namespace: &str) -> Result<(), StoreError> {
-        let configured = self.layout.shards().len();
-        let refuse = |stored: usize| {
-            StoreError::Unavailable(format!(
-                "redis store: namespace {namespace:?} is laid out in {stored} shard(s), but shards = \
-                 {configured}; set shards = {stored}, or move it with `writ store reshard --shards \
-                 {configured}` while no replica runs (docs/operations.md, \"Sharding on Redis\")"
-            ))
-        };
-        if let Some(plan) = self.connection.get(self.layout.home().resharding()).await? {
-            let plan = String::from_utf8_lossy(&plan).replace(':', " to ");
-            return Err(StoreError::Unavailable(format!(
-                "redis store: namespace {namespace:?} is being moved from {plan} shards; finish the \
-                 move with `writ store reshard` before starting Writ"
-            )));
-        }
-        let stored = match self.stored_shard_count().await? {
-            Some(stored) => stored,
-            None => {
-                // Unmarked: from before shards, or new. Data from before
-                // shards is in the one-shard layout.
-                if configured > 1 {
-                    if self.holds_tasks(self.layout.home()).await? {
-                        return Err(refuse(1));
-                    }
-                    // Suspensions recorded before shards hold in every shard.
-                    self.copy_suspensions(self.layout.home()).await?;
-                }
-                // Marked whatever the count, so that replicas starting
-                // together with different counts cannot both go on.
-                let mut mark = redis::cmd("SET");
-                mark.arg(self.layout.home().shard_count()).arg(configured).arg("NX");
-                let _: Value = self.connection.query(mark).await?;
-                self.stored_shard_count().await?.unwrap_or(1)
-            }
-        };
-        if usize::from(stored) != configured {
-            return Err(refuse(stored.into()));
-        }
-        self.mark_home().await
-    }
-
-    /// Marks a sharded home layout 5 (code from before shards would read
-    /// its home as the whole namespace and miss every task), an unsharded
-    /// one back to 4 if it was moved back to one shard.
-    async fn mark_home(&self) -> Result<(), StoreError> {
-        let key = format!("{}layout", self.layout.home().prefix());
-        let current = self.connection.get(key.clone().into_bytes()).await?;
-        let wanted: &[u8] = if self.layout.sharded() { b"5" } else { b"4" };
-        let stale = match current.as_deref() {
-            Some(b"5") => !self.layout.sharded(),
-            _ => self.layout.sharded(),
-        };
-        if stale {
-            let mut set = redis::cmd("SET");
-            set.arg(key).arg(wanted);
-            self.connection.query::<()>(set).await?;
-        }
-        Ok(())
-    }
-
-    /// Whether `keys` holds any task, lease or approval request.
-    async fn holds_tasks(&self, keys: &Keys) -> Result<bool, StoreError> {
-        let mut exists = redis::cmd("EXISTS");
-        for name in ["leases", "deadlines", "closed-tasks", "closing", "approvals"] {
-            exists.arg(format!("{}{name}", keys.prefix()));
-        }
-        Ok(self.connection.query::<u64>(exists).await? > 0)
-    }
-
     /// A call of the library's function for `operation` in the shard (or
     /// home) `keys`; the caller adds the arguments.
     fn function(&self, keys: &Keys, operation: &str) -> Cmd {
@@ -267,174 +185,6 @@ impl RedisStore {
     async fn rows<T: DeserializeOwned>(&self, what: &str, call: &Cmd) -> Result<Vec<T>, StoreError> {
         reply::list(self.invoke(call).await?)?.iter().map(|row| decode(what, row)).collect()
     }
-
-    /// Runs `call` (made for one shard) in every shard at once, in shard order.
-    async fn in_every_shard<'a, T, F>(&'a self, call: impl Fn(&'a Keys) -> F) -> Result<Vec<T>, StoreError>
-    where
-        F: Future<Output = Result<T, StoreError>>,
-    {
-        try_join_all(self.layout.shards().iter().map(call)).await
-    }
-
-    /// Runs `call` in every shard at once and keeps what the shards that
-    /// answered gave: the background work (the sweep, revocation claims)
-    /// goes on in the shards that are up while a cluster node is down.
-    /// Fails only if no shard answered.
-    async fn in_live_shards<'a, T, F>(
-        &'a self,
-        work: &str,
-        call: impl Fn(&'a Keys) -> F,
-    ) -> Result<Vec<T>, StoreError>
-    where
-        F: Future<Output = Result<T, StoreError>>,
-    {
-        let answers = join_all(self.layout.shards().iter().map(call)).await;
-        let mut live = Vec::new();
-        let mut failed = None;
-        for (keys, answer) in self.layout.shards().iter().zip(answers) {
-            match answer {
-                Ok(answer) => live.push(answer),
-                Err(error) => {
-                    tracing::warn!(shard = keys.prefix(), %error, "{work}: a shard did not answer; the others went on");
-                    failed = Some(error);
-                }
-            }
-        }
-        match failed {
-            Some(error) if live.is_empty() => Err(error),
-            _ => Ok(live),
-        }
-    }
-
-    async fn agent_status_in(&self, keys: &Keys, agent: &str) -> Result<Option<AgentStatus>, StoreError> {
-        let row = self.connection.hget(&keys.agents(), agent.as_bytes()).await?;
-        row.map(|row| decode("agent status", &row)).transpose()
-    }
-
-    async fn provider_status_in(
-        &self,
-        keys: &Keys,
-        provider: &str,
-    ) -> Result<Option<ProviderStatus>, StoreError> {
-        let row = self.connection.hget(&keys.providers(), provider.as_bytes()).await?;
-        row.map(|row| decode("provider status", &row)).transpose()
-    }
-
-    /// A lease's record and the shard it was found in.
-    async fn find_lease(&self, lease_id: Uuid) -> Result<Option<(&Keys, Lease)>, StoreError> {
-        let shards = std::iter::once(self.layout.of_id(lease_id)).chain(self.layout.others(lease_id));
-        // A shard that fails does not hide the lease in another; "not
-        // found" is said only if every shard answered.
-        let mut failed = None;
-        for keys in shards {
-            match self.connection.hget(&keys.leases(), &member(lease_id)).await {
-                Ok(Some(row)) => return Ok(Some((keys, record::decode(lease_id, &row)?))),
-                Ok(None) => {}
-                Err(error) => failed = Some(error),
-            }
-        }
-        failed.map_or(Ok(None), Err)
-    }
-
-    async fn sweep_in(
-        &self,
-        keys: &Keys,
-        now: DateTime<Utc>,
-        pending_before: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Swept, StoreError> {
-        // A retention reaching back past what a record can hold forgets nothing.
-        let retained_since = now.checked_sub_signed(self.finished_retention);
-        let forget_before = retained_since.and_then(|before| at(before).ok()).unwrap_or([0; 8]);
-        // Closed tasks are kept by when they closed: one closed before
-        // `retained_since` is due, and one looked at again is due
-        // TASK_RECHECK_MS after this sweep.
-        let (forget_tasks_before, recheck) = match retained_since {
-            Some(before) => (millis(before).to_string(), millis(before).saturating_add(TASK_RECHECK_MS)),
-            None => ("-inf".to_owned(), 0),
-        };
-        let mut call = self.function(keys, "sweep");
-        call.arg(&at(now)?[..])
-            .arg(&at(pending_before)?[..])
-            .arg(&forget_before[..])
-            .arg(limit_arg(limit))
-            .arg(forget_tasks_before)
-            .arg(recheck);
-        let mut reply = Reply::parse(self.invoke(&call).await?)?;
-        match reply.status() {
-            "ok" => {
-                let expired = keys::lease_ids(reply.list()?)?;
-                let abandoned = keys::lease_ids(reply.list()?)?;
-                let (forgotten, forgotten_tasks) = (reply.count()?, reply.count()?);
-                let mut leases = reply::named([expired.as_slice(), &abandoned].concat(), reply.list()?)?;
-                let abandoned = leases.split_off(expired.len());
-                Ok(Swept { expired: leases, abandoned, forgotten, closed: Vec::new(), forgotten_tasks })
-            }
-            _ => Err(reply.unexpected()),
-        }
-    }
-
-    /// `request_revocation` in one shard: the ids it moved, and those it
-    /// does not hold.
-    async fn request_revocation_in(
-        &self,
-        keys: &Keys,
-        lease_ids: &[Uuid],
-        reason: RevocationReason,
-        now: DateTime<Utc>,
-    ) -> Result<(Vec<Uuid>, Vec<Uuid>), StoreError> {
-        let mut call = self.function(keys, "request_revocation");
-        call.arg(record::reason_code(reason)).arg(&at(now)?[..]);
-        for id in lease_ids {
-            call.arg(&member(*id)[..]);
-        }
-        let mut reply = Reply::parse(self.invoke(&call).await?)?;
-        match reply.status() {
-            "ok" => Ok((keys::lease_ids(reply.list()?)?, keys::lease_ids(reply.list()?)?)),
-            _ => Err(reply.unexpected()),
-        }
-    }
-
-    /// `finish_revocations` in one shard: `Some(id)` if it does not hold
-    /// the lease `id` (and so changed nothing).
-    async fn finish_revocations_in(
-        &self,
-        keys: &Keys,
-        outcomes: &[&RevocationOutcome],
-        now: DateTime<Utc>,
-    ) -> Result<Option<Uuid>, StoreError> {
-        let mut call = self.function(keys, "finish_revocations");
-        call.arg(&at(now)?[..]);
-        for outcome in outcomes {
-            call.arg(&member(outcome.lease_id())[..]);
-            match outcome {
-                RevocationOutcome::Done { generation, .. } => {
-                    call.arg("done").arg(generation).arg("").arg("");
-                }
-                RevocationOutcome::Retry { generation, next_attempt_at, error, .. } => {
-                    call.arg("retry").arg(generation).arg(&at(*next_attempt_at)?[..]).arg(error);
-                }
-                RevocationOutcome::GaveUp { generation, error, .. } => {
-                    call.arg("gave_up").arg(generation).arg("").arg(error);
-                }
-            }
-        }
-        let mut reply = Reply::parse(self.invoke(&call).await?)?;
-        match reply.status() {
-            "ok" => Ok(None),
-            "lease_not_found" => Ok(Some(lease_id(&reply.bytes()?)?)),
-            _ => Err(reply.unexpected()),
-        }
-    }
-}
-
-/// Merges listings of several shards, each in id order, into the first
-/// `limit` in id order.
-fn merged<T>(parts: Vec<Vec<T>>, id: impl Fn(&T) -> Uuid, limit: usize) -> Vec<T> {
-    let mut all: Vec<T> = parts.into_iter().flatten().collect();
-    all.sort_by_key(|item| id(item));
-    all.truncate(limit);
-    all
 }
 
 #[async_trait]
@@ -1005,18 +755,5 @@ impl LeaseStore for RedisStore {
         }))
         .await?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn listings_of_shards_merge_in_id_order() {
-        let parts = vec![vec![1u128, 4, 9], vec![2, 3], vec![], vec![5]];
-        let ids = |part: Vec<u128>| part.into_iter().map(Uuid::from_u128).collect::<Vec<_>>();
-        let merged = merged(parts.into_iter().map(ids).collect(), |id| *id, 4);
-        assert_eq!(merged, ids(vec![1, 2, 3, 4]));
     }
 }

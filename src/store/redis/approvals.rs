@@ -149,7 +149,7 @@ impl RedisStore {
             return self.list_approvals_of(self.layout.of_task(task_id), filter, after, limit).await;
         }
         let parts = self.in_every_shard(|keys| self.list_approvals_of(keys, filter, after, limit)).await?;
-        Ok(super::merged(parts, |approval| approval.id, limit))
+        Ok(super::fanout::merged(parts, |approval| approval.id, limit))
     }
 
     async fn list_approvals_of(
