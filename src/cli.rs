@@ -450,6 +450,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let http = tokio::net::TcpListener::bind(config.server.http_listen)
         .await
         .with_context(|| format!("binding {}", config.server.http_listen))?;
+    crate::runtime::warn_if_lifo_slot_on();
     tracing::info!(grpc = %config.server.listen, http = %config.server.http_listen, "writ serving");
     app.serve(grpc, http, crate::shutdown_signal()).await
 }

@@ -37,6 +37,7 @@ pub mod policy;
 pub mod principals;
 pub mod providers;
 pub mod revocation;
+pub mod runtime;
 pub mod sealer;
 pub mod server;
 pub mod store;

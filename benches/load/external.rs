@@ -15,7 +15,8 @@
 //!   --target URL` drives it (no task, no tokens).
 //! - `--watch NAME=PID` (repeatable) reads the CPU time of each process from
 //!   `/proc/PID/stat` at the start and end of the measured window and prints
-//!   it per issuance, beside the load tool's own.
+//!   it per issuance, beside the load tool's own, and the write system
+//!   calls (`/proc/PID/io`) each made per issuance.
 //! - `--count N` issues exactly N after the warm-up instead of running for
 //!   `--seconds`, and `--warmup-count N` does the same for the warm-up:
 //!   two runs that differ only in `--count` differ only by those issuances,
@@ -102,6 +103,7 @@ pub fn run(options: &Options) {
         };
         println!("measuring {} concurrent callers over {} connections", options.concurrency, channels.len());
         let before: Vec<Option<u64>> = watched.iter().map(|(_, pid)| cpu_ticks(pid)).collect();
+        let writes_before: Vec<Option<u64>> = watched.iter().map(|(_, pid)| write_calls(pid)).collect();
         let own_before = cpu_ticks("self");
         let started = Instant::now();
         let (count, histogram, errors) =
@@ -109,6 +111,7 @@ pub fn run(options: &Options) {
                 .await;
         let elapsed = started.elapsed();
         let after: Vec<Option<u64>> = watched.iter().map(|(_, pid)| cpu_ticks(pid)).collect();
+        let writes_after: Vec<Option<u64>> = watched.iter().map(|(_, pid)| write_calls(pid)).collect();
         let own_after = cpu_ticks("self");
         Measured { count, errors, histogram, elapsed }.print(if options.echo {
             "bare tonic echo server"
@@ -136,7 +139,22 @@ pub fn run(options: &Options) {
                 None => println!("cpu         {name:<12} (not readable)"),
             }
         }
+        for ((name, _), (before, after)) in watched.iter().zip(writes_before.iter().zip(&writes_after)) {
+            if let (Some(before), Some(after)) = (before, after)
+                && count > 0
+            {
+                let per_call = (after - before) as f64 / count as f64;
+                println!("writes      {name:<12} {per_call:8.2} write calls per call");
+            }
+        }
     });
+}
+
+/// The write system calls a process made (`syscw` of `/proc/PID/io`):
+/// sockets and files alike, so fewer means writes coalesced.
+fn write_calls(pid: &str) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines().find_map(|line| line.strip_prefix("syscw: "))?.trim().parse().ok()
 }
 
 /// utime + stime of a process (all its threads), in clock ticks.

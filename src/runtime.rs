@@ -1,0 +1,40 @@
+//! The Tokio runtime `writ` runs on.
+//!
+//! One setting differs from Tokio's defaults: the per-worker LIFO slot is
+//! off (ADR 0018). With it on, a task woken by another task on the same
+//! worker runs next, so the connection task of Redis or of an HTTP/2 client
+//! runs right after each request hands it one command or one response, and
+//! writes it alone: about 4.8 socket writes per issuance. With it off, the
+//! woken task waits its turn behind the requests already ready, and writes
+//! what they all handed it at once: about 1.4 writes per issuance, and a
+//! third less CPU per issuance (docs/performance.md). Tasks in the LIFO
+//! slot are also not stolen by idle workers, a known source of latency
+//! spikes.
+//!
+//! Turning the slot off is an unstable Tokio API, so the workspace builds
+//! with `--cfg tokio_unstable` (`.cargo/config.toml`). A build without it
+//! (a `RUSTFLAGS` in the environment replaces the file's flags) keeps the
+//! slot, and [`LIFO_SLOT_OFF`] says so; `writ serve` warns at start.
+
+/// Whether this build turns Tokio's LIFO slot off.
+pub const LIFO_SLOT_OFF: bool = cfg!(tokio_unstable);
+
+/// The multi-threaded runtime, one worker per CPU Writ may run on.
+pub fn build() -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    #[cfg(tokio_unstable)]
+    builder.disable_lifo_slot();
+    builder.build()
+}
+
+/// Warns, once the log is set up, if this build keeps the LIFO slot.
+pub fn warn_if_lifo_slot_on() {
+    if !LIFO_SLOT_OFF {
+        tracing::warn!(
+            "this build of writ was made without --cfg tokio_unstable (a RUSTFLAGS in the environment replaces \
+             the flags in .cargo/config.toml), so Tokio's LIFO slot stays on: issuance costs about a third more \
+             CPU; rebuild without RUSTFLAGS, or add --cfg tokio_unstable to them"
+        );
+    }
+}
