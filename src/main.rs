@@ -3,6 +3,11 @@
 
 use clap::Parser;
 
+/// mimalloc rather than the system allocator: about 9 % fewer instructions
+/// per issuance (ADR 0019).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = writ::cli::Cli::parse();
     let runtime = match writ::runtime::build() {
