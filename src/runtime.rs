@@ -38,3 +38,25 @@ pub fn warn_if_lifo_slot_on() {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn this_build_turns_the_lifo_slot_off() {
+        // Fails when the workspace's `--cfg tokio_unstable` did not reach
+        // the build (a RUSTFLAGS in the environment replaces it).
+        assert!(super::LIFO_SLOT_OFF, "built without --cfg tokio_unstable: see .cargo/config.toml");
+    }
+
+    #[test]
+    fn the_runtime_runs_tasks_that_wake_each_other() {
+        let runtime = super::build().unwrap();
+        let answer = runtime.block_on(async {
+            let (send, receive) = tokio::sync::oneshot::channel();
+            let echo = tokio::spawn(async move { receive.await.unwrap() + 1 });
+            send.send(41).unwrap();
+            echo.await.unwrap()
+        });
+        assert_eq!(answer, 42);
+    }
+}
