@@ -33,7 +33,7 @@ pub fn warn_if_lifo_slot_on() {
     if !LIFO_SLOT_OFF {
         tracing::warn!(
             "this build of writ was made without --cfg tokio_unstable (a RUSTFLAGS in the environment replaces \
-             the flags in .cargo/config.toml), so Tokio's LIFO slot stays on: issuance costs about a third more \
+             the flags in .cargo/config.toml), so Tokio's LIFO slot stays on: issuance takes about 45 % more \
              CPU; rebuild without RUSTFLAGS, or add --cfg tokio_unstable to them"
         );
     }
